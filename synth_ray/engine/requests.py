@@ -1,0 +1,39 @@
+"""The messages between the scheduler and a generator: plain dataclasses, cheap to pickle.
+
+A request carries token ids (the prompt is rendered once, on the driver, so its length is
+checked before it reaches an engine) and its own seed (derived from the row id), so a row's
+completion does not depend on which replica ran it or in what order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    temperature: float
+    top_p: float
+    max_tokens: int
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingSpec
+    seed: int | None
+    max_tokens: int  # sampling.max_tokens capped so prompt + output fit the context
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """One finished request; `error` is set (and `text` empty) when the engine rejected it."""
+
+    request_id: str
+    text: str
+    n_input_tokens: int
+    n_output_tokens: int
+    finish_reason: str | None
+    error: str | None = None

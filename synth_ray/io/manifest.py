@@ -1,0 +1,75 @@
+"""The manifest: an append-only JSONL file; a unit is committed once its line is on disk.
+
+    python -c "from synth_ray.io.manifest import Manifest; print(Manifest('out').read())"
+
+Readers and `synth-ray status` trust the manifest, not a listing of the shard folder: a shard
+renamed into place by a run that died before appending its line is not committed, and the
+rerun rewrites it under the same name. A torn last line (killed mid-append) is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "_manifest.jsonl"
+
+
+@dataclass
+class UnitRecord:
+    """What a committed unit wrote; `stats` follows `synth_ray.stats.UnitStats.to_dict`."""
+
+    unit_index: int
+    unit_id: str
+    data_shard: str
+    error_shard: str | None
+    rows_out: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Manifest:
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / MANIFEST_NAME
+
+    def read(self) -> dict[str, UnitRecord]:
+        """Committed units by unit id."""
+        records: dict[str, UnitRecord] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn final append: that unit was never committed
+                try:
+                    record = UnitRecord(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue
+                records[record.unit_id] = record
+        return records
+
+    def append(self, record: UnitRecord) -> None:
+        """Commit a unit: one line, flushed and fsync'd before this returns."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        line = json.dumps(asdict(record), sort_keys=True) + "\n"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a partial last line so the next append starts on a line of its own."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())

@@ -1,0 +1,88 @@
+"""What a method is: input document -> candidate rows (with chat messages) -> output rows.
+
+A method is plain Python with no Ray in it, so it can be tested alone. The runtime calls
+`expand` on each input document, renders each candidate's messages, sends them to a generator,
+and hands the completion back to `finish`, which keeps, drops (naming the filter) or errors the
+row. Every candidate ends as exactly one of the three, which is what makes
+`rows_in = rows_out + rows_dropped + rows_errored` hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from synth_ray.engine.requests import EngineResult
+from synth_ray.io.inputs import Document
+
+
+def row_id(*parts: object) -> str:
+    """Deterministic 16-hex-digit id from the parts that make a row unique."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Candidate:
+    """A planned output row: either messages to generate from, or an error found before that."""
+
+    row_id: str
+    source_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, str]] | None = None
+    error: str | None = None
+    error_stage: str = "input"
+
+
+@dataclass
+class Kept:
+    row: dict[str, Any]
+
+
+@dataclass
+class Dropped:
+    filter_name: str
+
+
+@dataclass
+class Errored:
+    stage: str
+    error: str
+
+
+Outcome = Kept | Dropped | Errored
+
+
+class Method(ABC):
+    name: str
+    schema: pa.Schema
+
+    @abstractmethod
+    def estimate_rows(self, doc: Document) -> int:
+        """Rough candidates per document, used only to size work units (never for correctness)."""
+
+    @abstractmethod
+    def expand(self, doc: Document) -> list[Candidate]:
+        """Candidates for one document; a bad document gives one candidate with `error` set."""
+
+    @abstractmethod
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        """Turn a completion into an output row, or say why it is dropped or errored."""
+
+    @staticmethod
+    def token_fields(result: EngineResult) -> dict[str, Any]:
+        return {
+            "n_input_tokens": result.n_input_tokens,
+            "n_output_tokens": result.n_output_tokens,
+            "finish_reason": result.finish_reason,
+        }
+
+
+TOKEN_COLUMNS = [
+    pa.field("n_input_tokens", pa.int32()),
+    pa.field("n_output_tokens", pa.int32()),
+    pa.field("finish_reason", pa.string()),
+]

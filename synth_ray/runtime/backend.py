@@ -1,0 +1,56 @@
+"""The mechanism under the scheduler: start replicas, send batches, report what happened.
+
+The scheduler's policy (scheduler.py) speaks only this protocol, so tests drive it with a
+simulated backend (tests/fake_backend.py) and production with Ray actors (ray_backend.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from synth_ray.engine.requests import EngineRequest, EngineResult
+
+
+@dataclass(frozen=True)
+class ReplicaReady:
+    replica_id: int
+    info: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaFailed:
+    """The replica is gone (failed to start, crashed, lost its node); its batches are lost."""
+
+    replica_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    replica_id: int
+    batch_id: int
+    results: list[EngineResult]
+
+
+Event = ReplicaReady | ReplicaFailed | BatchDone
+
+
+class Backend(Protocol):
+    def start_replica(self) -> int:
+        """Begin starting a replica; a ReplicaReady or ReplicaFailed event follows."""
+
+    def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
+        """Send a batch to a ready replica; a BatchDone or ReplicaFailed event follows."""
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Events since the last poll, waiting up to `timeout` seconds for the first."""
+
+    def stop_replica(self, replica_id: int) -> None:
+        """Kill a replica; no further events come from it."""
+
+    def describe_pending(self) -> str:
+        """Why replicas that are not ready yet might be waiting (for timeout messages)."""
+
+    def shutdown(self) -> None:
+        """Stop every replica."""

@@ -1,0 +1,33 @@
+"""The generator replica: a Ray async actor hosting one vLLM async engine.
+
+Ray runs many `generate` calls on it at once (an async actor), each awaiting its own requests
+inside the one engine, so new batches enter the engine while earlier ones are still decoding.
+The model is resolved on the actor's node (the embedded model is converted there if that node
+has not done it yet), so a cluster needs no shared model folder for the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+from synth_ray.engine.models import resolve_model
+from synth_ray.engine.requests import EngineRequest, EngineResult
+from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
+
+
+class GeneratorActor:
+    def __init__(self, settings: EngineSettings) -> None:
+        settings = dataclasses.replace(settings, model=resolve_model(settings.model))
+        self.engine = VllmEngine(settings)
+
+    async def ready(self) -> str:
+        """Answers once the engine is loaded; says where the replica runs."""
+        return f"{socket.gethostname()} pid {os.getpid()}"
+
+    async def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        return await self.engine.generate_many(requests)
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,64 @@
+"""Progress while a job runs: units done/total, rows/s, output tokens/s, acceptance so far.
+
+On a terminal it is a rich progress bar; elsewhere (CI, logs, `ray job logs`) one plain line
+every `log_every_s` seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from synth_ray.stats import UnitStats
+
+
+class JobProgress:
+    def __init__(
+        self, units_total: int, units_done: int, enabled: bool = True, log_every_s: float = 10.0
+    ) -> None:
+        self.units_total = units_total
+        self.units_done = units_done
+        self.stats = UnitStats()
+        self.started = time.monotonic()
+        self.enabled = enabled
+        self.log_every_s = log_every_s
+        self._last_log = 0.0
+        self.console = Console(stderr=True)
+        self.bar: Progress | None = None
+        if enabled and sys.stderr.isatty():
+            self.bar = Progress(
+                TextColumn("[bold]units"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self.task = self.bar.add_task("units", total=units_total, completed=units_done, rate="")
+            self.bar.start()
+
+    def describe(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        done = self.stats.rows_in
+        acceptance = self.stats.rows_out / done if done else 0.0
+        return (
+            f"{self.stats.rows_out / elapsed:.1f} rows/s, "
+            f"{self.stats.output_tokens / elapsed:.0f} out tok/s, "
+            f"acceptance {acceptance:.0%}"
+        )
+
+    def unit_committed(self, stats: UnitStats) -> None:
+        self.units_done += 1
+        self.stats.merge(stats)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.units_done, rate=self.describe())
+        elif self.enabled and time.monotonic() - self._last_log >= self.log_every_s:
+            self._last_log = time.monotonic()
+            print(f"units {self.units_done}/{self.units_total}: {self.describe()}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,158 @@
+"""The Ray mechanism under the scheduler: generator actors, object refs, ray.wait.
+
+    python -c "from synth_ray.runtime.ray_backend import check_cluster_fits; help(check_cluster_fits)"
+
+Every actor call is an object ref mapped back to (replica, batch). Any failure of a call (the
+actor died, its node was lost, its engine raised EngineDead) is reported as ReplicaFailed: the
+scheduler re-sends the batch elsewhere and this backend kills the actor, so a half-dead engine
+never keeps receiving work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from synth_ray.engine.requests import EngineRequest
+from synth_ray.engine.vllm_engine import EngineSettings
+from synth_ray.errors import ResourceError
+from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
+from synth_ray.runtime.generator_actor import GeneratorActor
+
+
+@dataclass(frozen=True)
+class ReplicaResources:
+    num_cpus: float
+    num_gpus: int
+    env_vars: dict[str, str]
+
+
+def check_cluster_fits(replicas: int, resources: ReplicaResources) -> None:
+    """Fail now, naming what is missing, if the cluster can never hold the replicas."""
+    total = ray.cluster_resources()
+    gpus, cpus = total.get("GPU", 0), total.get("CPU", 0)
+    if resources.num_gpus and gpus < resources.num_gpus:
+        raise ResourceError(
+            f"resources.gpus_per_replica={resources.num_gpus}: the Ray cluster has {gpus:g} GPUs "
+            "(set resources.gpus_per_replica=0 to run on CPU)"
+        )
+    if resources.num_gpus and gpus < replicas * resources.num_gpus:
+        raise ResourceError(
+            f"resources.replicas={replicas} x gpus_per_replica={resources.num_gpus} needs "
+            f"{replicas * resources.num_gpus} GPUs; the Ray cluster has {gpus:g}"
+        )
+    if cpus < replicas * resources.num_cpus:
+        raise ResourceError(
+            f"resources.replicas={replicas} x cpus_per_replica={resources.num_cpus:g} needs "
+            f"{replicas * resources.num_cpus:g} CPUs; the Ray cluster has {cpus:g}"
+        )
+
+
+def _reason(err: BaseException) -> str:
+    """The most specific one-line reason inside a Ray error."""
+    cause = getattr(err, "cause", None) or getattr(err, "__cause__", None)
+    text = str(cause if cause is not None else err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if ("Error" in line or "error" in line) and not line.startswith(("File ", "Traceback")):
+            return line[:500]
+    return (lines[-1] if lines else type(err).__name__)[:500]
+
+
+class RayBackend:
+    def __init__(
+        self, settings: EngineSettings, resources: ReplicaResources, keep_alive: bool = False
+    ) -> None:
+        """With `keep_alive`, `shutdown` parks healthy actors and the next `start_replica`
+        reuses them (one warm engine across several jobs, e.g. a test session); `close` kills
+        them for good."""
+        self.settings = settings
+        self.resources = resources
+        self.keep_alive = keep_alive
+        self.idle: list[Any] = []
+        self.actor_class = ray.remote(GeneratorActor)
+        self.actors: dict[int, Any] = {}
+        self.refs: dict[Any, tuple[str, int, int]] = {}
+        self.next_replica_id = 0
+
+    def start_replica(self) -> int:
+        replica_id = self.next_replica_id
+        self.next_replica_id += 1
+        actor = self.idle.pop() if self.idle else self._new_actor()
+        self.actors[replica_id] = actor
+        self.refs[actor.ready.remote()] = ("ready", replica_id, -1)
+        return replica_id
+
+    def _new_actor(self) -> Any:
+        return self.actor_class.options(
+            num_cpus=self.resources.num_cpus,
+            num_gpus=self.resources.num_gpus,
+            max_restarts=0,
+            max_concurrency=10_000,
+            runtime_env={"env_vars": self.resources.env_vars},
+        ).remote(self.settings)
+
+    def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
+        ref = self.actors[replica_id].generate.remote(requests)
+        self.refs[ref] = ("batch", replica_id, batch_id)
+
+    def poll(self, timeout: float) -> list[Event]:
+        if not self.refs:
+            return []
+        pending = list(self.refs)
+        done, _ = ray.wait(pending, num_returns=1, timeout=timeout)
+        if done:
+            done, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        events: list[Event] = []
+        failed: set[int] = set()
+        for ref in done:
+            kind, replica_id, batch_id = self.refs.pop(ref)
+            if replica_id in failed:
+                continue
+            try:
+                value = ray.get(ref)
+            except Exception as err:  # actor died, node lost, engine dead, or a bug in the call
+                failed.add(replica_id)
+                events.append(ReplicaFailed(replica_id, _reason(err)))
+                continue
+            if kind == "ready":
+                events.append(ReplicaReady(replica_id, str(value)))
+            else:
+                events.append(BatchDone(replica_id, batch_id, value))
+        return events
+
+    def stop_replica(self, replica_id: int) -> None:
+        actor = self.actors.pop(replica_id, None)
+        for ref, (_, rid, _) in list(self.refs.items()):
+            if rid == replica_id:
+                del self.refs[ref]
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+
+    def describe_pending(self) -> str:
+        need = {"CPU": self.resources.num_cpus}
+        if self.resources.num_gpus:
+            need["GPU"] = self.resources.num_gpus
+        available = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+        return f"each replica needs {need}; the cluster has {available} available"
+
+    def replica_pid(self, replica_id: int) -> int:
+        return ray.get(self.actors[replica_id].pid.remote())
+
+    def shutdown(self) -> None:
+        """Stop this run's replicas (parked for reuse with keep_alive)."""
+        self.refs.clear()
+        if self.keep_alive:
+            self.idle.extend(self.actors.values())
+            self.actors.clear()
+            return
+        self.close()
+
+    def close(self) -> None:
+        for replica_id in list(self.actors):
+            self.stop_replica(replica_id)
+        for actor in self.idle:
+            ray.kill(actor, no_restart=True)
+        self.idle.clear()

@@ -1,0 +1,185 @@
+"""Work units in flight: documents -> rendered requests -> results -> one committed shard.
+
+`UnitBuilder` expands a unit's documents with the method and renders each candidate's prompt
+to token ids; a prompt that does not fit `engine.max_model_len` becomes an error row (stage
+`prompt`) instead of a request. `UnitTracker` collects results by request id and commits the
+unit (shards, then manifest line) as soon as its last result arrives, rows in candidate order,
+so a shard's content does not depend on which replica finished first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
+from synth_ray.io.inputs import Document
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.base import Candidate, Dropped, Errored, Kept, Method
+from synth_ray.plan import WorkUnit
+from synth_ray.runtime.scheduler import WorkItem
+from synth_ray.stats import UnitStats
+
+
+def request_seed(base_seed: int, row_id: str) -> int:
+    digest = hashlib.sha256(f"{base_seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class PendingUnit:
+    unit: WorkUnit
+    candidates: list[Candidate]
+    requests: list[EngineRequest]
+    outcomes: dict[str, Kept | Dropped | Errored] = field(default_factory=dict)
+    results: dict[str, EngineResult] = field(default_factory=dict)
+    input_documents: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.outcomes) == len(self.candidates)
+
+
+class UnitBuilder:
+    def __init__(
+        self,
+        method: Method,
+        renderer: PromptRenderer,
+        max_model_len: int,
+        sampling: SamplingSpec,
+        seed: int,
+    ) -> None:
+        self.method = method
+        self.renderer = renderer
+        self.max_model_len = max_model_len
+        self.sampling = sampling
+        self.seed = seed
+
+    def build(self, unit: WorkUnit, docs: list[Document]) -> PendingUnit:
+        candidates = [c for doc in docs for c in self.method.expand(doc)]
+        pending = PendingUnit(unit, candidates, [], input_documents=len(docs))
+        to_render = [c for c in candidates if c.error is None]
+        texts = [self.renderer.render_text(c.messages or []) for c in to_render]
+        token_ids = (
+            self.renderer.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        )
+        for candidate in candidates:
+            if candidate.error is not None:
+                pending.outcomes[candidate.row_id] = Errored(candidate.error_stage, candidate.error)
+        for candidate, ids in zip(to_render, token_ids, strict=True):
+            if len(ids) >= self.max_model_len:
+                pending.outcomes[candidate.row_id] = Errored(
+                    "prompt",
+                    f"prompt has {len(ids)} tokens; engine.max_model_len is {self.max_model_len}",
+                )
+                continue
+            pending.requests.append(
+                EngineRequest(
+                    request_id=candidate.row_id,
+                    prompt_token_ids=list(ids),
+                    sampling=self.sampling,
+                    seed=request_seed(self.seed, candidate.row_id),
+                    max_tokens=min(self.sampling.max_tokens, self.max_model_len - len(ids)),
+                )
+            )
+        return pending
+
+
+def documents_by_unit(
+    docs: Iterable[Document], units: list[WorkUnit]
+) -> Iterator[tuple[WorkUnit, list[Document]]]:
+    """Walk the documents once, grouping them by unit; units absent from `units` are skipped."""
+    wanted = iter(sorted(units, key=lambda u: u.start))
+    current = next(wanted, None)
+    batch: list[Document] = []
+    for doc in docs:
+        while current is not None and doc.ordinal >= current.stop:
+            yield current, batch
+            batch = []
+            current = next(wanted, None)
+        if current is None:
+            return
+        if doc.ordinal >= current.start:
+            batch.append(doc)
+    while current is not None:
+        yield current, batch
+        batch = []
+        current = next(wanted, None)
+
+
+OnCommit = Callable[[PendingUnit, UnitStats], None]
+
+
+class UnitTracker:
+    """Collects results per unit and commits each unit exactly when it is complete."""
+
+    def __init__(self, store: OutputStore, method: Method, on_commit: OnCommit) -> None:
+        self.store = store
+        self.method = method
+        self.on_commit = on_commit
+        self.pending: dict[int, PendingUnit] = {}
+        self.by_request: dict[str, PendingUnit] = {}
+        self.candidate_of: dict[str, Candidate] = {}
+
+    def work_items(self, units: Iterable[PendingUnit]) -> Iterator[WorkItem]:
+        """Register each unit as the scheduler reaches it and yield its requests."""
+        for pending in units:
+            if pending.complete:  # nothing to generate: every candidate failed before that
+                self._commit(pending)
+                continue
+            self.pending[pending.unit.index] = pending
+            for candidate in pending.candidates:
+                self.candidate_of[candidate.row_id] = candidate
+            for request in pending.requests:
+                self.by_request[request.request_id] = pending
+                yield WorkItem(request, pending.unit.index)
+
+    def add_result(self, item: WorkItem, result: EngineResult) -> None:
+        pending = self.by_request.pop(result.request_id)
+        candidate = self.candidate_of.pop(result.request_id)
+        pending.results[result.request_id] = result
+        if result.error is not None:
+            pending.outcomes[result.request_id] = Errored("generate", result.error)
+        else:
+            try:
+                pending.outcomes[result.request_id] = self.method.finish(candidate, result)
+            except Exception as err:  # a parser bug on one completion must not fail the unit
+                pending.outcomes[result.request_id] = Errored(
+                    "parse", f"{type(err).__name__}: {err}"
+                )
+        if pending.complete:
+            del self.pending[pending.unit.index]
+            self._commit(pending)
+
+    def _commit(self, pending: PendingUnit) -> None:
+        stats = UnitStats(input_documents=pending.input_documents, rows_in=len(pending.candidates))
+        rows: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for candidate in pending.candidates:
+            outcome = pending.outcomes[candidate.row_id]
+            result = pending.results.get(candidate.row_id)
+            if result is not None:
+                stats.input_tokens += result.n_input_tokens
+                stats.output_tokens += result.n_output_tokens
+            if isinstance(outcome, Kept):
+                rows.append(outcome.row)
+                stats.rows_out += 1
+            elif isinstance(outcome, Dropped):
+                stats.dropped[outcome.filter_name] += 1
+            else:
+                stats.errored[outcome.stage] += 1
+                errors.append(
+                    {
+                        "id": candidate.row_id,
+                        "source_id": candidate.source_id,
+                        "stage": outcome.stage,
+                        "error": outcome.error,
+                    }
+                )
+        self.store.commit_unit(
+            pending.unit.index, pending.unit.unit_id, rows, self.method.schema, errors, stats
+        )
+        self.on_commit(pending, stats)

@@ -1,0 +1,43 @@
+"""`synth-ray status OUTPUT_DIR`: what the manifest says is done, and what is pending.
+
+    synth-ray status out/quickstart --json
+
+Reads only the output folder (`_job.json`, `_manifest.jsonl`, `_runs.jsonl`), so it works while
+a job is running and after it was killed. Pending units are the planned total (recorded in
+stats.json by the last run that planned) minus the committed ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from synth_ray.errors import UserError
+from synth_ray.io.output_store import STATS_FILE, OutputStore
+
+
+def collect_status(output: str | Path) -> dict[str, Any]:
+    store = OutputStore(output)
+    job = store.read_job()
+    if job is None:
+        raise UserError(f"output folder {output}: no synth-ray job here (_job.json missing)")
+    totals = store.totals().to_dict()
+    committed = len(store.committed())
+    stats_file = Path(output) / STATS_FILE
+    units_total = None
+    if stats_file.exists():
+        units_total = json.loads(stats_file.read_text()).get("units_total")
+    runs = store.runs()
+    report: dict[str, Any] = {
+        "method": job["config"].get("method"),
+        "model": job["config"].get("engine", {}).get("model"),
+        "units_committed": committed,
+        "units_pending": (units_total - committed) if units_total is not None else "unknown",
+        **totals,
+        "accounted": totals["rows_in"]
+        == totals["rows_out"] + totals["rows_dropped"] + totals["rows_errored"],
+        "runs": len(runs),
+        "generation_wall_s": round(sum(r.get("generation_wall_s", 0.0) for r in runs), 1),
+    }
+    return report
