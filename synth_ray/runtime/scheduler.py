@@ -7,8 +7,10 @@ Plain Python over the `Backend` protocol, no Ray here. Policy:
   `batch_size`, until each ready replica has `max_in_flight` requests outstanding. A replica
   keeps accepting batches while earlier ones decode: there is no batch barrier.
 - A replica that dies loses its in-flight batches; their requests go back to the front of the
-  queue with one more attempt counted. A request that has been on `max_attempts` dead replicas
-  comes back as an error result (it may be what kills them) instead of failing the job.
+  queue with one more attempt counted. A request on its last attempt is a suspect (it may be
+  what kills engines): it is sent alone, to a replica first drained of other work, so only the
+  culprit fails with it. A request lost `max_attempts` times comes back as an error result
+  instead of failing the job.
 - A dead replica is replaced up to `max_replica_restarts` times. The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
   model path fails every replica alike), or when none is ready within `start_timeout_s`.
@@ -52,6 +54,7 @@ class _Replica:
     started_at: float
     ready: bool = False
     in_flight: dict[int, list[WorkItem]] = field(default_factory=dict)
+    isolating: bool = False  # running a suspect alone; gets nothing else meanwhile
 
     def outstanding(self) -> int:
         return sum(len(batch) for batch in self.in_flight.values())
@@ -111,10 +114,17 @@ class Scheduler:
         self.replicas[replica_id] = _Replica(started_at=self.clock())
 
     # -- dispatch -------------------------------------------------------------------------------
+    def _is_suspect(self, item: WorkItem) -> bool:
+        return item.attempts >= max(1, self.settings.max_attempts - 1)
+
     def _take(self, n: int) -> list[WorkItem]:
+        """Up to n items: retries first (suspects left in place), then fresh work."""
         batch: list[WorkItem] = []
+        suspects: deque[WorkItem] = deque()
         while len(batch) < n and self.retry:
-            batch.append(self.retry.popleft())
+            item = self.retry.popleft()
+            (suspects if self._is_suspect(item) else batch).append(item)
+        self.retry.extendleft(reversed(suspects))
         while len(batch) < n and not self.work_exhausted:
             try:
                 batch.append(next(self.work))
@@ -122,18 +132,27 @@ class Scheduler:
                 self.work_exhausted = True
         return batch
 
+    def _send(self, replica_id: int, replica: _Replica, batch: list[WorkItem]) -> None:
+        batch_id = self.next_batch_id
+        self.next_batch_id += 1
+        replica.in_flight[batch_id] = batch
+        self.backend.submit(replica_id, batch_id, [item.request for item in batch])
+
     def _fill(self) -> None:
-        for replica_id, replica in list(self.replicas.items()):
-            if not replica.ready:
-                continue
+        ready = [(rid, r) for rid, r in self.replicas.items() if r.ready and not r.isolating]
+        if any(self._is_suspect(item) for item in self.retry) and ready:
+            drain_id, drain = ready.pop(0)  # stops taking work until empty, then isolates
+            if not drain.in_flight:
+                suspect = next(i for i in self.retry if self._is_suspect(i))
+                self.retry.remove(suspect)
+                drain.isolating = True
+                self._send(drain_id, drain, [suspect])
+        for replica_id, replica in ready:
             while (room := self.settings.max_in_flight - replica.outstanding()) > 0:
                 batch = self._take(min(self.settings.batch_size, room))
                 if not batch:
-                    return
-                batch_id = self.next_batch_id
-                self.next_batch_id += 1
-                replica.in_flight[batch_id] = batch
-                self.backend.submit(replica_id, batch_id, [item.request for item in batch])
+                    break
+                self._send(replica_id, replica, batch)
 
     # -- events ---------------------------------------------------------------------------------
     def _handle(self, event: ReplicaReady | ReplicaFailed | BatchDone) -> None:
@@ -149,6 +168,7 @@ class Scheduler:
             batch = replica.in_flight.pop(event.batch_id, None)
             if batch is None:
                 return
+            replica.isolating = False
             by_id = {r.request_id: r for r in event.results}
             for item in batch:
                 result = by_id.get(item.request.request_id) or EngineResult(

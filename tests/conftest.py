@@ -1,0 +1,61 @@
+"""Shared fixtures. The real engine starts once per session (about 45 s on 2 cores) and every
+end-to-end test reuses it through a keep-alive Ray backend."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("SYNTH_RAY_CACHE", str(REPO / ".cache" / "synth-ray"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_docs(n: int, words: int = 40) -> list[dict]:
+    """n distinct documents of about `words` words, some with two paragraphs."""
+    vocab = "river stone market winter garden signal copper lantern harbor meadow".split()
+    docs = []
+    for i in range(n):
+        body = " ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(words))
+        text = f"Document {i} begins. {body}."
+        if i % 3 == 0:
+            text += f"\n\nA second paragraph for document {i}, short and plain."
+        docs.append({"id": f"d{i:04d}", "text": text})
+    return docs
+
+
+def job_config(tmp_path: Path, input_path: Path, **sections) -> JobConfig:  # noqa: F821
+    from synth_ray.config import validate_config
+
+    data = {
+        "method": "rephrase",
+        "input": {"path": str(input_path), "id_column": "id"},
+        "output": {"path": str(tmp_path / "out"), "rows_per_shard": 8},
+        "engine": {"max_model_len": 512, "enforce_eager": True},
+        "sampling": {"max_tokens": 16, "temperature": 0.7},
+        "rephrase": {"styles": ["easy", "qa"], "max_chunk_tokens": 64},
+        "ray": {"num_cpus": 2},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return validate_config(data)
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> str:
+    from synth_ray.engine.models import prepare_embedded_model
+
+    return str(prepare_embedded_model())

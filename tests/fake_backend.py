@@ -1,0 +1,108 @@
+"""A simulated generator backend for scheduler tests and fault injection (never for end-to-end).
+
+Batches finish after a configurable number of polls, out of order; replicas can be made to fail
+at start, die after N batches, or die whenever a given request id is in a batch (a poison row).
+Completions are a deterministic function of the prompt, so runs are comparable.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from synth_ray.engine.requests import EngineRequest, EngineResult
+from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
+
+
+def fake_completion(request: EngineRequest) -> EngineResult:
+    n = min(request.max_tokens, 5)
+    return EngineResult(
+        request.request_id,
+        f"completion of {len(request.prompt_token_ids)} tokens " + "x" * n,
+        len(request.prompt_token_ids),
+        n,
+        "length",
+    )
+
+
+@dataclass
+class FakeBackend:
+    start_failure: str | None = None  # every replica fails to start with this reason
+    never_ready: bool = False  # replicas stay pending forever
+    die_after_batches: dict[int, int] = field(default_factory=dict)  # replica -> batches served
+    poison_request: str | None = None  # a batch holding it kills its replica
+    latency_polls: int = 2
+    seed: int = 0
+    submitted: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    max_outstanding_seen: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.next_id = 0
+        self.alive: set[int] = set()
+        self.pending_events: list[Event] = []
+        self.in_flight: dict[int, list[tuple[int, int, list[EngineRequest]]]] = {}
+        self.served: dict[int, int] = {}
+        self.started: list[int] = []
+
+    def start_replica(self) -> int:
+        rid = self.next_id
+        self.next_id += 1
+        self.started.append(rid)
+        if self.start_failure:
+            self.pending_events.append(ReplicaFailed(rid, self.start_failure))
+        elif not self.never_ready:
+            self.alive.add(rid)
+            self.in_flight[rid] = []
+            self.served[rid] = 0
+            self.pending_events.append(ReplicaReady(rid))
+        return rid
+
+    def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
+        assert replica_id in self.alive, "scheduler sent work to a replica that is not ready"
+        self.submitted.append((replica_id, batch_id, [r.request_id for r in requests]))
+        polls = self.latency_polls + self.rng.randint(0, 2)
+        self.in_flight[replica_id].append((polls, batch_id, requests))
+        outstanding = sum(len(b[2]) for b in self.in_flight[replica_id])
+        seen = self.max_outstanding_seen.get(replica_id, 0)
+        self.max_outstanding_seen[replica_id] = max(seen, outstanding)
+
+    def _kill(self, replica_id: int, reason: str) -> None:
+        self.alive.discard(replica_id)
+        self.in_flight.pop(replica_id, None)
+        self.pending_events.append(ReplicaFailed(replica_id, reason))
+
+    def poll(self, timeout: float) -> list[Event]:
+        events, self.pending_events = self.pending_events, []
+        for rid in list(self.alive):
+            remaining = []
+            for polls, batch_id, requests in self.in_flight[rid]:
+                if polls > 0:
+                    remaining.append((polls - 1, batch_id, requests))
+                    continue
+                if self.poison_request in {r.request_id for r in requests}:
+                    self._kill(rid, "engine crashed on a poison request")
+                    break
+                limit = self.die_after_batches.get(rid)
+                if limit is not None and self.served[rid] >= limit:
+                    self._kill(rid, f"replica {rid} lost its node")
+                    break
+                self.served[rid] += 1
+                results = [fake_completion(r) for r in requests]
+                self.rng.shuffle(results)  # results come back in any order
+                events.append(BatchDone(rid, batch_id, results))
+            else:
+                self.in_flight[rid] = remaining
+        events.extend(self.pending_events)
+        self.pending_events = []
+        return events
+
+    def stop_replica(self, replica_id: int) -> None:
+        self.alive.discard(replica_id)
+        self.in_flight.pop(replica_id, None)
+
+    def describe_pending(self) -> str:
+        return "each replica needs {'GPU': 1}; the cluster has {'GPU': 0} available"
+
+    def shutdown(self) -> None:
+        self.alive.clear()

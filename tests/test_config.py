@@ -1,0 +1,87 @@
+"""Config validation: unknown keys, wrong types and bad values give one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from synth_ray.config import load_config, validate_config
+from synth_ray.errors import ConfigError
+
+BASE = "method: rephrase\ninput: {path: x.jsonl}\noutput: {path: out}\n"
+
+
+def load(tmp_path, text, overrides=()):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return load_config(path, list(overrides))
+
+
+def test_defaults_and_overrides(tmp_path):
+    config = load(tmp_path, BASE, ["input.limit=20", "sampling.temperature=0", "ray.address=auto"])
+    assert config.input.limit == 20 and config.sampling.temperature == 0.0
+    assert config.ray.address == "auto" and config.rephrase.max_chunk_tokens == 300
+    assert config.rephrase.styles == ["easy", "medium", "hard", "qa"]
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (
+            BASE + "input: {path: x, text_colum: t}\n",
+            [],
+            "config key input.text_colum: unknown key",
+        ),
+        (BASE, ["sampling.temprature=1"], "config key sampling.temprature: unknown key"),
+        (
+            BASE,
+            ["resources.replicas=two"],
+            "config key resources.replicas: Input should be a valid integer",
+        ),
+        (
+            BASE,
+            ["resources.replicas=0"],
+            "config key resources.replicas: Input should be greater than or equal to 1",
+        ),
+        (BASE, ["method=summarize"], "config key method: Input should be 'rephrase' or 'generate'"),
+        ("method: rephrase\noutput: {path: o}\n", [], "config key input: required but missing"),
+        (BASE, ["rephrase.styles=[easy, poetic]"], "style 'poetic'"),
+        (
+            BASE,
+            ["rephrase.custom_styles={x: no placeholder}"],
+            "custom_styles.x: template must contain {text}",
+        ),
+        (BASE, ["input.limit"], "expected KEY=VALUE"),
+        (BASE, ["input.path.x=1"], "input.path is a value, not a section"),
+        ("method: [unclosed\n", [], "not valid YAML"),
+        ("- a\n- b\n", [], "expected a mapping"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_custom_style_can_be_used(tmp_path):
+    config = load(
+        tmp_path,
+        BASE,
+        ["rephrase.styles=[tweet]", "rephrase.custom_styles={tweet: 'As a tweet: {text}'}"],
+    )
+    assert config.rephrase.styles == ["tweet"]
+
+
+def test_fingerprint_ignores_where_and_how_fast():
+    base = {"method": "generate", "input": {"path": "x"}, "output": {"path": "a"}}
+    a = validate_config(base)
+    b = validate_config(
+        {**base, "output": {"path": "b"}, "resources": {"replicas": 4}, "ray": {"address": "auto"}}
+    )
+    c = validate_config({**base, "sampling": {"max_tokens": 5}})
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()

@@ -1,0 +1,93 @@
+"""Input discovery and streaming: Parquet, JSONL, folders, globs, limits, bad rows and files."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_jsonl
+
+from synth_ray.errors import InputError
+from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
+
+
+def test_folder_of_parquet_and_jsonl_in_sorted_order_with_limit(tmp_path):
+    pq.write_table(pa.table({"text": ["a", "b"], "id": ["p1", "p2"]}), tmp_path / "b.parquet")
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "id": "j1"}, {"text": "y", "id": "j2"}])
+    docs = list(iter_documents(InputSpec(str(tmp_path), id_column="id")))
+    assert [d.source_id for d in docs] == ["j1", "j2", "p1", "p2"]
+    assert [d.ordinal for d in docs] == [0, 1, 2, 3]
+    limited = list(iter_documents(InputSpec(str(tmp_path), id_column="id", limit=3)))
+    assert [d.text for d in limited] == ["x", "y", "a"]
+
+
+def test_derived_ids_are_file_and_row(tmp_path):
+    write_jsonl(tmp_path / "sub" / "f.jsonl", [{"text": "x"}, {"text": "y"}])
+    docs = list(iter_documents(InputSpec(str(tmp_path / "**" / "*.jsonl"))))
+    assert [d.source_id for d in docs] == ["f.jsonl:0", "f.jsonl:1"]
+
+
+def test_bad_rows_become_error_documents(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"text": "ok"}\nnot json\n{"text": 5}\n{"text": null}\n{"other": 1}\n[1]\n')
+    docs = list(iter_documents(InputSpec(str(path))))
+    assert [d.error for d in docs] == [
+        None,
+        docs[1].error,
+        "text is int, expected a string",
+        "text is null",
+        "line 5 has no field 'text'",
+        "line 6 is not a JSON object",
+    ]
+    assert docs[1].error.startswith("line 2 is not JSON")
+
+
+@pytest.mark.parametrize(
+    ("setup", "spec_kwargs", "message"),
+    [
+        (lambda p: None, {}, "no such file or folder"),
+        (lambda p: (p / "d").mkdir(), {"path": "d"}, "folder holds no .parquet or .jsonl files"),
+        (
+            lambda p: (p / "f.csv").write_text("a"),
+            {"path": "f.csv"},
+            "expected a .parquet or .jsonl file",
+        ),
+        (
+            lambda p: write_jsonl(p / "f.jsonl", [{"body": "x"}]),
+            {"path": "f.jsonl"},
+            "input.text_column 'text': no such field",
+        ),
+        (
+            lambda p: write_jsonl(p / "f.jsonl", [{"text": "x"}]),
+            {"path": "f.jsonl", "id_column": "uid"},
+            "input.id_column 'uid'",
+        ),
+        (
+            lambda p: pq.write_table(pa.table({"body": ["x"]}), p / "f.parquet"),
+            {"path": "f.parquet"},
+            "no such column",
+        ),
+        (
+            lambda p: pq.write_table(pa.table({"text": [1]}), p / "f.parquet"),
+            {"path": "f.parquet"},
+            "expected a string column",
+        ),
+        (
+            lambda p: (p / "f.parquet").write_bytes(b"garbage"),
+            {"path": "f.parquet"},
+            "unreadable Parquet",
+        ),
+        (
+            lambda p: (p / "f.jsonl").write_text("{oops\n"),
+            {"path": "f.jsonl"},
+            "first line is not JSON",
+        ),
+    ],
+)
+def test_bad_inputs_raise_one_line(tmp_path, setup, spec_kwargs, message):
+    setup(tmp_path)
+    kwargs = {"path": "missing.jsonl", **spec_kwargs}
+    kwargs["path"] = str(tmp_path / kwargs["path"])
+    with pytest.raises(InputError) as err:
+        validate_inputs(InputSpec(**kwargs))
+    assert message in str(err.value) and "\n" not in str(err.value)

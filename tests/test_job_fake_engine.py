@@ -1,0 +1,219 @@
+"""The whole job path (plan, units, commit, resume, accounting) with a simulated engine.
+
+The simulated engine lets a crash be injected at every step of every commit; the same
+promises are checked end to end on the real engine in test_end_to_end.py."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend
+
+import synth_ray.io.manifest as manifest_mod
+import synth_ray.io.output_store as store_mod
+from synth_ray.errors import InputError, OutputConflictError
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+
+
+def output_ids(path) -> list[str]:
+    ids: list[str] = []
+    for file in OutputStore(path).data_files():
+        ids.extend(pq.read_table(file, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def error_ids(path) -> list[str]:
+    store = OutputStore(path)
+    ids: list[str] = []
+    for record in store.committed().values():
+        if record.error_shard:
+            ids.extend(pq.read_table(store.root / record.error_shard).column("id").to_pylist())
+    return ids
+
+
+@pytest.fixture()
+def docs_file(tmp_path):
+    docs = make_docs(30)
+    docs[4]["text"] = ""  # an empty document: an error row, never a failed batch
+    return write_jsonl(tmp_path / "in" / "docs.jsonl", docs)
+
+
+def test_clean_run_accounts_for_every_row(tmp_path, docs_file, embedded_model):
+    config = job_config(tmp_path, docs_file)
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["rows_in"] == stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"]
+    assert stats["accounted"] is True
+    assert stats["errored_by_stage"] == {"input": 1}
+    assert stats["input_documents"] == 30
+    ids = output_ids(tmp_path / "out")
+    assert len(ids) == len(set(ids)) == stats["rows_out"]
+    assert summary.units_total == stats["units_committed"] > 3
+    # shards are deterministic names, one per unit, each about rows_per_shard rows
+    names = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
+    assert names == [f"part-{i:06d}.parquet" for i in range(summary.units_total)]
+
+
+def test_rerun_skips_committed_units(tmp_path, docs_file, embedded_model):
+    config = job_config(tmp_path, docs_file)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    backend = FakeBackend()
+    summary = run_job(config, show_progress=False, backend=backend)
+    assert summary.units_committed == 0 and summary.units_skipped == summary.units_total
+    assert backend.submitted == []
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no cleanup."""
+
+
+def crash_points():
+    """(name, patcher) for every step of a unit's commit."""
+
+    def before_rename(monkeypatch, at):
+        real = store_mod.write_shard_atomic
+        calls = {"n": 0}
+
+        def patched(table, path):
+            calls["n"] += 1
+            if calls["n"] == at:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                (path.parent / f".tmp-999-{path.name}").write_bytes(b"PAR1 truncated")
+                raise Crash()
+            return real(table, path)
+
+        monkeypatch.setattr(store_mod, "write_shard_atomic", patched)
+
+    def after_rename_before_manifest(monkeypatch, at):
+        real = manifest_mod.Manifest.append
+        calls = {"n": 0}
+
+        def patched(self, record):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise Crash()
+            return real(self, record)
+
+        monkeypatch.setattr(manifest_mod.Manifest, "append", patched)
+
+    def torn_manifest_line(monkeypatch, at):
+        real = manifest_mod.Manifest.append
+        calls = {"n": 0}
+
+        def patched(self, record):
+            calls["n"] += 1
+            if calls["n"] == at:
+                with open(self.path, "a") as fh:
+                    fh.write('{"unit_index": 99, "unit_id": "trunc')
+                raise Crash()
+            return real(self, record)
+
+        monkeypatch.setattr(manifest_mod.Manifest, "append", patched)
+
+    return [before_rename, after_rename_before_manifest, torn_manifest_line]
+
+
+@pytest.mark.parametrize("crash", crash_points(), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("at", [1, 2, 5])
+def test_crash_at_any_commit_step_then_resume_equals_clean_run(
+    tmp_path, docs_file, embedded_model, monkeypatch, crash, at
+):
+    clean = job_config(tmp_path / "clean", docs_file)
+    run_job(clean, show_progress=False, backend=FakeBackend())
+
+    config = job_config(tmp_path, docs_file)
+    with monkeypatch.context() as patch:
+        crash(patch, at)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=FakeBackend())
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped >= 1 or at == 1
+
+    resumed_ids = output_ids(tmp_path / "out")
+    clean_ids = output_ids(tmp_path / "clean" / "out")
+    assert len(resumed_ids) == len(set(resumed_ids)), "duplicated rows"
+    assert sorted(resumed_ids) == sorted(clean_ids)
+    assert sorted(error_ids(tmp_path / "out")) == sorted(error_ids(tmp_path / "clean" / "out"))
+    assert not list((tmp_path / "out").rglob(".tmp-*")), "temp files left behind"
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    clean_stats = json.loads((tmp_path / "clean" / "out" / "stats.json").read_text())
+    for key in ("rows_in", "rows_out", "rows_errored", "input_documents", "units_committed"):
+        assert stats[key] == clean_stats[key], key
+
+
+def test_different_config_on_same_output_is_refused_then_overwrite(
+    tmp_path, docs_file, embedded_model
+):
+    run_job(job_config(tmp_path, docs_file), show_progress=False, backend=FakeBackend())
+    other = job_config(tmp_path, docs_file, sampling={"max_tokens": 17})
+    with pytest.raises(OutputConflictError, match="--overwrite"):
+        run_job(other, show_progress=False, backend=FakeBackend())
+    summary = run_job(other, overwrite=True, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped == 0 and summary.units_committed == summary.units_total
+
+
+def test_changed_input_under_same_config_is_refused(tmp_path, docs_file, embedded_model):
+    config = job_config(tmp_path, docs_file)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    docs = make_docs(30)
+    docs[0]["id"] = "renamed"
+    write_jsonl(docs_file, docs)
+    with pytest.raises(OutputConflictError, match="input changed"):
+        run_job(config, show_progress=False, backend=FakeBackend())
+
+
+def test_duplicate_ids_stop_the_run_before_work(tmp_path, embedded_model):
+    docs = make_docs(5)
+    docs[3]["id"] = docs[1]["id"]
+    path = write_jsonl(tmp_path / "dup.jsonl", docs)
+    with pytest.raises(InputError, match="id 'd0001' appears more than once"):
+        run_job(job_config(tmp_path, path), show_progress=False, backend=FakeBackend())
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_long_document_chunks_and_too_long_prompt_errors(tmp_path, embedded_model):
+    long_text = " ".join(f"word{i}" for i in range(3000))  # one very long paragraph
+    path = write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "text": long_text}])
+    config = job_config(tmp_path, path)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    table = pq.read_table(OutputStore(tmp_path / "out").data_files()[0])
+    assert table.num_rows > 20  # chunked, every chunk rephrased
+    # a prompt that cannot fit the context becomes an error row, not a failed job
+    tiny = job_config(tmp_path / "tiny", path, engine={"max_model_len": 60})
+    run_job(tiny, show_progress=False, backend=FakeBackend())
+    stats = json.loads((tmp_path / "tiny" / "out" / "stats.json").read_text())
+    assert stats["rows_out"] == 0 and stats["errored_by_stage"]["prompt"] == stats["rows_in"]
+    errors = pq.read_table(tmp_path / "tiny" / "out" / "errors" / "part-000000.parquet").to_pylist()
+    assert "engine.max_model_len is 60" in errors[0]["error"]
+
+
+def test_generate_method_rows(tmp_path, embedded_model):
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"prompt": f"question {i}"} for i in range(5)] + [{"prompt": None}]
+    )
+    config = job_config(
+        tmp_path,
+        path,
+        method="generate",
+        input={"path": str(path), "text_column": "prompt", "id_column": None},
+    )
+    run_job(config, show_progress=False, backend=FakeBackend())
+    rows = pq.read_table(OutputStore(tmp_path / "out").data_files()[0]).to_pylist()
+    assert [r["prompt"] for r in rows] == [f"question {i}" for i in range(5)]
+    assert {r["source_id"] for r in rows} == {f"p.jsonl:{i}" for i in range(5)}
+    assert set(rows[0]) == {
+        "id",
+        "source_id",
+        "prompt",
+        "text",
+        "model",
+        "n_input_tokens",
+        "n_output_tokens",
+        "finish_reason",
+    }
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["errored_by_stage"] == {"input": 1}

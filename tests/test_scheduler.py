@@ -1,0 +1,119 @@
+"""The scheduling policy under a simulated engine: ordering, no barrier, retries, failing fast."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+from fake_backend import FakeBackend
+
+from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
+from synth_ray.runtime.scheduler import JobFailed, Scheduler, SchedulerSettings, WorkItem
+
+SAMPLING = SamplingSpec(0.0, 1.0, 8)
+
+
+def work(n: int) -> list[WorkItem]:
+    return [
+        WorkItem(EngineRequest(f"r{i}", [1] * (i % 7 + 1), SAMPLING, i, 8), unit_index=i // 10)
+        for i in range(n)
+    ]
+
+
+def run(backend: FakeBackend, items: list[WorkItem], clock=None, **settings) -> Counter[str]:
+    got: Counter[str] = Counter()
+    results: dict[str, EngineResult] = {}
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        assert item.request.request_id == result.request_id
+        got[result.request_id] += 1
+        results[result.request_id] = result
+
+    kwargs = {"poll_interval_s": 0.0, **settings}
+    scheduler = Scheduler(
+        backend,
+        iter(items),
+        sink,
+        SchedulerSettings(**kwargs),
+        **({"clock": clock} if clock else {}),
+    )
+    scheduler.run()
+    run.results = results  # type: ignore[attr-defined]
+    run.scheduler = scheduler  # type: ignore[attr-defined]
+    return got
+
+
+def test_every_request_answered_exactly_once_across_replicas():
+    backend = FakeBackend()
+    got = run(backend, work(500), replicas=4, batch_size=7, max_in_flight=40)
+    assert set(got) == {f"r{i}" for i in range(500)}
+    assert set(got.values()) == {1}
+    assert {rid for rid, _, _ in backend.submitted} == {0, 1, 2, 3}
+
+
+def test_in_flight_cap_is_respected_and_queue_kept_full():
+    backend = FakeBackend(latency_polls=5)
+    run(backend, work(400), replicas=2, batch_size=8, max_in_flight=32)
+    assert max(backend.max_outstanding_seen.values()) <= 32
+    # the cap was actually reached: replicas were kept full, not fed one batch at a time
+    assert min(backend.max_outstanding_seen.values()) == 32
+
+
+def test_no_batch_barrier_new_batches_sent_while_others_decode():
+    backend = FakeBackend(latency_polls=3)
+    run(backend, work(200), replicas=1, batch_size=4, max_in_flight=16)
+    # with a cap of 4 batches, a barrier would mean 4 batches per round; instead, a new batch
+    # goes out as soon as any one finishes, so batch ids interleave with completions
+    assert len(backend.submitted) == 50
+    assert backend.max_outstanding_seen[0] == 16
+
+
+def test_dead_replica_is_replaced_and_its_requests_resent():
+    backend = FakeBackend(die_after_batches={0: 3})
+    got = run(backend, work(300), replicas=2, batch_size=5, max_in_flight=20)
+    assert set(got) == {f"r{i}" for i in range(300)} and set(got.values()) == {1}
+    assert all(r.error is None for r in run.results.values())  # type: ignore[attr-defined]
+    assert backend.started == [0, 1, 2]  # replica 0 replaced by 2
+    assert run.scheduler.requests_resent > 0  # type: ignore[attr-defined]
+
+
+def test_poison_request_becomes_an_error_row_not_a_failed_job():
+    backend = FakeBackend(poison_request="r17")
+    got = run(
+        backend,
+        work(60),
+        replicas=1,
+        batch_size=4,
+        max_in_flight=8,
+        max_attempts=3,
+        max_replica_restarts=5,
+    )
+    assert set(got.values()) == {1} and len(got) == 60
+    results = run.results  # type: ignore[attr-defined]
+    assert "lost with its replica 3 times" in results["r17"].error
+    # on its last attempt the poison row runs alone, so its batch-mates survive
+    assert {rid for rid, r in results.items() if r.error} == {"r17"}
+
+
+def test_engine_that_cannot_start_fails_fast_with_reason():
+    backend = FakeBackend(start_failure="engine.model /nope: no such model folder")
+    with pytest.raises(JobFailed, match="failed to start: engine.model /nope"):
+        run(backend, work(10), replicas=3)
+
+
+def test_replicas_never_ready_time_out_naming_resources():
+    backend = FakeBackend(never_ready=True)
+    ticks = itertools.count(step=10.0)
+    with pytest.raises(JobFailed, match=r"within 30s.*needs \{'GPU': 1\}"):
+        run(backend, work(10), clock=lambda: next(ticks), replicas=1, start_timeout_s=30)
+
+
+def test_all_replicas_dying_beyond_restart_budget_fails_job():
+    backend = FakeBackend(die_after_batches={i: 0 for i in range(10)})
+    with pytest.raises(JobFailed, match="all generator replicas died"):
+        run(backend, work(50), replicas=1, max_replica_restarts=2, max_attempts=100)
+
+
+def test_empty_work_finishes_immediately():
+    assert run(FakeBackend(), [], replicas=2) == Counter()
