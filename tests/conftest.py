@@ -11,7 +11,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("SYNTH_RAY_CACHE", str(REPO / ".cache" / "synth-ray"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -59,3 +58,18 @@ def embedded_model() -> str:
     from synth_ray.engine.models import prepare_embedded_model
 
     return str(prepare_embedded_model())
+
+
+@pytest.fixture(scope="session")
+def shared_engine(embedded_model, tmp_path_factory):
+    """One real vLLM CPU engine in one Ray actor, reused by every end-to-end test."""
+    import ray
+
+    from synth_ray.runtime.job import ray_backend_for
+
+    config = job_config(tmp_path_factory.mktemp("engine"), REPO / "examples" / "web_docs.jsonl")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    backend = ray_backend_for(config, keep_alive=True)
+    yield backend
+    backend.close()
+    ray.shutdown()

@@ -1,0 +1,37 @@
+# The two commands a fresh machine needs: `make quickstart` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.synth-ray-installed
+
+.PHONY: env quickstart test lint format bench clean
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh $(VENV)
+	touch $@
+
+env: $(STAMP)
+
+# Sets up, converts the embedded model once, runs the WRAP rephrasing job on the shipped input,
+# prints where the output is and a few sample rows. Rerunning resumes (nothing left to do).
+quickstart: env
+	$(PY) -m synth_ray prepare-model
+	$(PY) -m synth_ray run configs/quickstart.yaml --samples 3
+
+# Lint, format check, then the whole test suite (one shared CPU engine, about 6 minutes).
+test: env lint
+	$(PY) -m pytest
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: env
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# raw vLLM vs synth-ray `generate` on identical prompts; appends to benchmarks/results.md
+bench: env
+	$(PY) benchmarks/bench_generate.py
+
+clean:
+	rm -rf out

@@ -1,0 +1,159 @@
+"""End to end on the real vLLM CPU engine and a real local Ray, Parquet read back by pyarrow and
+pandas. One engine serves every test here (the `shared_engine` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, job_config, make_docs, write_jsonl
+
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+
+pytestmark = pytest.mark.engine
+
+REPHRASE_COLUMNS = {
+    "id",
+    "source_id",
+    "chunk_index",
+    "style",
+    "text",
+    "source_text",
+    "model",
+    "n_input_tokens",
+    "n_output_tokens",
+    "finish_reason",
+}
+
+
+def read_output(path) -> pd.DataFrame:
+    files = OutputStore(path).data_files()
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
+def test_rephrase_job_writes_readable_parquet(tmp_path, shared_engine):
+    config = job_config(tmp_path, REPO / "examples" / "web_docs.jsonl")
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    frame = read_output(tmp_path / "out")
+    assert set(frame.columns) == REPHRASE_COLUMNS
+    assert frame["id"].is_unique
+    assert set(frame["style"]) == {"easy", "qa"}
+    assert (frame["model"] == "SmolLM2-135M-Instruct").all()
+    assert (frame["text"].str.len() > 0).all()
+    assert (frame["n_output_tokens"] > 0).all() and (frame["n_output_tokens"] <= 16).all()
+    assert set(frame["finish_reason"]) <= {"stop", "length"}
+    # the shipped input has one empty document: accounted for as an error row
+    stats = summary.stats
+    assert stats["errored_by_stage"] == {"input": 1}
+    assert stats["rows_in"] == stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"]
+    # dropped rows were generated too, so their tokens count; kept rows account for the rest
+    assert stats["output_tokens"] >= int(frame["n_output_tokens"].sum())
+    if stats["rows_dropped"] == 0:
+        assert stats["output_tokens"] == int(frame["n_output_tokens"].sum())
+    # pyarrow reads the folder as one dataset too
+    table = pq.read_table(tmp_path / "out" / "data")
+    assert table.num_rows == len(frame) == stats["rows_out"]
+
+
+def test_generate_job_with_ignore_eos_generates_exact_tokens(tmp_path, shared_engine):
+    prompts = REPO / "examples" / "prompts.jsonl"
+    config = job_config(
+        tmp_path,
+        prompts,
+        method="generate",
+        input={"path": str(prompts), "text_column": "prompt", "id_column": None},
+        sampling={"max_tokens": 12, "ignore_eos": True},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    frame = read_output(tmp_path / "out")
+    assert len(frame) == 8 and (frame["n_output_tokens"] == 12).all()
+    assert (frame["finish_reason"] == "length").all()
+    assert summary.stats["output_tokens"] == 8 * 12
+    assert list(frame["prompt"]) == [
+        json.loads(line)["prompt"] for line in prompts.read_text().splitlines()
+    ]
+
+
+def test_too_long_document_and_prompt_on_real_engine(tmp_path, shared_engine):
+    long_text = " ".join(f"token{i}" for i in range(1500))
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": "long", "text": long_text}, {"id": "short", "text": "A short note."}],
+    )
+    # rephrase: the long document is chunked and every chunk fits
+    run_job(job_config(tmp_path, path), show_progress=False, backend=shared_engine)
+    frame = read_output(tmp_path / "out")
+    assert frame[frame.source_id == "long"]["chunk_index"].nunique() > 5
+    # generate: the whole document as one prompt cannot fit 512 tokens: one error row, others fine
+    gen = job_config(tmp_path / "g", path, method="generate")
+    summary = run_job(gen, show_progress=False, backend=shared_engine)
+    assert summary.stats["rows_out"] == 1 and summary.stats["errored_by_stage"] == {"prompt": 1}
+    errors = pq.read_table(tmp_path / "g" / "out" / "errors").to_pylist()
+    assert errors[0]["source_id"] == "long" and "max_model_len is 512" in errors[0]["error"]
+
+
+def _kill_config(tmp_path, docs_path, out):
+    body = f"""
+method: rephrase
+input: {{path: {docs_path}, id_column: id}}
+output: {{path: {out}, rows_per_shard: 2}}
+engine: {{max_model_len: 512, enforce_eager: true}}
+sampling: {{max_tokens: 16}}
+rephrase: {{styles: [easy, qa], max_chunk_tokens: 64}}
+scheduler: {{batch_size: 2, max_in_flight_per_replica: 4}}
+ray: {{num_cpus: 2}}
+"""
+    path = tmp_path / "kill.yaml"
+    path.write_text(body)
+    return path
+
+
+def test_sigkill_whole_process_group_then_resume_matches_clean_run(tmp_path, shared_engine):
+    docs_path = write_jsonl(tmp_path / "docs.jsonl", make_docs(14, words=20))
+    out = tmp_path / "killed"
+    config_path = _kill_config(tmp_path, docs_path, out)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "synth_ray", "run", str(config_path), "--no-progress"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    manifest = out / "_manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished or died before it could be killed mid-way"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed_before = len(OutputStore(out).committed())
+
+    from synth_ray.config import load_config
+
+    clean_config = load_config(config_path, [f"output.path={tmp_path / 'clean'}"])
+    clean = run_job(clean_config, show_progress=False, backend=shared_engine)
+    assert 2 <= committed_before < clean.units_total
+
+    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{committed_before} already committed" in resumed.stdout
+
+    killed_ids = read_output(out)["id"]
+    clean_ids = read_output(tmp_path / "clean")["id"]
+    assert killed_ids.is_unique
+    assert sorted(killed_ids) == sorted(clean_ids)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_in"] == clean.stats["rows_in"] and stats["accounted"]
