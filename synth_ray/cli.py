@@ -75,10 +75,9 @@ def run(
         f"out {stats['output_tokens']}"
     )
     if summary.generation_wall_s > 0:
-        rate = summary.stats["output_tokens"] and _run_tokens(summary) / summary.generation_wall_s
         console.print(
             f"engine start {summary.startup_s:.1f}s, generation {summary.generation_wall_s:.1f}s "
-            f"({rate:.0f} output tokens/s), whole run {summary.wall_s:.1f}s"
+            f"({summary.steady_tokens_per_s:.0f} output tokens/s), whole run {summary.wall_s:.1f}s"
         )
     if stats["rows_errored"]:
         reasons = ", ".join(f"{k} {v}" for k, v in stats["errored_by_stage"].items())
@@ -91,13 +90,6 @@ def run(
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, _manifest.jsonl)")
     if samples:
         _print_samples(Path(summary.output_path), samples)
-
-
-def _run_tokens(summary: object) -> float:
-    from synth_ray.io.output_store import OutputStore
-
-    runs = OutputStore(summary.output_path).runs()  # type: ignore[attr-defined]
-    return float(runs[-1]["output_tokens"]) if runs else 0.0
 
 
 def _print_samples(output: Path, n: int) -> None:

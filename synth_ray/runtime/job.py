@@ -43,8 +43,21 @@ class RunSummary:
     wall_s: float
     startup_s: float = 0.0
     generation_wall_s: float = 0.0
+    output_tokens_this_run: int = 0
     requests_resent: int = 0
     replica_failures: list[str] = field(default_factory=list)
+
+    @property
+    def steady_tokens_per_s(self) -> float:
+        """Output tokens/s of this run from first replica ready to last result."""
+        return (
+            self.output_tokens_this_run / self.generation_wall_s if self.generation_wall_s else 0.0
+        )
+
+
+def input_spec(config: JobConfig) -> InputSpec:
+    i = config.input
+    return InputSpec(i.path, i.text_column, i.id_column, i.limit)
 
 
 def engine_settings(config: JobConfig, tensor_parallel_size: int) -> EngineSettings:
@@ -104,9 +117,7 @@ def run_job(
 ) -> RunSummary:
     """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray)."""
     started = time.monotonic()
-    spec = InputSpec(
-        config.input.path, config.input.text_column, config.input.id_column, config.input.limit
-    )
+    spec = input_spec(config)
     validate_inputs(spec)
     model_path = resolve_model(config.engine.model)
     try:
@@ -181,9 +192,7 @@ def _generate(
         s.seed,
     )
     tracker = UnitTracker(store, method, on_commit)
-    spec = InputSpec(
-        config.input.path, config.input.text_column, config.input.id_column, config.input.limit
-    )
+    spec = input_spec(config)
 
     def pending_units() -> Iterator[PendingUnit]:
         for unit, docs in documents_by_unit(iter_documents(spec), remaining):
@@ -214,6 +223,7 @@ def _generate(
         if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
             summary.startup_s = scheduler.first_ready_at - scheduler.started_at
             summary.generation_wall_s = scheduler.finished_at - scheduler.first_ready_at
+        summary.output_tokens_this_run = progress.stats.output_tokens
         store.record_run(
             {
                 "started": run_started,
