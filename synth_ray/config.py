@@ -153,6 +153,41 @@ class RephraseConfig(_Section):
         return self
 
 
+class SelfImproveConfig(_Section):
+    mode: Literal["star", "rejection", "self_consistency"] = Field(
+        "star",
+        description="star: rationale, then rationalize wrong ones with a hint; rejection: n "
+        "samples, keep k correct; self_consistency: n samples, keep those agreeing with the majority.",
+    )
+    question_column: str = Field("question", description="Input column with the question.")
+    answer_column: str | None = Field(
+        "answer", description="Raw reference (e.g. GSM8K's full answer); the checker extracts it."
+    )
+    checker: Literal["numeric", "exact", "choice"] = Field("numeric")
+    # 4 samples already lift self-consistency well above one; more cost linearly.
+    n: int = Field(
+        4, ge=1, le=64, description="Samples per question (rejection, self_consistency)."
+    )
+    k: int = Field(1, ge=1, description="Correct samples kept per question at most (rejection).")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Majority share needed to keep a question (self_consistency)."
+    )
+    iteration: int = Field(
+        0, ge=0, description="Stamped on every row: which model iteration made it."
+    )
+    few_shot_path: str | None = Field(
+        None, description="JSONL of {question, rationale, answer} replacing the built-in examples."
+    )
+
+    @model_validator(mode="after")
+    def _labels_needed(self) -> SelfImproveConfig:
+        if self.mode in ("star", "rejection") and not self.answer_column:
+            raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
+        if self.mode == "rejection" and self.k > self.n:
+            raise ValueError(f"k: {self.k} is more than n={self.n}")
+        return self
+
+
 class GenerateConfig(_Section):
     system_prompt: str | None = Field(
         None, description="Sent before every prompt as a system message."
@@ -160,7 +195,7 @@ class GenerateConfig(_Section):
 
 
 class JobConfig(_Section):
-    method: Literal["rephrase", "generate"]
+    method: Literal["rephrase", "generate", "self_improve"]
     input: InputConfig
     output: OutputConfig
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -170,6 +205,7 @@ class JobConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     rephrase: RephraseConfig = Field(default_factory=RephraseConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    self_improve: SelfImproveConfig = Field(default_factory=SelfImproveConfig)
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the output rows; where and how fast they run is left out.
@@ -226,6 +262,10 @@ def _format_validation_error(err: ValidationError) -> str:
     if kind == "missing":
         return f"config key {key}: required but missing"
     msg = first["msg"].removeprefix("Value error, ")
+    # a section's own check names its field first ("styles: ..."): fold it into the key
+    field, sep, rest = msg.partition(": ")
+    if sep and field.replace(".", "").replace("_", "").isalnum() and " " not in field:
+        key, msg = f"{key}.{field}", rest
     extra = f" ({len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     got = first.get("input")
     shown = "" if isinstance(got, dict) or got is None else f", got {got!r}"

@@ -33,6 +33,7 @@ class FakeBackend:
     poison_request: str | None = None  # a batch holding it kills its replica
     latency_polls: int = 2
     seed: int = 0
+    responder: object = None  # EngineRequest -> EngineResult, instead of fake_completion
     submitted: list[tuple[int, int, list[str]]] = field(default_factory=list)
     max_outstanding_seen: dict[int, int] = field(default_factory=dict)
 
@@ -88,7 +89,8 @@ class FakeBackend:
                     self._kill(rid, f"replica {rid} lost its node")
                     break
                 self.served[rid] += 1
-                results = [fake_completion(r) for r in requests]
+                respond = self.responder or fake_completion
+                results = [respond(r) for r in requests]
                 self.rng.shuffle(results)  # results come back in any order
                 events.append(BatchDone(rid, batch_id, results))
             else:

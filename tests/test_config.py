@@ -42,7 +42,11 @@ def test_defaults_and_overrides(tmp_path):
             ["resources.replicas=0"],
             "config key resources.replicas: Input should be greater than or equal to 1",
         ),
-        (BASE, ["method=summarize"], "config key method: Input should be 'rephrase' or 'generate'"),
+        (
+            BASE,
+            ["method=summarize"],
+            "config key method: Input should be 'rephrase', 'generate' or 'self_improve'",
+        ),
         ("method: rephrase\noutput: {path: o}\n", [], "config key input: required but missing"),
         (BASE, ["rephrase.styles=[easy, poetic]"], "style 'poetic'"),
         (

@@ -217,3 +217,28 @@ def test_generate_method_rows(tmp_path, embedded_model):
     }
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["errored_by_stage"] == {"input": 1}
+
+
+def test_manifest_lines_with_unknown_fields_still_count(tmp_path):
+    from synth_ray.io.manifest import Manifest, UnitRecord
+
+    manifest = Manifest(tmp_path)
+    manifest.append(UnitRecord(0, "u0", "data/part-000000.parquet", None, 3))
+    with open(manifest.path, "a") as fh:  # a line from a newer synth-ray with an extra field
+        fh.write(
+            json.dumps(
+                {
+                    "unit_index": 1,
+                    "unit_id": "u1",
+                    "data_shard": "d",
+                    "error_shard": None,
+                    "rows_out": 1,
+                    "future": 1,
+                }
+            )
+            + "\n"
+        )
+        fh.write('{"unit_index": 2, "unit_id": "u2"')  # torn: never committed
+    assert set(manifest.read()) == {"u0", "u1"}
+    manifest.append(UnitRecord(3, "u3", "data/part-000003.parquet", None, 0))
+    assert set(manifest.read()) == {"u0", "u1", "u3"}

@@ -16,6 +16,7 @@ class SamplingSpec:
     top_p: float
     max_tokens: int
     ignore_eos: bool = False
+    n: int = 1  # completions per prompt, sampled in one engine request (shared prefill)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ class EngineRequest:
 
 @dataclass(frozen=True)
 class EngineResult:
-    """One finished request; `error` is set (and `text` empty) when the engine rejected it."""
+    """One finished request; `error` is set (and `text` empty) when the engine rejected it.
+
+    `text`/`finish_reason` are the first completion's; with `n > 1`, `samples` holds all n
+    (text, output tokens, finish reason) and `n_output_tokens` is their total."""
 
     request_id: str
     text: str
@@ -37,3 +41,7 @@ class EngineResult:
     n_output_tokens: int
     finish_reason: str | None
     error: str | None = None
+    samples: tuple[tuple[str, int, str | None], ...] = ()
+
+    def all_samples(self) -> list[tuple[str, int, str | None]]:
+        return list(self.samples) or [(self.text, self.n_output_tokens, self.finish_reason)]

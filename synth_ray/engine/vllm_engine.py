@@ -76,6 +76,7 @@ class VllmEngine:
     async def generate_one(self, request: EngineRequest) -> EngineResult:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
         sampling = request.sampling
@@ -85,6 +86,9 @@ class VllmEngine:
             max_tokens=request.max_tokens,
             seed=request.seed if self.per_request_seed else None,
             ignore_eos=sampling.ignore_eos,
+            n=sampling.n,
+            # Only the finished request comes back: no per-token streaming to this process.
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
         prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
         final = None
@@ -115,13 +119,15 @@ class VllmEngine:
                 None,
                 error="engine returned no output",
             )
-        completion = final.outputs[0]
+        completions = sorted(final.outputs, key=lambda c: c.index)
+        samples = tuple((c.text, len(c.token_ids), c.finish_reason) for c in completions)
         return EngineResult(
             request_id=request.request_id,
-            text=completion.text,
+            text=completions[0].text,
             n_input_tokens=len(request.prompt_token_ids),
-            n_output_tokens=len(completion.token_ids),
-            finish_reason=completion.finish_reason,
+            n_output_tokens=sum(n for _, n, _ in samples),
+            finish_reason=completions[0].finish_reason,
+            samples=samples if len(samples) > 1 else (),
         )
 
     async def generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:

@@ -15,7 +15,7 @@ import glob
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +34,7 @@ class InputSpec:
     text_column: str = "text"
     id_column: str | None = None
     limit: int | None = None
+    extra_columns: tuple[str, ...] = ()  # read too, into Document.extra (e.g. a reference answer)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Document:
     source_id: str
     text: str | None
     error: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _is_input_file(path: Path) -> bool:
@@ -74,17 +76,23 @@ def resolve_input_files(path: str) -> tuple[Path, list[Path]]:
     raise InputError(f"input.path {path}: no such file or folder")
 
 
+def _required_columns(spec: InputSpec) -> list[tuple[str, str | None]]:
+    """(config key, column) pairs every input file must have."""
+    extra = [("extra column", column) for column in spec.extra_columns]
+    return [("input.text_column", spec.text_column), ("input.id_column", spec.id_column), *extra]
+
+
 def _check_parquet(file: Path, spec: InputSpec) -> None:
     try:
         schema = pq.read_schema(file)
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise InputError(f"input file {file}: unreadable Parquet ({type(err).__name__})") from None
-    for key, column in (("text_column", spec.text_column), ("id_column", spec.id_column)):
+    for key, column in _required_columns(spec):
         if column is None:
             continue
         if column not in schema.names:
             raise InputError(
-                f"input.{key} {column!r}: no such column in {file} (columns: {', '.join(schema.names)})"
+                f"{key} {column!r}: no such column in {file} (columns: {', '.join(schema.names)})"
             )
     text_type = schema.field(spec.text_column).type
     if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
@@ -107,10 +115,10 @@ def _check_jsonl(file: Path, spec: InputSpec) -> None:
         raise InputError(f"input file {file}: first line is not JSON") from None
     if not isinstance(record, dict):
         raise InputError(f"input file {file}: expected one JSON object per line")
-    for key, column in (("text_column", spec.text_column), ("id_column", spec.id_column)):
+    for key, column in _required_columns(spec):
         if column is not None and column not in record:
             raise InputError(
-                f"input.{key} {column!r}: no such field in {file} (fields: {', '.join(record)})"
+                f"{key} {column!r}: no such field in {file} (fields: {', '.join(record)})"
             )
 
 
@@ -125,16 +133,21 @@ def validate_inputs(spec: InputSpec) -> list[Path]:
     return files
 
 
-def _rows_parquet(file: Path, spec: InputSpec) -> Iterator[tuple[object, object, str | None]]:
+Row = tuple[object, object, str | None, dict[str, object]]
+
+
+def _rows_parquet(file: Path, spec: InputSpec) -> Iterator[Row]:
     columns = [spec.text_column] + ([spec.id_column] if spec.id_column else [])
+    columns += [c for c in spec.extra_columns if c not in columns]
     for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
         texts = batch.column(spec.text_column).to_pylist()
         ids = batch.column(spec.id_column).to_pylist() if spec.id_column else [None] * len(texts)
-        for text, row_id in zip(texts, ids, strict=True):
-            yield text, row_id, None
+        extras = {c: batch.column(c).to_pylist() for c in spec.extra_columns}
+        for i, (text, row_id) in enumerate(zip(texts, ids, strict=True)):
+            yield text, row_id, None, {c: values[i] for c, values in extras.items()}
 
 
-def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[tuple[object, object, str | None]]:
+def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[Row]:
     with open(file, encoding="utf-8", errors="replace") as fh:
         for line_number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -142,16 +155,17 @@ def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[tuple[object, object, s
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                yield None, None, f"line {line_number} is not JSON: {err.msg}"
+                yield None, None, f"line {line_number} is not JSON: {err.msg}", {}
                 continue
             if not isinstance(record, dict):
-                yield None, None, f"line {line_number} is not a JSON object"
+                yield None, None, f"line {line_number} is not a JSON object", {}
                 continue
             row_id = record.get(spec.id_column) if spec.id_column else None
+            extra = {c: record.get(c) for c in spec.extra_columns}
             if spec.text_column not in record:
-                yield None, row_id, f"line {line_number} has no field {spec.text_column!r}"
+                yield None, row_id, f"line {line_number} has no field {spec.text_column!r}", extra
                 continue
-            yield record[spec.text_column], row_id, None
+            yield record[spec.text_column], row_id, None, extra
 
 
 def iter_documents(spec: InputSpec) -> Iterator[Document]:
@@ -161,7 +175,7 @@ def iter_documents(spec: InputSpec) -> Iterator[Document]:
     for file in files:
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
         reader = _rows_parquet if file.suffix.lower() in PARQUET_SUFFIXES else _rows_jsonl
-        for row_number, (text, row_id, error) in enumerate(reader(file, spec)):
+        for row_number, (text, row_id, error, extra) in enumerate(reader(file, spec)):
             if spec.limit is not None and ordinal >= spec.limit:
                 return
             source_id = f"{name}:{row_number}" if row_id is None else str(row_id)
@@ -174,5 +188,6 @@ def iter_documents(spec: InputSpec) -> Iterator[Document]:
                 source_id=source_id,
                 text=text if isinstance(text, str) else None,
                 error=error,
+                extra=extra,
             )
             ordinal += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ class UnitRecord:
     error_shard: str | None
     rows_out: int
     stats: dict[str, Any] = field(default_factory=dict)
+    stage: str = ""  # multi-stage methods commit several stages into one folder
+
+
+_FIELDS = {f.name for f in fields(UnitRecord)}
 
 
 class Manifest:
@@ -44,7 +48,9 @@ class Manifest:
                 if not line.endswith("\n"):
                     break  # torn final append: that unit was never committed
                 try:
-                    record = UnitRecord(**json.loads(line))
+                    data = json.loads(line)
+                    # fields a newer writer added are ignored, never a reason to drop the line
+                    record = UnitRecord(**{k: v for k, v in data.items() if k in _FIELDS})
                 except (json.JSONDecodeError, TypeError):
                     continue
                 records[record.unit_id] = record

@@ -43,7 +43,8 @@ ERROR_SCHEMA = pa.schema(
     ]
 )
 
-_OWNED = (JOB_FILE, MANIFEST_NAME, RUNS_FILE, STATS_FILE, DATA_DIR, ERRORS_DIR)
+STAGES_DIR = "stages"  # multi-round methods: one sub-store per stage
+_OWNED = (JOB_FILE, MANIFEST_NAME, RUNS_FILE, STATS_FILE, DATA_DIR, ERRORS_DIR, STAGES_DIR)
 
 
 class OutputStore:
@@ -85,8 +86,12 @@ class OutputStore:
                 json.dumps(payload, indent=2, default=str).encode(), self.root / JOB_FILE
             )
 
-    def committed(self) -> dict[str, UnitRecord]:
-        return self.manifest.read()
+    def committed(self, stage: str | None = None) -> dict[str, UnitRecord]:
+        """Committed units by id; only those of `stage` when it is given."""
+        records = self.manifest.read()
+        if stage is None:
+            return records
+        return {k: r for k, r in records.items() if r.stage == stage}
 
     def commit_unit(
         self,
@@ -96,11 +101,13 @@ class OutputStore:
         schema: pa.Schema,
         errors: list[dict[str, Any]],
         stats: UnitStats,
+        stage: str = "",
     ) -> UnitRecord:
-        """Write the unit's shards atomically, then append its manifest line (the commit)."""
+        """Write the unit's shards atomically, then append its manifest line (the commit).
+        A `stage` prefixes the shard names, so stages sharing a folder never collide."""
         if not stats.is_balanced():
             raise AssertionError(f"unit {unit_index}: row accounting does not balance: {stats}")
-        name = f"part-{unit_index:06d}.parquet"
+        name = f"{stage + '-' if stage else ''}part-{unit_index:06d}.parquet"
         data_shard = f"{DATA_DIR}/{name}"
         write_shard_atomic(pa.Table.from_pylist(rows, schema=schema), self.root / data_shard)
         error_shard = None
@@ -117,6 +124,7 @@ class OutputStore:
             error_shard=error_shard,
             rows_out=len(rows),
             stats=stats.to_dict(),
+            stage=stage,
         )
         self.manifest.append(record)
         return record
@@ -155,7 +163,7 @@ class OutputStore:
         write_bytes_atomic(json.dumps(stats, indent=2).encode(), self.root / STATS_FILE)
         return stats
 
-    def data_files(self) -> list[Path]:
-        """Committed data shards in unit order: what a reader should read."""
-        records = sorted(self.committed().values(), key=lambda r: r.unit_index)
+    def data_files(self, stage: str | None = None) -> list[Path]:
+        """Committed data shards in (stage, unit) order: what a reader should read."""
+        records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         return [self.root / r.data_shard for r in records]

@@ -27,7 +27,8 @@ def row_id(*parts: object) -> str:
 
 @dataclass
 class Candidate:
-    """A planned output row: either messages to generate from, or an error found before that."""
+    """Planned output rows from one prompt: `width` of them (one per sample when the method
+    asks for n samples), or an error found before generation."""
 
     row_id: str
     source_id: str
@@ -35,6 +36,11 @@ class Candidate:
     messages: list[dict[str, str]] | None = None
     error: str | None = None
     error_stage: str = "input"
+    width: int = 1
+
+    def sample_id(self, index: int) -> str:
+        """Id of the row for sample `index`: the candidate's own id for a single sample."""
+        return self.row_id if self.width == 1 else row_id(self.row_id, "sample", index)
 
 
 @dataclass
@@ -69,8 +75,13 @@ class Method(ABC):
         """Candidates for one document; a bad document gives one candidate with `error` set."""
 
     @abstractmethod
-    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
-        """Turn a completion into an output row, or say why it is dropped or errored."""
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome | list[Outcome]:
+        """Turn a completion into an output row (or one outcome per sample when the candidate's
+        width is above 1), or say why it is dropped or errored."""
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        """Changes to the job's sampling for this method's requests (e.g. n samples)."""
+        return {}
 
     @staticmethod
     def token_fields(result: EngineResult) -> dict[str, Any]:

@@ -17,10 +17,17 @@ from synth_ray.stats import UnitStats
 
 class JobProgress:
     def __init__(
-        self, units_total: int, units_done: int, enabled: bool = True, log_every_s: float = 10.0
+        self,
+        units_total: int,
+        units_done: int,
+        enabled: bool = True,
+        log_every_s: float = 10.0,
+        label: str = "",
     ) -> None:
         self.units_total = units_total
         self.units_done = units_done
+        self.units_at_start = units_done
+        self.label = label or "units"
         self.stats = UnitStats()
         self.started = time.monotonic()
         self.enabled = enabled
@@ -30,7 +37,7 @@ class JobProgress:
         self.bar: Progress | None = None
         if enabled and sys.stderr.isatty():
             self.bar = Progress(
-                TextColumn("[bold]units"),
+                TextColumn(f"[bold]{self.label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
@@ -57,7 +64,10 @@ class JobProgress:
             self.bar.update(self.task, completed=self.units_done, rate=self.describe())
         elif self.enabled and time.monotonic() - self._last_log >= self.log_every_s:
             self._last_log = time.monotonic()
-            print(f"units {self.units_done}/{self.units_total}: {self.describe()}", file=sys.stderr)
+            print(
+                f"{self.label} {self.units_done}/{self.units_total}: {self.describe()}",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -34,7 +34,7 @@ class PendingUnit:
     unit: WorkUnit
     candidates: list[Candidate]
     requests: list[EngineRequest]
-    outcomes: dict[str, Kept | Dropped | Errored] = field(default_factory=dict)
+    outcomes: dict[str, list[Kept | Dropped | Errored]] = field(default_factory=dict)
     results: dict[str, EngineResult] = field(default_factory=dict)
     input_documents: int = 0
 
@@ -68,13 +68,15 @@ class UnitBuilder:
         )
         for candidate in candidates:
             if candidate.error is not None:
-                pending.outcomes[candidate.row_id] = Errored(candidate.error_stage, candidate.error)
+                error = Errored(candidate.error_stage, candidate.error)
+                pending.outcomes[candidate.row_id] = [error] * candidate.width
         for candidate, ids in zip(to_render, token_ids, strict=True):
             if len(ids) >= self.max_model_len:
-                pending.outcomes[candidate.row_id] = Errored(
+                error = Errored(
                     "prompt",
                     f"prompt has {len(ids)} tokens; engine.max_model_len is {self.max_model_len}",
                 )
+                pending.outcomes[candidate.row_id] = [error] * candidate.width
                 continue
             pending.requests.append(
                 EngineRequest(
@@ -116,10 +118,13 @@ OnCommit = Callable[[PendingUnit, UnitStats], None]
 class UnitTracker:
     """Collects results per unit and commits each unit exactly when it is complete."""
 
-    def __init__(self, store: OutputStore, method: Method, on_commit: OnCommit) -> None:
+    def __init__(
+        self, store: OutputStore, method: Method, on_commit: OnCommit, stage: str = ""
+    ) -> None:
         self.store = store
         self.method = method
         self.on_commit = on_commit
+        self.stage = stage
         self.pending: dict[int, PendingUnit] = {}
         self.by_request: dict[str, PendingUnit] = {}
         self.candidate_of: dict[str, Candidate] = {}
@@ -141,45 +146,55 @@ class UnitTracker:
         pending = self.by_request.pop(result.request_id)
         candidate = self.candidate_of.pop(result.request_id)
         pending.results[result.request_id] = result
+        width = candidate.width
         if result.error is not None:
-            pending.outcomes[result.request_id] = Errored("generate", result.error)
+            outcomes: list[Kept | Dropped | Errored] = [Errored("generate", result.error)] * width
         else:
             try:
-                pending.outcomes[result.request_id] = self.method.finish(candidate, result)
+                finished = self.method.finish(candidate, result)
+                outcomes = finished if isinstance(finished, list) else [finished]
+                if len(outcomes) != width:
+                    raise ValueError(f"{len(outcomes)} outcomes for {width} expected rows")
             except Exception as err:  # a parser bug on one completion must not fail the unit
-                pending.outcomes[result.request_id] = Errored(
-                    "parse", f"{type(err).__name__}: {err}"
-                )
+                outcomes = [Errored("parse", f"{type(err).__name__}: {err}")] * width
+        pending.outcomes[result.request_id] = outcomes
         if pending.complete:
             del self.pending[pending.unit.index]
             self._commit(pending)
 
     def _commit(self, pending: PendingUnit) -> None:
-        stats = UnitStats(input_documents=pending.input_documents, rows_in=len(pending.candidates))
+        stats = UnitStats(input_documents=pending.input_documents)
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for candidate in pending.candidates:
-            outcome = pending.outcomes[candidate.row_id]
+            stats.rows_in += candidate.width
             result = pending.results.get(candidate.row_id)
             if result is not None:
                 stats.input_tokens += result.n_input_tokens
                 stats.output_tokens += result.n_output_tokens
-            if isinstance(outcome, Kept):
-                rows.append(outcome.row)
-                stats.rows_out += 1
-            elif isinstance(outcome, Dropped):
-                stats.dropped[outcome.filter_name] += 1
-            else:
-                stats.errored[outcome.stage] += 1
-                errors.append(
-                    {
-                        "id": candidate.row_id,
-                        "source_id": candidate.source_id,
-                        "stage": outcome.stage,
-                        "error": outcome.error,
-                    }
-                )
+            for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
+                if isinstance(outcome, Kept):
+                    rows.append(outcome.row)
+                    stats.rows_out += 1
+                elif isinstance(outcome, Dropped):
+                    stats.dropped[outcome.filter_name] += 1
+                else:
+                    stats.errored[outcome.stage] += 1
+                    errors.append(
+                        {
+                            "id": candidate.sample_id(index),
+                            "source_id": candidate.source_id,
+                            "stage": outcome.stage,
+                            "error": outcome.error,
+                        }
+                    )
         self.store.commit_unit(
-            pending.unit.index, pending.unit.unit_id, rows, self.method.schema, errors, stats
+            pending.unit.index,
+            pending.unit.unit_id,
+            rows,
+            self.method.schema,
+            errors,
+            stats,
+            stage=self.stage,
         )
         self.on_commit(pending, stats)

@@ -1,0 +1,222 @@
+"""Method `self_improve`: rationales a model can be fine-tuned on, kept only when they hold up.
+
+    synth-ray run configs/self_improve.yaml
+
+Three modes (`self_improve.mode`), one row per sample:
+- `star` (Zelikman et al. 2022, "STaR: Bootstrapping Reasoning With Reasoning"): a few-shot
+  rationale per question, kept when its answer is correct (source `direct`); for the questions
+  it got wrong, a second stage asks again with the correct answer as a hint and keeps the
+  rationale if it reaches the answer (source `rationalized`), stored with the question alone,
+  without the hint. The runtime runs the two stages (runtime/star.py).
+- `rejection`: n samples in one request (vLLM's `n`), keep up to k correct ones.
+- `self_consistency` (Huang et al. 2022, "Large Language Models Can Self-Improve"): n samples,
+  majority vote on the final answer, keep the agreeing rationales when the majority's share
+  reaches `min_agreement`; no labels needed (source `majority`).
+Answers are extracted and compared by a named checker (methods/checkers.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from synth_ray.config import SelfImproveConfig
+from synth_ray.engine.requests import EngineResult
+from synth_ray.errors import ConfigError
+from synth_ray.io.inputs import Document
+from synth_ray.methods.base import (
+    TOKEN_COLUMNS,
+    Candidate,
+    Dropped,
+    Kept,
+    Method,
+    Outcome,
+    row_id,
+)
+from synth_ray.methods.checkers import get_checker
+
+INSTRUCTION = (
+    "Solve each problem. Think step by step, then write the final answer on the last line "
+    "as '#### <answer>'."
+)
+# Our own GSM8K-style exemplars (STaR prompts with a few worked rationales ending in the answer).
+FEW_SHOT = [
+    {
+        "question": "A baker makes 12 muffins per tray and bakes 4 trays. She sells 30 muffins. "
+        "How many muffins are left?",
+        "rationale": "She bakes 12 * 4 = 48 muffins. After selling 30, 48 - 30 = 18 are left.",
+        "answer": "18",
+    },
+    {
+        "question": "Tom reads 15 pages a day. How many days does he need for a 120-page book?",
+        "rationale": "He needs 120 / 15 = 8 days.",
+        "answer": "8",
+    },
+    {
+        "question": "A ticket costs $7 for adults and $4 for children. What do 2 adults and "
+        "3 children pay in total?",
+        "rationale": "Adults pay 2 * 7 = 14 dollars. Children pay 3 * 4 = 12 dollars. "
+        "In total 14 + 12 = 26 dollars.",
+        "answer": "26",
+    },
+]
+HINT = " (Hint: the correct answer is {answer}.)"
+
+
+def load_few_shot(path: str | None) -> list[dict[str, str]]:
+    if path is None:
+        return FEW_SHOT
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config key self_improve.few_shot_path: no such file {path}")
+    examples = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    for i, example in enumerate(examples):
+        if not {"question", "rationale", "answer"} <= set(example):
+            raise ConfigError(
+                f"self_improve.few_shot_path {path}: line {i + 1} needs question, rationale, answer"
+            )
+    return examples
+
+
+class SelfImproveMethod(Method):
+    name = "self_improve"
+    schema = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("question", pa.string()),
+            pa.field("rationale", pa.string()),
+            pa.field("answer", pa.string()),
+            pa.field("reference_answer", pa.string()),
+            pa.field("correct", pa.bool_()),
+            pa.field("source", pa.string()),
+            pa.field("iteration", pa.int32()),
+            pa.field("model", pa.string()),
+            *TOKEN_COLUMNS,
+        ]
+    )
+
+    def __init__(self, config: SelfImproveConfig, model_name: str, stage: str = "direct") -> None:
+        """`stage` is `direct` or `rationalize` for STaR; other modes use `direct`."""
+        self.config = config
+        self.model_name = model_name
+        self.stage = stage
+        self.checker = get_checker(config.checker)
+        self.examples = load_few_shot(config.few_shot_path)
+        self.width = config.n if config.mode in ("rejection", "self_consistency") else 1
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        return {"n": self.width}
+
+    def estimate_rows(self, doc: Document) -> int:
+        return self.width
+
+    def prompt(self, question: str, reference: str | None) -> str:
+        hinted = self.stage == "rationalize"
+        parts = [INSTRUCTION, ""]
+        for ex in self.examples:
+            hint = HINT.format(answer=ex["answer"]) if hinted else ""
+            parts += [
+                f"Q: {ex['question']}{hint}",
+                f"A: {ex['rationale']}",
+                f"#### {ex['answer']}",
+                "",
+            ]
+        hint = HINT.format(answer=reference) if hinted else ""
+        parts += [f"Q: {question}{hint}", "A:"]
+        return "\n".join(parts)
+
+    def expand(self, doc: Document) -> list[Candidate]:
+        rid = row_id(doc.source_id, "self_improve", self.stage)
+        if doc.error is not None:
+            return [Candidate(rid, doc.source_id, error=doc.error, width=self.width)]
+        if not doc.text or not doc.text.strip():
+            return [Candidate(rid, doc.source_id, error="empty question", width=self.width)]
+        reference = None
+        if self.config.answer_column:
+            raw = doc.extra.get(self.config.answer_column)
+            reference = self.checker.extract(str(raw)) if raw is not None else None
+            if reference is None and self.config.mode != "self_consistency":
+                return [
+                    Candidate(
+                        rid,
+                        doc.source_id,
+                        error=f"reference answer has no {self.checker.name} final answer",
+                        width=self.width,
+                    )
+                ]
+        return [
+            Candidate(
+                rid,
+                doc.source_id,
+                fields={"question": doc.text, "reference_answer": reference},
+                messages=[{"role": "user", "content": self.prompt(doc.text, reference)}],
+                width=self.width,
+            )
+        ]
+
+    def _row(
+        self, candidate: Candidate, index: int, sample: tuple, answer: str | None, source: str
+    ) -> dict:
+        text, n_tokens, finish_reason = sample
+        reference = candidate.fields["reference_answer"]
+        return {
+            "id": candidate.sample_id(index),
+            "source_id": candidate.source_id,
+            "question": candidate.fields["question"],
+            "rationale": text.strip(),
+            "answer": answer,
+            "reference_answer": reference,
+            "correct": None if reference is None else answer == reference,
+            "source": source,
+            "iteration": self.config.iteration,
+            "model": self.model_name,
+            "n_input_tokens": candidate.fields.get("n_input_tokens", 0),
+            "n_output_tokens": n_tokens,
+            "finish_reason": finish_reason,
+        }
+
+    def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
+        candidate.fields["n_input_tokens"] = result.n_input_tokens
+        samples = result.all_samples()
+        answers = [self.checker.extract(text) for text, _, _ in samples]
+        reference = candidate.fields["reference_answer"]
+        mode = self.config.mode
+        if mode == "self_consistency":
+            return self._vote(candidate, samples, answers)
+        outcomes: list[Outcome] = []
+        kept = 0
+        for i, (sample, answer) in enumerate(zip(samples, answers, strict=True)):
+            correct = self.checker.is_correct(answer, reference)
+            if not correct:
+                outcomes.append(
+                    Dropped("incorrect_with_hint" if self.stage == "rationalize" else "incorrect")
+                )
+            elif mode == "rejection" and kept >= self.config.k:
+                outcomes.append(Dropped("over_k"))
+            else:
+                kept += 1
+                source = "rationalized" if self.stage == "rationalize" else "direct"
+                outcomes.append(Kept(self._row(candidate, i, sample, answer, source)))
+        return outcomes
+
+    def _vote(
+        self, candidate: Candidate, samples: list, answers: list[str | None]
+    ) -> list[Outcome]:
+        votes = Counter(a for a in answers if a is not None)
+        if not votes:
+            return [Dropped("no_answer")] * len(samples)
+        # ties go to the smallest answer string, so the same samples always give the same vote
+        majority, count = min(votes.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count / len(samples) < self.config.min_agreement:
+            return [Dropped("no_majority")] * len(samples)
+        return [
+            Kept(self._row(candidate, i, sample, answer, "majority"))
+            if answer == majority
+            else Dropped("disagrees_with_majority")
+            for i, (sample, answer) in enumerate(zip(samples, answers, strict=True))
+        ]

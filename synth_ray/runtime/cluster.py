@@ -1,0 +1,64 @@
+"""Joining Ray and sizing replicas: the only place that decides where engines run.
+
+`connect_ray` joins `ray.address` / `RAY_ADDRESS` or starts a local Ray; `ray_backend_for`
+checks the cluster can hold the replicas (failing at once, naming what is missing) and builds
+the backend with the engine settings from the config.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from synth_ray.config import JobConfig
+from synth_ray.engine.vllm_engine import EngineSettings, cpu_engine_env
+from synth_ray.errors import ResourceError
+
+
+def engine_settings(config: JobConfig, tensor_parallel_size: int) -> EngineSettings:
+    e = config.engine
+    return EngineSettings(
+        model=e.model,
+        dtype=e.dtype,
+        max_model_len=e.max_model_len,
+        tensor_parallel_size=max(1, tensor_parallel_size),
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        enable_prefix_caching=e.enable_prefix_caching,
+        enforce_eager=e.enforce_eager,
+        max_num_seqs=e.max_num_seqs,
+        speculative_config=e.speculative_config,
+        extra_args=dict(e.extra_args),
+    )
+
+
+def connect_ray(config: JobConfig) -> bool:
+    """Join the configured cluster or start a local one; True if this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"ray.address {address}" if address else "local Ray"
+        raise ResourceError(f"{where}: cannot start or connect ({err})".splitlines()[0]) from None
+    return True
+
+
+def ray_backend_for(config: JobConfig, keep_alive: bool = False) -> Any:
+    """Build the Ray backend after checking the cluster can hold the replicas."""
+    import ray
+
+    from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
+
+    gpus = config.resources.gpus_per_replica
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    env = cpu_engine_env(config.engine.cpu_kv_cache_gib) if gpus == 0 else {}
+    resources = ReplicaResources(config.resources.cpus_per_replica, gpus, env)
+    check_cluster_fits(config.resources.replicas, resources)
+    return RayBackend(engine_settings(config, gpus), resources, keep_alive=keep_alive)

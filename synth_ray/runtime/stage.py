@@ -1,0 +1,203 @@
+"""Run one stage of a job: plan its units, skip committed ones, generate the rest, commit.
+
+A single-pass method (rephrase, generate) is one stage written to the output folder itself.
+Multi-round methods run several stages, each committed exactly once in its own folder, on the
+same replicas: `StageRunner` starts them on first need and keeps them warm until `close()`.
+A stage's units hash the job fingerprint, the stage name and every source id in the unit, so
+on resume a stage whose input is unchanged skips its committed units, and one whose input
+changed is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.config import JobConfig
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import SamplingSpec
+from synth_ray.errors import OutputConflictError
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.base import Method
+from synth_ray.plan import DocumentSource, WorkUnit, plan_units
+from synth_ray.runtime.backend import Backend
+from synth_ray.runtime.progress import JobProgress
+from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings
+from synth_ray.runtime.units import PendingUnit, UnitBuilder, UnitTracker, documents_by_unit
+from synth_ray.stats import UnitStats
+
+
+@dataclass
+class RunSummary:
+    """What a run did, summed over its stages."""
+
+    output_path: str
+    units_total: int = 0
+    units_skipped: int = 0
+    units_committed: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+    startup_s: float = 0.0
+    generation_wall_s: float = 0.0
+    output_tokens_this_run: int = 0
+    requests_resent: int = 0
+    replica_failures: list[str] = field(default_factory=list)
+
+    @property
+    def steady_tokens_per_s(self) -> float:
+        """Output tokens/s of this run from first replica ready to last result."""
+        return (
+            self.output_tokens_this_run / self.generation_wall_s if self.generation_wall_s else 0.0
+        )
+
+
+class StageRunner:
+    def __init__(
+        self,
+        config: JobConfig,
+        renderer: PromptRenderer,
+        summary: RunSummary,
+        show_progress: bool = True,
+        backend: Backend | None = None,
+    ) -> None:
+        """With `backend` given the caller owns it (and Ray); otherwise Ray and the replicas are
+        started on the first stage with work and stopped by `close()`."""
+        self.config = config
+        self.renderer = renderer
+        self.summary = summary
+        self.show_progress = show_progress
+        self.backend = backend
+        self.owns_backend = backend is None
+        self.owns_ray = False
+
+    def plan(
+        self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
+    ) -> list[WorkUnit]:
+        return plan_units(docs, method, fingerprint, self.config.output.rows_per_shard, id_column)
+
+    def run_stage(
+        self, stage: str, store: OutputStore, docs: DocumentSource, method: Method, fingerprint: str
+    ) -> dict[str, Any]:
+        """Plan and execute one named stage into an already prepared `store`."""
+        units = self.plan(docs, method, f"{fingerprint}/{stage}")
+        return self.execute(store, docs, method, units, stage=stage)
+
+    def execute(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        units: list[WorkUnit],
+        stage: str = "",
+    ) -> dict[str, Any]:
+        """Generate the units not yet committed; returns the folder's stats (all stages)."""
+        label = stage
+        committed = store.committed(stage)
+        planned_ids = {u.unit_id for u in units}
+        stale = [r for r in committed.values() if r.unit_id not in planned_ids]
+        if stale:
+            raise OutputConflictError(
+                f"output.path {self.config.output.path}: unit {stale[0].unit_index}"
+                f"{' of stage ' + label if label else ''} was committed from different input "
+                "rows (the input changed); rerun with --overwrite"
+            )
+        remaining = [u for u in units if u.unit_id not in committed]
+        self.summary.units_total += len(units)
+        self.summary.units_skipped += len(units) - len(remaining)
+        if remaining:
+            self._generate(store, docs, method, units, remaining, stage)
+        return store.write_stats(units_total=self.summary.units_total)
+
+    def _ensure_backend(self) -> Backend:
+        if self.backend is None:
+            from synth_ray.runtime.cluster import connect_ray, ray_backend_for
+
+            self.owns_ray = connect_ray(self.config)
+            self.backend = ray_backend_for(self.config, keep_alive=True)
+        return self.backend
+
+    def _generate(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        units: list[WorkUnit],
+        remaining: list[WorkUnit],
+        stage: str,
+    ) -> None:
+        summary = self.summary
+        progress = JobProgress(
+            len(units), len(units) - len(remaining), enabled=self.show_progress, label=stage
+        )
+
+        def on_commit(pending: PendingUnit, stats: UnitStats) -> None:
+            summary.units_committed += 1
+            progress.unit_committed(stats)
+
+        s = self.config.sampling
+        sampling = SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.ignore_eos)
+        sampling = dataclasses.replace(sampling, **method.sampling_overrides())
+        builder = UnitBuilder(
+            method, self.renderer, self.config.engine.max_model_len, sampling, s.seed
+        )
+        tracker = UnitTracker(store, method, on_commit, stage=stage)
+
+        def pending_units() -> Iterator[PendingUnit]:
+            for unit, unit_docs in documents_by_unit(docs(), remaining):
+                yield builder.build(unit, unit_docs)
+
+        sc = self.config.scheduler
+        settings = SchedulerSettings(
+            replicas=self.config.resources.replicas,
+            batch_size=sc.batch_size,
+            max_in_flight=sc.max_in_flight_per_replica,
+            max_attempts=sc.max_attempts,
+            max_replica_restarts=sc.max_replica_restarts,
+            start_timeout_s=sc.start_timeout_s,
+        )
+        run_started = time.time()
+        try:
+            backend = self._ensure_backend()
+            scheduler = Scheduler(
+                backend, tracker.work_items(pending_units()), tracker.add_result, settings
+            )
+            try:
+                scheduler.run()
+            finally:
+                backend.shutdown()  # parks warm replicas for the next stage
+                summary.requests_resent += scheduler.requests_resent
+                summary.replica_failures.extend(scheduler.failures)
+            startup = generation = 0.0
+            if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
+                startup = scheduler.first_ready_at - scheduler.started_at
+                generation = scheduler.finished_at - scheduler.first_ready_at
+            summary.startup_s += startup
+            summary.generation_wall_s += generation
+            summary.output_tokens_this_run += progress.stats.output_tokens
+            store.record_run(
+                {
+                    "started": run_started,
+                    "finished": time.time(),
+                    "units_committed": progress.units_done - progress.units_at_start,
+                    "startup_s": round(startup, 3),
+                    "generation_wall_s": round(generation, 3),
+                    "output_tokens": progress.stats.output_tokens,
+                    "requests_resent": scheduler.requests_resent,
+                }
+            )
+        finally:
+            progress.close()
+
+    def close(self) -> None:
+        """Stop replicas and Ray if this runner started them."""
+        if self.owns_backend and self.backend is not None:
+            self.backend.close()  # type: ignore[attr-defined]
+            self.backend = None
+        if self.owns_ray:
+            import ray
+
+            ray.shutdown()
+            self.owns_ray = False

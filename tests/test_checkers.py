@@ -1,0 +1,69 @@
+"""Answer checkers on hand-made completions, malformed ones included."""
+
+from __future__ import annotations
+
+import pytest
+
+from synth_ray.errors import ConfigError
+from synth_ray.methods.checkers import get_checker
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She has 3 + 4 = 7 apples.\n#### 7", "7"),
+        ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
+        ("#### 1,800", "1800"),
+        ("#### $1,200.00", "1200"),
+        ("The total is 26.50 dollars.\n#### 26.50", "26.5"),
+        ("So the answer is 18 dollars.", "18"),
+        ("The answer is: $42.", "42"),
+        ("First 5, then 9, finally 12 apples", "12"),
+        ("#### -3", "-3"),
+        ("#### 8.0", "8"),
+        ("I am not sure.", None),
+        ("", None),
+        ("####", None),
+    ],
+)
+def test_numeric(text, expected):
+    assert get_checker("numeric").extract(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Thinking...\nThe answer is Paris.", "paris"),
+        ("Line one\n  Blue Whale  \n", "blue whale"),
+        ("#### Yes", "yes"),
+        ("   \n\n", None),
+    ],
+)
+def test_exact(text, expected):
+    assert get_checker("exact").extract(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Option (B) fits best.", "B"),
+        ("So the answer is C.", "C"),
+        ("Answer: (d)", None),  # lower case is not a choice letter
+        ("#### E", "E"),
+        ("Between (A) and (C), the answer is A", "A"),
+        ("no letter here", None),
+    ],
+)
+def test_choice(text, expected):
+    assert get_checker("choice").extract(text) == expected
+
+
+def test_correctness_needs_both_sides():
+    numeric = get_checker("numeric")
+    assert numeric.is_correct("18", "18") and not numeric.is_correct(None, "18")
+    assert not numeric.is_correct("18", None)
+
+
+def test_unknown_checker_is_a_config_error():
+    with pytest.raises(ConfigError, match="self_improve.checker: unknown checker 'fuzzy'"):
+        get_checker("fuzzy")

@@ -1,0 +1,207 @@
+"""Self-improvement (STaR, rejection sampling, self-consistency) through the whole job path
+with a scripted engine whose answers are known, including STaR killed between its stages."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, job_config
+from fake_backend import FakeBackend
+
+import synth_ray.io.manifest as manifest_mod
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import EngineResult
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+
+QUESTIONS = REPO / "examples" / "arith_questions.jsonl"
+REFERENCES = {
+    json.loads(line)["id"]: json.loads(line)["answer"].split("####")[-1].strip().replace(",", "")
+    for line in QUESTIONS.read_text().splitlines()
+}
+
+
+def config(tmp_path, **self_improve):
+    return job_config(
+        tmp_path,
+        QUESTIONS,
+        method="self_improve",
+        input={"path": str(QUESTIONS), "id_column": "id"},
+        self_improve={"checker": "numeric", **self_improve},
+        output={"rows_per_shard": 3},
+    )
+
+
+class ScriptedEngine:
+    """Answers from the prompt: correct when the hint is present or the question's id-number
+    is even (for STaR); a fixed list of sample answers otherwise."""
+
+    def __init__(self, embedded_model, samples=None):
+        self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+        self.samples = samples
+        self.questions = {
+            json.loads(line)["question"]: json.loads(line)["id"]
+            for line in QUESTIONS.read_text().splitlines()
+        }
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        last_q = prompt.split("Q: ")[-1]
+        hinted = "(Hint:" in last_q
+        question = last_q.split(" (Hint:")[0].split("\nA:")[0].strip()
+        qid = self.questions[question]
+        right = REFERENCES[qid]
+        if self.samples is not None:
+            answers = [right if a == "right" else a for a in self.samples]
+        else:
+            answers = [right if hinted or int(qid[1:]) % 2 == 0 else "999"]
+        samples = tuple(
+            (f"Reasoning for {qid}.\n#### {a}" if a else "no idea", 7, "stop") for a in answers
+        )
+        return EngineResult(
+            request.request_id,
+            samples[0][0],
+            len(request.prompt_token_ids),
+            7 * len(samples),
+            "stop",
+            samples=samples if len(samples) > 1 else (),
+        )
+
+
+def rows(path, stage=None):
+    files = OutputStore(path).data_files(stage)
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def test_star_direct_then_rationalized(tmp_path, embedded_model):
+    summary = run_job(
+        config(tmp_path, mode="star"),
+        show_progress=False,
+        backend=FakeBackend(responder=ScriptedEngine(embedded_model)),
+    )
+    out = rows(tmp_path / "out")
+    by_source = {r["source_id"]: r for r in out}
+    assert set(by_source) == set(REFERENCES)  # every question ends with one kept rationale
+    for qid, row in by_source.items():
+        assert row["source"] == ("direct" if int(qid[1:]) % 2 == 0 else "rationalized")
+        assert (
+            row["correct"] is True and row["answer"] == REFERENCES[qid] == row["reference_answer"]
+        )
+        assert "Hint" not in row["question"]  # stored without the hint
+        assert row["iteration"] == 0
+    stats = summary.stats
+    assert stats["rows_out"] == 10 and stats["dropped_by_filter"] == {"incorrect": 5}
+    assert stats["rows_in"] == 15 and stats["accounted"]
+    names = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
+    assert names[0].startswith("direct-part-") and names[-1].startswith("rationalize-part-")
+
+
+def test_star_killed_in_rationalize_stage_resumes_exactly(tmp_path, embedded_model, monkeypatch):
+    engine = ScriptedEngine(embedded_model)
+    clean = run_job(
+        config(tmp_path / "clean", mode="star"),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+
+    real = manifest_mod.Manifest.append
+    calls = {"n": 0}
+
+    class Crash(BaseException):
+        pass
+
+    def crashing(self, record):
+        calls["n"] += 1
+        if record.stage == "rationalize":
+            raise Crash()
+        return real(self, record)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        with pytest.raises(Crash):
+            run_job(
+                config(tmp_path, mode="star"),
+                show_progress=False,
+                backend=FakeBackend(responder=engine),
+            )
+    backend = FakeBackend(responder=engine)
+    resumed = run_job(config(tmp_path, mode="star"), show_progress=False, backend=backend)
+    assert resumed.units_skipped == 4  # every direct unit, none regenerated
+    sent = {rid for _, _, ids in backend.submitted for rid in ids}
+    assert len(sent) == 5  # only the 5 wrong questions, rationalized
+    ids = sorted(r["id"] for r in rows(tmp_path / "out"))
+    assert ids == sorted(r["id"] for r in rows(tmp_path / "clean" / "out")) and len(
+        set(ids)
+    ) == len(ids)
+    assert resumed.stats["rows_in"] == clean.stats["rows_in"]
+
+
+def test_rejection_keeps_up_to_k_correct(tmp_path, embedded_model):
+    engine = ScriptedEngine(embedded_model, samples=["5", "right", "right", "right"])
+    summary = run_job(
+        config(tmp_path, mode="rejection", n=4, k=2),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    out = rows(tmp_path / "out")
+    assert len(out) == 20 and {r["source"] for r in out} == {"direct"}
+    assert all(r["correct"] for r in out)
+    assert summary.stats["dropped_by_filter"] == {"incorrect": 10, "over_k": 10}
+    assert summary.stats["rows_in"] == 40 and summary.stats["accounted"]
+    assert len({r["id"] for r in out}) == 20
+
+
+@pytest.mark.parametrize(
+    ("samples", "min_agreement", "kept", "drops"),
+    [
+        (["5", "5", "7", None], 0.5, 20, {"disagrees_with_majority": 20}),
+        (["5", "6", "7", "8"], 0.5, 0, {"no_majority": 40}),
+        ([None, None, None, None], 0.5, 0, {"no_answer": 40}),
+        (["right", "right", "right", "4"], 0.75, 30, {"disagrees_with_majority": 10}),
+    ],
+)
+def test_self_consistency_majority_vote(
+    tmp_path, embedded_model, samples, min_agreement, kept, drops
+):
+    engine = ScriptedEngine(embedded_model, samples=samples)
+    cfg = config(tmp_path, mode="self_consistency", n=4, min_agreement=min_agreement)
+    summary = run_job(cfg, show_progress=False, backend=FakeBackend(responder=engine))
+    out = rows(tmp_path / "out")
+    assert len(out) == kept and summary.stats["dropped_by_filter"] == drops
+    assert all(r["source"] == "majority" for r in out)
+    if samples[0] == "right":
+        assert all(r["correct"] for r in out)
+
+
+def test_question_without_reference_answer_is_an_error_row(tmp_path, embedded_model):
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "question": "What is 2+2?", "answer": "four, I think"}) + "\n"
+    )
+    cfg = job_config(
+        tmp_path,
+        path,
+        method="self_improve",
+        input={"path": str(path), "id_column": "id"},
+        self_improve={"mode": "rejection", "n": 2, "k": 1},
+    )
+    summary = run_job(cfg, show_progress=False, backend=FakeBackend())
+    assert summary.stats["errored_by_stage"] == {"input": 2}  # both planned samples accounted
+    error = pq.read_table(tmp_path / "out" / "errors").to_pylist()[0]
+    assert re.search("no numeric final answer", error["error"])
+
+
+def test_bad_self_improve_config(tmp_path):
+    from synth_ray.config import validate_config
+    from synth_ray.errors import ConfigError
+
+    base = {"method": "self_improve", "input": {"path": "x"}, "output": {"path": "o"}}
+    with pytest.raises(ConfigError, match="self_improve.answer_column"):
+        validate_config({**base, "self_improve": {"mode": "star", "answer_column": None}})
+    with pytest.raises(ConfigError, match="k: 5 is more than n=2"):
+        validate_config({**base, "self_improve": {"mode": "rejection", "n": 2, "k": 5}})
+    with pytest.raises(ConfigError, match="self_improve.mode"):
+        validate_config({**base, "self_improve": {"mode": "bootstrap"}})
