@@ -157,3 +157,38 @@ def test_sigkill_whole_process_group_then_resume_matches_clean_run(tmp_path, sha
     assert sorted(killed_ids) == sorted(clean_ids)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rows_in"] == clean.stats["rows_in"] and stats["accounted"]
+
+
+@pytest.mark.parametrize("mode", ["star", "rejection", "self_consistency"])
+def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
+    questions = REPO / "examples" / "arith_questions.jsonl"
+    config = job_config(
+        tmp_path,
+        questions,
+        method="self_improve",
+        input={"path": str(questions), "id_column": "id", "limit": 3},
+        sampling={"max_tokens": 48, "temperature": 0.8},
+        self_improve={"mode": mode, "n": 3, "k": 2, "min_agreement": 0.3},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    width = 1 if mode == "star" else 3
+    assert stats["input_documents"] == 3 and stats["accounted"]
+    # star: each question once, plus once more for each one rationalized
+    assert stats["rows_in"] >= 3 * width and stats["rows_errored"] == 0
+    if mode != "star":
+        assert stats["rows_in"] == 9
+        # n samples came back from one engine request each: tokens of all samples counted
+        assert stats["output_tokens"] > 3 * 48 * 0.5
+    frame = read_output(tmp_path / "out") if stats["rows_out"] else None
+    if frame is not None:
+        assert {
+            "question",
+            "rationale",
+            "answer",
+            "reference_answer",
+            "correct",
+            "source",
+            "iteration",
+        } <= set(frame.columns)
+        assert frame["id"].is_unique

@@ -95,6 +95,7 @@ def test_star_direct_then_rationalized(tmp_path, embedded_model):
     stats = summary.stats
     assert stats["rows_out"] == 10 and stats["dropped_by_filter"] == {"incorrect": 5}
     assert stats["rows_in"] == 15 and stats["accounted"]
+    assert stats["input_documents"] == 10  # the 5 re-asked questions are not new input
     names = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
     assert names[0].startswith("direct-part-") and names[-1].startswith("rationalize-part-")
 

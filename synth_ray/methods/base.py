@@ -65,6 +65,9 @@ Outcome = Kept | Dropped | Errored
 class Method(ABC):
     name: str
     schema: pa.Schema
+    # False for a stage that re-asks rows already counted (STaR's rationalize stage), so
+    # `input_documents` keeps counting input rows only.
+    counts_input_documents: bool = True
 
     @abstractmethod
     def estimate_rows(self, doc: Document) -> int:

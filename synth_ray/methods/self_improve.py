@@ -108,6 +108,7 @@ class SelfImproveMethod(Method):
         self.checker = get_checker(config.checker)
         self.examples = load_few_shot(config.few_shot_path)
         self.width = config.n if config.mode in ("rejection", "self_consistency") else 1
+        self.counts_input_documents = stage != "rationalize"
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": self.width}

@@ -60,7 +60,8 @@ class UnitBuilder:
 
     def build(self, unit: WorkUnit, docs: list[Document]) -> PendingUnit:
         candidates = [c for doc in docs for c in self.method.expand(doc)]
-        pending = PendingUnit(unit, candidates, [], input_documents=len(docs))
+        counted = len(docs) if self.method.counts_input_documents else 0
+        pending = PendingUnit(unit, candidates, [], input_documents=counted)
         to_render = [c for c in candidates if c.error is None]
         texts = [self.renderer.render_text(c.messages or []) for c in to_render]
         token_ids = (
