@@ -8,6 +8,7 @@ the backend with the engine settings from the config.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from synth_ray.config import JobConfig
@@ -31,6 +32,20 @@ def engine_settings(config: JobConfig, tensor_parallel_size: int) -> EngineSetti
     )
 
 
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail at once when nothing listens at host:port: ray.init would retry for many minutes."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return  # Ray resolves these itself (local bootstrap file, Ray Client with its own timeout)
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise ResourceError(
+            f"ray.address {address}: cannot connect (nothing answers there: {err.__class__.__name__})"
+        ) from None
+
+
 def connect_ray(config: JobConfig) -> bool:
     """Join the configured cluster or start a local one; True if this call started Ray."""
     import ray
@@ -38,6 +53,8 @@ def connect_ray(config: JobConfig) -> bool:
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _probe(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -45,7 +62,11 @@ def connect_ray(config: JobConfig) -> bool:
             ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"ray.address {address}" if address else "local Ray"
-        raise ResourceError(f"{where}: cannot start or connect ({err})".splitlines()[0]) from None
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = "; if the cluster uses token authentication, export RAY_AUTH_MODE=token"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ResourceError(f"{where}: cannot connect ({reason}){hint}") from None
     return True
 
 
