@@ -188,6 +188,49 @@ class SelfImproveConfig(_Section):
         return self
 
 
+class SelfInstructConfig(_Section):
+    seed_path: str | None = Field(
+        None,
+        description="Seed tasks: the public seed-task JSONL, or a text file, one instruction a line.",
+    )
+    target: int = Field(100, ge=1, description="Stop once this many new instructions are accepted.")
+    requests_per_round: int = Field(
+        16, ge=1, description="Generation requests per round; the pool grows between rounds."
+    )
+    max_rounds: int = Field(
+        50, ge=1, description="Give up growing the pool after this many rounds."
+    )
+    # The paper's 8 in-context instructions: 6 human seeds, 2 machine-generated once there are some.
+    seeds_in_context: int = Field(6, ge=0)
+    machine_in_context: int = Field(2, ge=0)
+    rouge_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Drop an instruction whose ROUGE-L with any pool instruction exceeds this.",
+    )
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(150, ge=1)
+
+
+class EvolConfig(_Section):
+    rounds: int = Field(4, ge=1, description="Evolution rounds (the paper used 4).")
+    operations: list[str] = Field(
+        default_factory=lambda: [
+            "add_constraints",
+            "deepening",
+            "concretizing",
+            "increased_reasoning_steps",
+            "complicate_input",
+            "breadth",
+        ],
+        description="Operations drawn uniformly per instruction per round.",
+    )
+    judge_information_gain: bool = Field(
+        True, description="Ask the model whether the evolved instruction equals its parent."
+    )
+
+
 class GenerateConfig(_Section):
     system_prompt: str | None = Field(
         None, description="Sent before every prompt as a system message."
@@ -195,8 +238,8 @@ class GenerateConfig(_Section):
 
 
 class JobConfig(_Section):
-    method: Literal["rephrase", "generate", "self_improve"]
-    input: InputConfig
+    method: Literal["rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"]
+    input: InputConfig | None = None
     output: OutputConfig
     engine: EngineConfig = Field(default_factory=EngineConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -206,6 +249,23 @@ class JobConfig(_Section):
     rephrase: RephraseConfig = Field(default_factory=RephraseConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     self_improve: SelfImproveConfig = Field(default_factory=SelfImproveConfig)
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
+    evol: EvolConfig = Field(default_factory=EvolConfig)
+
+    @model_validator(mode="after")
+    def _method_inputs(self) -> JobConfig:
+        if self.method == "self_instruct":
+            if not self.self_instruct.seed_path:
+                raise ValueError("self_instruct.seed_path: required for method self_instruct")
+        elif self.input is None:
+            raise ValueError(f"input: required for method {self.method}")
+        unknown = set(self.evol.operations) - set(EvolConfig().operations)
+        if unknown:
+            raise ValueError(
+                f"evol.operations: unknown operation {sorted(unknown)[0]!r} "
+                f"(expected some of {EvolConfig().operations})"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Hash of everything that decides the output rows; where and how fast they run is left out.
@@ -213,7 +273,8 @@ class JobConfig(_Section):
         A rerun with the same fingerprint resumes; a different one is refused without --overwrite.
         """
         decisive = self.model_dump(include={"method", "input", "engine", "sampling"})
-        decisive[self.method] = getattr(self, self.method).model_dump()
+        section = {"evol_instruct": "evol"}.get(self.method, self.method)
+        decisive[section] = getattr(self, section).model_dump()
         decisive["output"] = {"rows_per_shard": self.output.rows_per_shard}
         for key in ("gpu_memory_utilization", "enforce_eager", "max_num_seqs", "cpu_kv_cache_gib"):
             decisive["engine"].pop(key)
@@ -265,7 +326,7 @@ def _format_validation_error(err: ValidationError) -> str:
     # a section's own check names its field first ("styles: ..."): fold it into the key
     field, sep, rest = msg.partition(": ")
     if sep and field.replace(".", "").replace("_", "").isalnum() and " " not in field:
-        key, msg = f"{key}.{field}", rest
+        key, msg = (f"{key}.{field}" if key != "config" else field), rest
     extra = f" ({len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     got = first.get("input")
     shown = "" if isinstance(got, dict) or got is None else f", got {got!r}"

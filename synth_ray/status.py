@@ -22,7 +22,7 @@ def collect_status(output: str | Path) -> dict[str, Any]:
     job = store.read_job()
     if job is None:
         raise UserError(f"output folder {output}: no synth-ray job here (_job.json missing)")
-    totals = store.totals().to_dict()
+    totals = store.all_totals().to_dict()
     committed = len(store.committed())
     stats_file = Path(output) / STATS_FILE
     units_total = None

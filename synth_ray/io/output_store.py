@@ -30,6 +30,7 @@ from synth_ray.stats import UnitStats
 JOB_FILE = "_job.json"
 RUNS_FILE = "_runs.jsonl"
 STATS_FILE = "stats.json"
+DRIVER_STATS_FILE = "_driver_stats.json"  # rows a method's driver decided outside any unit
 DATA_DIR = "data"
 ERRORS_DIR = "errors"
 
@@ -44,7 +45,16 @@ ERROR_SCHEMA = pa.schema(
 )
 
 STAGES_DIR = "stages"  # multi-round methods: one sub-store per stage
-_OWNED = (JOB_FILE, MANIFEST_NAME, RUNS_FILE, STATS_FILE, DATA_DIR, ERRORS_DIR, STAGES_DIR)
+_OWNED = (
+    JOB_FILE,
+    MANIFEST_NAME,
+    RUNS_FILE,
+    STATS_FILE,
+    DRIVER_STATS_FILE,
+    DATA_DIR,
+    ERRORS_DIR,
+    STAGES_DIR,
+)
 
 
 class OutputStore:
@@ -139,19 +149,43 @@ class OutputStore:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def totals(self) -> UnitStats:
+    def totals(self, stage: str | None = None) -> UnitStats:
         total = UnitStats()
-        for record in self.committed().values():
+        for record in self.committed(stage).values():
             total.merge(UnitStats.from_dict(record.stats))
         return total
 
-    def write_stats(self, units_total: int | None = None) -> dict[str, Any]:
-        """Rewrite stats.json from the manifest and the run log; returns what it wrote."""
+    def driver_stats(self) -> UnitStats | None:
+        path = self.root / DRIVER_STATS_FILE
+        return UnitStats.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+    def all_totals(self) -> UnitStats:
+        """Committed units plus the driver's own decisions: what every reader should report."""
+        total = self.totals()
+        extra = self.driver_stats()
+        if extra is not None:
+            total.merge(extra)
+        return total
+
+    def write_stats(
+        self,
+        units_total: int | None = None,
+        extra: UnitStats | None = None,
+        sections: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Rewrite stats.json from the manifest and the run log; returns what it wrote.
+
+        `extra` (kept in _driver_stats.json for later readers) adds rows a method's driver
+        decided on outside any unit (Self-Instruct's pool filters, Evol-Instruct's judge), so
+        the accounting covers them; `sections` adds method-specific figures."""
         committed = self.committed()
         runs = self.runs()
+        if extra is not None:
+            write_bytes_atomic(json.dumps(extra.to_dict()).encode(), self.root / DRIVER_STATS_FILE)
+        totals = self.all_totals()
         stats: dict[str, Any] = {
             "units_committed": len(committed),
-            **self.totals().to_dict(),
+            **totals.to_dict(),
             "generation_wall_s": round(sum(r.get("generation_wall_s", 0.0) for r in runs), 3),
             "runs": len(runs),
         }
@@ -160,6 +194,7 @@ class OutputStore:
         stats["accounted"] = stats["rows_in"] == (
             stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"]
         )
+        stats.update(sections or {})
         write_bytes_atomic(json.dumps(stats, indent=2).encode(), self.root / STATS_FILE)
         return stats
 

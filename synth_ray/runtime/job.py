@@ -19,8 +19,11 @@ from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import build_method
+from synth_ray.methods.self_instruct import load_seed_instructions
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.cluster import connect_ray, engine_settings, ray_backend_for
+from synth_ray.runtime.evol_instruct import run_evol_instruct
+from synth_ray.runtime.self_instruct import run_self_instruct
 from synth_ray.runtime.stage import RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
 
@@ -30,6 +33,7 @@ __all__ = ["RunSummary", "connect_ray", "engine_settings", "ray_backend_for", "r
 def input_spec(config: JobConfig) -> InputSpec:
     """What to read; self_improve reads its question column and reference answers."""
     i = config.input
+    assert i is not None  # validated: every method but self_instruct has input
     if config.method == "self_improve":
         si = config.self_improve
         extra = (si.answer_column,) if si.answer_column else ()
@@ -56,20 +60,41 @@ def run_job(
 ) -> RunSummary:
     """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray)."""
     started = time.monotonic()
-    spec = input_spec(config)
-    validate_inputs(spec)
+    if config.method == "self_instruct":
+        load_seed_instructions(config.self_instruct.seed_path or "")  # bad seeds: fail now
+    else:
+        validate_inputs(input_spec(config))
     renderer = load_renderer(config)
-    method = build_method(config, renderer, model_display_name(config.engine.model))
+    model_name = model_display_name(config.engine.model)
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=str(store.root))
     runner = StageRunner(config, renderer, summary, show_progress, backend)
     try:
-        docs = lambda: iter_documents(spec)  # noqa: E731
 
         def prepare() -> None:
             store.prepare(fingerprint, config.model_dump(mode="json"), overwrite)
 
+        if config.method == "self_instruct":
+            summary.stats = run_self_instruct(
+                runner, store, config, model_name, fingerprint, prepare
+            )
+            return summary
+        spec = input_spec(config)
+        docs = lambda: iter_documents(spec)  # noqa: E731
+        if config.method == "evol_instruct":
+            summary.stats = run_evol_instruct(
+                runner,
+                store,
+                config,
+                docs,
+                model_name,
+                fingerprint,
+                config.input.id_column,
+                prepare,
+            )
+            return summary
+        method = build_method(config, renderer, model_name)
         if config.method == "self_improve" and config.self_improve.mode == "star":
             summary.stats = run_star(
                 runner, store, docs, method, fingerprint, config.input.id_column, prepare
@@ -80,5 +105,5 @@ def run_job(
             summary.stats = runner.execute(store, docs, method, units)
     finally:
         runner.close()
-    summary.wall_s = time.monotonic() - started
+        summary.wall_s = time.monotonic() - started
     return summary

@@ -1,0 +1,200 @@
+"""Method `evol_instruct` (Xu et al. 2023, WizardLM): evolve instructions over rounds.
+
+    synth-ray run configs/evol_instruct.yaml
+
+Per round, three stage methods (the runtime, runtime/evol_instruct.py, runs them):
+- `EvolveStep`: rewrite an instruction with its round's operation (in-depth: add constraints,
+  deepening, concretizing, increased reasoning steps, complicate input; or in-breadth).
+- `JudgeStep`: does the evolved instruction equal its parent? (the paper's LLM judgement)
+- `RespondStep`: answer the evolved instruction; the output rows.
+The paper's elimination rules, each counted under its name when it drops an evolution:
+`no_information_gain` (judged equal), `copies_prompt_scaffolding` (mentions "#Rewritten
+Prompt#", "given prompt", ...), `model_could_not_answer` (the response apologises and is
+short), `response_only_stopwords` (only punctuation and stop words).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pyarrow as pa
+
+from synth_ray.engine.requests import EngineResult
+from synth_ray.io.inputs import Document
+from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
+from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE, evolving_prompt
+
+SCAFFOLDING = re.compile(
+    r"#?\s*(the\s+)?(given|rewritten|created)\s+prompt\s*#?|#\s*rewritten|#\s*created",
+    re.IGNORECASE,
+)
+STOP_WORDS = set(
+    "a an and are as at be but by for from has have he her his i if in into is it its me my "
+    "no not of on or our she so than that the their them then there these they this to too "
+    "us was we were what when which who will with you your yes ok okay".split()
+)
+# "It apologises and is short": the paper's rule for a response showing the model could not
+# answer; 80 words is our reading of "short" (responses to evolved prompts run longer).
+SHORT_APOLOGY_WORDS = 80
+
+
+def choose_operation(seed: int, rnd: int, source_id: str, operations: list[str]) -> str:
+    """The same instruction in the same round always gets the same operation."""
+    return random.Random(f"{seed}:{rnd}:{source_id}").choice(operations)
+
+
+def copies_scaffolding(instruction: str) -> bool:
+    return bool(SCAFFOLDING.search(instruction))
+
+
+def response_drop(response: str) -> str | None:
+    words = re.findall(r"[A-Za-z']+", response.lower())
+    if "sorry" in words and len(response.split()) < SHORT_APOLOGY_WORDS:
+        return "model_could_not_answer"
+    if all(w in STOP_WORDS for w in words):
+        return "response_only_stopwords"
+    return None
+
+
+class EvolveStep(Method):
+    """Doc: an instruction; extra has `operation`. Keeps the evolved instruction."""
+
+    name = "evol_evolve"
+    schema = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("parent_instruction", pa.string()),
+            pa.field("operation", pa.string()),
+            pa.field("evolved", pa.string()),
+        ]
+    )
+
+    def __init__(self, rnd: int) -> None:
+        self.round = rnd
+        self.counts_input_documents = rnd == 0
+
+    def estimate_rows(self, doc: Document) -> int:
+        return 1
+
+    def expand(self, doc: Document) -> list[Candidate]:
+        rid = row_id(doc.source_id, "evolve", self.round)
+        if doc.error is not None or not (doc.text or "").strip():
+            return [Candidate(rid, doc.source_id, error=doc.error or "empty instruction")]
+        operation = str(doc.extra["operation"])
+        return [
+            Candidate(
+                rid,
+                doc.source_id,
+                fields={"parent_instruction": doc.text, "operation": operation},
+                messages=[{"role": "user", "content": evolving_prompt(operation, doc.text or "")}],
+            )
+        ]
+
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        evolved = result.text.strip().strip('"').strip()
+        if not evolved:
+            return Dropped("empty_evolution")
+        return Kept(
+            {
+                "id": candidate.row_id,
+                "source_id": candidate.source_id,
+                **candidate.fields,
+                "evolved": evolved,
+            }
+        )
+
+
+class JudgeStep(Method):
+    """Doc: an evolved instruction; extra has its `parent`. Keeps whether they are equal."""
+
+    name = "evol_judge"
+    schema = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("equal", pa.bool_()),
+        ]
+    )
+    counts_input_documents = False
+
+    def estimate_rows(self, doc: Document) -> int:
+        return 1
+
+    def expand(self, doc: Document) -> list[Candidate]:
+        prompt = EQUALITY_JUDGE.format(first=doc.extra["parent"], second=doc.text)
+        return [
+            Candidate(
+                row_id(doc.source_id, "judge"),
+                doc.source_id,
+                messages=[{"role": "user", "content": prompt}],
+            )
+        ]
+
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        verdict = result.text.strip().lower()
+        return Kept(
+            {
+                "id": candidate.row_id,
+                "source_id": candidate.source_id,
+                "equal": verdict.startswith("equal"),  # "not equal" does not start with "equal"
+            }
+        )
+
+
+class RespondStep(Method):
+    """Doc: a surviving evolved instruction; extra has parent_id, operation, round."""
+
+    name = "evol_instruct"
+    schema = pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("source_id", pa.string()),
+            pa.field("instruction", pa.string()),
+            pa.field("response", pa.string()),
+            pa.field("round", pa.int32()),
+            pa.field("operation", pa.string()),
+            pa.field("parent_id", pa.string()),
+            pa.field("model", pa.string()),
+            *TOKEN_COLUMNS,
+        ]
+    )
+    counts_input_documents = False
+
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+
+    def estimate_rows(self, doc: Document) -> int:
+        return 1
+
+    def expand(self, doc: Document) -> list[Candidate]:
+        """Doc source_id is the evolved instruction's id (the row's id); extra["root"] is the
+        input row it descends from (the row's source_id)."""
+        return [
+            Candidate(
+                doc.source_id,
+                str(doc.extra["root"]),
+                fields={"instruction": doc.text, **doc.extra},
+                messages=[{"role": "user", "content": doc.text or ""}],
+            )
+        ]
+
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        reason = response_drop(result.text)
+        if reason is not None:
+            return Dropped(reason)
+        f = candidate.fields
+        return Kept(
+            {
+                "id": candidate.row_id,
+                "source_id": candidate.source_id,
+                "instruction": f["instruction"],
+                "response": result.text.strip(),
+                "round": f["round"],
+                "operation": f["operation"],
+                "parent_id": f["parent_id"],
+                "model": self.model_name,
+                **self.token_fields(result),
+            }
+        )

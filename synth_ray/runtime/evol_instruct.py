@@ -1,0 +1,132 @@
+"""Evol-Instruct's rounds: evolve, eliminate, respond; survivors evolve again next round.
+
+Round r: stage `evolve-rN` rewrites each instruction with its operation (drawn from
+sampling.seed, r and the instruction's id); evolutions that copy prompt scaffolding are
+eliminated; stage `judge-rN` asks whether each remaining one equals its parent (eliminated if
+so); stage `rN` answers the rest and eliminates responses showing the model could not answer.
+The kept responses are the output rows of round r, and their instructions are round r+1's
+input. Every stage's input derives from committed shards only, so a run killed anywhere
+resumes with the same survivors and skips committed units. Elimination counts go to
+stats.json under each rule's name; the accounting covers every evolution attempted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synth_ray.config import JobConfig
+from synth_ray.io.inputs import Document
+from synth_ray.io.output_store import STAGES_DIR, OutputStore
+from synth_ray.methods.evol_instruct import (
+    EvolveStep,
+    JudgeStep,
+    RespondStep,
+    choose_operation,
+    copies_scaffolding,
+)
+from synth_ray.plan import DocumentSource
+from synth_ray.runtime.self_instruct import stage_rows
+from synth_ray.runtime.stage import StageRunner
+from synth_ray.stats import UnitStats
+
+
+def run_evol_instruct(
+    runner: StageRunner,
+    store: OutputStore,
+    config: JobConfig,
+    docs: DocumentSource,
+    model_name: str,
+    fingerprint: str,
+    id_column: str | None,
+    prepare: Any,
+) -> dict[str, Any]:
+    evol = config.evol
+    first = EvolveStep(0)
+    runner.plan(docs, first, f"{fingerprint}/evolve-r0", id_column)  # bad ids: fail before work
+    prepare()
+    work = OutputStore(store.root / STAGES_DIR)
+    work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
+
+    # (id, instruction, root input id) of the instructions to evolve this round
+    current = [(d.source_id, d.text, d.source_id, d.error) for d in docs()]
+    outside = UnitStats()  # attempts decided outside the respond stages
+
+    for rnd in range(evol.rounds):
+        if not current:
+            break
+        roots = {item_id: root for item_id, _, root, _ in current}
+        evolve_docs = [
+            Document(
+                i,
+                item_id,
+                text,
+                error,
+                extra={
+                    "operation": choose_operation(
+                        config.sampling.seed, rnd, item_id, evol.operations
+                    )
+                },
+            )
+            for i, (item_id, text, _, error) in enumerate(current)
+        ]
+        stage = f"evolve-r{rnd}"
+        runner.run_stage(stage, work, lambda d=evolve_docs: iter(d), EvolveStep(rnd), fingerprint)
+        evolve_stats = work.totals(stage)
+        outside.input_documents += evolve_stats.input_documents
+        outside.rows_in += evolve_stats.rows_in
+        outside.dropped.update(evolve_stats.dropped)
+        outside.errored.update(evolve_stats.errored)
+        evolved = []
+        for row in stage_rows(work, stage):
+            if copies_scaffolding(row["evolved"]):
+                outside.dropped["copies_prompt_scaffolding"] += 1
+            else:
+                evolved.append(row)
+
+        if evol.judge_information_gain and evolved:
+            judge_docs = [
+                Document(i, r["id"], r["evolved"], extra={"parent": r["parent_instruction"]})
+                for i, r in enumerate(evolved)
+            ]
+            stage = f"judge-r{rnd}"
+            runner.run_stage(stage, work, lambda d=judge_docs: iter(d), JudgeStep(), fingerprint)
+            verdicts = {r["source_id"]: r["equal"] for r in stage_rows(work, stage)}
+            judged = []
+            for row in evolved:
+                if row["id"] not in verdicts:
+                    outside.errored["judge"] += 1  # the judgement failed: nothing to go on
+                elif verdicts[row["id"]]:
+                    outside.dropped["no_information_gain"] += 1
+                else:
+                    judged.append(row)
+            evolved = judged
+
+        respond_docs = [
+            Document(
+                i,
+                r["id"],
+                r["evolved"],
+                extra={
+                    "parent_id": r["source_id"],
+                    "operation": r["operation"],
+                    "round": rnd,
+                    "root": roots[r["source_id"]],
+                },
+            )
+            for i, r in enumerate(evolved)
+        ]
+        # these attempts are counted by the respond stage itself, not here
+        outside.rows_in -= len(respond_docs)
+        stage = f"r{rnd}"
+        runner.run_stage(
+            stage, store, lambda d=respond_docs: iter(d), RespondStep(model_name), fingerprint
+        )
+        current = [
+            (r["id"], r["instruction"], r["source_id"], None) for r in stage_rows(store, stage)
+        ]
+
+    return store.write_stats(
+        units_total=runner.summary.units_total,
+        extra=outside,
+        sections={"evol_instruct": {"rounds": evol.rounds, "survivors_last_round": len(current)}},
+    )

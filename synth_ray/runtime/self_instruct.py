@@ -1,0 +1,137 @@
+"""Self-Instruct's rounds: generate instructions, filter them into the pool, then instances.
+
+Round r builds `requests_per_round` prompts from the pool as it stood after round r-1 (6 seed
+and 2 machine instructions each, drawn by an RNG seeded with sampling.seed, r and the prompt's
+index), runs them as stage `generate-rNNN`, and filters the parsed instructions in committed
+order: heuristics, then ROUGE-L against the pool (seeds included); survivors join the pool.
+Rounds stop at `target` accepted instructions. Then `classify` and `instances` stages; the
+instances are the job's output rows. The committed stage shards are the checkpoint: on resume
+every finished round is replayed from its shards (no generation) and reaches the same pool, so
+the interrupted round plans the same units and skips those already committed. `pool.json` in
+the stages folder is rewritten after each round for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from synth_ray.config import JobConfig
+from synth_ray.io.inputs import Document
+from synth_ray.io.output_store import STAGES_DIR, OutputStore
+from synth_ray.io.shards import write_bytes_atomic
+from synth_ray.methods.base import row_id
+from synth_ray.methods.instruction_filters import RougePool, heuristic_drop
+from synth_ray.methods.self_instruct import (
+    ClassificationCheck,
+    InstanceGeneration,
+    InstructionGeneration,
+    load_seed_instructions,
+)
+from synth_ray.methods.self_instruct_prompts import generation_prompt
+from synth_ray.runtime.stage import StageRunner
+from synth_ray.stats import UnitStats
+
+
+def stage_rows(store: OutputStore, stage: str) -> list[dict[str, Any]]:
+    """A stage's committed rows in unit order, rows in candidate order within a unit."""
+    return [row for f in store.data_files(stage) for row in pq.read_table(f).to_pylist()]
+
+
+def round_prompts(
+    config: JobConfig, seeds: list[str], machine: list[str], rnd: int
+) -> list[Document]:
+    si = config.self_instruct
+    docs = []
+    for i in range(si.requests_per_round):
+        rng = random.Random(f"{config.sampling.seed}:{rnd}:{i}")
+        chosen = rng.sample(seeds, min(si.seeds_in_context, len(seeds)))
+        chosen += rng.sample(machine, min(si.machine_in_context, len(machine)))
+        rng.shuffle(chosen)
+        docs.append(Document(i, f"r{rnd:03d}-{i:04d}", generation_prompt(chosen)))
+    return docs
+
+
+def run_self_instruct(
+    runner: StageRunner,
+    store: OutputStore,
+    config: JobConfig,
+    model_name: str,
+    fingerprint: str,
+    prepare: Any,
+) -> dict[str, Any]:
+    si = config.self_instruct
+    seeds = load_seed_instructions(si.seed_path or "")
+    prepare()
+    work = OutputStore(store.root / STAGES_DIR)
+    work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
+
+    pool = RougePool(seeds)
+    accepted: list[dict[str, Any]] = []
+    drops: Counter[str] = Counter()
+    considered = rounds = 0
+    generation = InstructionGeneration()
+    for rnd in range(si.max_rounds):
+        if len(accepted) >= si.target:
+            break
+        rounds += 1
+        docs = round_prompts(config, seeds, [a["instruction"] for a in accepted], rnd)
+        stage = f"generate-r{rnd:03d}"
+        runner.run_stage(stage, work, lambda docs=docs: iter(docs), generation, fingerprint)
+        for row in stage_rows(work, stage):
+            for instruction in row["instructions"]:
+                considered += 1
+                if len(accepted) >= si.target:
+                    drops["over_target"] += 1
+                    continue
+                reason = heuristic_drop(instruction, si.min_words, si.max_words)
+                if reason is None:
+                    score = pool.max_similarity(instruction)
+                    if score > si.rouge_threshold:
+                        reason = "rouge_similarity"
+                if reason is not None:
+                    drops[reason] += 1
+                    continue
+                pool.add(instruction)
+                accepted.append({"instruction": instruction, "max_rouge": score, "round": rnd})
+        snapshot = {"round": rnd, "accepted": accepted, "dropped_by_filter": dict(drops)}
+        write_bytes_atomic(json.dumps(snapshot, indent=1).encode(), work.root / "pool.json")
+
+    docs = [
+        Document(
+            i,
+            row_id(a["instruction"]),
+            a["instruction"],
+            extra={"max_rouge": a["max_rouge"], "round": a["round"]},
+        )
+        for i, a in enumerate(accepted)
+    ]
+    runner.run_stage("classify", work, lambda: iter(docs), ClassificationCheck(), fingerprint)
+    labels = {r["source_id"]: r["is_classification"] for r in stage_rows(work, "classify")}
+    docs = [
+        replace(d, extra={**d.extra, "is_classification": labels.get(d.source_id, False)})
+        for d in docs
+    ]
+    runner.run_stage(
+        "instances", store, lambda: iter(docs), InstanceGeneration(model_name), fingerprint
+    )
+
+    pool_stage = UnitStats(rows_in=considered - len(accepted), dropped=drops)
+    summary = {
+        "rounds": rounds,
+        "seeds": len(seeds),
+        "instructions_considered": considered,
+        "instructions_accepted": len(accepted),
+        "target": si.target,
+        "generation_stats": work.totals().to_dict(),
+    }
+    return store.write_stats(
+        units_total=runner.summary.units_total,
+        extra=pool_stage,
+        sections={"self_instruct": summary},
+    )

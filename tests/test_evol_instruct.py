@@ -1,0 +1,160 @@
+"""Evol-Instruct through the whole job path with a scripted engine: operations, the paper's
+elimination rules by name, rounds over survivors, accounting, and a run killed mid-round."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import job_config, write_jsonl
+from fake_backend import FakeBackend
+
+import synth_ray.io.manifest as manifest_mod
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import EngineResult
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.evol_instruct import choose_operation, copies_scaffolding, response_drop
+from synth_ray.runtime.job import run_job
+
+
+def test_elimination_rules_on_hand_made_text():
+    assert copies_scaffolding("#Rewritten Prompt#: list three birds")
+    assert copies_scaffolding("Rewrite the given prompt so it is harder")
+    assert not copies_scaffolding("List three birds that migrate in winter and say why.")
+    assert response_drop("Sorry, I cannot help with that.") == "model_could_not_answer"
+    assert response_drop("I am sorry " + "but here is a long answer " * 30) is None
+    assert response_drop("the and of, to... it!") == "response_only_stopwords"
+    assert response_drop("") == "response_only_stopwords"
+    assert response_drop("Paris is the capital of France.") is None
+    ops = ["add_constraints", "breadth"]
+    assert choose_operation(0, 1, "x", ops) == choose_operation(0, 1, "x", ops)
+
+
+class ScriptedEngine:
+    """Evolves by appending a clause; the hash of the request id decides which rule (if any)
+    eliminates the evolution, so each rule fires for some rows."""
+
+    def __init__(self, embedded_model):
+        self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        h = int(hashlib.sha256(request.request_id.encode()).hexdigest(), 16) % 10
+        if "#Rewritten Prompt#:" in prompt or "#Created Prompt#:" in prompt:
+            given = prompt.split("Prompt#:\n")[1].split("\n#")[0].strip()
+            text = f"#Rewritten Prompt#: {given}" if h == 0 else f"{given} Also explain step {h}."
+        elif "Your Judgement" in prompt:
+            text = "Equal" if h == 1 else "Not Equal"
+        elif h == 2:
+            text = "Sorry, I can't."
+        elif h == 3:
+            text = "the and of it"
+        else:
+            text = f"A careful answer number {h} with real content."
+        return EngineResult(request.request_id, text, len(request.prompt_token_ids), 5, "stop")
+
+
+def config(tmp_path, inputs, rows_per_shard=4):
+    return job_config(
+        tmp_path,
+        inputs,
+        method="evol_instruct",
+        input={"path": str(inputs), "text_column": "prompt", "id_column": "id"},
+        output={"rows_per_shard": rows_per_shard},
+        evol={"rounds": 3},
+    )
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    return write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": f"p{i}", "prompt": f"Describe topic number {i} briefly."} for i in range(24)],
+    )
+
+
+def rows(path):
+    return [r for f in OutputStore(path).data_files() for r in pq.read_table(f).to_pylist()]
+
+
+def test_rounds_eliminate_by_rule_and_chain_parents(tmp_path, inputs, embedded_model):
+    summary = run_job(
+        config(tmp_path, inputs),
+        show_progress=False,
+        backend=FakeBackend(responder=ScriptedEngine(embedded_model)),
+    )
+    out = rows(tmp_path / "out")
+    assert {"instruction", "response", "round", "operation", "parent_id"} <= set(out[0])
+    by_id = {r["id"]: r for r in out}
+    rounds = {r["round"] for r in out}
+    assert rounds == {0, 1, 2}
+    for row in out:
+        if row["round"] == 0:
+            assert row["parent_id"].startswith("p")  # evolved from an input row
+        else:
+            parent = by_id[row["parent_id"]]  # evolved from a survivor of the previous round
+            assert parent["round"] == row["round"] - 1 and row["instruction"].startswith(
+                parent["instruction"]
+            )
+        assert row["source_id"].startswith("p")
+        assert "Rewritten" not in row["instruction"] and "Sorry" not in row["response"]
+    stats = summary.stats
+    drops = stats["dropped_by_filter"]
+    for rule in (
+        "copies_prompt_scaffolding",
+        "no_information_gain",
+        "model_could_not_answer",
+        "response_only_stopwords",
+    ):
+        assert drops.get(rule, 0) > 0, rule
+    assert stats["accounted"] and stats["input_documents"] == 24
+    # every evolution attempted is accounted for: 24 in round 0, then each round's survivors
+    survivors = [sum(1 for r in out if r["round"] == k) for k in range(3)]
+    assert stats["rows_in"] == 24 + survivors[0] + survivors[1]
+    assert stats["rows_out"] == len(out)
+
+
+def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_model, monkeypatch):
+    engine = ScriptedEngine(embedded_model)
+    clean = run_job(
+        config(tmp_path / "clean", inputs),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+
+    class Crash(BaseException):
+        pass
+
+    real = manifest_mod.Manifest.append
+
+    def crashing(self, record):
+        if record.stage == "judge-r1" and record.unit_index == 1:
+            raise Crash()
+        return real(self, record)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        with pytest.raises(Crash):
+            run_job(
+                config(tmp_path, inputs), show_progress=False, backend=FakeBackend(responder=engine)
+            )
+    backend = FakeBackend(responder=engine)
+    summary = run_job(config(tmp_path, inputs), show_progress=False, backend=backend)
+    sent = {rid for _, _, ids in backend.submitted for rid in ids}
+    assert summary.units_skipped > 0
+    # nothing of round 0 (all committed before the crash) was generated again
+    work = OutputStore(tmp_path / "out" / "stages")
+    files = work.data_files("evolve-r0") + work.data_files("judge-r0")
+    done = [r["id"] for f in files for r in pq.read_table(f).to_pylist()]
+    assert done and not set(done) & sent
+    ids = sorted(r["id"] for r in rows(tmp_path / "out"))
+    assert ids == sorted(r["id"] for r in rows(tmp_path / "clean" / "out"))
+    clean_stats = clean.stats
+    assert summary.stats["rows_in"] == clean_stats["rows_in"]
+    assert summary.stats["dropped_by_filter"] == clean_stats["dropped_by_filter"]
+    # status (which reads only the folder) reports the same balanced accounting
+    from synth_ray.status import collect_status
+
+    report = collect_status(tmp_path / "out")
+    assert report["accounted"] and report["rows_in"] == clean_stats["rows_in"]

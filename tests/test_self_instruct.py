@@ -1,0 +1,175 @@
+"""Self-Instruct through the whole job path with a scripted engine: rounds, pool filters,
+classification, instances, accounting, and a run killed in its second round."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO
+from fake_backend import FakeBackend
+
+import synth_ray.io.manifest as manifest_mod
+from synth_ray.config import validate_config
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import EngineResult
+from synth_ray.errors import ConfigError, InputError
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+
+SEEDS = REPO / "examples" / "seed_tasks.jsonl"
+WORDS = (
+    "apple river violin planet garden ladder copper meadow lantern harbor falcon pepper "
+    "castle engine forest glacier island jungle kettle lemon mirror needle ocean pillow "
+    "quartz rocket saddle tunnel umbrella valley wagon yacht zebra anchor bridge candle"
+).split()
+
+
+def config(tmp_path, rows_per_shard=3, **self_instruct):
+    return validate_config(
+        {
+            "method": "self_instruct",
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": rows_per_shard},
+            "engine": {"max_model_len": 1024},
+            "sampling": {"max_tokens": 64},
+            "self_instruct": {
+                "seed_path": str(SEEDS),
+                "target": 10,
+                "requests_per_round": 3,
+                **self_instruct,
+            },
+        }
+    )
+
+
+class ScriptedEngine:
+    def __init__(self, embedded_model):
+        self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        h = int(hashlib.sha256(request.request_id.encode()).hexdigest(), 16)
+        if "Come up with a series of tasks" in prompt:
+            first_seed = prompt.split("1. ")[1].split("\n")[0]
+            words = [WORDS[(h >> (6 * k)) % len(WORDS)] for k in range(7)]
+            a = words[0]
+            text = (
+                f"Explain how {' '.join(words[1:])} relate.\n"
+                f"10. {first_seed}\n"  # a copy of an in-context instruction: ROUGE-L drop
+                "11. Describe the image below in detail please.\n"  # unsupported modality
+                f"12. Classify the {a} review number {h % 977} as positive or negative.\n"
+            )
+        elif "Is it classification?" in prompt:
+            task = prompt.split("Task: ")[-1]
+            text = "Yes" if task.startswith("Classify") else "No"
+        elif "Class label" in prompt:
+            text = "Class label: positive\nSentence: I loved it."
+        else:
+            text = "Input: something\nOutput: a fine answer"
+        return EngineResult(request.request_id, text, len(request.prompt_token_ids), 9, "stop")
+
+
+def final_rows(path):
+    return [r for f in OutputStore(path).data_files() for r in pq.read_table(f).to_pylist()]
+
+
+def test_self_instruct_grows_pool_and_writes_instances(tmp_path, embedded_model):
+    summary = run_job(
+        config(tmp_path),
+        show_progress=False,
+        backend=FakeBackend(responder=ScriptedEngine(embedded_model)),
+    )
+    rows = final_rows(tmp_path / "out")
+    assert len(rows) == 10  # target reached, one instance per accepted instruction
+    assert set(rows[0]) >= {
+        "instruction",
+        "input",
+        "output",
+        "is_classification",
+        "max_rouge",
+        "round",
+    }
+    classified = [r for r in rows if r["is_classification"]]
+    assert classified and all(r["output"] == "positive" for r in classified)  # output-first
+    assert all(r["input"] == "something" for r in rows if not r["is_classification"])
+    assert all(r["max_rouge"] <= 0.7 for r in rows)
+    stats = summary.stats
+    drops = stats["dropped_by_filter"]
+    assert (
+        drops["rouge_similarity"] >= 2
+        and drops["unsupported_task"] >= 2
+        and drops["over_target"] >= 1
+    )
+    assert stats["accounted"] and stats["rows_out"] == 10
+    si = stats["self_instruct"]
+    assert si["instructions_accepted"] == 10 and si["rounds"] >= 2  # the pool grew across rounds
+    assert si["instructions_considered"] == stats["rows_in"]
+    pool = json.loads((tmp_path / "out" / "stages" / "pool.json").read_text())
+    assert len(pool["accepted"]) == 10
+
+
+def test_self_instruct_killed_in_round_two_resumes_without_repeats(
+    tmp_path, embedded_model, monkeypatch
+):
+    engine = ScriptedEngine(embedded_model)
+    run_job(
+        config(tmp_path / "clean", rows_per_shard=1),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+
+    class Crash(BaseException):
+        pass
+
+    real = manifest_mod.Manifest.append
+
+    def crashing(self, record):
+        if record.stage == "generate-r001" and record.unit_index == 1:
+            raise Crash()
+        return real(self, record)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        with pytest.raises(Crash):
+            run_job(
+                config(tmp_path, rows_per_shard=1),
+                show_progress=False,
+                backend=FakeBackend(responder=engine),
+            )
+    backend = FakeBackend(responder=engine)
+    run_job(config(tmp_path, rows_per_shard=1), show_progress=False, backend=backend)
+    sent = [rid for _, _, ids in backend.submitted for rid in ids]
+    assert len(sent) == len(set(sent))
+    # round 0 and the committed unit of round 1 were not generated again
+    from synth_ray.methods.base import row_id
+
+    done_before = [row_id(f"r000-{i:04d}", "generate") for i in range(3)] + [
+        row_id("r001-0000", "generate")
+    ]
+    assert not set(done_before) & set(sent)
+    assert row_id("r001-0001", "generate") in sent
+    ids = sorted(r["id"] for r in final_rows(tmp_path / "out"))
+    assert ids == sorted(r["id"] for r in final_rows(tmp_path / "clean" / "out"))
+
+
+def test_bad_seed_files(tmp_path, embedded_model):
+    with pytest.raises(ConfigError, match="self_instruct.seed_path: required"):
+        validate_config({"method": "self_instruct", "output": {"path": "o"}})
+    with pytest.raises(ConfigError, match="no such file"):
+        run_job(
+            config(tmp_path, seed_path=str(tmp_path / "none.jsonl")),
+            show_progress=False,
+            backend=FakeBackend(),
+        )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "ok task here"}\n{"name": "no instruction"}\n')
+    with pytest.raises(InputError, match="line 2 is not a seed task"):
+        run_job(config(tmp_path, seed_path=str(bad)), show_progress=False, backend=FakeBackend())
+    assert not (tmp_path / "out").exists()
+    plain = tmp_path / "plain.txt"
+    plain.write_text("Name a colour.\nTell a joke about cats.\n")
+    from synth_ray.methods.self_instruct import load_seed_instructions
+
+    assert load_seed_instructions(str(plain)) == ["Name a colour.", "Tell a joke about cats."]
