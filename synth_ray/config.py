@@ -25,6 +25,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def check_templates(templates: dict[str, str], required: dict[str, set[str]]) -> None:
+    """Template overrides: known names only, each keeping the placeholders its stage fills."""
+    for name, text in templates.items():
+        if name not in required:
+            raise ValueError(
+                f"templates.{name}: unknown template (expected one of {sorted(required)})"
+            )
+        missing = [p for p in sorted(required[name]) if "{" + p + "}" not in text]
+        if missing:
+            raise ValueError(f"templates.{name}: must contain {{{missing[0]}}}")
+
+
 class InputConfig(_Section):
     path: str = Field(description="A Parquet or JSONL file, a folder of them, or a glob.")
     text_column: str = Field("text", description="Column holding the document or prompt text.")
@@ -178,9 +190,14 @@ class SelfImproveConfig(_Section):
     few_shot_path: str | None = Field(
         None, description="JSONL of {question, rationale, answer} replacing the built-in examples."
     )
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override prompt templates: instruction (the line before the examples), hint ({answer}).",
+    )
 
     @model_validator(mode="after")
     def _labels_needed(self) -> SelfImproveConfig:
+        check_templates(self.templates, {"instruction": set(), "hint": {"answer"}})
         if self.mode in ("star", "rejection") and not self.answer_column:
             raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
         if self.mode == "rejection" and self.k > self.n:
@@ -211,6 +228,24 @@ class SelfInstructConfig(_Section):
     )
     min_words: int = Field(3, ge=1)
     max_words: int = Field(150, ge=1)
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override prompt templates: generate_header, classify, input_first, output_first ({instruction}).",
+    )
+
+    @model_validator(mode="after")
+    def _templates(self) -> SelfInstructConfig:
+        needs = {"instruction"}
+        check_templates(
+            self.templates,
+            {
+                "generate_header": set(),
+                "classify": needs,
+                "input_first": needs,
+                "output_first": needs,
+            },
+        )
+        return self
 
 
 class EvolConfig(_Section):
@@ -229,6 +264,23 @@ class EvolConfig(_Section):
     judge_information_gain: bool = Field(
         True, description="Ask the model whether the evolved instruction equals its parent."
     )
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override prompt templates: in_depth ({method}, {instruction}), in_breadth "
+        "({instruction}), judge ({first}, {second}).",
+    )
+
+    @model_validator(mode="after")
+    def _templates(self) -> EvolConfig:
+        check_templates(
+            self.templates,
+            {
+                "in_depth": {"method", "instruction"},
+                "in_breadth": {"instruction"},
+                "judge": {"first", "second"},
+            },
+        )
+        return self
 
 
 class GenerateConfig(_Section):

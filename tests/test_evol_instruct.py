@@ -158,3 +158,63 @@ def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_mode
 
     report = collect_status(tmp_path / "out")
     assert report["accounted"] and report["rows_in"] == clean_stats["rows_in"]
+
+
+def test_evolve_requests_grouped_by_operation_and_templates_overridable(
+    tmp_path, inputs, embedded_model
+):
+    engine = ScriptedEngine(embedded_model)
+    seen = {}
+
+    def recording(request):
+        prompt = engine.tokenizer.decode(request.prompt_token_ids)
+        seen[request.request_id] = prompt
+        if "BREADTH " in prompt:  # the overridden template has its own shape
+            given = prompt.split("BREADTH ")[1].split("\n")[0]
+            return EngineResult(request.request_id, f"{given} In a rarer setting.", 5, 5, "stop")
+        return engine(request)
+
+    cfg = config(tmp_path, inputs, rows_per_shard=100)
+    cfg.evol.rounds = 1
+    cfg.evol.templates = {"in_breadth": "BREADTH {instruction}\\n#Created Prompt#:\\n"}
+    backend = FakeBackend(responder=recording, latency_polls=0)
+    run_job(cfg, show_progress=False, backend=backend)
+    in_submission_order = [seen[rid] for _, _, ids in backend.submitted for rid in ids]
+    evolve = [p for p in in_submission_order if "Prompt#:" in p][:24]
+    methods = [
+        next(
+            (
+                m
+                for m in (
+                    "constraints",
+                    "depth and",
+                    "specific",
+                    "multiple-step",
+                    "complex input",
+                    "BREADTH",
+                )
+                if m in p
+            ),
+            "?",
+        )
+        for p in evolve
+    ]
+    # each operation's requests form one contiguous run
+    runs = [m for i, m in enumerate(methods) if i == 0 or m != methods[i - 1]]
+    assert len(runs) == len(set(runs))
+    assert "BREADTH" in methods  # the overridden in-breadth template was used
+
+
+def test_bad_template_overrides():
+    from synth_ray.config import validate_config
+    from synth_ray.errors import ConfigError
+
+    base = {"method": "evol_instruct", "input": {"path": "x"}, "output": {"path": "o"}}
+    with pytest.raises(ConfigError, match=r"evol.templates.judge: must contain \{first\}"):
+        validate_config({**base, "evol": {"templates": {"judge": "Same? {second}"}}})
+    with pytest.raises(ConfigError, match="evol.templates.rewrite: unknown template"):
+        validate_config({**base, "evol": {"templates": {"rewrite": "x"}}})
+    with pytest.raises(ConfigError, match=r"self_improve.templates.hint: must contain \{answer\}"):
+        validate_config(
+            {**base, "method": "self_improve", "self_improve": {"templates": {"hint": "no"}}}
+        )

@@ -71,8 +71,9 @@ class EvolveStep(Method):
         ]
     )
 
-    def __init__(self, rnd: int) -> None:
+    def __init__(self, rnd: int, templates: dict[str, str] | None = None) -> None:
         self.round = rnd
+        self.templates = templates or {}
         self.counts_input_documents = rnd == 0
 
     def estimate_rows(self, doc: Document) -> int:
@@ -88,7 +89,12 @@ class EvolveStep(Method):
                 rid,
                 doc.source_id,
                 fields={"parent_instruction": doc.text, "operation": operation},
-                messages=[{"role": "user", "content": evolving_prompt(operation, doc.text or "")}],
+                messages=[
+                    {
+                        "role": "user",
+                        "content": evolving_prompt(operation, doc.text or "", self.templates),
+                    }
+                ],
             )
         ]
 
@@ -119,11 +125,16 @@ class JudgeStep(Method):
     )
     counts_input_documents = False
 
+    def __init__(self, template: str = EQUALITY_JUDGE) -> None:
+        self.template = template
+
     def estimate_rows(self, doc: Document) -> int:
         return 1
 
     def expand(self, doc: Document) -> list[Candidate]:
-        prompt = EQUALITY_JUDGE.format(first=doc.extra["parent"], second=doc.text)
+        prompt = self.template.replace("{first}", str(doc.extra["parent"])).replace(
+            "{second}", doc.text or ""
+        )
         return [
             Candidate(
                 row_id(doc.source_id, "judge"),

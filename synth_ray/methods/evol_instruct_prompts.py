@@ -50,7 +50,14 @@ The Second Prompt: {second}
 Your Judgement (Just answer: Equal or Not Equal. No need to explain the reason.):"""
 
 
-def evolving_prompt(operation: str, instruction: str) -> str:
+def evolving_prompt(
+    operation: str, instruction: str, templates: dict[str, str] | None = None
+) -> str:
+    """The evolving prompt for `operation`; `templates` may override in_depth / in_breadth."""
+    templates = templates or {}
     if operation == "breadth":
-        return IN_BREADTH.format(instruction=instruction)
-    return IN_DEPTH.format(method=IN_DEPTH_METHODS[operation], instruction=instruction)
+        return templates.get("in_breadth", IN_BREADTH).replace("{instruction}", instruction)
+    template = templates.get("in_depth", IN_DEPTH)
+    return template.replace("{method}", IN_DEPTH_METHODS[operation]).replace(
+        "{instruction}", instruction
+    )

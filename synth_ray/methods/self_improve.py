@@ -118,16 +118,18 @@ class SelfImproveMethod(Method):
 
     def prompt(self, question: str, reference: str | None) -> str:
         hinted = self.stage == "rationalize"
-        parts = [INSTRUCTION, ""]
+        instruction = self.config.templates.get("instruction", INSTRUCTION)
+        hint_template = self.config.templates.get("hint", HINT)
+        parts = [instruction, ""]
         for ex in self.examples:
-            hint = HINT.format(answer=ex["answer"]) if hinted else ""
+            hint = hint_template.format(answer=ex["answer"]) if hinted else ""
             parts += [
                 f"Q: {ex['question']}{hint}",
                 f"A: {ex['rationale']}",
                 f"#### {ex['answer']}",
                 "",
             ]
-        hint = HINT.format(answer=reference) if hinted else ""
+        hint = hint_template.format(answer=reference) if hinted else ""
         parts += [f"Q: {question}{hint}", "A:"]
         return "\n".join(parts)
 

@@ -93,6 +93,10 @@ class InstructionGeneration(Method):
 
 class ClassificationCheck(Method):
     name = "self_instruct_classify"
+
+    def __init__(self, template: str = CLASSIFY) -> None:
+        self.template = template
+
     schema = pa.schema(
         [
             pa.field("id", pa.string()),
@@ -106,7 +110,7 @@ class ClassificationCheck(Method):
         return 1
 
     def expand(self, doc: Document) -> list[Candidate]:
-        prompt = CLASSIFY.format(instruction=doc.text)
+        prompt = self.template.replace("{instruction}", doc.text or "")
         return [
             Candidate(
                 row_id(doc.source_id, "classify"),
@@ -176,20 +180,26 @@ class InstanceGeneration(Method):
         ]
     )
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(
+        self, model_name: str, input_first: str = INPUT_FIRST, output_first: str = OUTPUT_FIRST
+    ) -> None:
         self.model_name = model_name
+        self.input_first = input_first
+        self.output_first = output_first
 
     def estimate_rows(self, doc: Document) -> int:
         return 1
 
     def expand(self, doc: Document) -> list[Candidate]:
-        template = OUTPUT_FIRST if doc.extra.get("is_classification") else INPUT_FIRST
+        template = self.output_first if doc.extra.get("is_classification") else self.input_first
         return [
             Candidate(
                 row_id(doc.source_id, "instance"),
                 doc.source_id,
                 fields={"instruction": doc.text, **doc.extra},
-                messages=[{"role": "user", "content": template.format(instruction=doc.text)}],
+                messages=[
+                    {"role": "user", "content": template.replace("{instruction}", doc.text or "")}
+                ],
             )
         ]
 

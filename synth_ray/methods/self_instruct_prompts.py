@@ -52,9 +52,9 @@ Task: {instruction}
 """
 
 
-def generation_prompt(instructions: list[str]) -> str:
+def generation_prompt(instructions: list[str], header: str = GENERATE_HEADER) -> str:
     """The numbered list of in-context instructions, ending with the next number to fill."""
-    lines = [GENERATE_HEADER]
+    lines = [header]
     for i, instruction in enumerate(instructions, start=1):
         lines.append(f"{i}. {instruction}")
     lines.append(f"{len(instructions) + 1}.")

@@ -1,7 +1,8 @@
 """Evol-Instruct's rounds: evolve, eliminate, respond; survivors evolve again next round.
 
 Round r: stage `evolve-rN` rewrites each instruction with its operation (drawn from
-sampling.seed, r and the instruction's id); evolutions that copy prompt scaffolding are
+sampling.seed, r and the instruction's id; requests grouped by operation for prefix-cache
+hits); evolutions that copy prompt scaffolding are
 eliminated; stage `judge-rN` asks whether each remaining one equals its parent (eliminated if
 so); stage `rN` answers the rest and eliminates responses showing the model could not answer.
 The kept responses are the output rows of round r, and their instructions are round r+1's
@@ -24,6 +25,7 @@ from synth_ray.methods.evol_instruct import (
     choose_operation,
     copies_scaffolding,
 )
+from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
 from synth_ray.plan import DocumentSource
 from synth_ray.runtime.self_instruct import stage_rows
 from synth_ray.runtime.stage import StageRunner
@@ -55,22 +57,20 @@ def run_evol_instruct(
         if not current:
             break
         roots = {item_id: root for item_id, _, root, _ in current}
+        # grouped by operation, so consecutive requests share the longest prompt prefix and
+        # hit vLLM's prefix cache (in-depth prompts differ only from the method line on)
+        ops = {
+            item_id: choose_operation(config.sampling.seed, rnd, item_id, evol.operations)
+            for item_id, _, _, _ in current
+        }
+        ordered = sorted(current, key=lambda item: (ops[item[0]], item[0]))
         evolve_docs = [
-            Document(
-                i,
-                item_id,
-                text,
-                error,
-                extra={
-                    "operation": choose_operation(
-                        config.sampling.seed, rnd, item_id, evol.operations
-                    )
-                },
-            )
-            for i, (item_id, text, _, error) in enumerate(current)
+            Document(i, item_id, text, error, extra={"operation": ops[item_id]})
+            for i, (item_id, text, _, error) in enumerate(ordered)
         ]
         stage = f"evolve-r{rnd}"
-        runner.run_stage(stage, work, lambda d=evolve_docs: iter(d), EvolveStep(rnd), fingerprint)
+        step = EvolveStep(rnd, evol.templates)
+        runner.run_stage(stage, work, lambda d=evolve_docs: iter(d), step, fingerprint)
         evolve_stats = work.totals(stage)
         outside.input_documents += evolve_stats.input_documents
         outside.rows_in += evolve_stats.rows_in
@@ -89,7 +89,8 @@ def run_evol_instruct(
                 for i, r in enumerate(evolved)
             ]
             stage = f"judge-r{rnd}"
-            runner.run_stage(stage, work, lambda d=judge_docs: iter(d), JudgeStep(), fingerprint)
+            judge = JudgeStep(evol.templates.get("judge", EQUALITY_JUDGE))
+            runner.run_stage(stage, work, lambda d=judge_docs: iter(d), judge, fingerprint)
             verdicts = {r["source_id"]: r["equal"] for r in stage_rows(work, stage)}
             judged = []
             for row in evolved:

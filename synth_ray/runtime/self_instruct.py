@@ -33,7 +33,11 @@ from synth_ray.methods.self_instruct import (
     InstructionGeneration,
     load_seed_instructions,
 )
-from synth_ray.methods.self_instruct_prompts import generation_prompt
+from synth_ray.methods.self_instruct_prompts import (
+    CLASSIFY,
+    GENERATE_HEADER,
+    generation_prompt,
+)
 from synth_ray.runtime.stage import StageRunner
 from synth_ray.stats import UnitStats
 
@@ -53,7 +57,8 @@ def round_prompts(
         chosen = rng.sample(seeds, min(si.seeds_in_context, len(seeds)))
         chosen += rng.sample(machine, min(si.machine_in_context, len(machine)))
         rng.shuffle(chosen)
-        docs.append(Document(i, f"r{rnd:03d}-{i:04d}", generation_prompt(chosen)))
+        header = si.templates.get("generate_header", GENERATE_HEADER)
+        docs.append(Document(i, f"r{rnd:03d}-{i:04d}", generation_prompt(chosen, header)))
     return docs
 
 
@@ -111,7 +116,8 @@ def run_self_instruct(
         )
         for i, a in enumerate(accepted)
     ]
-    runner.run_stage("classify", work, lambda: iter(docs), ClassificationCheck(), fingerprint)
+    classify = ClassificationCheck(si.templates.get("classify", CLASSIFY))
+    runner.run_stage("classify", work, lambda: iter(docs), classify, fingerprint)
     labels = {r["source_id"]: r["is_classification"] for r in stage_rows(work, "classify")}
     docs = [
         replace(d, extra={**d.extra, "is_classification": labels.get(d.source_id, False)})
