@@ -29,9 +29,11 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# raw vLLM vs synth-ray `generate` on identical prompts; appends to benchmarks/results.md
+# raw vLLM vs synth-ray `generate` on identical prompts, and prefix caching on/off for a
+# few-shot method; both append to benchmarks/results.md
 bench: env
-	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_generate.py --repeats 2
+	$(PY) benchmarks/bench_prefix_cache.py
 
 clean:
 	rm -rf out

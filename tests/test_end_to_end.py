@@ -192,3 +192,53 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
             "iteration",
         } <= set(frame.columns)
         assert frame["id"].is_unique
+
+
+def test_self_instruct_on_real_engine(tmp_path, shared_engine):
+    from synth_ray.config import validate_config
+
+    config = validate_config(
+        {
+            "method": "self_instruct",
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 100},
+            "engine": {"max_model_len": 1024, "enforce_eager": True},
+            "sampling": {"max_tokens": 64, "temperature": 0.9},
+            "self_instruct": {
+                "seed_path": str(REPO / "examples" / "seed_tasks.jsonl"),
+                "target": 3,
+                "requests_per_round": 3,
+                "max_rounds": 2,
+            },
+        }
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    si = stats["self_instruct"]
+    assert si["rounds"] >= 1 and si["generation_stats"]["rows_in"] == 3 * si["rounds"]
+    assert stats["accounted"] and stats["rows_in"] == si["instructions_considered"]
+    assert (tmp_path / "out" / "stages" / "pool.json").exists()
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert {"instruction", "input", "output", "is_classification", "max_rouge", "round"} <= set(
+            frame.columns
+        )
+        assert (frame["max_rouge"] <= 0.7).all()
+
+
+def test_evol_instruct_on_real_engine(tmp_path, shared_engine):
+    prompts = REPO / "examples" / "prompts.jsonl"
+    config = job_config(
+        tmp_path,
+        prompts,
+        method="evol_instruct",
+        input={"path": str(prompts), "text_column": "prompt", "id_column": None, "limit": 3},
+        sampling={"max_tokens": 48},
+        evol={"rounds": 1},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["input_documents"] == 3 and stats["rows_in"] == 3 and stats["accounted"]
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert {"instruction", "response", "round", "operation", "parent_id"} <= set(frame.columns)
+        assert (frame["round"] == 0).all()

@@ -106,6 +106,7 @@ def test_self_instruct_grows_pool_and_writes_instances(tmp_path, embedded_model)
     si = stats["self_instruct"]
     assert si["instructions_accepted"] == 10 and si["rounds"] >= 2  # the pool grew across rounds
     assert si["instructions_considered"] == stats["rows_in"]
+    assert si["generation_stats"]["rows_in"] == 3 * si["rounds"]  # generation requests only
     pool = json.loads((tmp_path / "out" / "stages" / "pool.json").read_text())
     assert len(pool["accepted"]) == 10
 

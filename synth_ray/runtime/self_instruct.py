@@ -128,13 +128,16 @@ def run_self_instruct(
     )
 
     pool_stage = UnitStats(rows_in=considered - len(accepted), dropped=drops)
+    generation_stats = UnitStats()
+    for rnd in range(rounds):
+        generation_stats.merge(work.totals(f"generate-r{rnd:03d}"))
     summary = {
         "rounds": rounds,
         "seeds": len(seeds),
         "instructions_considered": considered,
         "instructions_accepted": len(accepted),
         "target": si.target,
-        "generation_stats": work.totals().to_dict(),
+        "generation_stats": generation_stats.to_dict(),  # the rounds' requests and parses
     }
     return store.write_stats(
         units_total=runner.summary.units_total,
