@@ -92,21 +92,32 @@ def run(
         _print_samples(Path(summary.output_path), samples)
 
 
+SOURCE_COLUMNS = ("source_text", "prompt", "question", "instruction")
+OUTPUT_COLUMNS = ("text", "rationale", "response", "output")
+
+
 def _print_samples(output: Path, n: int) -> None:
+    """A few output rows: what each came from and what was generated, whatever the method."""
     import pyarrow.parquet as pq
 
     from synth_ray.io.output_store import OutputStore
 
+    shown = 0
     for file in OutputStore(output).data_files():
-        table = pq.read_table(file)
-        if table.num_rows:
-            for row in table.slice(0, n).to_pylist():
-                source = row.get("source_text") or row.get("prompt") or ""
-                label = f" ({row['style']})" if "style" in row else ""
-                console.rule(escape(f"{row['id']}{label}"))
-                console.print(f"[dim]source:[/] {escape(source[:300])}", highlight=False)
-                console.print(f"[bold]output:[/] {escape(row['text'][:500])}", highlight=False)
+        for row in pq.read_table(file).slice(0, n - shown).to_pylist():
+            source = next((str(row[c]) for c in SOURCE_COLUMNS if row.get(c)), "")
+            produced = next((str(row[c]) for c in OUTPUT_COLUMNS if row.get(c)), "")
+            label = next(
+                (f" ({row[c]})" for c in ("style", "source", "operation") if row.get(c)), ""
+            )
+            console.rule(escape(f"{row['id']}{label}"))
+            console.print(f"[dim]from:[/] {escape(source[:300])}", highlight=False)
+            console.print(f"[bold]generated:[/] {escape(produced[:500])}", highlight=False)
+            shown += 1
+        if shown >= n:
             return
+    if shown == 0:
+        console.print("no output rows to show (see stats.json for what was dropped or errored)")
 
 
 @app.command()

@@ -206,3 +206,26 @@ def test_bad_self_improve_config(tmp_path):
         validate_config({**base, "self_improve": {"mode": "rejection", "n": 2, "k": 5}})
     with pytest.raises(ConfigError, match="self_improve.mode"):
         validate_config({**base, "self_improve": {"mode": "bootstrap"}})
+
+
+def test_cli_prints_samples_of_any_method(tmp_path, embedded_model, capsys):
+    from synth_ray import cli
+
+    engine = ScriptedEngine(embedded_model, samples=["right", "right"])
+    run_job(
+        config(tmp_path, mode="rejection", n=2, k=2),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    cli._print_samples(tmp_path / "out", 2)
+    printed = capsys.readouterr().out
+    assert "A farmer has 3 fields" in printed and "Reasoning for q00" in printed
+    empty = tmp_path / "empty"
+    engine = ScriptedEngine(embedded_model, samples=["999", "998"])  # wrong for every question
+    run_job(
+        config(empty, mode="rejection", n=2, k=1),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    cli._print_samples(empty / "out", 2)
+    assert "no output rows to show" in capsys.readouterr().out
