@@ -45,9 +45,13 @@ def test_defaults_and_overrides(tmp_path):
         (
             BASE,
             ["method=summarize"],
-            "config key method: Input should be 'rephrase', 'generate' or 'self_improve'",
+            "config key method: Input should be 'rephrase', 'generate', 'self_improve', 'self_instruct' or 'evol_instruct'",
         ),
-        ("method: rephrase\noutput: {path: o}\n", [], "config key input: required but missing"),
+        (
+            "method: rephrase\noutput: {path: o}\n",
+            [],
+            "config key input: required for method rephrase",
+        ),
         (BASE, ["rephrase.styles=[easy, poetic]"], "style 'poetic'"),
         (
             BASE,
