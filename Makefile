@@ -17,7 +17,7 @@ quickstart: env
 	$(PY) -m synth_ray prepare-model
 	$(PY) -m synth_ray run configs/quickstart.yaml --samples 3
 
-# Lint, format check, then the whole test suite (one shared CPU engine, about 6 minutes).
+# Lint, format check, then the whole test suite (one shared CPU engine, about 8 minutes on 2 cores).
 test: env lint
 	$(PY) -m pytest
 

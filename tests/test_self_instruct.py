@@ -174,3 +174,26 @@ def test_bad_seed_files(tmp_path, embedded_model):
     from synth_ray.methods.self_instruct import load_seed_instructions
 
     assert load_seed_instructions(str(plain)) == ["Name a colour.", "Tell a joke about cats."]
+
+
+def test_template_overrides_reach_the_prompts(tmp_path, embedded_model):
+    engine = ScriptedEngine(embedded_model)
+    prompts = []
+
+    def recording(request):
+        prompts.append(engine.tokenizer.decode(request.prompt_token_ids))
+        return engine(request)
+
+    templates = {
+        "generate_header": "Come up with a series of tasks (custom header):\n",
+        "input_first": "EXAMPLES FOR: {instruction}\nOutput:",
+        "classify": "Is it classification? CUSTOM Task: {instruction}",
+    }
+    run_job(
+        config(tmp_path, templates=templates, target=3),
+        show_progress=False,
+        backend=FakeBackend(responder=recording),
+    )
+    assert any("custom header" in p for p in prompts)
+    assert any("EXAMPLES FOR: " in p for p in prompts)
+    assert any("CUSTOM Task: " in p for p in prompts)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth_ray.config import JobConfig
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
 from synth_ray.methods.evol_instruct import (
@@ -26,26 +25,24 @@ from synth_ray.methods.evol_instruct import (
     copies_scaffolding,
 )
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
-from synth_ray.plan import DocumentSource
 from synth_ray.runtime.self_instruct import stage_rows
-from synth_ray.runtime.stage import StageRunner
+from synth_ray.runtime.stage import JobContext
 from synth_ray.stats import UnitStats
 
 
-def run_evol_instruct(
-    runner: StageRunner,
-    store: OutputStore,
-    config: JobConfig,
-    docs: DocumentSource,
-    model_name: str,
-    fingerprint: str,
-    id_column: str | None,
-    prepare: Any,
-) -> dict[str, Any]:
+def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
+    assert ctx.docs is not None
+    config, runner, store, fingerprint, docs = (
+        ctx.config,
+        ctx.runner,
+        ctx.store,
+        ctx.fingerprint,
+        ctx.docs,
+    )
     evol = config.evol
     first = EvolveStep(0)
-    runner.plan(docs, first, f"{fingerprint}/evolve-r0", id_column)  # bad ids: fail before work
-    prepare()
+    runner.plan(docs, first, f"{fingerprint}/evolve-r0", ctx.id_column)  # bad ids: fail now
+    ctx.prepare()
     work = OutputStore(store.root / STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
 
@@ -120,7 +117,7 @@ def run_evol_instruct(
         outside.rows_in -= len(respond_docs)
         stage = f"r{rnd}"
         runner.run_stage(
-            stage, store, lambda d=respond_docs: iter(d), RespondStep(model_name), fingerprint
+            stage, store, lambda d=respond_docs: iter(d), RespondStep(ctx.model_name), fingerprint
         )
         current = [
             (r["id"], r["instruction"], r["source_id"], None) for r in stage_rows(store, stage)

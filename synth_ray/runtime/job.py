@@ -11,6 +11,8 @@ rows are on disk, so a run killed at any moment resumes without losing or duplic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
@@ -24,10 +26,17 @@ from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.cluster import connect_ray, engine_settings, ray_backend_for
 from synth_ray.runtime.evol_instruct import run_evol_instruct
 from synth_ray.runtime.self_instruct import run_self_instruct
-from synth_ray.runtime.stage import RunSummary, StageRunner
+from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
 
-__all__ = ["RunSummary", "connect_ray", "engine_settings", "ray_backend_for", "run_job"]
+__all__ = [
+    "RunSummary",
+    "connect_ray",
+    "driver_for",
+    "engine_settings",
+    "ray_backend_for",
+    "run_job",
+]
 
 
 def input_spec(config: JobConfig) -> InputSpec:
@@ -52,6 +61,25 @@ def load_renderer(config: JobConfig) -> PromptRenderer:
         ) from None
 
 
+def run_single_stage(ctx: JobContext) -> dict[str, Any]:
+    """rephrase, generate, and self_improve's one-stage modes: one stage into the folder."""
+    assert ctx.docs is not None
+    method = build_method(ctx.config, ctx.renderer, ctx.model_name)
+    units = ctx.runner.plan(ctx.docs, method, ctx.fingerprint, ctx.id_column)
+    ctx.prepare()
+    return ctx.runner.execute(ctx.store, ctx.docs, method, units)
+
+
+def driver_for(config: JobConfig) -> Callable[[JobContext], dict[str, Any]]:
+    if config.method == "self_instruct":
+        return run_self_instruct
+    if config.method == "evol_instruct":
+        return run_evol_instruct
+    if config.method == "self_improve" and config.self_improve.mode == "star":
+        return run_star
+    return run_single_stage
+
+
 def run_job(
     config: JobConfig,
     overwrite: bool = False,
@@ -60,49 +88,30 @@ def run_job(
 ) -> RunSummary:
     """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray)."""
     started = time.monotonic()
+    docs = None
     if config.method == "self_instruct":
         load_seed_instructions(config.self_instruct.seed_path or "")  # bad seeds: fail now
     else:
-        validate_inputs(input_spec(config))
+        spec = input_spec(config)
+        validate_inputs(spec)
+        docs = lambda: iter_documents(spec)  # noqa: E731
     renderer = load_renderer(config)
-    model_name = model_display_name(config.engine.model)
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=str(store.root))
     runner = StageRunner(config, renderer, summary, show_progress, backend)
+    ctx = JobContext(
+        config=config,
+        runner=runner,
+        store=store,
+        renderer=renderer,
+        model_name=model_display_name(config.engine.model),
+        fingerprint=fingerprint,
+        docs=docs,
+        prepare=lambda: store.prepare(fingerprint, config.model_dump(mode="json"), overwrite),
+    )
     try:
-
-        def prepare() -> None:
-            store.prepare(fingerprint, config.model_dump(mode="json"), overwrite)
-
-        if config.method == "self_instruct":
-            summary.stats = run_self_instruct(
-                runner, store, config, model_name, fingerprint, prepare
-            )
-            return summary
-        spec = input_spec(config)
-        docs = lambda: iter_documents(spec)  # noqa: E731
-        if config.method == "evol_instruct":
-            summary.stats = run_evol_instruct(
-                runner,
-                store,
-                config,
-                docs,
-                model_name,
-                fingerprint,
-                config.input.id_column,
-                prepare,
-            )
-            return summary
-        method = build_method(config, renderer, model_name)
-        if config.method == "self_improve" and config.self_improve.mode == "star":
-            summary.stats = run_star(
-                runner, store, docs, method, fingerprint, config.input.id_column, prepare
-            )
-        else:
-            units = runner.plan(docs, method, fingerprint, config.input.id_column)
-            prepare()
-            summary.stats = runner.execute(store, docs, method, units)
+        summary.stats = driver_for(config)(ctx)
     finally:
         runner.close()
         summary.wall_s = time.monotonic() - started

@@ -36,9 +36,11 @@ from synth_ray.methods.self_instruct import (
 from synth_ray.methods.self_instruct_prompts import (
     CLASSIFY,
     GENERATE_HEADER,
+    INPUT_FIRST,
+    OUTPUT_FIRST,
     generation_prompt,
 )
-from synth_ray.runtime.stage import StageRunner
+from synth_ray.runtime.stage import JobContext
 from synth_ray.stats import UnitStats
 
 
@@ -62,17 +64,11 @@ def round_prompts(
     return docs
 
 
-def run_self_instruct(
-    runner: StageRunner,
-    store: OutputStore,
-    config: JobConfig,
-    model_name: str,
-    fingerprint: str,
-    prepare: Any,
-) -> dict[str, Any]:
+def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
+    config, runner, store, fingerprint = ctx.config, ctx.runner, ctx.store, ctx.fingerprint
     si = config.self_instruct
     seeds = load_seed_instructions(si.seed_path or "")
-    prepare()
+    ctx.prepare()
     work = OutputStore(store.root / STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
 
@@ -123,9 +119,12 @@ def run_self_instruct(
         replace(d, extra={**d.extra, "is_classification": labels.get(d.source_id, False)})
         for d in docs
     ]
-    runner.run_stage(
-        "instances", store, lambda: iter(docs), InstanceGeneration(model_name), fingerprint
+    instances = InstanceGeneration(
+        ctx.model_name,
+        si.templates.get("input_first", INPUT_FIRST),
+        si.templates.get("output_first", OUTPUT_FIRST),
     )
+    runner.run_stage("instances", store, lambda: iter(docs), instances, fingerprint)
 
     pool_stage = UnitStats(rows_in=considered - len(accepted), dropped=drops)
     generation_stats = UnitStats()

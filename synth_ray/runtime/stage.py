@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,24 @@ class RunSummary:
         return (
             self.output_tokens_this_run / self.generation_wall_s if self.generation_wall_s else 0.0
         )
+
+
+@dataclass
+class JobContext:
+    """What a method's driver needs to run its stages. Every driver takes just this."""
+
+    config: JobConfig
+    runner: StageRunner
+    store: OutputStore
+    renderer: PromptRenderer
+    model_name: str
+    fingerprint: str
+    docs: DocumentSource | None  # the input rows; None for self_instruct (it reads seeds)
+    prepare: Callable[[], None]  # claims the output folder: call it once planning succeeded
+
+    @property
+    def id_column(self) -> str | None:
+        return self.config.input.id_column if self.config.input else None
 
 
 class StageRunner:

@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.self_improve import SelfImproveMethod
-from synth_ray.plan import DocumentSource
-from synth_ray.runtime.stage import StageRunner
+from synth_ray.runtime.stage import JobContext
 
 
 def _source_ids(store: OutputStore, stage: str, errors: bool) -> set[str]:
@@ -30,23 +29,18 @@ def _source_ids(store: OutputStore, stage: str, errors: bool) -> set[str]:
     return ids
 
 
-def run_star(
-    runner: StageRunner,
-    store: OutputStore,
-    docs: DocumentSource,
-    direct: SelfImproveMethod,
-    fingerprint: str,
-    id_column: str | None,
-    prepare: Any,
-) -> dict[str, Any]:
-    """Run (or resume) both stages; `prepare()` claims the folder once planning succeeded."""
-    units = runner.plan(docs, direct, f"{fingerprint}/direct", id_column)
-    prepare()
+def run_star(ctx: JobContext) -> dict[str, Any]:
+    """Run (or resume) both stages into the job's folder."""
+    assert ctx.docs is not None
+    docs, store, runner = ctx.docs, ctx.store, ctx.runner
+    direct = SelfImproveMethod(ctx.config.self_improve, ctx.model_name, stage="direct")
+    units = runner.plan(docs, direct, f"{ctx.fingerprint}/direct", ctx.id_column)
+    ctx.prepare()
     runner.execute(store, docs, direct, units, stage="direct")
     settled = _source_ids(store, "direct", errors=False) | _source_ids(store, "direct", errors=True)
     wrong = [doc for doc in docs() if doc.source_id not in settled]
     renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
-    rationalize = SelfImproveMethod(direct.config, direct.model_name, stage="rationalize")
+    rationalize = SelfImproveMethod(ctx.config.self_improve, ctx.model_name, stage="rationalize")
     return runner.run_stage(
-        "rationalize", store, lambda: iter(renumbered), rationalize, fingerprint
+        "rationalize", store, lambda: iter(renumbered), rationalize, ctx.fingerprint
     )
