@@ -73,3 +73,22 @@ def shared_engine(embedded_model, tmp_path_factory):
     yield backend
     backend.close()
     ray.shutdown()
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL at a chosen commit: nothing after it runs, no cleanup."""
+
+
+def crash_on_commit(monkeypatch, when):
+    """Make the manifest append raise Crash for the first unit record `when(record)` accepts,
+    so that unit's shards are on disk but it is not committed."""
+    import synth_ray.io.manifest as manifest_mod
+
+    real = manifest_mod.Manifest.append
+
+    def crashing(self, record):
+        if when(record):
+            raise Crash()
+        return real(self, record)
+
+    monkeypatch.setattr(manifest_mod.Manifest, "append", crashing)

@@ -7,10 +7,9 @@ import hashlib
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import job_config, write_jsonl
+from conftest import Crash, crash_on_commit, job_config, write_jsonl
 from fake_backend import FakeBackend
 
-import synth_ray.io.manifest as manifest_mod
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.output_store import OutputStore
@@ -123,18 +122,8 @@ def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_mode
         backend=FakeBackend(responder=engine),
     )
 
-    class Crash(BaseException):
-        pass
-
-    real = manifest_mod.Manifest.append
-
-    def crashing(self, record):
-        if record.stage == "judge-r1" and record.unit_index == 1:
-            raise Crash()
-        return real(self, record)
-
     with monkeypatch.context() as patch:
-        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        crash_on_commit(patch, lambda record: record.stage == "judge-r1" and record.unit_index == 1)
         with pytest.raises(Crash):
             run_job(
                 config(tmp_path, inputs), show_progress=False, backend=FakeBackend(responder=engine)

@@ -8,10 +8,9 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, job_config
+from conftest import REPO, Crash, crash_on_commit, job_config
 from fake_backend import FakeBackend
 
-import synth_ray.io.manifest as manifest_mod
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.output_store import OutputStore
@@ -108,20 +107,8 @@ def test_star_killed_in_rationalize_stage_resumes_exactly(tmp_path, embedded_mod
         backend=FakeBackend(responder=engine),
     )
 
-    real = manifest_mod.Manifest.append
-    calls = {"n": 0}
-
-    class Crash(BaseException):
-        pass
-
-    def crashing(self, record):
-        calls["n"] += 1
-        if record.stage == "rationalize":
-            raise Crash()
-        return real(self, record)
-
     with monkeypatch.context() as patch:
-        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        crash_on_commit(patch, lambda record: record.stage == "rationalize")
         with pytest.raises(Crash):
             run_job(
                 config(tmp_path, mode="star"),

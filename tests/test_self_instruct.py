@@ -8,10 +8,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import REPO, Crash, crash_on_commit
 from fake_backend import FakeBackend
 
-import synth_ray.io.manifest as manifest_mod
 from synth_ray.config import validate_config
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
@@ -121,18 +120,10 @@ def test_self_instruct_killed_in_round_two_resumes_without_repeats(
         backend=FakeBackend(responder=engine),
     )
 
-    class Crash(BaseException):
-        pass
-
-    real = manifest_mod.Manifest.append
-
-    def crashing(self, record):
-        if record.stage == "generate-r001" and record.unit_index == 1:
-            raise Crash()
-        return real(self, record)
-
     with monkeypatch.context() as patch:
-        patch.setattr(manifest_mod.Manifest, "append", crashing)
+        crash_on_commit(
+            patch, lambda record: record.stage == "generate-r001" and record.unit_index == 1
+        )
         with pytest.raises(Crash):
             run_job(
                 config(tmp_path, rows_per_shard=1),
