@@ -2,6 +2,7 @@
 
 Ray runs many `generate` calls on it at once (an async actor), each awaiting its own requests
 inside the one engine, so new batches enter the engine while earlier ones are still decoding.
+Its engine processes die with it, however it dies (runtime/reaper.py).
 The model is resolved on the actor's node (the embedded model is converted there if that node
 has not done it yet), so a cluster needs no shared model folder for the default.
 """
@@ -15,10 +16,12 @@ import socket
 from synth_ray.engine.models import resolve_model
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
+from synth_ray.runtime.reaper import start_reaper
 
 
 class GeneratorActor:
     def __init__(self, settings: EngineSettings) -> None:
+        start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = VllmEngine(settings)
 

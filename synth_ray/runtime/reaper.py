@@ -1,0 +1,64 @@
+"""Kill a process's descendants once it dies, even when it dies by SIGKILL.
+
+    python -m synth_ray.runtime.reaper PID
+
+vLLM runs its engine in child processes of the generator actor (EngineCore, workers). When
+the actor is SIGKILLed (ray.kill, a lost raylet, the OOM killer), those children are
+reparented and live on with their memory; on a GPU that is the GPU memory a replacement
+replica needs, so it cannot start. The actor starts this watcher on itself before building the
+engine: every second it records the actor's descendants, and once the actor is gone it kills
+the last recorded set (and anything they started), then exits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+
+def watch(pid: int, interval_s: float = 1.0) -> None:
+    import psutil
+
+    try:
+        target = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    me = os.getpid()
+    known: dict[int, psutil.Process] = {}
+    while True:
+        try:
+            if not target.is_running() or target.status() == psutil.STATUS_ZOMBIE:
+                break
+            for child in target.children(recursive=True):
+                if child.pid != me:
+                    known[child.pid] = child
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(interval_s)
+    for proc in known.values():
+        try:
+            victims = [*proc.children(recursive=True), proc]
+        except psutil.Error:
+            victims = [proc]
+        for victim in victims:
+            try:
+                victim.kill()  # psutil checks the create time, so a reused pid is left alone
+            except psutil.Error:
+                pass
+
+
+def start_reaper(pid: int | None = None) -> subprocess.Popen:
+    """Start the watcher for `pid` (default: this process) in its own session."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "synth_ray.runtime.reaper", str(pid or os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]))
