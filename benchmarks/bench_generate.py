@@ -97,6 +97,21 @@ def machine() -> dict:
     return info
 
 
+def run_synth_ray_config(config: Path, out: Path) -> tuple[float, dict, dict]:
+    """`synth-ray run` the config in a fresh process: (wall s, its _runs.jsonl entry, stats.json)."""
+    start = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", "--overwrite"],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.monotonic() - start
+    last_run = [json.loads(line) for line in (out / "_runs.jsonl").read_text().splitlines()][-1]
+    return wall, last_run, json.loads((out / "stats.json").read_text())
+
+
 def run_raw(prompts_file: Path, model: str, args, work: Path) -> dict:
     result = work / "raw.json"
     cmd = [
@@ -136,17 +151,7 @@ engine: {{model: {args.model}, max_model_len: {args.max_model_len}, enforce_eage
 sampling: {{temperature: 0.7, top_p: 0.9, max_tokens: {args.max_tokens}, ignore_eos: true}}
 resources: {{replicas: 1, cpus_per_replica: {args.cpus_per_replica}}}
 """)
-    start = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", "--overwrite"],
-        check=True,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wall = time.monotonic() - start
-    run = [json.loads(line) for line in (out / "_runs.jsonl").read_text().splitlines()][-1]
-    stats = json.loads((out / "stats.json").read_text())
+    wall, run, stats = run_synth_ray_config(config, out)
     return {
         "output_tokens": stats["output_tokens"],
         "generation_s": run["generation_wall_s"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_generate import machine  # noqa: E402
+from bench_generate import machine, run_synth_ray_config  # noqa: E402
 
 
 def make_questions(n: int) -> list[dict]:
@@ -51,17 +50,7 @@ engine: {{model: {args.model}, max_model_len: 1024, enforce_eager: true, enable_
 sampling: {{temperature: 0.7, max_tokens: {args.max_tokens}, ignore_eos: true}}
 self_improve: {{mode: rejection, n: 1, k: 1}}
 """)
-    start = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", "--overwrite"],
-        check=True,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wall = time.monotonic() - start
-    last_run = [json.loads(line) for line in (out / "_runs.jsonl").read_text().splitlines()][-1]
-    stats = json.loads((out / "stats.json").read_text())
+    wall, last_run, stats = run_synth_ray_config(config, out)
     gen = last_run["generation_wall_s"]
     return {
         "prefix_caching": caching,

@@ -65,7 +65,7 @@ def shared_engine(embedded_model, tmp_path_factory):
     """One real vLLM CPU engine in one Ray actor, reused by every end-to-end test."""
     import ray
 
-    from synth_ray.runtime.job import ray_backend_for
+    from synth_ray.runtime.cluster import ray_backend_for
 
     config = job_config(tmp_path_factory.mktemp("engine"), REPO / "examples" / "web_docs.jsonl")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.manifest import MANIFEST_NAME, Manifest, UnitRecord
@@ -197,6 +198,13 @@ class OutputStore:
         stats.update(sections or {})
         write_bytes_atomic(json.dumps(stats, indent=2).encode(), self.root / STATS_FILE)
         return stats
+
+    def rows(self, stage: str | None = None, errors: bool = False) -> list[dict[str, Any]]:
+        """Committed rows (or error rows) in (stage, unit) order, candidate order within a unit:
+        what a later stage of a multi-round method reads as its input."""
+        records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
+        shards = [r.error_shard if errors else r.data_shard for r in records]
+        return [row for s in shards if s for row in pq.read_table(self.root / s).to_pylist()]
 
     def data_files(self, stage: str | None = None) -> list[Path]:
         """Committed data shards in (stage, unit) order: what a reader should read."""

@@ -25,7 +25,6 @@ from synth_ray.methods.evol_instruct import (
     copies_scaffolding,
 )
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
-from synth_ray.runtime.self_instruct import stage_rows
 from synth_ray.runtime.stage import JobContext
 from synth_ray.stats import UnitStats
 
@@ -74,7 +73,7 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
         outside.dropped.update(evolve_stats.dropped)
         outside.errored.update(evolve_stats.errored)
         evolved = []
-        for row in stage_rows(work, stage):
+        for row in work.rows(stage):
             if copies_scaffolding(row["evolved"]):
                 outside.dropped["copies_prompt_scaffolding"] += 1
             else:
@@ -88,7 +87,7 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
             stage = f"judge-r{rnd}"
             judge = JudgeStep(evol.templates.get("judge", EQUALITY_JUDGE))
             runner.run_stage(stage, work, lambda d=judge_docs: iter(d), judge, fingerprint)
-            verdicts = {r["source_id"]: r["equal"] for r in stage_rows(work, stage)}
+            verdicts = {r["source_id"]: r["equal"] for r in work.rows(stage)}
             judged = []
             for row in evolved:
                 if row["id"] not in verdicts:
@@ -119,9 +118,7 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
         runner.run_stage(
             stage, store, lambda d=respond_docs: iter(d), RespondStep(ctx.model_name), fingerprint
         )
-        current = [
-            (r["id"], r["instruction"], r["source_id"], None) for r in stage_rows(store, stage)
-        ]
+        current = [(r["id"], r["instruction"], r["source_id"], None) for r in store.rows(stage)]
 
     return store.write_stats(
         units_total=runner.summary.units_total,

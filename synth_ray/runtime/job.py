@@ -23,20 +23,10 @@ from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import build_method
 from synth_ray.methods.self_instruct import load_seed_instructions
 from synth_ray.runtime.backend import Backend
-from synth_ray.runtime.cluster import connect_ray, engine_settings, ray_backend_for
 from synth_ray.runtime.evol_instruct import run_evol_instruct
 from synth_ray.runtime.self_instruct import run_self_instruct
 from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
-
-__all__ = [
-    "RunSummary",
-    "connect_ray",
-    "driver_for",
-    "engine_settings",
-    "ray_backend_for",
-    "run_job",
-]
 
 
 def input_spec(config: JobConfig) -> InputSpec:

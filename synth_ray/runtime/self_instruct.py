@@ -19,8 +19,6 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from synth_ray.config import JobConfig
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
@@ -42,11 +40,6 @@ from synth_ray.methods.self_instruct_prompts import (
 )
 from synth_ray.runtime.stage import JobContext
 from synth_ray.stats import UnitStats
-
-
-def stage_rows(store: OutputStore, stage: str) -> list[dict[str, Any]]:
-    """A stage's committed rows in unit order, rows in candidate order within a unit."""
-    return [row for f in store.data_files(stage) for row in pq.read_table(f).to_pylist()]
 
 
 def round_prompts(
@@ -84,7 +77,7 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
         docs = round_prompts(config, seeds, [a["instruction"] for a in accepted], rnd)
         stage = f"generate-r{rnd:03d}"
         runner.run_stage(stage, work, lambda docs=docs: iter(docs), generation, fingerprint)
-        for row in stage_rows(work, stage):
+        for row in work.rows(stage):
             for instruction in row["instructions"]:
                 considered += 1
                 if len(accepted) >= si.target:
@@ -114,7 +107,7 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
     ]
     classify = ClassificationCheck(si.templates.get("classify", CLASSIFY))
     runner.run_stage("classify", work, lambda: iter(docs), classify, fingerprint)
-    labels = {r["source_id"]: r["is_classification"] for r in stage_rows(work, "classify")}
+    labels = {r["source_id"]: r["is_classification"] for r in work.rows("classify")}
     docs = [
         replace(d, extra={**d.extra, "is_classification": labels.get(d.source_id, False)})
         for d in docs

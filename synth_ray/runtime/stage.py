@@ -112,14 +112,13 @@ class StageRunner:
         stage: str = "",
     ) -> dict[str, Any]:
         """Generate the units not yet committed; returns the folder's stats (all stages)."""
-        label = stage
         committed = store.committed(stage)
         planned_ids = {u.unit_id for u in units}
         stale = [r for r in committed.values() if r.unit_id not in planned_ids]
         if stale:
             raise OutputConflictError(
                 f"output.path {self.config.output.path}: unit {stale[0].unit_index}"
-                f"{' of stage ' + label if label else ''} was committed from different input "
+                f"{' of stage ' + stage if stage else ''} was committed from different input "
                 "rows (the input changed); rerun with --overwrite"
             )
         remaining = [u for u in units if u.unit_id not in committed]

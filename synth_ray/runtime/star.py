@@ -11,22 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.self_improve import SelfImproveMethod
 from synth_ray.runtime.stage import JobContext
-
-
-def _source_ids(store: OutputStore, stage: str, errors: bool) -> set[str]:
-    ids: set[str] = set()
-    for record in store.committed(stage).values():
-        shard = record.error_shard if errors else record.data_shard
-        if shard:
-            ids.update(
-                pq.read_table(store.root / shard, columns=["source_id"])["source_id"].to_pylist()
-            )
-    return ids
 
 
 def run_star(ctx: JobContext) -> dict[str, Any]:
@@ -37,7 +23,8 @@ def run_star(ctx: JobContext) -> dict[str, Any]:
     units = runner.plan(docs, direct, f"{ctx.fingerprint}/direct", ctx.id_column)
     ctx.prepare()
     runner.execute(store, docs, direct, units, stage="direct")
-    settled = _source_ids(store, "direct", errors=False) | _source_ids(store, "direct", errors=True)
+    settled = {r["source_id"] for r in store.rows("direct")}
+    settled |= {r["source_id"] for r in store.rows("direct", errors=True)}
     wrong = [doc for doc in docs() if doc.source_id not in settled]
     renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
     rationalize = SelfImproveMethod(ctx.config.self_improve, ctx.model_name, stage="rationalize")
