@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from synth_ray.errors import ConfigError
+from synth_ray.filter_config import FiltersConfig
 from synth_ray.method_config import (
     DEFAULT_STYLES,
     EvolConfig,
@@ -141,6 +142,7 @@ class JobConfig(_Section):
     self_improve: SelfImproveConfig = Field(default_factory=SelfImproveConfig)
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     evol: EvolConfig = Field(default_factory=EvolConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
 
     @model_validator(mode="after")
     def _method_inputs(self) -> JobConfig:
@@ -166,6 +168,8 @@ class JobConfig(_Section):
         section = {"evol_instruct": "evol"}.get(self.method, self.method)
         decisive[section] = getattr(self, section).model_dump()
         decisive["output"] = {"rows_per_shard": self.output.rows_per_shard}
+        if self.filters.diversity.enabled:
+            decisive["filters"] = {"diversity": self.filters.diversity.decisive()}
         for key in ("gpu_memory_utilization", "enforce_eager", "max_num_seqs", "cpu_kv_cache_gib"):
             decisive["engine"].pop(key)
         blob = json.dumps(decisive, sort_keys=True, default=str)

@@ -23,6 +23,8 @@ class UnitStats:
     errored: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
+    # diversity filter: rows per nn_similarity bin (20 bins of 0.05), kept and dropped alike
+    nn_histogram: list[int] = field(default_factory=list)
 
     @property
     def rows_dropped(self) -> int:
@@ -43,8 +45,12 @@ class UnitStats:
         self.errored.update(other.errored)
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        if other.nn_histogram:
+            mine = self.nn_histogram or [0] * len(other.nn_histogram)
+            self.nn_histogram = [a + b for a, b in zip(mine, other.nn_histogram, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
+        histogram = {"nn_similarity_histogram": self.nn_histogram} if self.nn_histogram else {}
         return {
             "input_documents": self.input_documents,
             "rows_in": self.rows_in,
@@ -55,6 +61,7 @@ class UnitStats:
             "errored_by_stage": dict(sorted(self.errored.items())),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            **histogram,
         }
 
     @classmethod
@@ -67,4 +74,5 @@ class UnitStats:
             errored=Counter(data.get("errored_by_stage", {})),
             input_tokens=data.get("input_tokens", 0),
             output_tokens=data.get("output_tokens", 0),
+            nn_histogram=list(data.get("nn_similarity_histogram", [])),
         )

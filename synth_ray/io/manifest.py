@@ -29,6 +29,7 @@ class UnitRecord:
     rows_out: int
     stats: dict[str, Any] = field(default_factory=dict)
     stage: str = ""  # multi-stage methods commit several stages into one folder
+    embedding_shard: str | None = None  # the diversity filter's vectors of the kept rows
 
 
 _FIELDS = {f.name for f in fields(UnitRecord)}

@@ -8,6 +8,8 @@ Layout (names are deterministic, so a rerun writes the same names):
     _runs.jsonl          one line per finished run: wall time, units and tokens of that run
     data/part-NNNNNN.parquet     output rows of unit NNNNNN (possibly empty)
     errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
+    embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
+    _diversity/          the filter's centroids and reference-corpus vectors
     stats.json           totals over committed units plus run wall time
 A unit is committed by writing its shards atomically and then appending its manifest line.
 """
@@ -20,12 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.manifest import MANIFEST_NAME, Manifest, UnitRecord
 from synth_ray.io.shards import sweep_temp_files, write_bytes_atomic, write_shard_atomic
+from synth_ray.io.vectors import read_vectors, write_vectors_atomic
 from synth_ray.stats import UnitStats
 
 JOB_FILE = "_job.json"
@@ -34,6 +38,8 @@ STATS_FILE = "stats.json"
 DRIVER_STATS_FILE = "_driver_stats.json"  # rows a method's driver decided outside any unit
 DATA_DIR = "data"
 ERRORS_DIR = "errors"
+EMBEDDINGS_DIR = "embeddings"
+DIVERSITY_DIR = "_diversity"
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -55,6 +61,8 @@ _OWNED = (
     DATA_DIR,
     ERRORS_DIR,
     STAGES_DIR,
+    EMBEDDINGS_DIR,
+    DIVERSITY_DIR,
 )
 
 
@@ -113,9 +121,12 @@ class OutputStore:
         errors: list[dict[str, Any]],
         stats: UnitStats,
         stage: str = "",
+        vectors: tuple[list[str], np.ndarray] | None = None,
     ) -> UnitRecord:
         """Write the unit's shards atomically, then append its manifest line (the commit).
-        A `stage` prefixes the shard names, so stages sharing a folder never collide."""
+        A `stage` prefixes the shard names, so stages sharing a folder never collide.
+        `vectors` (ids, float16 array) of the kept rows go to an embeddings shard, committed
+        by the same manifest line."""
         if not stats.is_balanced():
             raise AssertionError(f"unit {unit_index}: row accounting does not balance: {stats}")
         name = f"{stage + '-' if stage else ''}part-{unit_index:06d}.parquet"
@@ -128,6 +139,10 @@ class OutputStore:
                 [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
             )
             write_shard_atomic(table, self.root / error_shard)
+        embedding_shard = None
+        if vectors is not None:
+            embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
+            write_vectors_atomic(self.root / embedding_shard, vectors[0], vectors[1])
         record = UnitRecord(
             unit_index=unit_index,
             unit_id=unit_id,
@@ -136,6 +151,7 @@ class OutputStore:
             rows_out=len(rows),
             stats=stats.to_dict(),
             stage=stage,
+            embedding_shard=embedding_shard,
         )
         self.manifest.append(record)
         return record
@@ -205,6 +221,13 @@ class OutputStore:
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         shards = [r.error_shard if errors else r.data_shard for r in records]
         return [row for s in shards if s for row in pq.read_table(self.root / s).to_pylist()]
+
+    def committed_vectors(self, stage: str = "") -> list[np.ndarray]:
+        """The kept rows' vectors of each committed unit of `stage`, in unit order."""
+        records = sorted(self.committed(stage).values(), key=lambda r: r.unit_index)
+        return [
+            read_vectors(self.root / r.embedding_shard)[1] for r in records if r.embedding_shard
+        ]
 
     def data_files(self, stage: str | None = None) -> list[Path]:
         """Committed data shards in (stage, unit) order: what a reader should read."""

@@ -68,6 +68,9 @@ class Method(ABC):
     # False for a stage that re-asks rows already counted (STaR's rationalize stage), so
     # `input_documents` keeps counting input rows only.
     counts_input_documents: bool = True
+    # the output column the diversity filter compares (None: this method's rows are not
+    # filtered at commit; a driver may filter them itself, as Self-Instruct does)
+    diversity_column: str | None = None
 
     @abstractmethod
     def estimate_rows(self, doc: Document) -> int:

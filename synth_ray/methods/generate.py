@@ -19,6 +19,7 @@ from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Kept, Method, Outco
 
 class GenerateMethod(Method):
     name = "generate"
+    diversity_column = "text"
     schema = pa.schema(
         [
             pa.field("id", pa.string()),

@@ -60,6 +60,7 @@ _CHARS_PER_TOKEN = 4
 
 class RephraseMethod(Method):
     name = "rephrase"
+    diversity_column = "text"
     schema = pa.schema(
         [
             pa.field("id", pa.string()),

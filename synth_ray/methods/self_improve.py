@@ -84,6 +84,7 @@ def load_few_shot(path: str | None) -> list[dict[str, str]]:
 
 class SelfImproveMethod(Method):
     name = "self_improve"
+    diversity_column = "rationale"
     schema = pa.schema(
         [
             pa.field("id", pa.string()),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from synth_ray.diversity.decide import histogram, merge_histograms, nn_value
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
 from synth_ray.methods.evol_instruct import (
@@ -98,6 +99,25 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
                     judged.append(row)
             evolved = judged
 
+        nn: dict[str, float | None] = {}
+        diversity = runner.diversity_filter()
+        if diversity and evolved:
+            vectors = diversity.embed_cached(f"evolved-r{rnd}", [r["evolved"] for r in evolved])
+            decision = diversity.decide(vectors)
+            outside.nn_histogram = merge_histograms(
+                outside.nn_histogram, histogram(decision.nn_similarity)
+            )
+            survivors = []
+            for row, keep, similarity in zip(
+                evolved, decision.keep, decision.nn_similarity, strict=True
+            ):
+                if keep:
+                    nn[row["id"]] = nn_value(similarity)
+                    survivors.append(row)
+                else:
+                    outside.dropped["diversity"] += 1
+            evolved = survivors
+
         respond_docs = [
             Document(
                 i,
@@ -108,6 +128,7 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
                     "operation": r["operation"],
                     "round": rnd,
                     "root": roots[r["source_id"]],
+                    "nn_similarity": nn.get(r["id"]),
                 },
             )
             for i, r in enumerate(evolved)

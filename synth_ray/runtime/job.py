@@ -10,6 +10,7 @@ rows are on disk, so a run killed at any moment resumes without losing or duplic
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import build_method
 from synth_ray.methods.self_instruct import load_seed_instructions
 from synth_ray.runtime.backend import Backend
+from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
 from synth_ray.runtime.evol_instruct import run_evol_instruct
 from synth_ray.runtime.self_instruct import run_self_instruct
 from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
@@ -80,16 +82,21 @@ def run_job(
     started = time.monotonic()
     docs = None
     if config.method == "self_instruct":
-        load_seed_instructions(config.self_instruct.seed_path or "")  # bad seeds: fail now
+        seeds = load_seed_instructions(config.self_instruct.seed_path or "")  # bad seeds: fail now
+        sample: Callable[[], list[str]] = lambda: list(seeds)  # noqa: E731
     else:
         spec = input_spec(config)
         validate_inputs(spec)
         docs = lambda: iter_documents(spec)  # noqa: E731
+        sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
+    if config.filters.diversity.enabled:
+        check_diversity_config(config.filters.diversity)
     renderer = load_renderer(config)
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=str(store.root))
     runner = StageRunner(config, renderer, summary, show_progress, backend)
+    runner.diversity_sample = sample
     ctx = JobContext(
         config=config,
         runner=runner,

@@ -3,7 +3,8 @@
 Round r builds `requests_per_round` prompts from the pool as it stood after round r-1 (6 seed
 and 2 machine instructions each, drawn by an RNG seeded with sampling.seed, r and the prompt's
 index), runs them as stage `generate-rNNN`, and filters the parsed instructions in committed
-order: heuristics, then ROUGE-L against the pool (seeds included); survivors join the pool.
+order: heuristics, then ROUGE-L against the pool (seeds included), then (filters.diversity)
+embedding similarity to every instruction accepted so far; survivors join the pool.
 Rounds stop at `target` accepted instructions. Then `classify` and `instances` stages; the
 instances are the job's output rows. The committed stage shards are the checkpoint: on resume
 every finished round is replayed from its shards (no generation) and reaches the same pool, so
@@ -19,7 +20,10 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from synth_ray.config import JobConfig
+from synth_ray.diversity.decide import histogram, nn_value
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
 from synth_ray.io.shards import write_bytes_atomic
@@ -69,6 +73,7 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
     accepted: list[dict[str, Any]] = []
     drops: Counter[str] = Counter()
     considered = rounds = 0
+    compared: list[float] = []  # diversity: each considered instruction's nn similarity
     generation = InstructionGeneration()
     for rnd in range(si.max_rounds):
         if len(accepted) >= si.target:
@@ -77,22 +82,41 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
         docs = round_prompts(config, seeds, [a["instruction"] for a in accepted], rnd)
         stage = f"generate-r{rnd:03d}"
         runner.run_stage(stage, work, lambda docs=docs: iter(docs), generation, fingerprint)
-        for row in work.rows(stage):
-            for instruction in row["instructions"]:
-                considered += 1
-                if len(accepted) >= si.target:
-                    drops["over_target"] += 1
-                    continue
-                reason = heuristic_drop(instruction, si.min_words, si.max_words)
-                if reason is None:
-                    score = pool.max_similarity(instruction)
-                    if score > si.rouge_threshold:
-                        reason = "rouge_similarity"
-                if reason is not None:
-                    drops[reason] += 1
-                    continue
-                pool.add(instruction)
-                accepted.append({"instruction": instruction, "max_rouge": score, "round": rnd})
+        instructions = [i for row in work.rows(stage) for i in row["instructions"]]
+        diversity = runner.diversity_filter()
+        if diversity and rnd == 0:  # the seeds are the pool's first members, on every run
+            diversity.restore(diversity.embed_cached("seeds", seeds))
+        batch = (
+            diversity.ordered(diversity.embed_cached(stage, instructions)) if diversity else None
+        )
+        for position, instruction in enumerate(instructions):
+            considered += 1
+            if len(accepted) >= si.target:
+                drops["over_target"] += 1
+                continue
+            reason = heuristic_drop(instruction, si.min_words, si.max_words)
+            nn = None
+            if reason is None:
+                score = pool.max_similarity(instruction)
+                if score > si.rouge_threshold:
+                    reason = "rouge_similarity"
+            if reason is None and batch is not None:
+                similarity = batch.similarity(position)
+                compared.append(similarity)
+                nn = nn_value(similarity)
+                if similarity >= config.filters.diversity.threshold:
+                    reason = "diversity"
+            if reason is not None:
+                drops[reason] += 1
+                continue
+            if batch is not None:
+                batch.accept(position)
+            pool.add(instruction)
+            accepted.append(
+                {"instruction": instruction, "max_rouge": score, "round": rnd, "nn_similarity": nn}
+            )
+        if diversity and batch is not None:
+            diversity.finish(batch)
         snapshot = {"round": rnd, "accepted": accepted, "dropped_by_filter": dict(drops)}
         write_bytes_atomic(json.dumps(snapshot, indent=1).encode(), work.root / "pool.json")
 
@@ -101,7 +125,11 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
             i,
             row_id(a["instruction"]),
             a["instruction"],
-            extra={"max_rouge": a["max_rouge"], "round": a["round"]},
+            extra={
+                "max_rouge": a["max_rouge"],
+                "round": a["round"],
+                "nn_similarity": a["nn_similarity"],
+            },
         )
         for i, a in enumerate(accepted)
     ]
@@ -120,6 +148,8 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
     runner.run_stage("instances", store, lambda: iter(docs), instances, fingerprint)
 
     pool_stage = UnitStats(rows_in=considered - len(accepted), dropped=drops)
+    if compared:
+        pool_stage.nn_histogram = histogram(np.array(compared, dtype=np.float32))
     generation_stats = UnitStats()
     for rnd in range(rounds):
         generation_stats.merge(work.totals(f"generate-r{rnd:03d}"))

@@ -14,13 +14,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
-from synth_ray.io.output_store import OutputStore
+from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
 from synth_ray.plan import DocumentSource, WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
@@ -28,6 +29,9 @@ from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings
 from synth_ray.runtime.units import PendingUnit, UnitBuilder, UnitTracker, documents_by_unit
 from synth_ray.stats import UnitStats
+
+if TYPE_CHECKING:
+    from synth_ray.runtime.diversity import DiversityFilter
 
 
 @dataclass
@@ -90,6 +94,11 @@ class StageRunner:
         self.backend = backend
         self.owns_backend = backend is None
         self.owns_ray = False
+        self.output_root = Path(config.output.path).expanduser()
+        # texts that train the diversity filter's centroids (set by the job: its input)
+        self.diversity_sample: Callable[[], list[str]] = list
+        self._diversity: DiversityFilter | None = None
+        self._filtered_stages: list[tuple[OutputStore, str]] = []
 
     def plan(
         self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
@@ -124,17 +133,49 @@ class StageRunner:
         remaining = [u for u in units if u.unit_id not in committed]
         self.summary.units_total += len(units)
         self.summary.units_skipped += len(units) - len(remaining)
+        if self.config.filters.diversity.enabled and method.diversity_column:
+            self._filtered_stages.append((store, stage))
         if remaining:
             self._generate(store, docs, method, units, remaining, stage)
         return store.write_stats(units_total=self.summary.units_total)
 
+    def _ensure_ray(self) -> None:
+        from synth_ray.runtime.cluster import connect_ray
+
+        self.owns_ray = connect_ray(self.config) or self.owns_ray
+
     def _ensure_backend(self) -> Backend:
         if self.backend is None:
-            from synth_ray.runtime.cluster import connect_ray, ray_backend_for
+            from synth_ray.runtime.cluster import ray_backend_for
 
-            self.owns_ray = connect_ray(self.config)
+            self._ensure_ray()
             self.backend = ray_backend_for(self.config, keep_alive=True)
         return self.backend
+
+    def diversity_filter(self) -> DiversityFilter | None:
+        """The job's one diversity filter (None when disabled), started on first need with
+        the committed vectors of every filtered stage so far re-added in stage order."""
+        if not self.config.filters.diversity.enabled:
+            return None
+        if self._diversity is None:
+            import ray
+
+            from synth_ray.runtime.diversity import DiversityFilter
+
+            self._ensure_ray()
+            res = self.config.resources
+            per_replica = res.gpus_per_replica
+            if per_replica is None:
+                per_replica = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            self._diversity = DiversityFilter(
+                self.config.filters.diversity,
+                self.output_root / DIVERSITY_DIR,
+                self.diversity_sample,
+                gpus_taken=res.replicas * per_replica,
+            )
+        for store, stage in self._filtered_stages:
+            self._diversity.restore_stage(store, stage)
+        return self._diversity
 
     def _generate(
         self,
@@ -160,7 +201,15 @@ class StageRunner:
         builder = UnitBuilder(
             method, self.renderer, self.config.engine.max_model_len, sampling, s.seed
         )
-        tracker = UnitTracker(store, method, on_commit, stage=stage)
+        filtering = self.config.filters.diversity.enabled
+        tracker = UnitTracker(
+            store,
+            method,
+            on_commit,
+            stage=stage,
+            diversity=self.diversity_filter() if method.diversity_column else None,
+            annotate_nn=filtering and store.root == self.output_root,
+        )
 
         def pending_units() -> Iterator[PendingUnit]:
             for unit, unit_docs in documents_by_unit(docs(), remaining):
@@ -183,6 +232,7 @@ class StageRunner:
             )
             try:
                 scheduler.run()
+                tracker.flush()
             finally:
                 backend.shutdown()  # parks warm replicas for the next stage
                 summary.requests_resent += scheduler.requests_resent
@@ -209,7 +259,10 @@ class StageRunner:
             progress.close()
 
     def close(self) -> None:
-        """Stop replicas and Ray if this runner started them."""
+        """Stop replicas, the diversity filter's actors, and Ray if this runner started them."""
+        if self._diversity is not None:
+            self._diversity.close()
+            self._diversity = None
         if self.owns_backend and self.backend is not None:
             self.backend.close()  # type: ignore[attr-defined]
             self.backend = None

@@ -10,10 +10,15 @@ so a shard's content does not depend on which replica finished first.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+
+from synth_ray.diversity.decide import BatchDecision, histogram, nn_value
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
@@ -22,6 +27,9 @@ from synth_ray.methods.base import Candidate, Dropped, Errored, Kept, Method
 from synth_ray.plan import WorkUnit
 from synth_ray.runtime.scheduler import WorkItem
 from synth_ray.stats import UnitStats
+
+if TYPE_CHECKING:
+    from synth_ray.runtime.diversity import DiversityFilter
 
 
 def request_seed(base_seed: int, row_id: str) -> int:
@@ -114,14 +122,29 @@ def documents_by_unit(
 
 
 OnCommit = Callable[[PendingUnit, UnitStats], None]
+NN_FIELD = pa.field("nn_similarity", pa.float32())
 
 
 class UnitTracker:
-    """Collects results per unit and commits each unit exactly when it is complete."""
+    """Collects results per unit and commits each unit exactly when it is complete.
+
+    With a diversity filter, a complete unit's kept rows are sent to be embedded at once, but
+    units are decided and committed strictly in unit order (a later unit waits for earlier
+    ones): each decision then sees exactly the rows kept before it, whichever replica finished
+    first, and the committed units always form a prefix that a resumed run rebuilds from.
+    """
 
     def __init__(
-        self, store: OutputStore, method: Method, on_commit: OnCommit, stage: str = ""
+        self,
+        store: OutputStore,
+        method: Method,
+        on_commit: OnCommit,
+        stage: str = "",
+        diversity: DiversityFilter | None = None,
+        annotate_nn: bool = False,
     ) -> None:
+        """`diversity` filters the rows on `method.diversity_column`; `annotate_nn` adds the
+        `nn_similarity` column (from the filter, or from a field a driver-level filter set)."""
         self.store = store
         self.method = method
         self.on_commit = on_commit
@@ -129,10 +152,16 @@ class UnitTracker:
         self.pending: dict[int, PendingUnit] = {}
         self.by_request: dict[str, PendingUnit] = {}
         self.candidate_of: dict[str, Candidate] = {}
+        self.diversity = diversity if method.diversity_column else None
+        self.annotate_nn = annotate_nn or self.diversity is not None
+        self.schema = method.schema.append(NN_FIELD) if self.annotate_nn else method.schema
+        self._order: deque[int] = deque()  # registered units not yet committed, in unit order
+        self._embedding: dict[int, tuple[PendingUnit, list[Any]]] = {}
 
     def work_items(self, units: Iterable[PendingUnit]) -> Iterator[WorkItem]:
         """Register each unit as the scheduler reaches it and yield its requests."""
         for pending in units:
+            self._order.append(pending.unit.index)
             if pending.complete:  # nothing to generate: every candidate failed before that
                 self._commit(pending)
                 continue
@@ -163,10 +192,57 @@ class UnitTracker:
             del self.pending[pending.unit.index]
             self._commit(pending)
 
+    def flush(self) -> None:
+        """Decide and commit the units still waiting for their embeddings (end of a stage)."""
+        self._drain(block=True)
+        if self._order:
+            raise AssertionError(f"units {list(self._order)[:5]} never completed")
+
+    def _filtered_text(self, row: dict[str, Any]) -> str | None:
+        text = row.get(self.method.diversity_column or "")
+        return text if isinstance(text, str) and text.strip() else None
+
     def _commit(self, pending: PendingUnit) -> None:
+        if self.diversity is None:
+            self._order.remove(pending.unit.index)
+            self._write(pending)
+            return
+        texts = [
+            text
+            for candidate in pending.candidates
+            for outcome in pending.outcomes[candidate.row_id]
+            if isinstance(outcome, Kept) and (text := self._filtered_text(outcome.row))
+        ]
+        self._embedding[pending.unit.index] = (pending, self.diversity.embed_async(texts))
+        self._drain(block=False)
+
+    def _drain(self, block: bool) -> None:
+        import ray
+
+        assert self.diversity is not None or not self._embedding
+        while self._order and self._order[0] in self._embedding:
+            pending, refs = self._embedding[self._order[0]]
+            if not block and refs:
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                if len(done) < len(refs):
+                    return  # its vectors are still being computed; the next result retries
+            assert self.diversity is not None
+            vectors = self.diversity.gather(refs, self.diversity.dim)
+            decision = self.diversity.decide(vectors)
+            del self._embedding[self._order.popleft()]
+            self._write(pending, vectors, decision)
+
+    def _write(
+        self,
+        pending: PendingUnit,
+        vectors: np.ndarray | None = None,
+        decision: BatchDecision | None = None,
+    ) -> None:
         stats = UnitStats(input_documents=pending.input_documents)
         rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
+        kept_ids: list[str] = []
+        filtered = 0  # position among the rows the diversity filter decided on
         for candidate in pending.candidates:
             stats.rows_in += candidate.width
             result = pending.results.get(candidate.row_id)
@@ -174,6 +250,18 @@ class UnitTracker:
                 stats.input_tokens += result.n_input_tokens
                 stats.output_tokens += result.n_output_tokens
             for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
+                if isinstance(outcome, Kept) and self.annotate_nn:
+                    row = dict(outcome.row)
+                    row["nn_similarity"] = candidate.fields.get("nn_similarity")
+                    if decision is not None and self._filtered_text(row):
+                        position, filtered = filtered, filtered + 1
+                        if not decision.keep[position]:
+                            outcome = Dropped("diversity")
+                        else:
+                            row["nn_similarity"] = nn_value(decision.nn_similarity[position])
+                            kept_ids.append(row.get("id") or candidate.sample_id(index))
+                    if isinstance(outcome, Kept):
+                        outcome = Kept(row)
                 if isinstance(outcome, Kept):
                     rows.append(outcome.row)
                     stats.rows_out += 1
@@ -189,13 +277,18 @@ class UnitTracker:
                             "error": outcome.error,
                         }
                     )
+        kept_vectors = None
+        if decision is not None and vectors is not None:
+            stats.nn_histogram = histogram(decision.nn_similarity)
+            kept_vectors = (kept_ids, vectors[decision.keep])
         self.store.commit_unit(
             pending.unit.index,
             pending.unit.unit_id,
             rows,
-            self.method.schema,
+            self.schema,
             errors,
             stats,
             stage=self.stage,
+            vectors=kept_vectors,
         )
         self.on_commit(pending, stats)
