@@ -1,7 +1,8 @@
-"""The `synth-ray` command: run a job, report an output folder's status, prepare the model.
+"""The `synth-ray` command: run or submit a job, follow it, report status, prepare the model.
 
     synth-ray run configs/quickstart.yaml --set input.limit=20
     synth-ray status out/quickstart
+    synth-ray submit configs/generate.yaml --address http://HEAD:8265   (then logs/status/stop)
     synth-ray prepare-model
 
 A `UserError` (bad config, missing input, output conflict, missing resources) prints one line
@@ -74,6 +75,13 @@ def run(
         f"+ errored {stats['rows_errored']}; tokens in {stats['input_tokens']}, "
         f"out {stats['output_tokens']}"
     )
+    if stats.get("nn_similarity_histogram"):
+        from synth_ray.diversity.decide import format_histogram
+
+        console.print(
+            f"diversity filter dropped {stats['dropped_by_filter'].get('diversity', 0)}; "
+            f"nearest-neighbour similarity: {format_histogram(stats['nn_similarity_histogram'])}"
+        )
     if summary.generation_wall_s > 0:
         console.print(
             f"engine start {summary.startup_s:.1f}s, generation {summary.generation_wall_s:.1f}s "
@@ -87,24 +95,23 @@ def run(
             f"{len(summary.replica_failures)} replica failures, {summary.requests_resent} "
             f"requests re-sent; last: {escape(summary.replica_failures[-1])}"
         )
-    console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, _manifest.jsonl)")
+    commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
+    console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
     if samples:
-        _print_samples(Path(summary.output_path), samples)
+        _print_samples(summary.output_path, samples)
 
 
 SOURCE_COLUMNS = ("source_text", "prompt", "question", "instruction")
 OUTPUT_COLUMNS = ("text", "rationale", "response", "output")
 
 
-def _print_samples(output: Path, n: int) -> None:
+def _print_samples(output: str, n: int) -> None:
     """A few output rows: what each came from and what was generated, whatever the method."""
-    import pyarrow.parquet as pq
-
     from synth_ray.io.output_store import OutputStore
 
     shown = 0
-    for file in OutputStore(output).data_files():
-        for row in pq.read_table(file).slice(0, n - shown).to_pylist():
+    for table in OutputStore(output).data_tables():
+        for row in table.slice(0, n - shown).to_pylist():
             source = next((str(row[c]) for c in SOURCE_COLUMNS if row.get(c)), "")
             produced = next((str(row[c]) for c in OUTPUT_COLUMNS if row.get(c)), "")
             label = next(
@@ -120,27 +127,134 @@ def _print_samples(output: Path, n: int) -> None:
         console.print("no output rows to show (see stats.json for what was dropped or errored)")
 
 
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray dashboard URL of the cluster (default: RAY_ADDRESS if http, else 127.0.0.1:8265).",
+    ),
+]
+
+
+def _is_job_id(target: str, address: str | None) -> bool:
+    """A job id, not an output folder: --address given, or nothing by that name here."""
+    if "://" in target or Path(target).exists():
+        return False
+    return address is not None or target.startswith(("synth-ray-", "raysubmit_"))
+
+
 @app.command()
 def status(
-    output: Annotated[Path, typer.Argument(help="A job's output folder.")],
+    # a str, not a Path: Path would fold the '//' of a URI (s3://b/x -> s3:/b/x)
+    target: Annotated[str, typer.Argument(help="A job's output folder or URI, or a job id.")],
+    address: AddressOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Committed and pending units; rows in, out, dropped, errored; tokens."""
+    """Committed and pending units; rows in, out, dropped, errored; tokens. Given a job id
+    (with --address for a cluster), the job's state too."""
     from synth_ray.status import collect_status
 
+    report: dict = {}
     try:
-        report = collect_status(output)
+        if _is_job_id(target, address):
+            from synth_ray.jobs import job_info
+
+            report = job_info(target, address)
+            output = report.get("output")
+            if output:
+                try:
+                    report["progress"] = collect_status(output)
+                except UserError:
+                    report["progress"] = "output not readable from here"
+        else:
+            report = collect_status(target)
     except UserError as err:
         _fail(str(err), err.exit_code)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=str))
         return
-    table = Table(title=f"synth-ray status: {output}", show_header=False)
+    progress = report.pop("progress", None)
+    table = Table(title=f"synth-ray status: {target}", show_header=False)
     for key, value in report.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(key.replace("_", " "), escape(str(value)))
+    if isinstance(progress, dict):
+        for key, value in progress.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+            table.add_row(f"output {key.replace('_', ' ')}", escape(str(value)))
+    elif progress:
+        table.add_row("output", progress)
     console.print(table)
+
+
+@app.command()
+def submit(
+    config: Annotated[Path, typer.Argument(help="Job config (YAML).")],
+    address: AddressOption = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key by its dotted path."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an output that holds a different job's output.")
+    ] = False,
+    follow: Annotated[bool, typer.Option(help="Stream the job's log until it ends.")] = False,
+) -> None:
+    """Submit a job to a Ray cluster (Jobs API); the config and local inputs travel with it.
+    Submitting the same config again resumes from the committed shards."""
+    from synth_ray.jobs import logs, wait
+    from synth_ray.jobs import submit as submit_job
+
+    try:
+        job_id, url, output = submit_job(config, address, set_ or [], overwrite)
+    except UserError as err:
+        _fail(str(err), err.exit_code)
+    console.print(f"submitted job {job_id} to {url}", highlight=False)
+    console.print(f"output: {output}", highlight=False)
+    console.print(
+        f"follow it:  synth-ray logs {job_id} --address {url} --follow\n"
+        f"status:     synth-ray status {job_id} --address {url}\n"
+        f"stop:       synth-ray stop {job_id} --address {url}",
+        highlight=False,
+    )
+    if follow:
+        logs(job_id, url, follow=True, write=lambda chunk: print(chunk, end="", flush=True))
+        final = wait(job_id, url)
+        console.print(f"job {job_id}: {final}")
+        if final != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job id `submit` printed.")],
+    address: AddressOption = None,
+    follow: Annotated[bool, typer.Option(help="Keep printing until the job ends.")] = False,
+) -> None:
+    """Print a submitted job's driver log."""
+    from synth_ray.jobs import logs as job_logs
+
+    try:
+        job_logs(job_id, address, follow, write=lambda chunk: print(chunk, end="", flush=True))
+    except UserError as err:
+        _fail(str(err), err.exit_code)
+
+
+@app.command()
+def stop(
+    job_id: Annotated[str, typer.Argument(help="The job id `submit` printed.")],
+    address: AddressOption = None,
+) -> None:
+    """Stop a submitted job; its committed units stay, and submitting again resumes."""
+    from synth_ray.jobs import stop as stop_job
+
+    try:
+        final = stop_job(job_id, address)
+    except UserError as err:
+        _fail(str(err), err.exit_code)
+    console.print(f"job {job_id}: {final}")
 
 
 @app.command("prepare-model")

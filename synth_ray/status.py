@@ -1,15 +1,16 @@
-"""`synth-ray status OUTPUT_DIR`: what the manifest says is done, and what is pending.
+"""`synth-ray status OUTPUT`: what the commit log says is done, and what is pending.
 
     synth-ray status out/quickstart --json
+    synth-ray status s3://bucket/runs/quickstart
 
-Reads only the output folder (`_job.json`, `_manifest.jsonl`, `_runs.jsonl`), so it works while
-a job is running and after it was killed. Pending units are the planned total (recorded in
-stats.json by the last run that planned) minus the committed ones.
+Reads only the output folder, local or a URI (`_job.json`; the commit log, `_manifest.jsonl` or
+`_commits/`; the run log, `_runs.jsonl` or `_runs/`), so it works while a job is running and
+after it was killed. Pending units are the planned total (recorded in stats.json by the last
+run that planned) minus the committed ones.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,13 @@ from synth_ray.io.output_store import STATS_FILE, OutputStore
 
 def collect_status(output: str | Path) -> dict[str, Any]:
     store = OutputStore(output)
+    store.location.kind()  # an unreachable store: one ConfigError line, not a traceback
     job = store.read_job()
     if job is None:
         raise UserError(f"output folder {output}: no synth-ray job here (_job.json missing)")
     totals = store.all_totals().to_dict()
     committed = len(store.committed())
-    stats_file = Path(output) / STATS_FILE
-    units_total = None
-    if stats_file.exists():
-        units_total = json.loads(stats_file.read_text()).get("units_total")
+    units_total = (store.read_json(STATS_FILE) or {}).get("units_total")
     runs = store.runs()
     report: dict[str, Any] = {
         "method": job["config"].get("method"),

@@ -209,11 +209,15 @@ def test_self_instruct_on_real_engine(tmp_path, shared_engine):
                 "requests_per_round": 3,
                 "max_rounds": 2,
             },
+            "filters": {"diversity": {"enabled": True, "threshold": 0.9}},
         }
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
     si = stats["self_instruct"]
+    # every instruction that passed the heuristics and ROUGE-L met the diversity filter
+    met_filter = si["instructions_accepted"] + stats["dropped_by_filter"].get("diversity", 0)
+    assert sum(stats.get("nn_similarity_histogram", [])) == met_filter
     assert si["rounds"] >= 1 and si["generation_stats"]["rows_in"] == 3 * si["rounds"]
     assert stats["accounted"] and stats["rows_in"] == si["instructions_considered"]
     assert (tmp_path / "out" / "stages" / "pool.json").exists()
@@ -223,6 +227,7 @@ def test_self_instruct_on_real_engine(tmp_path, shared_engine):
             frame.columns
         )
         assert (frame["max_rouge"] <= 0.7).all()
+        assert (frame["nn_similarity"] < 0.9).all()  # seeds were in the index: never None
 
 
 def test_evol_instruct_on_real_engine(tmp_path, shared_engine):
@@ -234,6 +239,7 @@ def test_evol_instruct_on_real_engine(tmp_path, shared_engine):
         input={"path": str(prompts), "text_column": "prompt", "id_column": None, "limit": 3},
         sampling={"max_tokens": 48},
         evol={"rounds": 1},
+        filters={"diversity": {"enabled": True}},
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
@@ -242,3 +248,31 @@ def test_evol_instruct_on_real_engine(tmp_path, shared_engine):
         frame = read_output(tmp_path / "out")
         assert {"instruction", "response", "round", "operation", "parent_id"} <= set(frame.columns)
         assert (frame["round"] == 0).all()
+        assert "nn_similarity" in frame.columns
+
+
+def test_rephrase_with_diversity_filter_drops_duplicate_rephrasings(tmp_path, shared_engine):
+    """The same documents twice under other ids, greedy decoding: the second copy's rephrasings
+    repeat the first's and are dropped; kept rows carry nn_similarity below the threshold."""
+    docs = make_docs(6, words=30)
+    copies = [{"id": f"copy-{d['id']}", "text": d["text"]} for d in docs]
+    path = write_jsonl(tmp_path / "docs.jsonl", docs + copies)
+    config = job_config(
+        tmp_path,
+        path,
+        sampling={"max_tokens": 16, "temperature": 0.0},
+        rephrase={"styles": ["qa"], "max_chunk_tokens": 64},
+        filters={"diversity": {"enabled": True, "threshold": 0.95}},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    frame = read_output(tmp_path / "out")
+    assert stats["accounted"] and stats["dropped_by_filter"].get("diversity", 0) >= 4
+    assert (frame["nn_similarity"].dropna() < 0.95).all()
+    assert (
+        sum(stats["nn_similarity_histogram"])
+        == stats["rows_out"] + stats["dropped_by_filter"]["diversity"] - 1
+    )  # the first row had nothing before it: no similarity to count
+    store = OutputStore(tmp_path / "out")
+    kept_vectors = sum(len(v) for v in store.committed_vectors())
+    assert kept_vectors == len(frame)  # the accepted set persisted with the committed shards

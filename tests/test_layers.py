@@ -20,6 +20,7 @@ LAYER = {
     "runtime": 4,
     "cli": 5,
     "status": 5,
+    "jobs": 5,
 }
 
 

@@ -83,3 +83,9 @@ def merge_histograms(a: list[int], b: list[int]) -> list[int]:
 def nn_value(similarity: float) -> float | None:
     """The `nn_similarity` column's value: None when nothing was kept before the row."""
     return round(float(similarity), 6) if np.isfinite(similarity) else None
+
+
+def format_histogram(counts: list[int]) -> str:
+    """Non-empty bins as 'lo-hi:count', e.g. '0.10-0.15:4 0.95-1.00:2'."""
+    width = 1 / HISTOGRAM_BINS
+    return " ".join(f"{i * width:.2f}-{(i + 1) * width:.2f}:{n}" for i, n in enumerate(counts) if n)

@@ -74,8 +74,9 @@ class Embedder:
             ) from None
         self.device = device
         self.batch_size = batch_size
-        dimension = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        dimension = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
         )
         dim = dimension()
         self.dim = int(dim) if dim else int(self.encode(["probe"]).shape[1])

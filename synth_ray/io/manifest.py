@@ -1,4 +1,6 @@
 """The manifest: an append-only JSONL file; a unit is committed once its line is on disk.
+This is the commit log of a local output folder; a URI output uses commit objects instead
+(commits.py), since object stores cannot append.
 
     python -c "from synth_ray.io.manifest import Manifest; print(Manifest('out').read())"
 
@@ -35,6 +37,20 @@ class UnitRecord:
 _FIELDS = {f.name for f in fields(UnitRecord)}
 
 
+def parse_record(text: str | bytes) -> UnitRecord | None:
+    """The record in one manifest line or commit object; None when it does not parse (torn).
+    Fields a newer writer added are ignored, never a reason to drop the record."""
+    try:
+        data = json.loads(text)
+        return UnitRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError):
+        return None
+
+
+def record_json(record: UnitRecord) -> str:
+    return json.dumps(asdict(record), sort_keys=True)
+
+
 class Manifest:
     def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / MANIFEST_NAME
@@ -48,20 +64,22 @@ class Manifest:
             for line in fh:
                 if not line.endswith("\n"):
                     break  # torn final append: that unit was never committed
-                try:
-                    data = json.loads(line)
-                    # fields a newer writer added are ignored, never a reason to drop the line
-                    record = UnitRecord(**{k: v for k, v in data.items() if k in _FIELDS})
-                except (json.JSONDecodeError, TypeError):
-                    continue
-                records[record.unit_id] = record
+                record = parse_record(line)
+                if record is not None:
+                    records[record.unit_id] = record
         return records
+
+    def has_commits(self) -> bool:
+        return self.path.exists()
+
+    def forget(self) -> None:
+        """Nothing cached here: every `read` reads the file."""
 
     def append(self, record: UnitRecord) -> None:
         """Commit a unit: one line, flushed and fsync'd before this returns."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
-        line = json.dumps(asdict(record), sort_keys=True) + "\n"
+        line = record_json(record) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()

@@ -2,38 +2,47 @@
 
     python -c "from synth_ray.io.output_store import OutputStore; print(OutputStore('out').committed())"
 
-Layout (names are deterministic, so a rerun writes the same names):
+`output.path` is a local (or shared-filesystem) folder, or a URI on a pyarrow filesystem
+(s3://, gs://, abfs://, hdfs://, file://; see filesystem.py). Layout (names are deterministic,
+so a rerun writes the same names):
     _job.json            fingerprint and config of the job that owns the folder
-    _manifest.jsonl      one line per committed unit: the commit point (see manifest.py)
-    _runs.jsonl          one line per finished run: wall time, units and tokens of that run
+    _manifest.jsonl      local: one line per committed unit, the commit point (manifest.py)
+    _commits/            URI: one object per committed unit, the commit point (commits.py)
+    _runs.jsonl          local: one line per finished run: wall time, units and tokens
+    _runs/               URI: the same, one object per run (object stores cannot append)
     data/part-NNNNNN.parquet     output rows of unit NNNNNN (possibly empty)
     errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
     embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
     stats.json           totals over committed units plus run wall time
-A unit is committed by writing its shards atomically and then appending its manifest line.
+A unit is committed by writing its shards (local: temp, fsync, rename; URI: one PUT each to the
+final name) and then its commit record (local: a manifest line; URI: a commit object). Readers
+go through the commit log, never a listing of data/, so a shard without a record never counts.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from synth_ray.errors import OutputConflictError
-from synth_ray.io.manifest import MANIFEST_NAME, Manifest, UnitRecord
-from synth_ray.io.shards import sweep_temp_files, write_bytes_atomic, write_shard_atomic
-from synth_ray.io.vectors import read_vectors, write_vectors_atomic
+from synth_ray.io.commits import COMMITS_DIR, open_commit_log
+from synth_ray.io.filesystem import Location, open_location
+from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
+from synth_ray.io.shards import write_shard_atomic
+from synth_ray.io.vectors import table_vectors, vectors_table
 from synth_ray.stats import UnitStats
 
 JOB_FILE = "_job.json"
 RUNS_FILE = "_runs.jsonl"
+RUNS_DIR = "_runs"  # URI outputs: one object per run
 STATS_FILE = "stats.json"
 DRIVER_STATS_FILE = "_driver_stats.json"  # rows a method's driver decided outside any unit
 DATA_DIR = "data"
@@ -55,7 +64,9 @@ STAGES_DIR = "stages"  # multi-round methods: one sub-store per stage
 _OWNED = (
     JOB_FILE,
     MANIFEST_NAME,
+    COMMITS_DIR,
     RUNS_FILE,
+    RUNS_DIR,
     STATS_FILE,
     DRIVER_STATS_FILE,
     DATA_DIR,
@@ -67,47 +78,65 @@ _OWNED = (
 
 
 class OutputStore:
-    def __init__(self, path: str | Path) -> None:
-        self.root = Path(path).expanduser()
-        self.manifest = Manifest(self.root)
+    def __init__(self, path: str | Path | Location) -> None:
+        """`path`: a folder, a URI (`s3://bucket/run1`), or a Location; a URI pyarrow cannot
+        open is a one-line ConfigError naming output.path."""
+        self.location = path if isinstance(path, Location) else open_location(path)
+        self.commits = open_commit_log(self.location)
+
+    @property
+    def root(self) -> Path:
+        """The local folder; a URI output has none (use `location`, `child`, `read_json`)."""
+        if self.location.local is None:
+            raise TypeError(f"output {self.location.uri} is a URI, not a local folder")
+        return self.location.local
+
+    def child(self, name: str) -> OutputStore:
+        """The store in a sub-folder (a multi-round method's `stages/`)."""
+        return OutputStore(self.location.child(name))
+
+    def read_json(self, name: str) -> Any:
+        """A small JSON file of this folder; None when absent or torn (a killed file:// PUT)."""
+        data = self.location.read_bytes(name)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
 
     def read_job(self) -> dict[str, Any] | None:
-        job_file = self.root / JOB_FILE
-        return json.loads(job_file.read_text()) if job_file.exists() else None
+        return self.read_json(JOB_FILE)
 
     def prepare(self, fingerprint: str, config: dict[str, Any], overwrite: bool) -> None:
         """Claim the folder for this job; refuse another job's output unless `overwrite`."""
-        if self.root.exists() and not self.root.is_dir():
-            raise OutputConflictError(f"output.path {self.root}: exists and is not a folder")
+        loc = self.location
+        if loc.kind() == "file":
+            raise OutputConflictError(f"output.path {loc.uri}: exists and is not a folder")
         job = self.read_job()
         owned_by_other = (job is not None and job.get("fingerprint") != fingerprint) or (
-            job is None and (self.root / MANIFEST_NAME).exists()
+            job is None and self.commits.has_commits()
         )
         if owned_by_other and not overwrite:
             method = (job or {}).get("config", {}).get("method", "unknown")
             raise OutputConflictError(
-                f"output.path {self.root}: holds output of a different config (method {method}, "
+                f"output.path {loc.uri}: holds output of a different config (method {method}, "
                 f"fingerprint {(job or {}).get('fingerprint')} != {fingerprint}); "
                 "rerun with --overwrite to replace it, or choose another output.path"
             )
         if overwrite:
             for name in _OWNED:
-                target = self.root / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        self.root.mkdir(parents=True, exist_ok=True)
-        sweep_temp_files(self.root)
+                loc.delete(name)
+            self.commits.forget()
+        loc.make_dir()
+        loc.sweep_temp_files()
         if job is None or overwrite:
             payload = {"fingerprint": fingerprint, "config": config, "created": time.time()}
-            write_bytes_atomic(
-                json.dumps(payload, indent=2, default=str).encode(), self.root / JOB_FILE
-            )
+            loc.write_bytes_atomic(JOB_FILE, json.dumps(payload, indent=2, default=str).encode())
 
     def committed(self, stage: str | None = None) -> dict[str, UnitRecord]:
         """Committed units by id; only those of `stage` when it is given."""
-        records = self.manifest.read()
+        records = self.commits.read()
         if stage is None:
             return records
         return {k: r for k, r in records.items() if r.stage == stage}
@@ -123,26 +152,26 @@ class OutputStore:
         stage: str = "",
         vectors: tuple[list[str], np.ndarray] | None = None,
     ) -> UnitRecord:
-        """Write the unit's shards atomically, then append its manifest line (the commit).
-        A `stage` prefixes the shard names, so stages sharing a folder never collide.
+        """Write the unit's shards, then its commit record (the commit point; see the module
+        doc). A `stage` prefixes the shard names, so stages sharing a folder never collide.
         `vectors` (ids, float16 array) of the kept rows go to an embeddings shard, committed
-        by the same manifest line."""
+        by the same record."""
         if not stats.is_balanced():
             raise AssertionError(f"unit {unit_index}: row accounting does not balance: {stats}")
         name = f"{stage + '-' if stage else ''}part-{unit_index:06d}.parquet"
         data_shard = f"{DATA_DIR}/{name}"
-        write_shard_atomic(pa.Table.from_pylist(rows, schema=schema), self.root / data_shard)
+        self._write_shard(data_shard, pa.Table.from_pylist(rows, schema=schema))
         error_shard = None
         if errors:
             error_shard = f"{ERRORS_DIR}/{name}"
             table = pa.Table.from_pylist(
                 [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
             )
-            write_shard_atomic(table, self.root / error_shard)
+            self._write_shard(error_shard, table)
         embedding_shard = None
         if vectors is not None:
             embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
-            write_vectors_atomic(self.root / embedding_shard, vectors[0], vectors[1])
+            self._write_shard(embedding_shard, vectors_table(vectors[0], vectors[1]))
         record = UnitRecord(
             unit_index=unit_index,
             unit_id=unit_id,
@@ -153,15 +182,30 @@ class OutputStore:
             stage=stage,
             embedding_shard=embedding_shard,
         )
-        self.manifest.append(record)
+        self.commits.append(record)
         return record
 
+    def _write_shard(self, name: str, table: pa.Table) -> None:
+        """Local: temp, fsync, rename (`write_shard_atomic`); URI: one PUT to the final name."""
+        if self.location.local is not None:
+            write_shard_atomic(table, self.location.local / name)
+        else:
+            self.location.write_table_atomic(name, table)
+
     def record_run(self, run: dict[str, Any]) -> None:
-        with open(self.root / RUNS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(run, sort_keys=True) + "\n")
+        line = json.dumps(run, sort_keys=True)
+        if self.location.local is None:  # no append on object stores: one object per run
+            name = f"{RUNS_DIR}/run-{time.time_ns():020d}-{os.getpid()}.json"
+            self.location.write_bytes_atomic(name, (line + "\n").encode())
+            return
+        with open(self.location.local / RUNS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
 
     def runs(self) -> list[dict[str, Any]]:
-        path = self.root / RUNS_FILE
+        if self.location.local is None:
+            found = [self.read_json(f"{RUNS_DIR}/{n}") for n in self.location.listdir(RUNS_DIR)]
+            return [run for run in found if isinstance(run, dict)]
+        path = self.location.local / RUNS_FILE
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -173,8 +217,8 @@ class OutputStore:
         return total
 
     def driver_stats(self) -> UnitStats | None:
-        path = self.root / DRIVER_STATS_FILE
-        return UnitStats.from_dict(json.loads(path.read_text())) if path.exists() else None
+        data = self.read_json(DRIVER_STATS_FILE)
+        return UnitStats.from_dict(data) if data is not None else None
 
     def all_totals(self) -> UnitStats:
         """Committed units plus the driver's own decisions: what every reader should report."""
@@ -190,7 +234,7 @@ class OutputStore:
         extra: UnitStats | None = None,
         sections: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Rewrite stats.json from the manifest and the run log; returns what it wrote.
+        """Rewrite stats.json from the commit log and the run log; returns what it wrote.
 
         `extra` (kept in _driver_stats.json for later readers) adds rows a method's driver
         decided on outside any unit (Self-Instruct's pool filters, Evol-Instruct's judge), so
@@ -198,7 +242,9 @@ class OutputStore:
         committed = self.committed()
         runs = self.runs()
         if extra is not None:
-            write_bytes_atomic(json.dumps(extra.to_dict()).encode(), self.root / DRIVER_STATS_FILE)
+            self.location.write_bytes_atomic(
+                DRIVER_STATS_FILE, json.dumps(extra.to_dict()).encode()
+            )
         totals = self.all_totals()
         stats: dict[str, Any] = {
             "units_committed": len(committed),
@@ -212,7 +258,7 @@ class OutputStore:
             stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"]
         )
         stats.update(sections or {})
-        write_bytes_atomic(json.dumps(stats, indent=2).encode(), self.root / STATS_FILE)
+        self.location.write_bytes_atomic(STATS_FILE, json.dumps(stats, indent=2).encode())
         return stats
 
     def rows(self, stage: str | None = None, errors: bool = False) -> list[dict[str, Any]]:
@@ -220,16 +266,25 @@ class OutputStore:
         what a later stage of a multi-round method reads as its input."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         shards = [r.error_shard if errors else r.data_shard for r in records]
-        return [row for s in shards if s for row in pq.read_table(self.root / s).to_pylist()]
+        return [row for s in shards if s for row in self.location.read_table(s).to_pylist()]
+
+    def data_tables(self, stage: str | None = None) -> Iterator[pa.Table]:
+        """The committed data shards as tables, in (stage, unit) order, read one at a time."""
+        records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
+        for record in records:
+            yield self.location.read_table(record.data_shard)
 
     def committed_vectors(self, stage: str = "") -> list[np.ndarray]:
         """The kept rows' vectors of each committed unit of `stage`, in unit order."""
         records = sorted(self.committed(stage).values(), key=lambda r: r.unit_index)
         return [
-            read_vectors(self.root / r.embedding_shard)[1] for r in records if r.embedding_shard
+            table_vectors(self.location.read_table(r.embedding_shard))
+            for r in records
+            if r.embedding_shard
         ]
 
-    def data_files(self, stage: str | None = None) -> list[Path]:
-        """Committed data shards in (stage, unit) order: what a reader should read."""
+    def data_files(self, stage: str | None = None) -> list[Path] | list[str]:
+        """Committed data shards in (stage, unit) order: what a reader should read. Paths for
+        a local folder, URIs for a URI output (`pq.read_table(uri)` opens them)."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
-        return [self.root / r.data_shard for r in records]
+        return [self.location.file_ref(r.data_shard) for r in records]  # type: ignore[return-value]

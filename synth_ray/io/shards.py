@@ -4,7 +4,9 @@
 
 A crash at any moment leaves either no file or a complete one under the final name, never a
 truncated file that looks finished. Leftover temp files (names starting with '.') are ignored by
-readers and swept by `sweep_temp_files` when a run starts.
+readers and swept by `sweep_temp_files` when a run starts. This is the discipline of a local
+(or shared-filesystem) output folder; a URI output has no rename and writes whole objects
+instead (filesystem.py).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from synth_ray.diversity.index import PartitionIndex
 from synth_ray.diversity.partitioning import route, train_centroids
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.filter_config import DiversityConfig
+from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
-from synth_ray.io.shards import write_bytes_atomic, write_shard_atomic
-from synth_ray.io.vectors import read_vectors, vectors_table
+from synth_ray.io.vectors import table_vectors, vectors_table
 
 CENTROID_SAMPLE = 4096  # texts that train the K centroids (from the job's own input)
 EMBED_CHUNK = 1024  # texts per embedding call; several calls run on several actors at once
@@ -94,17 +94,19 @@ class DiversityFilter:
     def __init__(
         self,
         cfg: DiversityConfig,
-        state_dir: Path,
+        state: Location | str | Path,
         sample_texts: Callable[[], list[str]],
         gpus_taken: float = 0.0,
     ) -> None:
-        """`state_dir` is the job's `_diversity/` folder; `sample_texts` gives the texts that
-        train the centroids when there are several partitions; `gpus_taken` is what the
-        generator replicas hold, so embedders take a GPU only where one is left."""
+        """`state` is the job's `_diversity/` folder (a Location, a path or a URI);
+        `sample_texts` gives the texts that train the centroids when there are several
+        partitions; `gpus_taken` is what the generator replicas hold, so embedders take a GPU
+        only where one is left."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.cfg = cfg
-        self.state_dir = state_dir
+        self.state = state if isinstance(state, Location) else open_location(state)
         gpus = cfg.gpus_per_embedder
         if gpus is None:
             spare = ray.cluster_resources().get("GPU", 0) - gpus_taken
@@ -112,9 +114,13 @@ class DiversityFilter:
         device = "cuda" if gpus else "cpu"
         embedder_class = ray.remote(EmbedderActor)
         self.embedders = [
-            embedder_class.options(num_cpus=cfg.cpus_per_embedder, num_gpus=gpus).remote(
-                resolve_embedding_model(cfg.model), device, cfg.batch_size
-            )
+            # stateless: Ray restarts one lost with its node and re-runs its calls elsewhere
+            embedder_class.options(
+                num_cpus=cfg.cpus_per_embedder,
+                num_gpus=gpus,
+                max_restarts=3,
+                max_task_retries=3,
+            ).remote(resolve_embedding_model(cfg.model), device, cfg.batch_size)
             for _ in range(cfg.embedders)
         ]
         try:
@@ -125,9 +131,15 @@ class DiversityFilter:
         self.dim = int(dims[0])
         self._next_embedder = itertools.cycle(self.embedders)
         partition_class = ray.remote(PartitionActor)
-        # an index search is one short call per batch: reserve no CPU, fit beside the replicas
+        # The partitions hold state that only a replay of the committed shards rebuilds, so
+        # they live on the driver's node and share its fate: losing any other node never
+        # loses filter state (and a lost driver is a resume anyway). An index search is one
+        # short call per batch: reserve no CPU, fit beside the replicas.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.partitions = [
-            partition_class.options(num_cpus=0).remote(self.dim, cfg.exact_max_vectors)
+            partition_class.options(num_cpus=0, scheduling_strategy=here).remote(
+                self.dim, cfg.exact_max_vectors
+            )
             for _ in range(cfg.partitions)
         ]
         self.centroids = self._load_or_train_centroids(sample_texts) if cfg.partitions > 1 else None
@@ -157,16 +169,21 @@ class DiversityFilter:
     def embed_cached(self, name: str, texts: list[str]) -> np.ndarray:
         """Vectors of `texts`, saved as `_diversity/embeddings-<name>.parquet`; a rerun with
         the same texts reads them back instead of embedding again (same float16 values)."""
-        path = self.state_dir / f"embeddings-{name}.parquet"
+        file = f"embeddings-{name}.parquet"
         digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
-        if path.exists():
-            table, vectors = read_vectors(path)
-            if (table.schema.metadata or {}).get(b"texts_sha256") == digest.encode():
-                return vectors
+        try:
+            table = self.state.read_table(file) if self.state.exists(file) else None
+        except ValueError:  # torn by a killed file:// write: embed again
+            table = None
+        if (
+            table is not None
+            and (table.schema.metadata or {}).get(b"texts_sha256") == digest.encode()
+        ):
+            return table_vectors(table)
         vectors = self.embed(texts)
         table = vectors_table([str(i) for i in range(len(texts))], vectors)
         meta = {**(table.schema.metadata or {}), b"texts_sha256": digest.encode()}
-        write_shard_atomic(table.replace_schema_metadata(meta), path)
+        self.state.write_table_atomic(file, table.replace_schema_metadata(meta))
         return vectors
 
     # -- decisions ---------------------------------------------------------------------------
@@ -245,10 +262,13 @@ class DiversityFilter:
     # -- persisted state -----------------------------------------------------------------------
 
     def _load_or_train_centroids(self, sample_texts: Callable[[], list[str]]) -> np.ndarray:
-        path = self.state_dir / "centroids.npy"
         k = self.cfg.partitions
-        if path.exists():
-            centroids = np.load(path)
+        saved = self.state.read_bytes("centroids.npy")
+        if saved is not None:
+            try:
+                centroids = np.load(io.BytesIO(saved))
+            except ValueError:  # torn by a killed file:// write: train again
+                centroids = np.zeros((0, 0))
             if centroids.shape == (k, self.dim):
                 return centroids
         texts = [t for t in sample_texts() if t][:CENTROID_SAMPLE]
@@ -260,7 +280,7 @@ class DiversityFilter:
         centroids = train_centroids(self.embed(texts), k)
         buffer = io.BytesIO()
         np.save(buffer, centroids)
-        write_bytes_atomic(buffer.getvalue(), path)
+        self.state.write_bytes_atomic("centroids.npy", buffer.getvalue())
         return centroids
 
     def _reference_vectors(self) -> np.ndarray:

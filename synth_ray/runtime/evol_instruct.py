@@ -17,7 +17,7 @@ from typing import Any
 
 from synth_ray.diversity.decide import histogram, merge_histograms, nn_value
 from synth_ray.io.inputs import Document
-from synth_ray.io.output_store import STAGES_DIR, OutputStore
+from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.evol_instruct import (
     EvolveStep,
     JudgeStep,
@@ -43,7 +43,7 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
     first = EvolveStep(0)
     runner.plan(docs, first, f"{fingerprint}/evolve-r0", ctx.id_column)  # bad ids: fail now
     ctx.prepare()
-    work = OutputStore(store.root / STAGES_DIR)
+    work = store.child(STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
 
     # (id, instruction, root input id) of the instructions to evolve this round

@@ -11,6 +11,7 @@ rows are on disk, so a run killed at any moment resumes without losing or duplic
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,12 @@ from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute now: connecting to Ray as a submitted job's driver changes
+    the working directory, and inputs are read after that. URIs are left as they are."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def input_spec(config: JobConfig) -> InputSpec:
     """What to read; self_improve reads its question column and reference answers."""
     i = config.input
@@ -38,8 +45,8 @@ def input_spec(config: JobConfig) -> InputSpec:
     if config.method == "self_improve":
         si = config.self_improve
         extra = (si.answer_column,) if si.answer_column else ()
-        return InputSpec(i.path, si.question_column, i.id_column, i.limit, extra)
-    return InputSpec(i.path, i.text_column, i.id_column, i.limit)
+        return InputSpec(absolute(i.path), si.question_column, i.id_column, i.limit, extra)
+    return InputSpec(absolute(i.path), i.text_column, i.id_column, i.limit)
 
 
 def load_renderer(config: JobConfig) -> PromptRenderer:
@@ -94,8 +101,8 @@ def run_job(
     renderer = load_renderer(config)
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
-    summary = RunSummary(output_path=str(store.root))
-    runner = StageRunner(config, renderer, summary, show_progress, backend)
+    summary = RunSummary(output_path=store.location.uri)
+    runner = StageRunner(config, renderer, summary, show_progress, backend, store.location)
     runner.diversity_sample = sample
     ctx = JobContext(
         config=config,

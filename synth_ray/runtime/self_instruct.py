@@ -25,8 +25,7 @@ import numpy as np
 from synth_ray.config import JobConfig
 from synth_ray.diversity.decide import histogram, nn_value
 from synth_ray.io.inputs import Document
-from synth_ray.io.output_store import STAGES_DIR, OutputStore
-from synth_ray.io.shards import write_bytes_atomic
+from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import row_id
 from synth_ray.methods.instruction_filters import RougePool, heuristic_drop
 from synth_ray.methods.self_instruct import (
@@ -66,7 +65,7 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
     si = config.self_instruct
     seeds = load_seed_instructions(si.seed_path or "")
     ctx.prepare()
-    work = OutputStore(store.root / STAGES_DIR)
+    work = store.child(STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
 
     pool = RougePool(seeds)
@@ -118,7 +117,7 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
         if diversity and batch is not None:
             diversity.finish(batch)
         snapshot = {"round": rnd, "accepted": accepted, "dropped_by_filter": dict(drops)}
-        write_bytes_atomic(json.dumps(snapshot, indent=1).encode(), work.root / "pool.json")
+        work.location.write_bytes_atomic("pool.json", json.dumps(snapshot, indent=1).encode())
 
     docs = [
         Document(

@@ -11,16 +11,17 @@ changed is refused rather than mixed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
+from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
 from synth_ray.plan import DocumentSource, WorkUnit, plan_units
@@ -84,9 +85,11 @@ class StageRunner:
         summary: RunSummary,
         show_progress: bool = True,
         backend: Backend | None = None,
+        output: Location | None = None,
     ) -> None:
         """With `backend` given the caller owns it (and Ray); otherwise Ray and the replicas are
-        started on the first stage with work and stopped by `close()`."""
+        started on the first stage with work and stopped by `close()`. `output` is the job's
+        output location (opened from output.path when not given)."""
         self.config = config
         self.renderer = renderer
         self.summary = summary
@@ -94,7 +97,8 @@ class StageRunner:
         self.backend = backend
         self.owns_backend = backend is None
         self.owns_ray = False
-        self.output_root = Path(config.output.path).expanduser()
+        self.cwd = os.getcwd()  # relative paths mean this, also after Ray moved the process
+        self.output = output if output is not None else open_location(config.output.path)
         # texts that train the diversity filter's centroids (set by the job: its input)
         self.diversity_sample: Callable[[], list[str]] = list
         self._diversity: DiversityFilter | None = None
@@ -167,9 +171,14 @@ class StageRunner:
             per_replica = res.gpus_per_replica
             if per_replica is None:
                 per_replica = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            cfg = self.config.filters.diversity
+            if cfg.reference_path and "://" not in cfg.reference_path:
+                # joining Ray as a submitted job's driver moves the working directory
+                path = os.path.join(self.cwd, os.path.expanduser(cfg.reference_path))
+                cfg = cfg.model_copy(update={"reference_path": path})
             self._diversity = DiversityFilter(
-                self.config.filters.diversity,
-                self.output_root / DIVERSITY_DIR,
+                cfg,
+                self.output.child(DIVERSITY_DIR),
                 self.diversity_sample,
                 gpus_taken=res.replicas * per_replica,
             )
@@ -208,7 +217,7 @@ class StageRunner:
             on_commit,
             stage=stage,
             diversity=self.diversity_filter() if method.diversity_column else None,
-            annotate_nn=filtering and store.root == self.output_root,
+            annotate_nn=filtering and store.location.uri == self.output.uri,
         )
 
         def pending_units() -> Iterator[PendingUnit]:

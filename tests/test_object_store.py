@@ -1,0 +1,455 @@
+"""Output on a URI through pyarrow's filesystems: shards written straight to their final names,
+one commit object per unit, no rename or append anywhere, and the same exactly-once promises
+as a local folder (a run killed at any commit step resumes to the clean run's rows).
+
+    pytest tests/test_object_store.py
+
+Every test runs twice: on `file://` URIs (pyarrow's LocalFileSystem, through
+FileSystem.from_uri) and on `mock://` (pyarrow's in-memory _MockFileSystem, no POSIX at all).
+Both are wrapped so that a `move`, `copy_file` or append fails the test, and renames of local
+files under the test's folder fail too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend
+from typer.testing import CliRunner
+
+import synth_ray.io.filesystem as fs_mod
+from synth_ray.cli import app
+from synth_ray.errors import ConfigError, OutputConflictError
+from synth_ray.io.commits import COMMITS_DIR, CommitObjects
+from synth_ray.io.filesystem import UriLocation, register_filesystem
+from synth_ray.io.manifest import UnitRecord
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+from synth_ray.status import collect_status
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no cleanup."""
+
+
+class NoRenameHandler(pafs.FileSystemHandler):
+    """Delegates to a real pyarrow filesystem, except the calls object stores do not have."""
+
+    def __init__(self, inner: pafs.FileSystem) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def get_type_name(self):
+        return "norename"
+
+    def normalize_path(self, path):
+        return self.inner.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.inner.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.inner.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.inner.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.inner.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.inner.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise AssertionError("deleted the filesystem's root")
+
+    def delete_file(self, path):
+        self.inner.delete_file(path)
+
+    def move(self, src, dest):
+        raise AssertionError(f"rename {src} -> {dest} on a URI output")
+
+    def copy_file(self, src, dest):
+        raise AssertionError(f"copy {src} -> {dest} on a URI output")
+
+    def open_input_stream(self, path):
+        return self.inner.open_input_stream(path, compression=None)
+
+    def open_input_file(self, path):
+        return self.inner.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        self.calls["put"] += 1
+        return self.inner.open_output_stream(path, compression=None, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        raise AssertionError(f"append to {path} on a URI output")
+
+
+@dataclass
+class Target:
+    """Where a test writes: `uri(name)` is an output.path, `fs`/`path(name)` read it back."""
+
+    kind: str
+    fs: pafs.FileSystem
+    root: str  # the filesystem path under which every test output lives
+
+    def uri(self, name: str) -> str:
+        return f"{'file://' if self.kind == 'file' else 'mock://'}{self.root}/{name}"
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def listdir(self, name: str) -> list[str]:
+        selector = pafs.FileSelector(self.path(name), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(selector))
+
+
+@pytest.fixture(params=["file", "mock"])
+def target(request, tmp_path, monkeypatch):
+    """A URI target whose filesystem refuses renames; local renames under tmp_path fail too,
+    and the working directory is tmp_path, so a URI mistaken for a path would show there."""
+    inner = pafs._MockFileSystem() if request.param == "mock" else pafs.LocalFileSystem()
+    guard = NoRenameHandler(inner)
+    fs = pafs.PyFileSystem(guard)
+    if request.param == "mock":
+        register_filesystem("mock", fs)
+        root = "bucket"
+    else:  # through FileSystem.from_uri, then wrapped
+        real = fs_mod.resolve_uri
+
+        def guarded(uri, key="output.path"):
+            inner, path = real(uri, key)
+            guard.inner = inner
+            return fs, path
+
+        monkeypatch.setattr(fs_mod, "resolve_uri", guarded)
+        root = str(tmp_path / "store")
+    for name in ("replace", "rename"):
+        real_os = getattr(os, name)
+
+        def checked(src, dst, *args, _real=real_os, **kwargs):
+            if str(tmp_path / "store") in f"{src}{dst}":
+                raise AssertionError(f"local rename {src} -> {dst} under a URI output")
+            return _real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, checked)
+    monkeypatch.chdir(tmp_path)
+    yield Target(request.param, fs, root)
+    register_filesystem("mock", None)
+    assert guard.calls["put"] > 0
+    assert not any(p.name.startswith(("mock:", "file:")) for p in tmp_path.iterdir())
+
+
+@pytest.fixture()
+def docs_file(tmp_path):
+    docs = make_docs(30)
+    docs[4]["text"] = ""  # an empty document: an error row
+    return write_jsonl(tmp_path / "in" / "docs.jsonl", docs)
+
+
+def uri_config(tmp_path, docs_file, uri, **sections):
+    config = job_config(tmp_path, docs_file, **sections)
+    return config.model_copy(update={"output": config.output.model_copy(update={"path": uri})})
+
+
+def ids_of(output: str, errors: bool = False) -> list[str]:
+    return [r["id"] for r in OutputStore(output).rows(errors=errors)]
+
+
+def test_clean_run_writes_shards_and_commit_objects(tmp_path, docs_file, target, embedded_model):
+    local = run_job(job_config(tmp_path, docs_file), show_progress=False, backend=FakeBackend())
+    uri = target.uri("out")
+    summary = run_job(
+        uri_config(tmp_path, docs_file, uri), show_progress=False, backend=FakeBackend()
+    )
+    n = summary.units_total
+    assert summary.output_path == uri and n > 3
+    top = target.listdir("out")
+    assert "_manifest.jsonl" not in top and "_runs.jsonl" not in top
+    assert {"_job.json", "stats.json", "data", "errors", COMMITS_DIR, "_runs"} <= set(top)
+    assert target.listdir("out/data") == [f"part-{i:06d}.parquet" for i in range(n)]
+    assert target.listdir(f"out/{COMMITS_DIR}") == [f"unit-{i:06d}.json" for i in range(n)]
+    assert len(target.listdir("out/_runs")) == 1
+
+    # every row readable by plain pyarrow, and the same rows as a run into a local folder
+    data = pads.dataset(target.path("out/data"), filesystem=target.fs, format="parquet")
+    stats = json.loads(target.fs.open_input_stream(target.path("out/stats.json")).read())
+    assert data.count_rows() == stats["rows_out"] == local.stats["rows_out"]
+    assert stats["accounted"] and stats["units_committed"] == n and stats["runs"] == 1
+    for key in ("rows_in", "rows_out", "rows_errored", "input_documents", "output_tokens"):
+        assert stats[key] == local.stats[key], key
+    store = OutputStore(uri)
+    assert sorted(ids_of(uri)) == sorted(ids_of(str(tmp_path / "out")))
+    assert ids_of(uri, errors=True) == ids_of(str(tmp_path / "out"), errors=True)
+    assert [r.unit_index for r in store.committed().values()] == list(range(n))
+    if target.kind == "file":  # the URIs data_files gives are what pyarrow opens
+        rows = sum(pq.read_table(f).num_rows for f in store.data_files())
+        assert rows == stats["rows_out"]
+    with pytest.raises(TypeError, match="not a local folder"):
+        store.root  # noqa: B018
+
+    again = run_job(
+        uri_config(tmp_path, docs_file, uri), show_progress=False, backend=FakeBackend()
+    )
+    assert again.units_committed == 0 and again.units_skipped == n
+    assert len(target.listdir("out/_runs")) == 1  # a run with nothing to do records no run
+
+
+def crash_points():
+    """(name, patcher) for every step of a unit's commit on a URI output."""
+
+    def counting(at, step):
+        calls = {"n": 0}
+
+        def patched(*args):
+            calls["n"] += 1
+            return step(calls["n"] == at, *args)
+
+        return patched
+
+    def shard_written_commit_not(monkeypatch, at):
+        real = CommitObjects.append
+
+        def step(crash, self, record):
+            if crash:
+                raise Crash()
+            return real(self, record)
+
+        monkeypatch.setattr(CommitObjects, "append", counting(at, step))
+
+    def shard_torn(monkeypatch, at):
+        """A file:// write killed midway (an object store would show no object at all)."""
+        real = UriLocation.write_table_atomic
+
+        def step(crash, self, name, table):
+            if crash:
+                self.write_bytes_atomic(name, b"PAR1 truncated")
+                raise Crash()
+            return real(self, name, table)
+
+        monkeypatch.setattr(UriLocation, "write_table_atomic", counting(at, step))
+
+    def commit_object_torn(monkeypatch, at):
+        real = CommitObjects.append
+
+        def step(crash, self, record):
+            if crash:
+                real(self, record)
+                name = f"{COMMITS_DIR}/unit-{record.unit_index:06d}.json"
+                whole = self.location.read_bytes(name)
+                self.location.write_bytes_atomic(name, whole[: len(whole) // 2])
+                raise Crash()
+            return real(self, record)
+
+        monkeypatch.setattr(CommitObjects, "append", counting(at, step))
+
+    def commit_object_written(monkeypatch, at):
+        real = CommitObjects.append
+
+        def step(crash, self, record):
+            real(self, record)
+            if crash:
+                raise Crash()
+
+        monkeypatch.setattr(CommitObjects, "append", counting(at, step))
+
+    return [shard_written_commit_not, shard_torn, commit_object_torn, commit_object_written]
+
+
+@pytest.mark.parametrize("crash", crash_points(), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("at", [1, 2, 5])
+def test_crash_at_any_commit_step_then_resume_equals_clean_run(
+    tmp_path, docs_file, target, embedded_model, monkeypatch, crash, at
+):
+    clean_uri, uri = target.uri("clean"), target.uri("out")
+    run_job(uri_config(tmp_path, docs_file, clean_uri), show_progress=False, backend=FakeBackend())
+    config = uri_config(tmp_path, docs_file, uri)
+    with monkeypatch.context() as patch:
+        crash(patch, at)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=FakeBackend())
+    committed_before = len(OutputStore(uri).committed())
+    if crash.__name__ == "shard_torn":  # `at` counts data and error shards
+        assert committed_before < at
+    else:
+        assert committed_before == (at if crash.__name__ == "commit_object_written" else at - 1)
+
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped == committed_before
+    resumed, clean = ids_of(uri), ids_of(clean_uri)
+    assert len(resumed) == len(set(resumed)), "duplicated rows"
+    assert sorted(resumed) == sorted(clean)
+    assert sorted(ids_of(uri, errors=True)) == sorted(ids_of(clean_uri, errors=True))
+    # the rerun rewrote every uncommitted shard: what is on the store is whole and committed
+    n = summary.units_total
+    assert target.listdir(f"out/{COMMITS_DIR}") == [f"unit-{i:06d}.json" for i in range(n)]
+    data = pads.dataset(target.path("out/data"), filesystem=target.fs, format="parquet")
+    assert sorted(data.to_table(columns=["id"]).column("id").to_pylist()) == sorted(clean)
+    stats = OutputStore(uri).read_json("stats.json")
+    clean_stats = OutputStore(clean_uri).read_json("stats.json")
+    for key in ("rows_in", "rows_out", "rows_errored", "input_documents", "units_committed"):
+        assert stats[key] == clean_stats[key], key
+    assert stats["accounted"]
+
+
+def test_different_config_on_same_uri_is_refused_then_overwrite(
+    tmp_path, docs_file, target, embedded_model
+):
+    uri = target.uri("out")
+    first = run_job(
+        uri_config(tmp_path, docs_file, uri), show_progress=False, backend=FakeBackend()
+    )
+    other = uri_config(tmp_path, docs_file, uri, sampling={"max_tokens": 17})
+    with pytest.raises(OutputConflictError, match=f"output.path {uri}: .*--overwrite"):
+        run_job(other, show_progress=False, backend=FakeBackend())
+    summary = run_job(other, overwrite=True, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped == 0 and summary.units_committed == summary.units_total
+    assert summary.units_total == first.units_total
+    assert len(target.listdir(f"out/{COMMITS_DIR}")) == summary.units_total
+    assert len(target.listdir("out/_runs")) == 1  # the old job's run log went with it
+    job = OutputStore(uri).read_job()
+    assert job["fingerprint"] == other.fingerprint()
+
+
+def test_commit_objects_only_count_when_whole_and_named_right(target):
+    store = OutputStore(target.uri("log"))
+    store.location.make_dir()
+    log = store.commits
+    assert log.read() == {} and not log.has_commits()
+    log.append(UnitRecord(0, "u0", "data/part-000000.parquet", None, 3))
+    log.append(UnitRecord(1, "u1", "data/s-part-000001.parquet", None, 2, stage="s"))
+    loc = store.location
+    loc.write_bytes_atomic(f"{COMMITS_DIR}/unit-000002.json", b'{"unit_index": 2, "unit_id"')
+    wrong = UnitRecord(7, "u7", "data/part-000007.parquet", None, 1)
+    loc.write_bytes_atomic(f"{COMMITS_DIR}/unit-000003.json", json.dumps(wrong.__dict__).encode())
+    assert set(log.read()) == {"u0", "u1"} and log.has_commits()
+    assert set(store.committed("s")) == {"u1"}
+    log.forget()
+    assert set(CommitObjects(loc).read()) == {"u0", "u1"}
+
+
+def test_status_reads_a_uri(tmp_path, docs_file, target, embedded_model):
+    uri = target.uri("out")
+    summary = run_job(
+        uri_config(tmp_path, docs_file, uri), show_progress=False, backend=FakeBackend()
+    )
+    report = collect_status(uri)
+    assert report["units_committed"] == summary.units_total and report["units_pending"] == 0
+    assert report["accounted"] and report["runs"] == 1 and report["method"] == "rephrase"
+    result = CliRunner().invoke(app, ["status", uri, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["units_committed"] == summary.units_total
+    if target.kind == "file":  # the real command line, in its own process
+        proc = subprocess.run(
+            [sys.executable, "-m", "synth_ray", "status", uri, "--json"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["rows_out"] == summary.stats["rows_out"]
+    missing = CliRunner().invoke(app, ["status", target.uri("nothing")])
+    assert missing.exit_code == 2 and "no synth-ray job here" in missing.output
+
+
+def test_self_instruct_stages_on_a_uri_match_a_local_run(tmp_path, target, embedded_model):
+    from test_self_instruct import ScriptedEngine
+    from test_self_instruct import config as si_config
+
+    engine = ScriptedEngine(embedded_model)
+    local = si_config(tmp_path)
+    run_job(local, show_progress=False, backend=FakeBackend(responder=engine))
+    uri = target.uri("out")
+    config = local.model_copy(update={"output": local.output.model_copy(update={"path": uri})})
+    summary = run_job(config, show_progress=False, backend=FakeBackend(responder=engine))
+    assert summary.stats["accounted"] and summary.stats["rows_out"] == 10
+    assert OutputStore(uri).rows() == OutputStore(tmp_path / "out").rows()
+    work = OutputStore(uri).child("stages")
+    assert len(work.read_json("pool.json")["accepted"]) == 10
+    assert work.committed() and target.listdir(f"out/stages/{COMMITS_DIR}")
+    assert "_manifest.jsonl" not in target.listdir("out/stages")
+    assert OutputStore(uri).read_json("_driver_stats.json") is not None
+
+
+def test_bad_uris_are_one_line_errors_naming_output_path(tmp_path, docs_file, embedded_model):
+    with pytest.raises(ConfigError, match="output.path nope://bucket/x: pyarrow cannot open"):
+        OutputStore("nope://bucket/x")
+    with pytest.raises(ConfigError, match="mock:// is an in-memory test store"):
+        OutputStore("mock://bucket/x")  # unregistered: would vanish with the process
+    backend = FakeBackend()
+    bad = uri_config(tmp_path, docs_file, "nope://bucket/x")
+    with pytest.raises(ConfigError, match="output.path nope://bucket/x"):
+        run_job(bad, show_progress=False, backend=backend)
+    assert backend.submitted == []
+    # an S3 endpoint nobody listens on: refused when the folder is claimed, before any request
+    unreachable = "s3://bucket/x?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+    with pytest.raises(ConfigError, match=r"output.path s3://bucket/x\?.*: cannot reach it"):
+        run_job(uri_config(tmp_path, docs_file, unreachable), show_progress=False, backend=backend)
+    assert backend.submitted == []
+    result = CliRunner().invoke(app, ["status", "nope://bucket/x"])
+    assert result.exit_code == 2 and "output.path nope://bucket/x" in result.output
+
+
+@pytest.mark.parametrize("target", ["mock"], indirect=True)
+def test_diversity_state_and_vectors_on_a_uri_resume_to_the_same_decisions(
+    tmp_path, target, embedded_model, monkeypatch
+):
+    """Centroids, reference vectors and each unit's kept vectors live on the store; a run
+    killed at a commit resumes from them to the decisions of a clean local run."""
+    import pyarrow as pa
+    import ray
+    from test_diversity import PARAPHRASES, UNRELATED, echo_backend, generate_config, kept_rows
+
+    from synth_ray.engine.prompts import PromptRenderer
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    reference = tmp_path / "reference.parquet"
+    pq.write_table(pa.table({"text": [UNRELATED[0]]}), reference)
+    spread = (
+        UNRELATED[:2] + [a for a, _ in PARAPHRASES] + UNRELATED[2:] + [b for _, b in PARAPHRASES]
+    )
+    extra = {"partitions": 2, "probes": 2, "reference_path": str(reference)}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        clean = generate_config(tmp_path, spread, name="clean", **extra)
+        run_job(clean, show_progress=False, backend=echo_backend(renderer))
+        expected = kept_rows(clean.output.path)
+
+        uri = target.uri("out")
+        local = generate_config(tmp_path, spread, name="killed", **extra)
+        config = local.model_copy(update={"output": local.output.model_copy(update={"path": uri})})
+        real = CommitObjects.append
+
+        def crashing(self, record):
+            if record.unit_index == 3:
+                raise Crash()
+            return real(self, record)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(CommitObjects, "append", crashing)
+            with pytest.raises(Crash):
+                run_job(config, show_progress=False, backend=echo_backend(renderer))
+        assert len(OutputStore(uri).committed()) == 3
+        summary = run_job(config, show_progress=False, backend=echo_backend(renderer, seed=5))
+    finally:
+        if started:
+            ray.shutdown()
+    assert kept_rows(uri) == expected
+    assert summary.units_skipped == 3 and summary.stats["dropped_by_filter"] == {"diversity": 4}
+    state = target.listdir("out/_diversity")
+    assert "centroids.npy" in state and any(n.startswith("embeddings-reference-") for n in state)
+    assert target.listdir("out/embeddings") == target.listdir("out/data")
