@@ -17,7 +17,8 @@ quickstart: env
 	$(PY) -m synth_ray prepare-model
 	$(PY) -m synth_ray run configs/quickstart.yaml --samples 3
 
-# Lint, format check, then the whole test suite (one shared CPU engine, about 8 minutes on 2 cores).
+# Lint, format check, then the whole test suite (one shared CPU engine plus a three-node loopback
+# cluster for the cluster-job tests, about 20 minutes on 2 cores).
 test: env lint
 	$(PY) -m pytest
 
@@ -29,11 +30,12 @@ format: env
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# raw vLLM vs synth-ray `generate` on identical prompts, and prefix caching on/off for a
-# few-shot method; both append to benchmarks/results.md
+# raw vLLM vs synth-ray `generate` on identical prompts, prefix caching on/off for a few-shot
+# method, and the diversity filter's costs; all append to benchmarks/results.md
 bench: env
 	$(PY) benchmarks/bench_generate.py --repeats 2
 	$(PY) benchmarks/bench_prefix_cache.py
+	$(PY) benchmarks/bench_diversity.py
 
 clean:
 	rm -rf out

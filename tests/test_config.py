@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from synth_ray.config import load_config, validate_config
@@ -93,3 +95,12 @@ def test_fingerprint_ignores_where_and_how_fast():
     )
     c = validate_config({**base, "sampling": {"max_tokens": 5}})
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_every_recipe_loads_and_runs_the_diversity_filter():
+    """configs/ has a recipe per method, each valid and each with the diversity filter on."""
+    repo = Path(__file__).resolve().parent.parent
+    recipes = {p.name: load_config(p) for p in sorted((repo / "configs").glob("*.yaml"))}
+    methods = {c.method for c in recipes.values()}
+    assert methods == {"rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"}
+    assert all(c.filters.diversity.enabled for c in recipes.values()), recipes
