@@ -250,6 +250,16 @@ def test_submit_survives_driver_kill_and_node_loss(cluster, tmp_path):
     assert logs.returncode == 0 and "already committed" in logs.stdout
     status = cluster.cli("status", again, "--address", cluster.dashboard)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    # an ordinary Ray job: Ray's own CLI sees it too
+    ray_status = subprocess.run(
+        [RAY, "job", "status", again, "--address", cluster.dashboard],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", ray_status.stdout + ray_status.stderr)
+    assert f"Job '{again}' succeeded" in plain, plain[-2000:]
     cluster.ensure_workers()
 
 
