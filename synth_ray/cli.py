@@ -175,18 +175,19 @@ def status(
         return
     progress = report.pop("progress", None)
     table = Table(title=f"synth-ray status: {target}", show_header=False)
-    for key, value in report.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-        table.add_row(key.replace("_", " "), escape(str(value)))
+    _add_rows(table, report)
     if isinstance(progress, dict):
-        for key, value in progress.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-            table.add_row(f"output {key.replace('_', ' ')}", escape(str(value)))
+        _add_rows(table, progress, prefix="output ")
     elif progress:
         table.add_row("output", progress)
     console.print(table)
+
+
+def _add_rows(table: Table, report: dict, prefix: str = "") -> None:
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        table.add_row(prefix + key.replace("_", " "), escape(str(value)))
 
 
 @app.command()

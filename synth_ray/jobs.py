@@ -17,6 +17,7 @@ These are ordinary Ray jobs: `ray job logs/status/stop` work on them too.
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import re
 import shutil
@@ -81,11 +82,7 @@ def _pack(source: str, into: Path, name: str) -> str:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target / src.name)
         return f"{name}/{src.name}"
-    matches = (
-        sorted(Path().glob(source))
-        if not src.is_absolute()
-        else sorted(Path(src.anchor).glob(str(src.relative_to(src.anchor))))
-    )
+    matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True))
     if not matches:
         raise ConfigError(f"{name}: {source} matches no file to send with the job")
     target.mkdir(parents=True, exist_ok=True)

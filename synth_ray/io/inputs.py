@@ -48,6 +48,12 @@ class Document:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute now: connecting to Ray as a submitted job's driver changes
+    the working directory, and inputs are read after that. URIs are left as they are."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def _is_input_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES + JSONL_SUFFIXES
 

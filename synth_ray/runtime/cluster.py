@@ -70,15 +70,22 @@ def connect_ray(config: JobConfig) -> bool:
     return True
 
 
-def ray_backend_for(config: JobConfig, keep_alive: bool = False) -> Any:
-    """Build the Ray backend after checking the cluster can hold the replicas."""
+def replica_gpus(config: JobConfig) -> int:
+    """resources.gpus_per_replica, or when unset 1 if the connected cluster has a GPU, else 0."""
     import ray
-
-    from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
 
     gpus = config.resources.gpus_per_replica
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    return gpus
+
+
+def ray_backend_for(config: JobConfig, keep_alive: bool = False) -> Any:
+    """Build the Ray backend after checking the cluster can hold the replicas."""
+
+    from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
+
+    gpus = replica_gpus(config)
     env = cpu_engine_env(config.engine.cpu_kv_cache_gib) if gpus == 0 else {}
     resources = ReplicaResources(config.resources.cpus_per_replica, gpus, env)
     check_cluster_fits(config.resources.replicas, resources)

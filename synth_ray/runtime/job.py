@@ -11,7 +11,6 @@ rows are on disk, so a run killed at any moment resumes without losing or duplic
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
+from synth_ray.io.inputs import InputSpec, absolute_path, iter_documents, validate_inputs
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import build_method
 from synth_ray.methods.self_instruct import load_seed_instructions
@@ -32,12 +31,6 @@ from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
 
 
-def absolute(path: str) -> str:
-    """A local path made absolute now: connecting to Ray as a submitted job's driver changes
-    the working directory, and inputs are read after that. URIs are left as they are."""
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
 def input_spec(config: JobConfig) -> InputSpec:
     """What to read; self_improve reads its question column and reference answers."""
     i = config.input
@@ -45,8 +38,8 @@ def input_spec(config: JobConfig) -> InputSpec:
     if config.method == "self_improve":
         si = config.self_improve
         extra = (si.answer_column,) if si.answer_column else ()
-        return InputSpec(absolute(i.path), si.question_column, i.id_column, i.limit, extra)
-    return InputSpec(absolute(i.path), i.text_column, i.id_column, i.limit)
+        return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
+    return InputSpec(absolute_path(i.path), i.text_column, i.id_column, i.limit)
 
 
 def load_renderer(config: JobConfig) -> PromptRenderer:

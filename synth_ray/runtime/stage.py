@@ -11,7 +11,6 @@ changed is refused rather than mixed.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.filesystem import Location, open_location
+from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
 from synth_ray.plan import DocumentSource, WorkUnit, plan_units
@@ -97,7 +97,11 @@ class StageRunner:
         self.backend = backend
         self.owns_backend = backend is None
         self.owns_ray = False
-        self.cwd = os.getcwd()  # relative paths mean this, also after Ray moved the process
+        reference = config.filters.diversity.reference_path
+        # resolved now, before joining Ray moves a submitted job's working directory
+        self._diversity_config = config.filters.diversity.model_copy(
+            update={"reference_path": absolute_path(reference) if reference else None}
+        )
         self.output = output if output is not None else open_location(config.output.path)
         # texts that train the diversity filter's centroids (set by the job: its input)
         self.diversity_sample: Callable[[], list[str]] = list
@@ -162,25 +166,15 @@ class StageRunner:
         if not self.config.filters.diversity.enabled:
             return None
         if self._diversity is None:
-            import ray
-
+            from synth_ray.runtime.cluster import replica_gpus
             from synth_ray.runtime.diversity import DiversityFilter
 
             self._ensure_ray()
-            res = self.config.resources
-            per_replica = res.gpus_per_replica
-            if per_replica is None:
-                per_replica = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-            cfg = self.config.filters.diversity
-            if cfg.reference_path and "://" not in cfg.reference_path:
-                # joining Ray as a submitted job's driver moves the working directory
-                path = os.path.join(self.cwd, os.path.expanduser(cfg.reference_path))
-                cfg = cfg.model_copy(update={"reference_path": path})
             self._diversity = DiversityFilter(
-                cfg,
+                self._diversity_config,
                 self.output.child(DIVERSITY_DIR),
                 self.diversity_sample,
-                gpus_taken=res.replicas * per_replica,
+                gpus_taken=self.config.resources.replicas * replica_gpus(self.config),
             )
         for store, stage in self._filtered_stages:
             self._diversity.restore_stage(store, stage)

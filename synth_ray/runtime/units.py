@@ -155,13 +155,15 @@ class UnitTracker:
         self.diversity = diversity if method.diversity_column else None
         self.annotate_nn = annotate_nn or self.diversity is not None
         self.schema = method.schema.append(NN_FIELD) if self.annotate_nn else method.schema
-        self._order: deque[int] = deque()  # registered units not yet committed, in unit order
+        # diversity only: registered units not yet committed, in unit order
+        self._order: deque[int] = deque()
         self._embedding: dict[int, tuple[PendingUnit, list[Any]]] = {}
 
     def work_items(self, units: Iterable[PendingUnit]) -> Iterator[WorkItem]:
         """Register each unit as the scheduler reaches it and yield its requests."""
         for pending in units:
-            self._order.append(pending.unit.index)
+            if self.diversity is not None:
+                self._order.append(pending.unit.index)
             if pending.complete:  # nothing to generate: every candidate failed before that
                 self._commit(pending)
                 continue
@@ -204,7 +206,6 @@ class UnitTracker:
 
     def _commit(self, pending: PendingUnit) -> None:
         if self.diversity is None:
-            self._order.remove(pending.unit.index)
             self._write(pending)
             return
         texts = [
@@ -219,7 +220,6 @@ class UnitTracker:
     def _drain(self, block: bool) -> None:
         import ray
 
-        assert self.diversity is not None or not self._embedding
         while self._order and self._order[0] in self._embedding:
             pending, refs = self._embedding[self._order[0]]
             if not block and refs:
