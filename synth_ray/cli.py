@@ -87,6 +87,10 @@ def run(
             f"engine start {summary.startup_s:.1f}s, generation {summary.generation_wall_s:.1f}s "
             f"({summary.steady_tokens_per_s:.0f} output tokens/s), whole run {summary.wall_s:.1f}s"
         )
+    if summary.engine.get("dtype_reason"):
+        niceness = summary.engine.get("niceness")
+        nice_note = f"; engine processes at nice {niceness}" if niceness else ""
+        console.print(f"engine dtype {escape(str(summary.engine['dtype_reason']))}{nice_note}")
     if stats["rows_errored"]:
         reasons = ", ".join(f"{k} {v}" for k, v in stats["errored_by_stage"].items())
         console.print(f"errored rows by stage: {reasons} (see {summary.output_path}/errors/)")

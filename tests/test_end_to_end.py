@@ -276,3 +276,37 @@ def test_rephrase_with_diversity_filter_drops_duplicate_rephrasings(tmp_path, sh
     store = OutputStore(tmp_path / "out")
     kept_vectors = sum(len(v) for v in store.committed_vectors())
     assert kept_vectors == len(frame)  # the accepted set persisted with the committed shards
+
+
+def test_engine_runs_this_machines_dtype_at_normal_priority(tmp_path, shared_engine):
+    """auto is float32 on a CPU without native bf16 (10x faster than emulated bf16), the run
+    says so in _runs.jsonl and stats.json, and the engine's processes run at nice 0 rather
+    than the nice 15 Ray gives its workers."""
+    import psutil
+    import ray
+
+    from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
+
+    prompts = REPO / "examples" / "prompts.jsonl"
+    config = job_config(
+        tmp_path,
+        prompts,
+        method="generate",
+        input={"path": str(prompts), "text_column": "prompt", "id_column": None, "limit": 2},
+        sampling={"max_tokens": 4},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    expected = choose_dtype("auto", on_cpu=True, flags=read_cpu_flags())
+    assert summary.engine["dtype"] == expected.dtype
+    assert summary.engine["dtype_reason"] == expected.reason
+    assert OutputStore(tmp_path / "out").runs()[-1]["engine_dtype"] == expected.dtype
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert (stats["engine_dtype"], stats["engine_dtype_reason"]) == (expected.dtype, expected.reason)
+
+    actor_pid = ray.get(shared_engine.idle[0].pid.remote())
+    children = psutil.Process(actor_pid).children(recursive=True)
+    engine_processes = [p for p in children if p.name().startswith("VLLM::")]
+    assert len(engine_processes) >= 2, f"no EngineCore/Worker among {children}"
+    assert summary.engine["niceness"] == 0
+    for process in [psutil.Process(actor_pid), *engine_processes]:
+        assert process.nice() == 0, f"{process.name()} runs at nice {process.nice()}"

@@ -254,6 +254,10 @@ class OutputStore:
         }
         if units_total is not None:
             stats["units_total"] = units_total
+        engine_runs = [r for r in runs if "engine_dtype" in r]
+        if engine_runs:  # the latest run that started an engine says what it ran
+            stats["engine_dtype"] = engine_runs[-1]["engine_dtype"]
+            stats["engine_dtype_reason"] = engine_runs[-1].get("engine_dtype_reason", "")
         stats["accounted"] = stats["rows_in"] == (
             stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"]
         )

@@ -6,16 +6,19 @@ simulated backend (tests/fake_backend.py) and production with Ray actors (ray_ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
 
 
 @dataclass(frozen=True)
 class ReplicaReady:
+    """`info` says where the replica runs; `engine` what it runs (dtype and why, niceness)."""
+
     replica_id: int
     info: str = ""
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

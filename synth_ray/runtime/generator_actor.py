@@ -2,7 +2,8 @@
 
 Ray runs many `generate` calls on it at once (an async actor), each awaiting its own requests
 inside the one engine, so new batches enter the engine while earlier ones are still decoding.
-Its engine processes die with it, however it dies (runtime/reaper.py).
+Its engine processes die with it, however it dies (runtime/reaper.py), and run at normal CPU
+priority rather than Ray's worker niceness (runtime/priority.py).
 The model is resolved on the actor's node (the embedded model is converted there if that node
 has not done it yet), so a cluster needs no shared model folder for the default.
 """
@@ -12,22 +13,32 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+from typing import Any
 
 from synth_ray.engine.models import resolve_model
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
+from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
 
 
 class GeneratorActor:
     def __init__(self, settings: EngineSettings) -> None:
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
+        # before the engine spawns its processes, which inherit this priority
+        self.niceness = run_at_normal_priority()
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = VllmEngine(settings)
 
-    async def ready(self) -> str:
-        """Answers once the engine is loaded; says where the replica runs."""
-        return f"{socket.gethostname()} pid {os.getpid()}"
+    async def ready(self) -> dict[str, Any]:
+        """Answers once the engine is loaded: where the replica runs and what its engine runs
+        (the dtype chosen on this node and why, the niceness of its processes)."""
+        return {
+            "where": f"{socket.gethostname()} pid {os.getpid()}",
+            "dtype": self.engine.dtype_choice.dtype,
+            "dtype_reason": self.engine.dtype_choice.reason,
+            "niceness": self.niceness,
+        }
 
     async def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         return await self.engine.generate_many(requests)

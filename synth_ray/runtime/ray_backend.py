@@ -118,7 +118,7 @@ class RayBackend:
                 events.append(ReplicaFailed(replica_id, _reason(err)))
                 continue
             if kind == "ready":
-                events.append(ReplicaReady(replica_id, str(value)))
+                events.append(ReplicaReady(replica_id, str(value.pop("where", "")), value))
             else:
                 events.append(BatchDone(replica_id, batch_id, value))
         return events

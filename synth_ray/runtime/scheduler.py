@@ -88,6 +88,8 @@ class Scheduler:
         self.requests_resent = 0
         self.first_ready_at: float | None = None
         self.finished_at: float | None = None
+        # what the first ready replica reported about its engine (dtype and why, niceness)
+        self.engine_info: dict[str, object] = {}
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -164,6 +166,7 @@ class Scheduler:
             self.ever_ready = True
             if self.first_ready_at is None:
                 self.first_ready_at = self.clock()
+                self.engine_info = dict(event.engine)
         elif isinstance(event, BatchDone):
             batch = replica.in_flight.pop(event.batch_id, None)
             if batch is None:

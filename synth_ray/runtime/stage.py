@@ -50,6 +50,8 @@ class RunSummary:
     output_tokens_this_run: int = 0
     requests_resent: int = 0
     replica_failures: list[str] = field(default_factory=list)
+    # what the replicas' engines ran: dtype, why that dtype, niceness (empty if none started)
+    engine: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steady_tokens_per_s(self) -> float:
@@ -247,8 +249,10 @@ class StageRunner:
             summary.startup_s += startup
             summary.generation_wall_s += generation
             summary.output_tokens_this_run += progress.stats.output_tokens
+            summary.engine = summary.engine or scheduler.engine_info
             store.record_run(
                 {
+                    **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
                     "started": run_started,
                     "finished": time.time(),
                     "units_committed": progress.units_done - progress.units_at_start,
