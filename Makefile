@@ -18,9 +18,9 @@ quickstart: env
 	$(PY) -m synth_ray run configs/quickstart.yaml --samples 3
 
 # Lint, format check, then the whole test suite (one shared CPU engine plus a three-node loopback
-# cluster for the cluster-job tests, about 20 minutes on 2 cores).
+# cluster for the cluster-job tests). --durations shows the slowest tests in every CI log.
 test: env lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 lint: env
 	$(VENV)/bin/ruff check .
