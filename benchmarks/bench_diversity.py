@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_generate import machine  # noqa: E402
+from bench_generate import machine, machine_line  # noqa: E402
 
 SUBJECTS = "the farmer|a young engineer|the city council|our neighbour|the research team|a small startup|the old librarian|the football club|a travelling musician|the hospital staff|a local baker|the museum curator".split(
     "|"
@@ -226,7 +226,7 @@ def main() -> None:
     m = record["machine"]
     lines = [
         f"\n## {record['date']} diversity filter: {len(texts)} texts ({planted} planted paraphrases), threshold {args.threshold}",
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; {m.get('gpu', 'no GPU')}; embedder on {embedding['device']}.",
+        f"Machine: {machine_line(m)}{'' if 'gpu' in m else ', no GPU'}; embedder on {embedding['device']}.",
         "",
         f"Embedding (all-MiniLM-L6-v2): {embedding['embeddings_per_s']} texts/s (model load {embedding['load_s']} s).",
         "",

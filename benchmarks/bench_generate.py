@@ -9,8 +9,10 @@ Each system runs in a fresh process with the same engine settings, `ignore_eos` 
 - synth-ray: `synth-ray run` of the `generate` method (local Ray, one generator actor).
 Two figures per system: steady state (output tokens / generation time, engine ready to last
 token) and whole process (output tokens / wall time from process start to exit, Ray and engine
-start included). Results are appended to benchmarks/results.md and results.jsonl with the
-machine they came from.
+start included). Both run the dtype synth-ray's `auto` picks on this machine (float32 on a CPU
+without native bf16, see synth_ray/engine/dtype.py) unless --dtype names one. Results are
+appended to benchmarks/results.md and results.jsonl with the machine they came from: CPU model
+and the flags that decide its speed (avx512f, avx512_bf16, amx), GPU, versions, dtype.
 """
 
 from __future__ import annotations
@@ -66,14 +68,15 @@ def make_prompts(n: int) -> list[str]:
 
 
 def machine() -> dict:
+    from synth_ray.engine.dtype import cpu_description
+
     info = {
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
+        **cpu_description(),
     }
     try:
-        cpu = [line for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else platform.processor()
         mem = [line for line in open("/proc/meminfo") if line.startswith("MemTotal")]
         info["memory_gib"] = round(int(mem[0].split()[1]) / 2**20, 1)
     except OSError:
@@ -95,6 +98,14 @@ def machine() -> dict:
 
     info.update(vllm=vllm.__version__, torch=torch.__version__, ray=ray.__version__)
     return info
+
+
+def machine_line(m: dict) -> str:
+    """One line naming the machine a figure came from: CPU model and the flags that decide a
+    CPU engine's speed, cores, memory, GPU. Figures are comparable only on the same line."""
+    flags = " ".join(m.get("cpu_flags", [])) or "no avx2/avx512"
+    gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
+    return f"{m.get('cpu')} ({flags}), {m.get('cores')} cores, {m.get('memory_gib')} GiB{gpu}"
 
 
 def run_synth_ray_config(config: Path, out: Path) -> tuple[float, dict, dict]:
@@ -127,6 +138,8 @@ def run_raw(prompts_file: Path, model: str, args, work: Path) -> dict:
         str(args.max_model_len),
         "--result",
         str(result),
+        "--dtype",
+        args.dtype,
     ]
     if args.enforce_eager:
         cmd.append("--enforce-eager")
@@ -138,6 +151,7 @@ def run_raw(prompts_file: Path, model: str, args, work: Path) -> dict:
         "output_tokens": data["output_tokens"],
         "generation_s": data["generate_s"],
         "wall_s": wall,
+        "dtype": data["dtype"],
     }
 
 
@@ -147,7 +161,7 @@ def run_synth_ray(prompts_file: Path, args, work: Path, out: Path) -> dict:
 method: generate
 input: {{path: {prompts_file}, text_column: prompt}}
 output: {{path: {out}, rows_per_shard: {args.rows_per_shard}}}
-engine: {{model: {args.model}, max_model_len: {args.max_model_len}, enforce_eager: {str(args.enforce_eager).lower()}}}
+engine: {{model: {args.model}, dtype: {args.dtype}, max_model_len: {args.max_model_len}, enforce_eager: {str(args.enforce_eager).lower()}}}
 sampling: {{temperature: 0.7, top_p: 0.9, max_tokens: {args.max_tokens}, ignore_eos: true}}
 resources: {{replicas: 1, cpus_per_replica: {args.cpus_per_replica}}}
 """)
@@ -156,6 +170,7 @@ resources: {{replicas: 1, cpus_per_replica: {args.cpus_per_replica}}}
         "output_tokens": stats["output_tokens"],
         "generation_s": run["generation_wall_s"],
         "wall_s": wall,
+        "dtype": run.get("engine_dtype"),
     }
 
 
@@ -171,6 +186,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--results", default=str(HERE / "results.md"))
     parser.add_argument("--label", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="engine.dtype for both systems")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
@@ -192,6 +208,7 @@ def main() -> None:
             raw,
             ours,
         )
+        assert raw["dtype"] == ours["dtype"], (raw, ours)
         rows.append((raw, ours))
 
     def rate(r: dict, key: str) -> float:
@@ -207,6 +224,7 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "max_model_len": args.max_model_len,
         "enforce_eager": args.enforce_eager,
+        "dtype": rows[0][0]["dtype"],
         "repeats": args.repeats,
         "raw_steady_tok_s": round(best("generation_s", 0), 1),
         "synth_steady_tok_s": round(best("generation_s", 1), 1),
@@ -223,9 +241,8 @@ def main() -> None:
     m = summary["machine"]
     table = (
         f"\n## {summary['date']} ({args.label}): {args.prompts} prompts x {args.max_tokens} tokens, {args.model}\n"
-        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB"
-        f"{', GPU ' + m['gpu'] if 'gpu' in m else ''}; vllm {m['vllm']}, torch {m['torch']}, ray {m['ray']}; "
-        f"max_model_len {args.max_model_len}, enforce_eager {args.enforce_eager}, best of {args.repeats}.\n\n"
+        f"Machine: {machine_line(m)}; vllm {m['vllm']}, torch {m['torch']}, ray {m['ray']}; "
+        f"dtype {summary['dtype']}, max_model_len {args.max_model_len}, enforce_eager {args.enforce_eager}, best of {args.repeats}.\n\n"
         "| system | steady tok/s | whole-process tok/s | wall s |\n|---|---|---|---|\n"
         f"| raw vLLM `LLM.generate` | {summary['raw_steady_tok_s']} | {summary['raw_whole_tok_s']} | {summary['raw_wall_s']} |\n"
         f"| synth-ray `generate` | {summary['synth_steady_tok_s']} | {summary['synth_whole_tok_s']} | {summary['synth_wall_s']} |\n"

@@ -4,7 +4,9 @@
 
 Prompts are rendered with the model's chat template exactly as synth-ray renders them
 (synth_ray.engine.prompts) and passed as token ids, so both systems see identical inputs.
-Writes {"engine_ready_s", "generate_s", "output_tokens", "n_prompts"} to --result.
+The dtype follows synth-ray's rule (synth_ray.engine.dtype): `auto` is float32 on a CPU without
+native bf16, so both systems always run the same dtype.
+Writes {"engine_ready_s", "generate_s", "output_tokens", "n_prompts", "dtype"} to --result.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--result", required=True)
     args = parser.parse_args()
 
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
+    from vllm.platforms import current_platform
 
+    from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
     from synth_ray.engine.prompts import PromptRenderer
+
+    dtype = choose_dtype(args.dtype, current_platform.is_cpu(), read_cpu_flags()).dtype
 
     renderer = PromptRenderer.from_model(args.model)
     prompts = [json.loads(line)["prompt"] for line in open(args.prompts)]
@@ -39,6 +46,7 @@ def main() -> None:
     ]
     llm = LLM(
         model=args.model,
+        dtype=dtype,
         max_model_len=args.max_model_len,
         enforce_eager=args.enforce_eager,
         enable_prefix_caching=True,
@@ -56,6 +64,7 @@ def main() -> None:
                 "generate_s": done - ready,
                 "output_tokens": tokens,
                 "n_prompts": len(prompts),
+                "dtype": dtype,
             },
             fh,
         )
