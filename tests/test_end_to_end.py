@@ -301,7 +301,10 @@ def test_engine_runs_this_machines_dtype_at_normal_priority(tmp_path, shared_eng
     assert summary.engine["dtype_reason"] == expected.reason
     assert OutputStore(tmp_path / "out").runs()[-1]["engine_dtype"] == expected.dtype
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert (stats["engine_dtype"], stats["engine_dtype_reason"]) == (expected.dtype, expected.reason)
+    assert (stats["engine_dtype"], stats["engine_dtype_reason"]) == (
+        expected.dtype,
+        expected.reason,
+    )
 
     actor_pid = ray.get(shared_engine.idle[0].pid.remote())
     children = psutil.Process(actor_pid).children(recursive=True)
