@@ -15,7 +15,6 @@ replica keeps Ray's value and reports it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
 def _thread_ids() -> list[int]:
@@ -40,7 +39,3 @@ def run_at_normal_priority(target: int = 0) -> int:
             continue  # a thread that ended meanwhile
     return os.getpriority(os.PRIO_PROCESS, 0)
 
-
-def process_niceness(pid: int) -> int:
-    """The nice value of a process's main thread (for tests and diagnostics)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
