@@ -38,4 +38,3 @@ def run_at_normal_priority(target: int = 0) -> int:
         except (ProcessLookupError, OSError):
             continue  # a thread that ended meanwhile
     return os.getpriority(os.PRIO_PROCESS, 0)
-
