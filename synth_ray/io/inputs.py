@@ -142,10 +142,27 @@ def validate_inputs(spec: InputSpec) -> list[Path]:
 Row = tuple[object, object, str | None, dict[str, object]]
 
 
-def _rows_parquet(file: Path, spec: InputSpec) -> Iterator[Row]:
+def _rows_parquet(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
+    """Rows of `file` from row number `skip` on; whole row groups before it are never read."""
     columns = [spec.text_column] + ([spec.id_column] if spec.id_column else [])
     columns += [c for c in spec.extra_columns if c not in columns]
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+    parquet = pq.ParquetFile(file)
+    first_group = 0
+    while first_group < parquet.num_row_groups:
+        group_rows = parquet.metadata.row_group(first_group).num_rows
+        if skip < group_rows:
+            break
+        skip -= group_rows
+        first_group += 1
+    groups = list(range(first_group, parquet.num_row_groups))
+    if not groups:
+        return
+    batches = parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns, row_groups=groups)
+    for batch in batches:
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        batch, skip = batch.slice(skip), 0
         texts = batch.column(spec.text_column).to_pylist()
         ids = batch.column(spec.id_column).to_pylist() if spec.id_column else [None] * len(texts)
         extras = {c: batch.column(c).to_pylist() for c in spec.extra_columns}
@@ -153,10 +170,23 @@ def _rows_parquet(file: Path, spec: InputSpec) -> Iterator[Row]:
             yield text, row_id, None, {c: values[i] for c, values in extras.items()}
 
 
-def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[Row]:
+def _parquet_rows(file: Path) -> int:
+    return pq.ParquetFile(file).metadata.num_rows
+
+
+def _jsonl_rows(file: Path) -> int:
+    """Rows of a JSONL file as `_rows_jsonl` yields them: its non-blank lines."""
+    with open(file, encoding="utf-8", errors="replace") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _rows_jsonl(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
     with open(file, encoding="utf-8", errors="replace") as fh:
         for line_number, line in enumerate(fh, start=1):
             if not line.strip():
+                continue
+            if skip:  # rows before the wanted range are counted, never parsed
+                skip -= 1
                 continue
             try:
                 record = json.loads(line)
@@ -176,13 +206,38 @@ def _rows_jsonl(file: Path, spec: InputSpec) -> Iterator[Row]:
 
 def iter_documents(spec: InputSpec) -> Iterator[Document]:
     """Stream every input row, in a fixed order, up to `spec.limit` rows."""
+    return iter_document_range(spec, 0, None)
+
+
+def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterator[Document]:
+    """The documents with ordinals in [start, stop), exactly as `iter_documents` numbers them.
+
+    What a generator reads for its slice of a unit: files wholly before `start` are skipped by
+    their row counts (Parquet metadata; a JSONL file is scanned for its non-blank lines) and, in
+    a Parquet file, so are whole row groups, so reading a unit costs about the unit, not the
+    input before it."""
     root, files = resolve_input_files(spec.path)
+    if spec.limit is not None:
+        stop = spec.limit if stop is None else min(stop, spec.limit)
     ordinal = 0
     for file in files:
+        if stop is not None and ordinal >= stop:
+            return
+        parquet = file.suffix.lower() in PARQUET_SUFFIXES
+        skip = 0
+        if start > ordinal:
+            rows = _parquet_rows(file) if parquet else _jsonl_rows(file)
+            if ordinal + rows <= start:
+                ordinal += rows
+                continue
+            skip = start - ordinal
+            ordinal = start
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
-        reader = _rows_parquet if file.suffix.lower() in PARQUET_SUFFIXES else _rows_jsonl
-        for row_number, (text, row_id, error, extra) in enumerate(reader(file, spec)):
-            if spec.limit is not None and ordinal >= spec.limit:
+        reader = _rows_parquet if parquet else _rows_jsonl
+        for row_number, (text, row_id, error, extra) in enumerate(
+            reader(file, spec, skip), start=skip
+        ):
+            if stop is not None and ordinal >= stop:
                 return
             source_id = f"{name}:{row_number}" if row_id is None else str(row_id)
             if error is None and text is not None and not isinstance(text, str):
