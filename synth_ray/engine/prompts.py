@@ -2,25 +2,35 @@
 
     python -c "from synth_ray.engine.prompts import PromptRenderer; r = PromptRenderer.from_model('MODEL_DIR'); print(r.render([{'role': 'user', 'content': 'hi'}]))"
 
-Rendering once on the driver means a too-long prompt is caught (and becomes an error row)
-before it reaches an engine, and `n_input_tokens` is known exactly.
+Prompts are rendered next to the generator that runs them (runtime/slice_worker.py), before
+they reach its engine, so a too-long prompt becomes an error row and `n_input_tokens` is known
+exactly. A renderer loaded with `from_model` pickles as its model name and is loaded once per
+process on the other side, so a method holding one is cheap to ship to every generator.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
 class PromptRenderer:
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, source: str | None = None) -> None:
+        """`source` is the model folder or hub id the tokenizer came from (None: pickles whole)."""
         self.tokenizer = tokenizer
+        self.source = source
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
     def from_model(cls, model: str) -> PromptRenderer:
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(model))
+        return cls(AutoTokenizer.from_pretrained(model), source=model)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.source is None:
+            return (PromptRenderer, (self.tokenizer, None))
+        return (renderer_for, (self.source,))
 
     def render_text(self, messages: list[dict[str, str]]) -> str:
         if self.has_chat_template:
@@ -40,3 +50,9 @@ class PromptRenderer:
             return []
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
+
+
+@functools.lru_cache(maxsize=4)
+def renderer_for(model: str) -> PromptRenderer:
+    """One renderer per model per process: what an unpickled renderer becomes."""
+    return PromptRenderer.from_model(model)
