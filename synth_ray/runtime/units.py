@@ -50,6 +50,28 @@ class PendingUnit:
     def complete(self) -> bool:
         return len(self.outcomes) == len(self.candidates)
 
+    def add_result(self, method: Method, candidate: Candidate, result: EngineResult) -> None:
+        """Record a candidate's completion as its outcomes (kept, dropped or errored rows)."""
+        self.results[result.request_id] = result
+        self.outcomes[result.request_id] = completion_outcomes(method, candidate, result)
+
+
+def completion_outcomes(
+    method: Method, candidate: Candidate, result: EngineResult
+) -> list[Kept | Dropped | Errored]:
+    """One outcome per expected row; a parser bug on one completion errors only its rows."""
+    width = candidate.width
+    if result.error is not None:
+        return [Errored("generate", result.error)] * width
+    try:
+        finished = method.finish(candidate, result)
+        outcomes = finished if isinstance(finished, list) else [finished]
+        if len(outcomes) != width:
+            raise ValueError(f"{len(outcomes)} outcomes for {width} expected rows")
+    except Exception as err:
+        return [Errored("parse", f"{type(err).__name__}: {err}")] * width
+    return outcomes
+
 
 class UnitBuilder:
     def __init__(
@@ -177,19 +199,7 @@ class UnitTracker:
     def add_result(self, item: WorkItem, result: EngineResult) -> None:
         pending = self.by_request.pop(result.request_id)
         candidate = self.candidate_of.pop(result.request_id)
-        pending.results[result.request_id] = result
-        width = candidate.width
-        if result.error is not None:
-            outcomes: list[Kept | Dropped | Errored] = [Errored("generate", result.error)] * width
-        else:
-            try:
-                finished = self.method.finish(candidate, result)
-                outcomes = finished if isinstance(finished, list) else [finished]
-                if len(outcomes) != width:
-                    raise ValueError(f"{len(outcomes)} outcomes for {width} expected rows")
-            except Exception as err:  # a parser bug on one completion must not fail the unit
-                outcomes = [Errored("parse", f"{type(err).__name__}: {err}")] * width
-        pending.outcomes[result.request_id] = outcomes
+        pending.add_result(self.method, candidate, result)
         if pending.complete:
             del self.pending[pending.unit.index]
             self._commit(pending)
@@ -200,10 +210,6 @@ class UnitTracker:
         if self._order:
             raise AssertionError(f"units {list(self._order)[:5]} never completed")
 
-    def _filtered_text(self, row: dict[str, Any]) -> str | None:
-        text = row.get(self.method.diversity_column or "")
-        return text if isinstance(text, str) and text.strip() else None
-
     def _commit(self, pending: PendingUnit) -> None:
         if self.diversity is None:
             self._write(pending)
@@ -212,7 +218,8 @@ class UnitTracker:
             text
             for candidate in pending.candidates
             for outcome in pending.outcomes[candidate.row_id]
-            if isinstance(outcome, Kept) and (text := self._filtered_text(outcome.row))
+            if isinstance(outcome, Kept)
+            and (text := filtered_text(outcome.row, self.method.diversity_column))
         ]
         self._embedding[pending.unit.index] = (pending, self.diversity.embed_async(texts))
         self._drain(block=False)
@@ -238,57 +245,85 @@ class UnitTracker:
         vectors: np.ndarray | None = None,
         decision: BatchDecision | None = None,
     ) -> None:
-        stats = UnitStats(input_documents=pending.input_documents)
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        kept_ids: list[str] = []
-        filtered = 0  # position among the rows the diversity filter decided on
-        for candidate in pending.candidates:
-            stats.rows_in += candidate.width
-            result = pending.results.get(candidate.row_id)
-            if result is not None:
-                stats.input_tokens += result.n_input_tokens
-                stats.output_tokens += result.n_output_tokens
-            for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
-                if isinstance(outcome, Kept) and self.annotate_nn:
-                    row = dict(outcome.row)
-                    row["nn_similarity"] = candidate.fields.get("nn_similarity")
-                    if decision is not None and self._filtered_text(row):
-                        position, filtered = filtered, filtered + 1
-                        if not decision.keep[position]:
-                            outcome = Dropped("diversity")
-                        else:
-                            row["nn_similarity"] = nn_value(decision.nn_similarity[position])
-                            kept_ids.append(row.get("id") or candidate.sample_id(index))
-                    if isinstance(outcome, Kept):
-                        outcome = Kept(row)
-                if isinstance(outcome, Kept):
-                    rows.append(outcome.row)
-                    stats.rows_out += 1
-                elif isinstance(outcome, Dropped):
-                    stats.dropped[outcome.filter_name] += 1
-                else:
-                    stats.errored[outcome.stage] += 1
-                    errors.append(
-                        {
-                            "id": candidate.sample_id(index),
-                            "source_id": candidate.source_id,
-                            "stage": outcome.stage,
-                            "error": outcome.error,
-                        }
-                    )
+        out = collect_rows(pending, self.annotate_nn, self.method.diversity_column, decision)
         kept_vectors = None
         if decision is not None and vectors is not None:
-            stats.nn_histogram = histogram(decision.nn_similarity)
-            kept_vectors = (kept_ids, vectors[decision.keep])
+            out.stats.nn_histogram = histogram(decision.nn_similarity)
+            kept_vectors = (out.kept_ids, vectors[decision.keep])
         self.store.commit_unit(
             pending.unit.index,
             pending.unit.unit_id,
-            rows,
+            out.rows,
             self.schema,
-            errors,
-            stats,
+            out.errors,
+            out.stats,
             stage=self.stage,
             vectors=kept_vectors,
         )
-        self.on_commit(pending, stats)
+        self.on_commit(pending, out.stats)
+
+
+@dataclass
+class UnitRows:
+    """What a unit (or a slice of one) writes: its rows, error rows and accounting."""
+
+    rows: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    stats: UnitStats
+    kept_ids: list[str]  # ids of the rows the diversity decision kept (with a decision)
+
+
+def filtered_text(row: dict[str, Any], column: str | None) -> str | None:
+    """The text the diversity filter compares for a row; None when the row has none."""
+    text = row.get(column or "")
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def collect_rows(
+    pending: PendingUnit,
+    annotate_nn: bool,
+    diversity_column: str | None = None,
+    decision: BatchDecision | None = None,
+) -> UnitRows:
+    """Rows in candidate order, each outcome counted once. `annotate_nn` adds `nn_similarity`
+    (from the candidate's fields, or from `decision`, which also drops the rows it rejects)."""
+    stats = UnitStats(input_documents=pending.input_documents)
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    kept_ids: list[str] = []
+    filtered = 0  # position among the rows the diversity filter decided on
+    for candidate in pending.candidates:
+        stats.rows_in += candidate.width
+        result = pending.results.get(candidate.row_id)
+        if result is not None:
+            stats.input_tokens += result.n_input_tokens
+            stats.output_tokens += result.n_output_tokens
+        for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
+            if isinstance(outcome, Kept) and annotate_nn:
+                row = dict(outcome.row)
+                row["nn_similarity"] = candidate.fields.get("nn_similarity")
+                if decision is not None and filtered_text(row, diversity_column):
+                    position, filtered = filtered, filtered + 1
+                    if not decision.keep[position]:
+                        outcome = Dropped("diversity")
+                    else:
+                        row["nn_similarity"] = nn_value(decision.nn_similarity[position])
+                        kept_ids.append(row.get("id") or candidate.sample_id(index))
+                if isinstance(outcome, Kept):
+                    outcome = Kept(row)
+            if isinstance(outcome, Kept):
+                rows.append(outcome.row)
+                stats.rows_out += 1
+            elif isinstance(outcome, Dropped):
+                stats.dropped[outcome.filter_name] += 1
+            else:
+                stats.errored[outcome.stage] += 1
+                errors.append(
+                    {
+                        "id": candidate.sample_id(index),
+                        "source_id": candidate.source_id,
+                        "stage": outcome.stage,
+                        "error": outcome.error,
+                    }
+                )
+    return UnitRows(rows, errors, stats, kept_ids)
