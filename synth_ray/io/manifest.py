@@ -32,6 +32,16 @@ class UnitRecord:
     stats: dict[str, Any] = field(default_factory=dict)
     stage: str = ""  # multi-stage methods commit several stages into one folder
     embedding_shard: str | None = None  # the diversity filter's vectors of the kept rows
+    # a unit generated in several slices (the end of a job) has one data shard per slice,
+    # the first in `data_shard`, the rest here in row order; the same for error shards
+    more_data_shards: list[str] = field(default_factory=list)
+    more_error_shards: list[str] = field(default_factory=list)
+
+    def data_shards(self) -> list[str]:
+        return [self.data_shard, *self.more_data_shards]
+
+    def error_shards(self) -> list[str]:
+        return [s for s in (self.error_shard, *self.more_error_shards) if s]
 
 
 _FIELDS = {f.name for f in fields(UnitRecord)}

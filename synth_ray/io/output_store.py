@@ -11,6 +11,8 @@ so a rerun writes the same names):
     _runs.jsonl          local: one line per finished run: wall time, units and tokens
     _runs/               URI: the same, one object per run (object stores cannot append)
     data/part-NNNNNN.parquet     output rows of unit NNNNNN (possibly empty)
+    data/part-NNNNNN-SSSSSS.parquet   the same, for a unit generated in slices (the end of a
+                                 job): one per slice, SSSSSS its first row's offset in the unit
     errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
     embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
@@ -75,6 +77,12 @@ _OWNED = (
     EMBEDDINGS_DIR,
     DIVERSITY_DIR,
 )
+
+
+def shard_name(stage: str, unit_index: int, offset: int | None = None) -> str:
+    """`[stage-]part-NNNNNN.parquet`; `offset` names one slice of a unit generated in slices."""
+    suffix = f"-{offset:06d}" if offset is not None else ""
+    return f"{stage + '-' if stage else ''}part-{unit_index:06d}{suffix}.parquet"
 
 
 class OutputStore:
@@ -158,16 +166,8 @@ class OutputStore:
         by the same record."""
         if not stats.is_balanced():
             raise AssertionError(f"unit {unit_index}: row accounting does not balance: {stats}")
-        name = f"{stage + '-' if stage else ''}part-{unit_index:06d}.parquet"
-        data_shard = f"{DATA_DIR}/{name}"
-        self._write_shard(data_shard, pa.Table.from_pylist(rows, schema=schema))
-        error_shard = None
-        if errors:
-            error_shard = f"{ERRORS_DIR}/{name}"
-            table = pa.Table.from_pylist(
-                [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
-            )
-            self._write_shard(error_shard, table)
+        name = shard_name(stage, unit_index)
+        data_shard, error_shard = self.write_shards(name, unit_index, rows, schema, errors)
         embedding_shard = None
         if vectors is not None:
             embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
@@ -184,6 +184,50 @@ class OutputStore:
         )
         self.commits.append(record)
         return record
+
+    def write_shards(
+        self,
+        name: str,
+        unit_index: int,
+        rows: list[dict[str, Any]],
+        schema: pa.Schema,
+        errors: list[dict[str, Any]],
+    ) -> tuple[str, str | None]:
+        """Write `data/<name>` (always, possibly empty) and `errors/<name>` (when there are
+        error rows); returns their names. Nothing is committed until a record names them."""
+        data_shard = f"{DATA_DIR}/{name}"
+        self._write_shard(data_shard, pa.Table.from_pylist(rows, schema=schema))
+        error_shard = None
+        if errors:
+            error_shard = f"{ERRORS_DIR}/{name}"
+            table = pa.Table.from_pylist(
+                [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
+            )
+            self._write_shard(error_shard, table)
+        return data_shard, error_shard
+
+    def commit(self, record: UnitRecord) -> None:
+        """Commit a unit whose shards the generators wrote: call only once all are written."""
+        if not UnitStats.from_dict(record.stats).is_balanced():
+            raise AssertionError(f"unit {record.unit_index}: row accounting does not balance")
+        self.commits.append(record)
+
+    def sweep_unreferenced(self, stage: str) -> int:
+        """Delete `stage`'s data and error shards that no commit record names (slices of a
+        unit a killed run left half done, cut differently on the rerun), so a plain listing
+        of data/ holds committed rows only. Call when the stage has committed every unit."""
+        named: set[str] = set()
+        for record in self.committed(stage).values():
+            named.update(record.data_shards())
+            named.update(record.error_shards())
+        prefix = f"{stage}-part-" if stage else "part-"
+        removed = 0
+        for folder in (DATA_DIR, ERRORS_DIR):
+            for file in self.location.listdir(folder):
+                if file.startswith(prefix) and f"{folder}/{file}" not in named:
+                    self.location.delete(f"{folder}/{file}")
+                    removed += 1
+        return removed
 
     def _write_shard(self, name: str, table: pa.Table) -> None:
         """Local: temp, fsync, rename (`write_shard_atomic`); URI: one PUT to the final name."""
@@ -269,14 +313,15 @@ class OutputStore:
         """Committed rows (or error rows) in (stage, unit) order, candidate order within a unit:
         what a later stage of a multi-round method reads as its input."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
-        shards = [r.error_shard if errors else r.data_shard for r in records]
-        return [row for s in shards if s for row in self.location.read_table(s).to_pylist()]
+        shards = [s for r in records for s in (r.error_shards() if errors else r.data_shards())]
+        return [row for s in shards for row in self.location.read_table(s).to_pylist()]
 
     def data_tables(self, stage: str | None = None) -> Iterator[pa.Table]:
         """The committed data shards as tables, in (stage, unit) order, read one at a time."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         for record in records:
-            yield self.location.read_table(record.data_shard)
+            for shard in record.data_shards():
+                yield self.location.read_table(shard)
 
     def committed_vectors(self, stage: str = "") -> list[np.ndarray]:
         """The kept rows' vectors of each committed unit of `stage`, in unit order."""
@@ -291,4 +336,4 @@ class OutputStore:
         """Committed data shards in (stage, unit) order: what a reader should read. Paths for
         a local folder, URIs for a URI output (`pq.read_table(uri)` opens them)."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
-        return [self.location.file_ref(r.data_shard) for r in records]  # type: ignore[return-value]
+        return [self.location.file_ref(s) for r in records for s in r.data_shards()]  # type: ignore[return-value]
