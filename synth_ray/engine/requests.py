@@ -27,6 +27,10 @@ class EngineRequest:
     seed: int | None
     max_tokens: int  # sampling.max_tokens capped so prompt + output fit the context
 
+    @property
+    def key(self) -> str:
+        return self.request_id
+
 
 @dataclass(frozen=True)
 class EngineResult:
@@ -42,6 +46,10 @@ class EngineResult:
     finish_reason: str | None
     error: str | None = None
     samples: tuple[tuple[str, int, str | None], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.request_id
 
     def all_samples(self) -> list[tuple[str, int, str | None]]:
         return list(self.samples) or [(self.text, self.n_output_tokens, self.finish_reason)]

@@ -2,18 +2,22 @@
 
     python -m pytest tests/test_scheduler.py   # drives this policy with a simulated engine
 
-Plain Python over the `Backend` protocol, no Ray here. Policy:
-- Work is pulled lazily from an iterator (so memory stays bounded) in batches of
-  `batch_size`, until each ready replica has `max_in_flight` requests outstanding. A replica
-  keeps accepting batches while earlier ones decode: there is no batch barrier.
-- A replica that dies loses its in-flight batches; their requests go back to the front of the
-  queue with one more attempt counted. A request on its last attempt is a suspect (it may be
-  what kills engines): it is sent alone, to a replica first drained of other work, so only the
-  culprit fails with it. A request lost `max_attempts` times comes back as an error result
-  instead of failing the job.
+Plain Python over the `Backend` protocol, no Ray here. A work item is a slice of a unit
+(runtime/slices.py: what jobs send) or a single engine request (the diversity-filtered path),
+weighted by the requests it stands for. Policy:
+- Work is pulled lazily from an iterator (so memory stays bounded), in batches of up to
+  `batch_size` items, until each ready replica has `max_in_flight` requests outstanding, and
+  always at least two batches: a replica keeps accepting work while earlier batches decode,
+  so there is no batch barrier, not even at the end of one large slice.
+- A replica that dies loses its in-flight batches; their items go back to the front of the
+  queue with one more attempt counted. An item on its last attempt is a suspect (it may be
+  what kills engines): it is cut in halves while it can be (`split`), and each piece is sent
+  alone, to a replica first drained of other work, so only the culprit fails with it. An
+  item lost `max_attempts` times ends as errors (`on_exhausted`) instead of failing the job.
 - A dead replica is replaced up to `max_replica_restarts` times. The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
   model path fails every replica alike), or when none is ready within `start_timeout_s`.
+Cost per event is independent of the number of replicas: only replicas with room are visited.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.runtime.backend import Backend, BatchDone, ReplicaFailed, ReplicaReady
@@ -33,9 +38,23 @@ class JobFailed(RuntimeError):
 
 @dataclass
 class WorkItem:
-    request: EngineRequest
+    """`payload` is an EngineRequest or a SliceTask; `weight` the requests it stands for;
+    a `safe` item never reaches an engine (a slice written as error rows), so is no suspect."""
+
+    payload: Any
     unit_index: int
     attempts: int = 0
+    weight: int = 1
+    safe: bool = False
+
+    @property
+    def request(self) -> EngineRequest:
+        return self.payload
+
+    @property
+    def key(self) -> str:
+        payload = self.payload
+        return payload.request_id if isinstance(payload, EngineRequest) else payload.key
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,9 @@ class SchedulerSettings:
     max_replica_restarts: int = 3
     start_timeout_s: float = 900.0
     poll_interval_s: float = 0.2
+    # batches kept in flight per replica whatever their size, so one slice's slowest request
+    # never leaves the engine idle while the next slice waits for that one to come back
+    min_batches_in_flight: int = 3
 
 
 @dataclass
@@ -54,13 +76,13 @@ class _Replica:
     started_at: float
     ready: bool = False
     in_flight: dict[int, list[WorkItem]] = field(default_factory=dict)
+    outstanding: int = 0  # weight of the items in flight
     isolating: bool = False  # running a suspect alone; gets nothing else meanwhile
 
-    def outstanding(self) -> int:
-        return sum(len(batch) for batch in self.in_flight.values())
 
-
-Sink = Callable[[WorkItem, EngineResult], None]
+Sink = Callable[[WorkItem, Any], None]
+Split = Callable[[WorkItem], list[WorkItem]]
+OnExhausted = Callable[[WorkItem, str], "WorkItem | None"]
 
 
 class Scheduler:
@@ -71,13 +93,23 @@ class Scheduler:
         sink: Sink,
         settings: SchedulerSettings,
         clock: Callable[[], float] = time.monotonic,
+        split: Split | None = None,
+        on_exhausted: OnExhausted | None = None,
     ) -> None:
+        """`sink(item, result)` gets each item's result once. `split` cuts a suspect item in
+        pieces; `on_exhausted(item, reason)` gives the item that writes a lost item as error
+        rows (None: the sink gets an EngineResult with the error)."""
         self.backend = backend
         self.work = work
         self.sink = sink
         self.settings = settings
         self.clock = clock
+        self.split = split
+        self.on_exhausted = on_exhausted
         self.replicas: dict[int, _Replica] = {}
+        self.hungry: set[int] = set()  # ready replicas that may have room for more work
+        self.draining: int | None = None  # emptied to run a suspect alone
+        self.batches_in_flight = 0
         self.retry: deque[WorkItem] = deque()
         self.work_exhausted = False
         self.restarts = 0
@@ -107,9 +139,7 @@ class Scheduler:
             self._check_start_timeout()
 
     def _finished(self) -> bool:
-        if not self.work_exhausted or self.retry:
-            return False
-        return all(not r.in_flight for r in self.replicas.values())
+        return self.work_exhausted and not self.retry and self.batches_in_flight == 0
 
     def _start_replica(self) -> None:
         replica_id = self.backend.start_replica()
@@ -117,44 +147,74 @@ class Scheduler:
 
     # -- dispatch -------------------------------------------------------------------------------
     def _is_suspect(self, item: WorkItem) -> bool:
-        return item.attempts >= max(1, self.settings.max_attempts - 1)
+        return not item.safe and item.attempts >= max(1, self.settings.max_attempts - 1)
 
-    def _take(self, n: int) -> list[WorkItem]:
-        """Up to n items: retries first (suspects left in place), then fresh work."""
+    def _take(self, room: int) -> list[WorkItem]:
+        """Up to `batch_size` items weighing about `room` (at least one item): retries first
+        (suspects left in place), then fresh work."""
         batch: list[WorkItem] = []
+        weight = 0
         suspects: deque[WorkItem] = deque()
-        while len(batch) < n and self.retry:
+        while len(batch) < self.settings.batch_size and weight < room and self.retry:
             item = self.retry.popleft()
-            (suspects if self._is_suspect(item) else batch).append(item)
+            if self._is_suspect(item):
+                suspects.append(item)
+                continue
+            batch.append(item)
+            weight += item.weight
         self.retry.extendleft(reversed(suspects))
-        while len(batch) < n and not self.work_exhausted:
+        while len(batch) < self.settings.batch_size and weight < room and not self.work_exhausted:
             try:
-                batch.append(next(self.work))
+                item = next(self.work)
             except StopIteration:
                 self.work_exhausted = True
+                break
+            batch.append(item)
+            weight += item.weight
         return batch
 
     def _send(self, replica_id: int, replica: _Replica, batch: list[WorkItem]) -> None:
         batch_id = self.next_batch_id
         self.next_batch_id += 1
         replica.in_flight[batch_id] = batch
-        self.backend.submit(replica_id, batch_id, [item.request for item in batch])
+        replica.outstanding += sum(item.weight for item in batch)
+        self.batches_in_flight += 1
+        self.backend.submit(replica_id, batch_id, [item.payload for item in batch])
+
+    def _has_room(self, replica: _Replica) -> bool:
+        return (
+            replica.outstanding < self.settings.max_in_flight
+            or len(replica.in_flight) < self.settings.min_batches_in_flight
+        )
 
     def _fill(self) -> None:
-        ready = [(rid, r) for rid, r in self.replicas.items() if r.ready and not r.isolating]
-        if any(self._is_suspect(item) for item in self.retry) and ready:
-            drain_id, drain = ready.pop(0)  # stops taking work until empty, then isolates
-            if not drain.in_flight:
-                suspect = next(i for i in self.retry if self._is_suspect(i))
-                self.retry.remove(suspect)
-                drain.isolating = True
-                self._send(drain_id, drain, [suspect])
-        for replica_id, replica in ready:
-            while (room := self.settings.max_in_flight - replica.outstanding()) > 0:
-                batch = self._take(min(self.settings.batch_size, room))
+        if self.retry and any(self._is_suspect(item) for item in self.retry):
+            # one replica stops taking work until empty, then runs the suspect alone
+            if self.draining not in self.replicas:
+                ready = [rid for rid, r in self.replicas.items() if r.ready and not r.isolating]
+                self.draining = min(ready) if ready else None
+            if self.draining is not None:
+                self.hungry.discard(self.draining)
+                drain = self.replicas[self.draining]
+                if not drain.in_flight:
+                    suspect = next(i for i in self.retry if self._is_suspect(i))
+                    self.retry.remove(suspect)
+                    drain.isolating = True
+                    self._send(self.draining, drain, [suspect])
+                    self.draining = None
+        else:
+            self.draining = None
+        for replica_id in sorted(self.hungry):
+            replica = self.replicas[replica_id]
+            while self._has_room(replica):
+                batch = self._take(max(1, self.settings.max_in_flight - replica.outstanding))
                 if not batch:
                     break
                 self._send(replica_id, replica, batch)
+            if not self._has_room(replica):
+                self.hungry.discard(replica_id)
+            elif self.work_exhausted and not self.retry:
+                self.hungry.discard(replica_id)  # nothing left to give it
 
     # -- events ---------------------------------------------------------------------------------
     def _handle(self, event: ReplicaReady | ReplicaFailed | BatchDone) -> None:
@@ -163,6 +223,7 @@ class Scheduler:
             return  # a late event from a replica already written off
         if isinstance(event, ReplicaReady):
             replica.ready = True
+            self.hungry.add(event.replica_id)
             self.ever_ready = True
             if self.first_ready_at is None:
                 self.first_ready_at = self.clock()
@@ -171,11 +232,14 @@ class Scheduler:
             batch = replica.in_flight.pop(event.batch_id, None)
             if batch is None:
                 return
+            replica.outstanding -= sum(item.weight for item in batch)
+            self.batches_in_flight -= 1
             replica.isolating = False
-            by_id = {r.request_id: r for r in event.results}
+            self.hungry.add(event.replica_id)
+            by_key = {r.key: r for r in event.results}
             for item in batch:
-                result = by_id.get(item.request.request_id) or EngineResult(
-                    item.request.request_id, "", 0, 0, None, error="replica returned no result"
+                result = by_key.get(item.key) or EngineResult(
+                    item.key, "", 0, 0, None, error="replica returned no result"
                 )
                 self.sink(item, result)
         elif isinstance(event, ReplicaFailed):
@@ -183,26 +247,29 @@ class Scheduler:
 
     def _replica_failed(self, replica_id: int, reason: str) -> None:
         replica = self.replicas.pop(replica_id)
+        self.hungry.discard(replica_id)
+        self.batches_in_flight -= len(replica.in_flight)
         self.backend.stop_replica(replica_id)
         self.failures.append(reason)
         lost = [item for batch in replica.in_flight.values() for item in batch]
-        for item in reversed(lost):
+        requeue: list[WorkItem] = []
+        for item in lost:
             item.attempts += 1
-            if item.attempts >= self.settings.max_attempts:
-                self.sink(
-                    item,
-                    EngineResult(
-                        item.request.request_id,
-                        "",
-                        len(item.request.prompt_token_ids),
-                        0,
-                        None,
-                        error=f"lost with its replica {item.attempts} times; last: {reason}",
-                    ),
+            pieces = self.split(item) if self.split and self._is_suspect(item) else [item]
+            if len(pieces) > 1:  # bisecting a suspect: each half is a suspect of its own
+                for piece in pieces:
+                    piece.attempts = max(1, self.settings.max_attempts - 1)
+                requeue.extend(pieces)
+            elif item.attempts >= self.settings.max_attempts and not item.safe:
+                self._exhausted(
+                    item, f"lost with its replica {item.attempts} times; last: {reason}"
                 )
             else:
-                self.requests_resent += 1
-                self.retry.appendleft(item)
+                requeue.append(item)
+        self.requests_resent += sum(item.weight for item in requeue)
+        self.retry.extendleft(reversed(requeue))
+        # replicas that ran out of work may take the re-sent items
+        self.hungry.update(rid for rid, r in self.replicas.items() if r.ready and not r.isolating)
         if not replica.ready and not self.ever_ready:
             if not self.replicas:
                 raise JobFailed(f"generator replica failed to start: {reason}")
@@ -215,6 +282,20 @@ class Scheduler:
                 f"all generator replicas died ({self.restarts} replaced, "
                 f"max_replica_restarts={self.settings.max_replica_restarts}); last: {reason}"
             )
+
+    def _exhausted(self, item: WorkItem, reason: str) -> None:
+        replacement = self.on_exhausted(item, reason) if self.on_exhausted else None
+        if replacement is not None:
+            self.retry.appendleft(replacement)
+            self.hungry.update(
+                rid for rid, r in self.replicas.items() if r.ready and not r.isolating
+            )
+            return
+        request = item.payload
+        self.sink(
+            item,
+            EngineResult(item.key, "", len(request.prompt_token_ids), 0, None, error=reason),
+        )
 
     def _check_start_timeout(self) -> None:
         if any(r.ready for r in self.replicas.values()):
