@@ -105,9 +105,16 @@ class ResourcesConfig(_Section):
 
 class SchedulerConfig(_Section):
     # Small batches keep results streaming back; many in flight keep the engine's batch full.
-    batch_size: int = Field(8, ge=1, description="Requests per actor call.")
+    batch_size: int = Field(
+        8, ge=1, description="Slices (or, diversity-filtered, requests) per actor call, at most."
+    )
     max_in_flight_per_replica: int = Field(
         256, ge=1, description="Requests outstanding per replica; more keeps a fast GPU busier."
+    )
+    min_slice_rows: int = Field(
+        32,
+        ge=1,
+        description="Smallest slice a unit is cut into at the end of a stage (for load balance).",
     )
     max_attempts: int = Field(
         3, ge=1, description="Tries per request when its replica dies before answering."

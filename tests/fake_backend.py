@@ -2,16 +2,24 @@
 
 Batches finish after a configurable number of polls, out of order; replicas can be made to fail
 at start, die after N batches, or die whenever a given request id is in a batch (a poison row).
-Completions are a deterministic function of the prompt, so runs are comparable.
+Completions are a deterministic function of the prompt, so runs are comparable. Slices run
+through the real SliceWorker (reading, rendering, parsing, writing shards) around this engine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
+from synth_ray.runtime.slice_worker import SliceWorker
+from synth_ray.runtime.slices import SliceTask, StageSpec
+
+
+class _Poisoned(Exception):
+    pass
 
 
 def fake_completion(request: EngineRequest) -> EngineResult:
@@ -45,6 +53,23 @@ class FakeBackend:
         self.in_flight: dict[int, list[tuple[int, int, list[EngineRequest]]]] = {}
         self.served: dict[int, int] = {}
         self.started: list[int] = []
+        self.worker = SliceWorker(self._generate_many)
+        self.generated: list[str] = []  # request ids in the order the engine got them
+
+    async def _generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        if self.poison_request in {r.request_id for r in requests}:
+            raise _Poisoned()
+        self.generated.extend(r.request_id for r in requests)
+        respond = self.responder or fake_completion
+        return [respond(r) for r in requests]
+
+    def add_stage(self, spec: StageSpec) -> None:
+        self.worker.add_stage(spec)
+
+    def _run(self, payloads: list) -> list:
+        if payloads and isinstance(payloads[0], SliceTask):
+            return [asyncio.run(self.worker.run(task)) for task in payloads]
+        return asyncio.run(self._generate_many(payloads))
 
     def start_replica(self) -> int:
         rid = self.next_id
@@ -61,7 +86,7 @@ class FakeBackend:
 
     def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
         assert replica_id in self.alive, "scheduler sent work to a replica that is not ready"
-        self.submitted.append((replica_id, batch_id, [r.request_id for r in requests]))
+        self.submitted.append((replica_id, batch_id, [r.key for r in requests]))
         polls = self.latency_polls + self.rng.randint(0, 2)
         self.in_flight[replica_id].append((polls, batch_id, requests))
         outstanding = sum(len(b[2]) for b in self.in_flight[replica_id])
@@ -81,16 +106,16 @@ class FakeBackend:
                 if polls > 0:
                     remaining.append((polls - 1, batch_id, requests))
                     continue
-                if self.poison_request in {r.request_id for r in requests}:
-                    self._kill(rid, "engine crashed on a poison request")
-                    break
                 limit = self.die_after_batches.get(rid)
                 if limit is not None and self.served[rid] >= limit:
                     self._kill(rid, f"replica {rid} lost its node")
                     break
+                try:
+                    results = self._run(requests)
+                except _Poisoned:
+                    self._kill(rid, "engine crashed on a poison request")
+                    break
                 self.served[rid] += 1
-                respond = self.responder or fake_completion
-                results = [respond(r) for r in requests]
                 self.rng.shuffle(results)  # results come back in any order
                 events.append(BatchDone(rid, batch_id, results))
             else:

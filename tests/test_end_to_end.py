@@ -313,3 +313,20 @@ def test_engine_runs_this_machines_dtype_at_normal_priority(tmp_path, shared_eng
     assert summary.engine["niceness"] == 0
     for process in [psutil.Process(actor_pid), *engine_processes]:
         assert process.nice() == 0, f"{process.name()} runs at nice {process.nice()}"
+
+
+def test_driver_does_no_per_row_work(tmp_path, shared_engine, monkeypatch):
+    """Rendering, tokenizing, parsing and shard writing happen in the generator actor: in this
+    (the driver's) process they are made to fail, and the job still completes."""
+    from synth_ray.engine.prompts import PromptRenderer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver did per-row work")
+
+    monkeypatch.setattr(PromptRenderer, "render_text", refuse)
+    monkeypatch.setattr(PromptRenderer, "count_tokens", refuse)
+    monkeypatch.setattr(OutputStore, "write_shards", refuse)
+    config = job_config(tmp_path, REPO / "examples" / "web_docs.jsonl")
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    assert summary.stats["accounted"] and summary.stats["rows_out"] > 0
+    assert len(read_output(tmp_path / "out")) == summary.stats["rows_out"]

@@ -130,7 +130,7 @@ def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_mode
             )
     backend = FakeBackend(responder=engine)
     summary = run_job(config(tmp_path, inputs), show_progress=False, backend=backend)
-    sent = {rid for _, _, ids in backend.submitted for rid in ids}
+    sent = set(backend.generated)
     assert summary.units_skipped > 0
     # nothing of round 0 (all committed before the crash) was generated again
     work = OutputStore(tmp_path / "out" / "stages")
@@ -168,7 +168,7 @@ def test_evolve_requests_grouped_by_operation_and_templates_overridable(
     cfg.evol.templates = {"in_breadth": "BREADTH {instruction}\\n#Created Prompt#:\\n"}
     backend = FakeBackend(responder=recording, latency_polls=0)
     run_job(cfg, show_progress=False, backend=backend)
-    in_submission_order = [seen[rid] for _, _, ids in backend.submitted for rid in ids]
+    in_submission_order = [seen[rid] for rid in backend.generated]
     evolve = [p for p in in_submission_order if "Prompt#:" in p][:24]
     methods = [
         next(

@@ -131,7 +131,9 @@ def test_crash_at_any_commit_step_then_resume_equals_clean_run(
         with pytest.raises(Crash):
             run_job(config, show_progress=False, backend=FakeBackend())
     summary = run_job(config, show_progress=False, backend=FakeBackend())
-    assert summary.units_skipped >= 1 or at == 1
+    # replicas write a batch of slices' shards before the driver commits any unit, so a
+    # crash in a shard write may come before the first commit
+    assert summary.units_skipped >= 1 or at == 1 or crash.__name__ == "before_rename"
 
     resumed_ids = output_ids(tmp_path / "out")
     clean_ids = output_ids(tmp_path / "clean" / "out")

@@ -132,7 +132,7 @@ def test_self_instruct_killed_in_round_two_resumes_without_repeats(
             )
     backend = FakeBackend(responder=engine)
     run_job(config(tmp_path, rows_per_shard=1), show_progress=False, backend=backend)
-    sent = [rid for _, _, ids in backend.submitted for rid in ids]
+    sent = list(backend.generated)
     assert len(sent) == len(set(sent))
     # round 0 and the committed unit of round 1 were not generated again
     from synth_ray.methods.base import row_id

@@ -7,9 +7,12 @@ simulated backend (tests/fake_backend.py) and production with Ray actors (ray_ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
+
+if TYPE_CHECKING:
+    from synth_ray.runtime.slices import SliceDone, SliceTask, StageSpec
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class ReplicaFailed:
 class BatchDone:
     replica_id: int
     batch_id: int
-    results: list[EngineResult]
+    results: list[EngineResult] | list[SliceDone]
 
 
 Event = ReplicaReady | ReplicaFailed | BatchDone
@@ -43,8 +46,15 @@ class Backend(Protocol):
     def start_replica(self) -> int:
         """Begin starting a replica; a ReplicaReady or ReplicaFailed event follows."""
 
-    def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
-        """Send a batch to a ready replica; a BatchDone or ReplicaFailed event follows."""
+    def add_stage(self, spec: StageSpec) -> None:
+        """Make a stage's spec available to replicas before slices of it are submitted."""
+
+    def submit(
+        self, replica_id: int, batch_id: int, payloads: list[EngineRequest] | list[SliceTask]
+    ) -> None:
+        """Send a batch (engine requests, or slices of one stage) to a ready replica; a
+        BatchDone (one result per payload: EngineResult or SliceDone) or ReplicaFailed
+        event follows."""
 
     def poll(self, timeout: float) -> list[Event]:
         """Events since the last poll, waiting up to `timeout` seconds for the first."""

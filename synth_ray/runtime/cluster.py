@@ -80,8 +80,11 @@ def replica_gpus(config: JobConfig) -> int:
     return gpus
 
 
-def ray_backend_for(config: JobConfig, keep_alive: bool = False) -> Any:
-    """Build the Ray backend after checking the cluster can hold the replicas."""
+def ray_backend_for(
+    config: JobConfig, keep_alive: bool = False, actor_class: type | None = None
+) -> Any:
+    """Build the Ray backend after checking the cluster can hold the replicas. `actor_class`
+    replaces the generator actor in benchmarks of the system around the engine only."""
 
     from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
 
@@ -89,4 +92,43 @@ def ray_backend_for(config: JobConfig, keep_alive: bool = False) -> Any:
     env = cpu_engine_env(config.engine.cpu_kv_cache_gib) if gpus == 0 else {}
     resources = ReplicaResources(config.resources.cpus_per_replica, gpus, env)
     check_cluster_fits(config.resources.replicas, resources)
-    return RayBackend(engine_settings(config, gpus), resources, keep_alive=keep_alive)
+    extra = {"actor_class": actor_class} if actor_class is not None else {}
+    return RayBackend(engine_settings(config, gpus), resources, keep_alive=keep_alive, **extra)
+
+
+def _sees_file(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def unreachable_message(what: str, path: str, blind: list[str], fix: str) -> str | None:
+    """The one-line error for nodes that cannot see `path` (None when every node can)."""
+    if not blind:
+        return None
+    nodes = ", ".join(sorted(blind)[:5]) + (f" and {len(blind) - 5} more" if len(blind) > 5 else "")
+    return f"{what} {path}: not visible from Ray node(s) {nodes}; {fix}"
+
+
+def check_visible_from_every_node(what: str, path: str, fix: str) -> None:
+    """Fail before any work, naming the nodes, when a local `path` the generators need (they
+    read their input slices and write their shards themselves) is not on every node of a
+    multi-node cluster. One zero-CPU probe task per node; a single node is never probed."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if not ray.is_initialized():
+        return  # a simulated backend in tests: nothing runs elsewhere
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    probe = ray.remote(_sees_file)
+    refs = {
+        node["NodeManagerAddress"] + f" ({node['NodeID'][:8]})": probe.options(
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+        ).remote(path)
+        for node in nodes
+    }
+    blind = [name for name, ref in refs.items() if not ray.get(ref, timeout=300)]
+    message = unreachable_message(what, path, blind, fix)
+    if message:
+        raise ResourceError(message)

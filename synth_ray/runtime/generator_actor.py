@@ -1,7 +1,10 @@
-"""The generator replica: a Ray async actor hosting one vLLM async engine.
+"""The generator replica: a Ray async actor hosting one vLLM async engine and the per-row work.
 
-Ray runs many `generate` calls on it at once (an async actor), each awaiting its own requests
-inside the one engine, so new batches enter the engine while earlier ones are still decoding.
+Ray runs many `run_slices` calls on it at once (an async actor), each awaiting its own
+requests inside the one engine, so new slices enter the engine while earlier ones are still
+decoding. Reading rows, rendering, tokenizing, parsing and writing shards happen here, next to
+the engine (runtime/slice_worker.py), in a worker thread so the engine's event loop keeps
+streaming; the driver only sends slice bounds and gets back shard names and counts.
 Its engine processes die with it, however it dies (runtime/reaper.py), and run at normal CPU
 priority rather than Ray's worker niceness (runtime/priority.py).
 The model is resolved on the actor's node (the embedded model is converted there if that node
@@ -10,6 +13,7 @@ has not done it yet), so a cluster needs no shared model folder for the default.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -20,6 +24,8 @@ from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
+from synth_ray.runtime.slice_worker import SliceWorker
+from synth_ray.runtime.slices import SliceDone, SliceTask
 
 
 class GeneratorActor:
@@ -29,6 +35,7 @@ class GeneratorActor:
         self.niceness = run_at_normal_priority()
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = VllmEngine(settings)
+        self.slices = SliceWorker(self.engine.generate_many)
 
     async def ready(self) -> dict[str, Any]:
         """Answers once the engine is loaded: where the replica runs and what its engine runs
@@ -42,6 +49,15 @@ class GeneratorActor:
 
     async def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
         return await self.engine.generate_many(requests)
+
+    async def run_slices(
+        self, stage_key: str, spec: list[Any], tasks: list[SliceTask]
+    ) -> list[SliceDone]:
+        """Run slices of one stage; `spec` is [object ref of its StageSpec], fetched once per
+        replica and stage (wrapped in a list so Ray does not fetch it for every call)."""
+        if not self.slices.has_stage(stage_key):
+            self.slices.add_stage(await spec[0])
+        return list(await asyncio.gather(*(self.slices.run(task) for task in tasks)))
 
     def pid(self) -> int:
         return os.getpid()

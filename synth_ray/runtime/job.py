@@ -19,7 +19,7 @@ from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import InputSpec, absolute_path, iter_documents, validate_inputs
+from synth_ray.io.inputs import InputSpec, absolute_path, validate_inputs
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import build_method
 from synth_ray.methods.self_instruct import load_seed_instructions
@@ -27,6 +27,7 @@ from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
 from synth_ray.runtime.evol_instruct import run_evol_instruct
 from synth_ray.runtime.self_instruct import run_self_instruct
+from synth_ray.runtime.slices import InputDocuments
 from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
 
@@ -87,7 +88,7 @@ def run_job(
     else:
         spec = input_spec(config)
         validate_inputs(spec)
-        docs = lambda: iter_documents(spec)  # noqa: E731
+        docs = InputDocuments(spec)  # generators read their own slices of it
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
     if config.filters.diversity.enabled:
         check_diversity_config(config.filters.diversity)

@@ -20,6 +20,7 @@ from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.errors import ResourceError
 from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
 from synth_ray.runtime.generator_actor import GeneratorActor
+from synth_ray.runtime.slices import SliceTask, StageSpec
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,22 @@ def _reason(err: BaseException) -> str:
 
 class RayBackend:
     def __init__(
-        self, settings: EngineSettings, resources: ReplicaResources, keep_alive: bool = False
+        self,
+        settings: EngineSettings,
+        resources: ReplicaResources,
+        keep_alive: bool = False,
+        actor_class: type = GeneratorActor,
     ) -> None:
         """With `keep_alive`, `shutdown` parks healthy actors and the next `start_replica`
         reuses them (one warm engine across several jobs, e.g. a test session); `close` kills
-        them for good."""
+        them for good. `actor_class` is for benchmarks of the system around the engine
+        (benchmarks/bench_driver.py); jobs always run GeneratorActor."""
         self.settings = settings
         self.resources = resources
         self.keep_alive = keep_alive
         self.idle: list[Any] = []
-        self.actor_class = ray.remote(GeneratorActor)
+        self.actor_class = ray.remote(actor_class)
+        self.stages: dict[str, Any] = {}  # stage key -> object ref of its StageSpec
         self.actors: dict[int, Any] = {}
         self.refs: dict[Any, tuple[str, int, int]] = {}
         self.next_replica_id = 0
@@ -94,8 +101,19 @@ class RayBackend:
             runtime_env={"env_vars": self.resources.env_vars},
         ).remote(self.settings)
 
-    def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
-        ref = self.actors[replica_id].generate.remote(requests)
+    def add_stage(self, spec: StageSpec) -> None:
+        """Put the stage's spec in the object store once; replicas fetch it on first use."""
+        self.stages = {spec.key: ray.put(spec)}
+
+    def submit(
+        self, replica_id: int, batch_id: int, payloads: list[EngineRequest] | list[SliceTask]
+    ) -> None:
+        actor = self.actors[replica_id]
+        if payloads and isinstance(payloads[0], SliceTask):
+            key = payloads[0].stage_key
+            ref = actor.run_slices.remote(key, [self.stages[key]], payloads)
+        else:
+            ref = actor.generate.remote(payloads)
         self.refs[ref] = ("batch", replica_id, batch_id)
 
     def poll(self, timeout: float) -> list[Event]:

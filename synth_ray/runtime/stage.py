@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,15 @@ from synth_ray.methods.base import Method
 from synth_ray.plan import DocumentSource, WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.progress import JobProgress
-from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings
+from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings, WorkItem
+from synth_ray.runtime.slices import (
+    InputDocuments,
+    SliceTracker,
+    StageSpec,
+    cut_slices,
+    failed_slice,
+    split_slice,
+)
 from synth_ray.runtime.units import PendingUnit, UnitBuilder, UnitTracker, documents_by_unit
 from synth_ray.stats import UnitStats
 
@@ -109,6 +118,7 @@ class StageRunner:
         self.diversity_sample: Callable[[], list[str]] = list
         self._diversity: DiversityFilter | None = None
         self._filtered_stages: list[tuple[OutputStore, str]] = []
+        self._paths_checked = False
 
     def plan(
         self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
@@ -191,35 +201,151 @@ class StageRunner:
         remaining: list[WorkUnit],
         stage: str,
     ) -> None:
-        summary = self.summary
         progress = JobProgress(
             len(units), len(units) - len(remaining), enabled=self.show_progress, label=stage
         )
-
-        def on_commit(pending: PendingUnit, stats: UnitStats) -> None:
-            summary.units_committed += 1
-            progress.unit_committed(stats)
-
         s = self.config.sampling
         sampling = SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.ignore_eos)
         sampling = dataclasses.replace(sampling, **method.sampling_overrides())
-        builder = UnitBuilder(
-            method, self.renderer, self.config.engine.max_model_len, sampling, s.seed
-        )
         filtering = self.config.filters.diversity.enabled
+        annotate_nn = filtering and store.location.uri == self.output.uri
+        try:
+            if filtering and method.diversity_column:
+                self._generate_filtered(
+                    store, docs, method, remaining, stage, sampling, annotate_nn, progress
+                )
+            else:
+                self._generate_slices(
+                    store, docs, method, remaining, stage, sampling, annotate_nn, progress
+                )
+        finally:
+            progress.close()
+
+    def _generate_slices(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        remaining: list[WorkUnit],
+        stage: str,
+        sampling: SamplingSpec,
+        annotate_nn: bool,
+        progress: JobProgress,
+    ) -> None:
+        """The data path of every unfiltered stage: replicas do the per-row work
+        (runtime/slice_worker.py); this process sends slice bounds and commits units."""
+        backend = self._ensure_backend()
+        self._check_paths_visible(docs)
+        spec = StageSpec(
+            key=f"{stage or 'main'}:{uuid.uuid4().hex[:12]}",
+            stage=stage,
+            method=method,
+            renderer=self.renderer,
+            documents=docs.spec if isinstance(docs, InputDocuments) else list(docs()),
+            sampling=sampling,
+            seed=self.config.sampling.seed,
+            max_model_len=self.config.engine.max_model_len,
+            output=store.location,
+            annotate_nn=annotate_nn,
+        )
+        backend.add_stage(spec)
+
+        def on_commit(stats: UnitStats) -> None:
+            self.summary.units_committed += 1
+            progress.unit_committed(stats)
+
+        tracker = SliceTracker(store, stage, on_commit)
+        slices = cut_slices(
+            remaining,
+            spec.key,
+            sum(u.estimated_rows for u in remaining),
+            self.config.resources.replicas,
+            self.config.scheduler.min_slice_rows,
+        )
+        work = tracker.register(slices, {u.index: u for u in remaining})
+        self._schedule(
+            store, work, tracker.add_result, progress, split=split_slice, exhausted=failed_slice
+        )
+        tracker.check_done()
+        store.sweep_unreferenced(stage)
+
+    def _check_paths_visible(self, docs: DocumentSource) -> None:
+        """Once per run: generators read input slices and write shards on their own nodes,
+        so a local input or output must be on a filesystem every node shares."""
+        if self._paths_checked:
+            return
+        from synth_ray.io.output_store import JOB_FILE
+        from synth_ray.runtime.cluster import check_visible_from_every_node
+
+        if self.output.local is not None:
+            check_visible_from_every_node(
+                "output.path",
+                str(self.output.local / JOB_FILE),
+                "generators write their shards there: use a shared filesystem or an "
+                "object-store URI (s3://, gs://, ...)",
+            )
+        if isinstance(docs, InputDocuments):
+            from synth_ray.io.inputs import resolve_input_files
+
+            check_visible_from_every_node(
+                "input.path",
+                str(resolve_input_files(docs.spec.path)[1][-1]),
+                "generators read their slices of it: put it on a shared filesystem",
+            )
+        self._paths_checked = True
+
+    def _generate_filtered(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        remaining: list[WorkUnit],
+        stage: str,
+        sampling: SamplingSpec,
+        annotate_nn: bool,
+        progress: JobProgress,
+    ) -> None:
+        """A diversity-filtered stage: requests are rendered here and each unit's kept rows
+        decided in unit order before its shard is written (runtime/units.py)."""
+
+        def on_commit(pending: PendingUnit, stats: UnitStats) -> None:
+            self.summary.units_committed += 1
+            progress.unit_committed(stats)
+
+        builder = UnitBuilder(
+            method,
+            self.renderer,
+            self.config.engine.max_model_len,
+            sampling,
+            self.config.sampling.seed,
+        )
         tracker = UnitTracker(
             store,
             method,
             on_commit,
             stage=stage,
-            diversity=self.diversity_filter() if method.diversity_column else None,
-            annotate_nn=filtering and store.location.uri == self.output.uri,
+            diversity=self.diversity_filter(),
+            annotate_nn=annotate_nn,
         )
 
         def pending_units() -> Iterator[PendingUnit]:
             for unit, unit_docs in documents_by_unit(docs(), remaining):
                 yield builder.build(unit, unit_docs)
 
+        self._schedule(store, tracker.work_items(pending_units()), tracker.add_result, progress)
+        tracker.flush()
+
+    def _schedule(
+        self,
+        store: OutputStore,
+        work: Iterator[WorkItem],
+        sink: Callable[[WorkItem, Any], None],
+        progress: JobProgress,
+        split: Callable[[WorkItem], list[WorkItem]] | None = None,
+        exhausted: Callable[[WorkItem, str], WorkItem | None] | None = None,
+    ) -> None:
+        """Run the work on the replicas to the end, then record the run in `store`."""
+        summary = self.summary
         sc = self.config.scheduler
         settings = SchedulerSettings(
             replicas=self.config.resources.replicas,
@@ -230,40 +356,34 @@ class StageRunner:
             start_timeout_s=sc.start_timeout_s,
         )
         run_started = time.time()
+        backend = self._ensure_backend()
+        scheduler = Scheduler(backend, work, sink, settings, split=split, on_exhausted=exhausted)
         try:
-            backend = self._ensure_backend()
-            scheduler = Scheduler(
-                backend, tracker.work_items(pending_units()), tracker.add_result, settings
-            )
-            try:
-                scheduler.run()
-                tracker.flush()
-            finally:
-                backend.shutdown()  # parks warm replicas for the next stage
-                summary.requests_resent += scheduler.requests_resent
-                summary.replica_failures.extend(scheduler.failures)
-            startup = generation = 0.0
-            if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
-                startup = scheduler.first_ready_at - scheduler.started_at
-                generation = scheduler.finished_at - scheduler.first_ready_at
-            summary.startup_s += startup
-            summary.generation_wall_s += generation
-            summary.output_tokens_this_run += progress.stats.output_tokens
-            summary.engine = summary.engine or scheduler.engine_info
-            store.record_run(
-                {
-                    **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
-                    "started": run_started,
-                    "finished": time.time(),
-                    "units_committed": progress.units_done - progress.units_at_start,
-                    "startup_s": round(startup, 3),
-                    "generation_wall_s": round(generation, 3),
-                    "output_tokens": progress.stats.output_tokens,
-                    "requests_resent": scheduler.requests_resent,
-                }
-            )
+            scheduler.run()
         finally:
-            progress.close()
+            backend.shutdown()  # parks warm replicas for the next stage
+            summary.requests_resent += scheduler.requests_resent
+            summary.replica_failures.extend(scheduler.failures)
+        startup = generation = 0.0
+        if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
+            startup = scheduler.first_ready_at - scheduler.started_at
+            generation = scheduler.finished_at - scheduler.first_ready_at
+        summary.startup_s += startup
+        summary.generation_wall_s += generation
+        summary.output_tokens_this_run += progress.stats.output_tokens
+        summary.engine = summary.engine or scheduler.engine_info
+        store.record_run(
+            {
+                **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
+                "started": run_started,
+                "finished": time.time(),
+                "units_committed": progress.units_done - progress.units_at_start,
+                "startup_s": round(startup, 3),
+                "generation_wall_s": round(generation, 3),
+                "output_tokens": progress.stats.output_tokens,
+                "requests_resent": scheduler.requests_resent,
+            }
+        )
 
     def close(self) -> None:
         """Stop replicas, the diversity filter's actors, and Ray if this runner started them."""

@@ -1,0 +1,238 @@
+"""Slices: what the driver sends a generator (a range of a unit's input rows), and what comes back.
+
+    python -m pytest tests/test_slices.py
+
+The driver never touches a row. It cuts each planned unit into one slice, or, near the end of
+a stage, into several smaller ones (`cut_slices`: guided self-scheduling, so the last units
+spread over every replica instead of leaving most of them idle), sends each `SliceTask` to a
+replica, and gets back a `SliceDone`: the names of the shards the replica wrote and the
+slice's row accounting. `SliceTracker` commits a unit (one record naming all its slices'
+shards: the commit point) once every slice of it is back, in whatever order they finish.
+
+A slice a dead replica held is re-sent whole; one that keeps killing replicas is cut in halves
+(`split_slice`) and each half run alone, down to a single input row, which then ends as error
+rows instead of failing the job (scheduler.py's suspect policy, with these as its hooks).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import SamplingSpec
+from synth_ray.io.filesystem import Location
+from synth_ray.io.inputs import Document, InputSpec, iter_document_range
+from synth_ray.io.manifest import UnitRecord
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.base import Method
+from synth_ray.plan import WorkUnit
+from synth_ray.runtime.scheduler import JobFailed, WorkItem
+from synth_ray.stats import UnitStats
+
+
+class InputDocuments:
+    """A stage's documents read from the job's input files: generators read their own slices
+    (`iter_document_range`), so the input must be reachable from every node that runs one."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+
+    def __call__(self) -> Iterator[Document]:
+        return iter_document_range(self.spec, 0, None)
+
+
+@dataclass
+class StageSpec:
+    """Everything a generator needs to run any slice of one stage; sent once per replica.
+
+    `documents` is the input spec (each replica reads its slices' rows itself) or, for the
+    later stages of multi-round methods, the stage's documents themselves."""
+
+    key: str
+    stage: str
+    method: Method
+    renderer: PromptRenderer
+    documents: InputSpec | list[Document]
+    sampling: SamplingSpec
+    seed: int
+    max_model_len: int
+    output: Location
+    annotate_nn: bool
+    _ordinals: list[int] = field(default_factory=list, repr=False)
+
+    def read(self, start: int, stop: int) -> list[Document]:
+        """The documents with ordinals in [start, stop)."""
+        if isinstance(self.documents, InputSpec):
+            return list(iter_document_range(self.documents, start, stop))
+        if not self._ordinals:
+            self._ordinals = [d.ordinal for d in self.documents]
+        lo = bisect.bisect_left(self._ordinals, start)
+        hi = bisect.bisect_left(self._ordinals, stop)
+        return self.documents[lo:hi]
+
+    @property
+    def schema(self) -> Any:
+        from synth_ray.runtime.units import NN_FIELD
+
+        schema = self.method.schema
+        return schema.append(NN_FIELD) if self.annotate_nn else schema
+
+
+@dataclass(frozen=True)
+class SliceTask:
+    """Input rows [start, stop) of unit `unit_index` (rows [unit_start, unit_stop)).
+
+    With `fail_reason` set the replica generates nothing: every row of the slice becomes an
+    error row with that reason (a row that kept killing replicas)."""
+
+    stage_key: str
+    unit_index: int
+    unit_id: str
+    unit_start: int
+    unit_stop: int
+    start: int
+    stop: int
+    fail_reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage_key}#{self.unit_index}:{self.start}-{self.stop}"
+
+    @property
+    def whole_unit(self) -> bool:
+        return self.start == self.unit_start and self.stop == self.unit_stop
+
+    def as_unit(self) -> WorkUnit:
+        return WorkUnit(self.unit_index, self.unit_id, self.start, self.stop, 0)
+
+
+@dataclass(frozen=True)
+class SliceDone:
+    """What a replica reports for a finished slice: small, whatever the slice's size."""
+
+    key: str
+    unit_index: int
+    start: int
+    data_shard: str
+    error_shard: str | None
+    stats: dict[str, Any]
+    requests: int = 0  # engine requests the slice made
+    error: str | None = None  # the per-row code or the storage failed: the job stops
+
+
+def cut_slices(
+    units: Iterable[WorkUnit],
+    stage_key: str,
+    total_rows: int,
+    replicas: int,
+    min_slice_rows: int,
+) -> Iterator[WorkItem]:
+    """Slices of `units`, in order, as work items weighted by their estimated rows.
+
+    Guided self-scheduling: a unit is cut into slices of about remaining / (2 x replicas) rows
+    (never under `min_slice_rows`), where `remaining` counts the rows not yet handed out. Early
+    in a job that is more than a unit, so a unit is one slice (one shard); in the last rounds
+    slices shrink so every replica finishes at about the same time. One replica: never cut."""
+    remaining = total_rows
+    for unit in units:
+        docs = unit.stop - unit.start
+        pieces = 1
+        if replicas > 1 and docs > 1:
+            target = max(min_slice_rows, math.ceil(remaining / (2 * replicas)))
+            pieces = min(docs, max(1, math.ceil(unit.estimated_rows / target)))
+        remaining -= unit.estimated_rows
+        bounds = [unit.start + (docs * i) // pieces for i in range(pieces + 1)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            task = SliceTask(stage_key, unit.index, unit.unit_id, unit.start, unit.stop, lo, hi)
+            weight = max(1, round(unit.estimated_rows * (hi - lo) / docs))
+            yield WorkItem(task, unit.index, weight=weight)
+
+
+def split_slice(item: WorkItem) -> list[WorkItem]:
+    """A suspect slice cut in two halves of its rows (itself when it is one row)."""
+    task: SliceTask = item.payload
+    if task.stop - task.start < 2 or task.fail_reason is not None:
+        return [item]
+    middle = (task.start + task.stop) // 2
+    halves = [
+        dataclasses.replace(task, stop=middle),
+        dataclasses.replace(task, start=middle),
+    ]
+    weight = max(1, item.weight // 2)
+    return [WorkItem(half, item.unit_index, item.attempts, weight) for half in halves]
+
+
+def failed_slice(item: WorkItem, reason: str) -> WorkItem:
+    """The slice again, to be written as error rows: it never reaches an engine."""
+    task = dataclasses.replace(item.payload, fail_reason=reason)
+    return WorkItem(task, item.unit_index, weight=1, safe=True)
+
+
+OnUnitCommit = Callable[[UnitStats], None]
+
+
+@dataclass
+class _OpenUnit:
+    unit: WorkUnit
+    done: dict[int, SliceDone] = field(default_factory=dict)  # by first row
+    covered: int = 0  # input rows of the unit its finished slices hold
+
+
+class SliceTracker:
+    """Collects finished slices and commits each unit once all its rows are back."""
+
+    def __init__(self, store: OutputStore, stage: str, on_commit: OnUnitCommit) -> None:
+        self.store = store
+        self.stage = stage
+        self.on_commit = on_commit
+        self.open: dict[int, _OpenUnit] = {}
+
+    def register(self, items: Iterable[WorkItem], units: dict[int, WorkUnit]) -> Iterator[WorkItem]:
+        """Pass work items through, opening each unit the first time one of its slices goes."""
+        for item in items:
+            if item.unit_index not in self.open:
+                self.open[item.unit_index] = _OpenUnit(units[item.unit_index])
+            yield item
+
+    def add_result(self, item: WorkItem, done: Any) -> None:
+        if not isinstance(done, SliceDone):  # e.g. an EngineResult saying nothing came back
+            raise JobFailed(f"slice {item.key}: {getattr(done, 'error', None) or done}")
+        if done.error is not None:
+            raise JobFailed(f"unit {done.unit_index}: {done.error}")
+        unit = self.open[done.unit_index]
+        task: SliceTask = item.payload
+        if done.start in unit.done:
+            raise AssertionError(f"slice {done.key} came back twice")
+        unit.done[done.start] = done
+        unit.covered += task.stop - task.start
+        if unit.covered == unit.unit.stop - unit.unit.start:
+            self._commit(self.open.pop(done.unit_index))
+
+    def _commit(self, unit: _OpenUnit) -> None:
+        slices = [unit.done[start] for start in sorted(unit.done)]
+        stats = UnitStats()
+        for piece in slices:
+            stats.merge(UnitStats.from_dict(piece.stats))
+        errors = [s.error_shard for s in slices if s.error_shard]
+        record = UnitRecord(
+            unit_index=unit.unit.index,
+            unit_id=unit.unit.unit_id,
+            data_shard=slices[0].data_shard,
+            error_shard=errors[0] if errors else None,
+            rows_out=stats.rows_out,
+            stats=stats.to_dict(),
+            stage=self.stage,
+            more_data_shards=[s.data_shard for s in slices[1:]],
+            more_error_shards=errors[1:],
+        )
+        self.store.commit(record)
+        self.on_commit(stats)
+
+    def check_done(self) -> None:
+        if self.open:
+            raise AssertionError(f"units {sorted(self.open)[:5]} never completed")

@@ -1,0 +1,182 @@
+"""The slice data path: generators read, render, parse and write; the driver commits units.
+
+Range reads against full reads, the tail-cutting policy, and whole jobs on the simulated engine
+(the per-row code is the real SliceWorker): sliced units, a poison row, no orphan shards."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from conftest import job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend
+
+from synth_ray.io.inputs import InputSpec, iter_document_range, iter_documents
+from synth_ray.io.output_store import OutputStore
+from synth_ray.plan import WorkUnit
+from synth_ray.runtime.job import run_job
+from synth_ray.runtime.scheduler import WorkItem
+from synth_ray.runtime.slices import SliceTask, cut_slices, split_slice
+
+
+def test_range_reads_equal_slices_of_the_full_read(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"text": f"t{i}", "id": f"a{i}"} for i in range(23)]
+    # several row groups, so a range starts inside a file and skips whole groups
+    pq.write_table(pa.Table.from_pylist(rows[:17]), folder / "a.parquet", row_group_size=5)
+    pq.write_table(pa.Table.from_pylist(rows[17:]), folder / "b.parquet", row_group_size=2)
+    lines = [json.dumps({"text": f"j{i}"}) for i in range(9)]
+    lines.insert(3, "   ")  # a blank line is not a row
+    lines.insert(6, "not json")  # a bad row is a row (an error document)
+    (folder / "c.jsonl").write_text("\n".join(lines) + "\n")
+    for limit in (None, 30):
+        spec = InputSpec(str(folder), limit=limit)
+        full = list(iter_documents(spec))
+        assert len(full) == (33 if limit is None else 30)
+        for start in range(0, len(full) + 1, 2):
+            for stop in (start, start + 1, start + 4, start + 9, None):
+                expected = full[start:stop]
+                assert list(iter_document_range(spec, start, stop)) == expected, (start, stop)
+
+
+def units_of(sizes: list[int]) -> list[WorkUnit]:
+    units, start = [], 0
+    for index, size in enumerate(sizes):
+        units.append(WorkUnit(index, f"u{index}", start, start + size, size))
+        start += size
+    return units
+
+
+def test_one_replica_never_cuts_and_slices_partition_each_unit():
+    units = units_of([100] * 40)
+    whole = list(cut_slices(units, "k", 4000, replicas=1, min_slice_rows=1))
+    assert [(i.payload.start, i.payload.stop) for i in whole] == [(u.start, u.stop) for u in units]
+    cut = list(cut_slices(units, "k", 4000, replicas=8, min_slice_rows=4))
+    for unit in units:
+        mine = [i.payload for i in cut if i.unit_index == unit.index]
+        assert mine[0].start == unit.start and mine[-1].stop == unit.stop
+        assert all(a.stop == b.start for a, b in zip(mine, mine[1:], strict=False))
+    largest = [
+        max(i.payload.stop - i.payload.start for i in cut if i.unit_index == u.index) for u in units
+    ]
+    # early units go whole, the tail is cut ever finer, never under min_slice_rows
+    assert largest[0] == 100 and largest[-1] < 100
+    assert largest == sorted(largest, reverse=True)
+    assert min(i.payload.stop - i.payload.start for i in cut) >= 4
+
+
+def test_suspect_slices_are_bisected_down_to_one_row():
+    task = SliceTask("k", 0, "u0", 0, 10, 0, 10)
+    pieces = [WorkItem(task, 0, attempts=2, weight=10)]
+    while any(p.payload.stop - p.payload.start > 1 for p in pieces):
+        pieces = [half for p in pieces for half in split_slice(p)]
+    assert [(p.payload.start, p.payload.stop) for p in pieces] == [(i, i + 1) for i in range(10)]
+    assert split_slice(pieces[0]) == [pieces[0]]
+
+
+@pytest.fixture()
+def docs_file(tmp_path):
+    docs = make_docs(40)
+    docs[7]["text"] = ""
+    return write_jsonl(tmp_path / "in" / "docs.jsonl", docs)
+
+
+def rows_by_id(path) -> dict[str, dict]:
+    store = OutputStore(path)
+    return {row["id"]: row for row in store.rows()}
+
+
+def sliced_config(tmp_path, docs_file, **scheduler):
+    return job_config(
+        tmp_path,
+        docs_file,
+        output={"rows_per_shard": 40},
+        resources={"replicas": 4},
+        scheduler={"min_slice_rows": 2, **scheduler},
+    )
+
+
+def test_sliced_units_commit_the_same_rows_as_whole_units(tmp_path, docs_file, embedded_model):
+    whole = job_config(tmp_path / "whole", docs_file, output={"rows_per_shard": 40})
+    run_job(whole, show_progress=False, backend=FakeBackend())
+    config = sliced_config(tmp_path, docs_file)
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    store = OutputStore(tmp_path / "out")
+    records = list(store.committed().values())
+    assert any(r.more_data_shards for r in records), "the tail was never cut into slices"
+    assert summary.units_committed == len(records)
+    # the same rows, ids and accounting as the run that wrote each unit whole
+    sliced, reference = rows_by_id(tmp_path / "out"), rows_by_id(tmp_path / "whole" / "out")
+    assert sliced.keys() == reference.keys()
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    ref_stats = json.loads((tmp_path / "whole" / "out" / "stats.json").read_text())
+    for key in ("rows_in", "rows_out", "rows_errored", "input_documents", "input_tokens"):
+        assert stats[key] == ref_stats[key], key
+    # any Arrow reader of data/ sees exactly the committed rows
+    listed = ds.dataset(tmp_path / "out" / "data", format="parquet").to_table()
+    assert sorted(listed.column("id").to_pylist()) == sorted(sliced)
+
+
+def test_poison_row_ends_as_its_own_error_rows_and_the_rest_commit(
+    tmp_path, docs_file, embedded_model
+):
+    clean = sliced_config(tmp_path / "clean", docs_file)
+    run_job(clean, show_progress=False, backend=FakeBackend())
+    reference = rows_by_id(tmp_path / "clean" / "out")
+    poison = sorted(reference)[5]
+    poisoned_doc = reference[poison]["source_id"]
+    backend = FakeBackend(poison_request=poison)
+    config = sliced_config(tmp_path, docs_file, max_replica_restarts=10)
+    summary = run_job(config, show_progress=False, backend=backend)
+    assert summary.replica_failures, "the poison row never killed a replica"
+    rows = rows_by_id(tmp_path / "out")
+    errors = OutputStore(tmp_path / "out").rows(errors=True)
+    lost = [e for e in errors if "lost with its replica" in e["error"]]
+    # only the poisoned document's rows are lost, each one an error row with the reason
+    assert {e["source_id"] for e in lost} == {poisoned_doc}
+    assert poison in {e["id"] for e in lost}
+    assert set(rows) | {e["id"] for e in lost} == set(reference)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["accounted"] and stats["errored_by_stage"]["generate"] == len(lost)
+    listed = ds.dataset(tmp_path / "out" / "data", format="parquet").to_table()
+    assert sorted(listed.column("id").to_pylist()) == sorted(rows)
+
+
+def test_a_path_some_nodes_cannot_see_is_one_line_naming_them():
+    from synth_ray.runtime.cluster import unreachable_message
+
+    assert unreachable_message("output.path", "/data/out/_job.json", [], "fix") is None
+    message = unreachable_message(
+        "output.path", "/data/out/_job.json", [f"10.0.0.{i} (n{i})" for i in range(7)], "use s3"
+    )
+    assert "\n" not in message
+    assert message.startswith("output.path /data/out/_job.json: not visible from Ray node(s)")
+    assert "10.0.0.0 (n0)" in message and "and 2 more" in message and message.endswith("use s3")
+
+
+def test_a_failing_row_parser_stops_the_job_with_its_reason(
+    tmp_path, docs_file, embedded_model, monkeypatch
+):
+    """A bug in per-row code fails the same way on every replica: the job stops at once, with
+    the reason and the unit, instead of killing replicas; committed units stay committed."""
+    from synth_ray.methods.rephrase import RephraseMethod
+    from synth_ray.runtime.scheduler import JobFailed
+
+    real = RephraseMethod.expand
+
+    def broken(self, doc):
+        if doc.source_id == "d0030":
+            raise KeyError("the parser's bug")
+        return real(self, doc)
+
+    monkeypatch.setattr(RephraseMethod, "expand", broken)
+    config = job_config(tmp_path, docs_file)
+    backend = FakeBackend()
+    with pytest.raises(JobFailed, match=r"unit \d+: reading or rendering its rows failed on .*"):
+        run_job(config, show_progress=False, backend=backend)
+    assert not backend.started[1:], "a per-row bug must not be retried on new replicas"
+    assert OutputStore(tmp_path / "out").committed(), "units before it stay committed"
