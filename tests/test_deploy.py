@@ -246,6 +246,64 @@ def mount_of_configmap(rayjob: dict[str, Any], name: str) -> str:
     return mounts[0]
 
 
+def shared_source(volume: dict[str, Any]) -> tuple[str, str] | None:
+    """The data a Pod volume holds when Pods on different nodes see the same data through it:
+    a PVC claim or a ConfigMap; None for per-Pod or per-node volumes (emptyDir, hostPath)."""
+    if "persistentVolumeClaim" in volume:
+        return ("persistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    if "configMap" in volume:
+        return ("configMap", volume["configMap"]["name"])
+    return None
+
+
+def mount_holding(pod: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The mount of the Pod's Ray container (KubeRay runs Ray in the first one) that holds
+    `path`, deepest mountPath first: {"mountPath", "source", "readOnly"}; None if none does."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    best = None
+    for mount in pod["containers"][0].get("volumeMounts", []):
+        root = mount["mountPath"].rstrip("/") or "/"
+        inside = path == root or path.startswith(root.rstrip("/") + "/")
+        if inside and (best is None or len(root) > len(best["mountPath"])):
+            best = {
+                "mountPath": root,
+                "source": shared_source(volumes[mount["name"]]),
+                "readOnly": bool(mount.get("readOnly")),
+            }
+    return best
+
+
+def check_every_pod_sees(spec: dict[str, Any], path: str, writable: bool) -> None:
+    """The rule synth-ray checks when a job starts: the driver (head) and the generators
+    (worker Pods) all see a local input or output path, so the head and every worker group
+    mount the same shared volume at the same mountPath for it (writable for the output)."""
+    head = mount_holding(spec["headGroupSpec"]["template"]["spec"], path)
+    assert head and head["source"], f"{path}: not on a shared volume (PVC, ConfigMap) of the head"
+    for group in spec["workerGroupSpecs"]:
+        theirs = mount_holding(group["template"]["spec"], path)
+        assert theirs and (theirs["mountPath"], theirs["source"]) == (
+            head["mountPath"],
+            head["source"],
+        ), (
+            f"{path}: worker group {group['groupName']} mounts {theirs}, the head {head}; "
+            "the generators read their input slices and write their shards on the workers"
+        )
+        if writable:
+            assert not head["readOnly"] and not theirs["readOnly"], f"{path}: mounted read-only"
+
+
+def documented_output_paths(text: str) -> list[str]:
+    """The values of `--set output.path=...` in commands of a file or README section."""
+    return re.findall(r"--set output\.path=([^\s\"'\\]+)", text)
+
+
+def readme_section(title: str) -> str:
+    text = (DEPLOY / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
+
+
 def crd_docs() -> list[tuple[Path, dict[str, Any]]]:
     return [
         (path, doc)
@@ -333,7 +391,8 @@ def test_kuberay_cluster_shape(name: str, spec: dict[str, Any]):
         for part in ("requests", "limits"):
             assert "nvidia.com/gpu" not in container.get("resources", {}).get(part, {})
     assert head["rayStartParams"].get("num-gpus") == "0"
-    # The driver runs on the head: output must land on the PVC mounted there.
+    # The driver (head) writes the job's records and the generators (GPU workers) write their
+    # shards: the head and every worker group mount the PVC of pvc.yaml at /data, writable.
     head_volumes = {v["name"]: v for v in head["template"]["spec"]["volumes"]}
     data_mounts = [
         m for c in head_containers for m in c.get("volumeMounts", []) if m["mountPath"] == "/data"
@@ -341,6 +400,13 @@ def test_kuberay_cluster_shape(name: str, spec: dict[str, Any]):
     assert data_mounts and "persistentVolumeClaim" in head_volumes[data_mounts[0]["name"]]
     claim = head_volumes[data_mounts[0]["name"]]["persistentVolumeClaim"]["claimName"]
     assert claim == doc_of_kind(KUBERAY / "pvc.yaml", "PersistentVolumeClaim")["metadata"]["name"]
+    check_every_pod_sees(spec, "/data", writable=True)
+    # Every PVC the head mounts, every worker group mounts at the same path.
+    head_pod = head["template"]["spec"]
+    for mount in head_pod["containers"][0].get("volumeMounts", []):
+        source = mount_holding(head_pod, mount["mountPath"])
+        if source and source["source"] and source["source"][0] == "persistentVolumeClaim":
+            check_every_pod_sees(spec, mount["mountPath"], writable=False)
 
     gpu_groups = [
         group
@@ -387,12 +453,31 @@ def test_rayjob_shape_and_job_config():
     if job.input.path.startswith("/configs/"):
         rows = configmap["data"][Path(job.input.path).name].splitlines()
         assert rows and all(job.input.text_column in json.loads(r) for r in rows)
+    # The generators on the GPU workers read input.path and write into output.path: both are
+    # on volumes the head and every worker group mount at the same path (the ConfigMap at
+    # /configs for the sample input, the PVC at /data for the output).
+    check_every_pod_sees(rayjob["rayClusterSpec"], job.input.path, writable=False)
+    check_every_pod_sees(rayjob["rayClusterSpec"], job.output.path, writable=True)
+
+
+def test_raycluster_documented_outputs_are_on_the_shared_volume():
+    """The output paths in raycluster.yaml's commands and the README's KubeRay section are
+    object-store URIs or under a volume every Pod of the RayCluster mounts."""
+    spec = doc_of_kind(KUBERAY / "raycluster.yaml", "RayCluster")["spec"]
+    paths = documented_output_paths((KUBERAY / "raycluster.yaml").read_text())
+    paths += documented_output_paths(readme_section("Kubernetes (KubeRay)"))
+    assert paths
+    for path in paths:
+        if "://" not in path:
+            check_every_pod_sees(spec, path, writable=True)
 
 
 def test_pvc_shape():
     pvc = doc_of_kind(KUBERAY / "pvc.yaml", "PersistentVolumeClaim")
     assert pvc["apiVersion"] == "v1"
-    assert pvc["spec"]["accessModes"] and pvc["spec"]["resources"]["requests"]["storage"]
+    # Mounted by the head and by GPU worker Pods on other nodes at the same time.
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"]
 
 
 # --- negative checks: the validators do catch mistakes ---------------------------------------
@@ -456,6 +541,37 @@ def test_job_config_check_catches_an_unknown_key(tmp_path: Path):
         validate_config(data)
 
 
+def test_shared_storage_check_catches_workers_that_cannot_see_a_path():
+    spec = doc_of_kind(KUBERAY / "rayjob.yaml", "RayJob")["spec"]["rayClusterSpec"]
+    worker = spec["workerGroupSpecs"][0]["template"]["spec"]
+
+    no_data = copy.deepcopy(spec)
+    mounts = no_data["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["volumeMounts"]
+    mounts[:] = [m for m in mounts if m["mountPath"] != "/data"]
+    with pytest.raises(AssertionError, match="worker group gpu"):
+        check_every_pod_sees(no_data, "/data/out/x", writable=True)
+
+    elsewhere = copy.deepcopy(spec)
+    for m in elsewhere["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["volumeMounts"]:
+        if m["mountPath"] == "/configs":
+            m["mountPath"] = "/job-config"
+    with pytest.raises(AssertionError, match="worker group gpu"):
+        check_every_pod_sees(elsewhere, "/configs/prompts.jsonl", writable=False)
+
+    other_claim = copy.deepcopy(spec)
+    for v in other_claim["workerGroupSpecs"][0]["template"]["spec"]["volumes"]:
+        if "persistentVolumeClaim" in v:
+            v["persistentVolumeClaim"]["claimName"] = "another-claim"
+    with pytest.raises(AssertionError, match="worker group gpu"):
+        check_every_pod_sees(other_claim, "/data/out/x", writable=True)
+
+    with pytest.raises(AssertionError, match="not on a shared volume"):
+        check_every_pod_sees(spec, "/tmp/out/x", writable=True)  # per-Pod disk
+    with pytest.raises(AssertionError, match="read-only"):
+        check_every_pod_sees(spec, "/configs/out", writable=True)
+    assert mount_holding(worker, "/dev/shm/x")["source"] is None  # emptyDir: not shared
+
+
 def test_entrypoint_parser_rejects_an_unknown_option():
     # click's UsageError, or the copy of click that recent typer versions vendor
     with pytest.raises(Exception, match="No such option: --sett"):
@@ -508,6 +624,51 @@ def test_cluster_launcher_negative():
     bad_resources["available_node_types"]["gpu_worker"]["resources"]["GPU"] = "1"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad_resources, schema)
+
+
+def test_cluster_launcher_inputs_and_outputs_reach_every_node():
+    """The generators on the GPU workers read the input and write the output. Inputs: the
+    commands run in a folder that file_mounts syncs to every node (head and workers), and the
+    job config's input is inside it. Outputs: object-store URIs, or paths under a container
+    mount of an NFS/EFS file system mounted on every host; with s3:// the GPU workers carry an
+    instance profile (the launcher gives one to the head only)."""
+    config = yaml.safe_load(LAUNCHER.read_text())
+    text = LAUNCHER.read_text()
+    synced = {target for target, source in config["file_mounts"].items() if source == "."}
+    workdirs = set(re.findall(r"\bcd (\S+) &&", text))
+    assert workdirs and workdirs <= synced, f"commands run in {workdirs}, file_mounts {synced}"
+    for config_file in re.findall(r"synth-ray run (deploy/\S+\.yaml)", text):
+        job = yaml.safe_load((REPO / config_file).read_text())
+        assert not Path(job["input"]["path"]).is_absolute(), "input outside the synced repo"
+        assert (REPO / job["input"]["path"]).exists()
+
+    # A `-v HOST:PATH` of the container is shared only if HOST is a network file system
+    # (NFS/EFS) that initialization_commands mounts on every host; a host folder is per node.
+    network_mounts = {
+        word.strip("()")
+        for cmd in config.get("initialization_commands") or []
+        if re.search(r"\bmount -t (nfs4?|efs)\b", cmd)
+        for word in cmd.split()
+    }
+    shared_mounts = [
+        opt.split()[1].split(":")[1]
+        for opt in config["docker"]["run_options"]
+        if opt.startswith("-v ") and opt.split()[1].split(":")[0] in network_mounts
+    ]
+    outputs = documented_output_paths(text)
+    outputs += documented_output_paths(readme_section("AWS with the Ray cluster launcher"))
+    assert outputs
+    for path in outputs:
+        assert "://" in path or any(path.startswith(m.rstrip("/") + "/") for m in shared_mounts), (
+            f"output.path={path}: not visible from the GPU workers (use s3:// or a shared mount)"
+        )
+    if any(path.startswith("s3://") for path in outputs):
+        node_types = config["available_node_types"]
+        for name, node_type in node_types.items():
+            if name != config["head_node_type"] and node_type["resources"].get("GPU"):
+                assert node_type["node_config"].get("IamInstanceProfile"), (
+                    f"{name}: no instance profile, so its generators cannot write to S3"
+                )
 
 
 def test_cluster_launcher_installs_what_the_dockerfile_installs():
