@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
 from synth_ray.runtime.slice_worker import SliceWorker
-from synth_ray.runtime.slices import SliceTask, StageSpec
+from synth_ray.runtime.slices import FinalizeTask, SliceTask, StageSpec
 
 
 class _Poisoned(Exception):
@@ -67,7 +67,7 @@ class FakeBackend:
         self.worker.add_stage(spec)
 
     def _run(self, payloads: list) -> list:
-        if payloads and isinstance(payloads[0], SliceTask):
+        if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
             return [asyncio.run(self.worker.run(task)) for task in payloads]
         return asyncio.run(self._generate_many(payloads))
 

@@ -271,3 +271,32 @@ def test_unloadable_model_fails_before_any_row(tmp_path, embedded_model, ray_loc
     missing = generate_config(tmp_path, TEXTS, name="badref", reference_path="/no/ref.parquet")
     with pytest.raises(ConfigError, match="filters.diversity.reference_path"):
         run_job(missing, show_progress=False, backend=echo_backend(renderer))
+
+
+def test_sliced_units_are_decided_as_whole_units(tmp_path, embedded_model, ray_local):
+    """Units cut into slices at the tail (and staged, embedded next to the generator) reach
+    the same decisions as units sent whole, end as one data shard each, and leave nothing
+    staged."""
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.io.output_store import OutputStore
+    from synth_ray.runtime.job import run_job
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    spread = [a for a, _ in PARAPHRASES] + UNRELATED + [b for _, b in PARAPHRASES]
+    outcomes = []
+    for name, min_slice in (("whole", 1000), ("sliced", 1)):
+        cfg = generate_config(tmp_path, spread, name=name)
+        cfg.output.rows_per_shard = 6
+        cfg.scheduler.min_slice_rows = min_slice
+        cfg.scheduler.max_in_flight_per_replica = 256
+        backend = echo_backend(renderer, seed=4)
+        summary = run_job(cfg, show_progress=False, backend=backend)
+        outcomes.append(kept_rows(cfg.output.path))
+        store = OutputStore(cfg.output.path)
+        sent = [key for _, _, keys in backend.submitted for key in keys if "final" not in key]
+        assert (len(sent) > len(store.committed())) == (name == "sliced")
+        names = sorted(p.name for p in (tmp_path / name / "data").iterdir())
+        assert names == [f"part-{i:06d}.parquet" for i in range(len(store.committed()))]
+        assert not list((tmp_path / name / "_staging").glob("*")), "staged rows left behind"
+        assert summary.stats["accounted"] and summary.stats["dropped_by_filter"] == {"diversity": 3}
+    assert outcomes[0] == outcomes[1]

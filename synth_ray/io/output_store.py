@@ -16,6 +16,7 @@ so a rerun writes the same names):
     errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
     embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
+    _staging/            filtered slices' rows before their unit is decided (swept per stage)
     stats.json           totals over committed units plus run wall time
 A unit is committed by writing its shards (local: temp, fsync, rename; URI: one PUT each to the
 final name) and then its commit record (local: a manifest line; URI: a commit object). Readers
@@ -51,6 +52,7 @@ DATA_DIR = "data"
 ERRORS_DIR = "errors"
 EMBEDDINGS_DIR = "embeddings"
 DIVERSITY_DIR = "_diversity"
+STAGING_DIR = "_staging"  # diversity-filtered slices, written before the unit is decided
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -76,6 +78,7 @@ _OWNED = (
     STAGES_DIR,
     EMBEDDINGS_DIR,
     DIVERSITY_DIR,
+    STAGING_DIR,
 )
 
 
@@ -197,14 +200,24 @@ class OutputStore:
         error rows); returns their names. Nothing is committed until a record names them."""
         data_shard = f"{DATA_DIR}/{name}"
         self._write_shard(data_shard, pa.Table.from_pylist(rows, schema=schema))
-        error_shard = None
-        if errors:
-            error_shard = f"{ERRORS_DIR}/{name}"
-            table = pa.Table.from_pylist(
-                [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
-            )
-            self._write_shard(error_shard, table)
-        return data_shard, error_shard
+        return data_shard, self.write_error_shard(name, unit_index, errors)
+
+    def write_error_shard(
+        self, name: str, unit_index: int, errors: list[dict[str, Any]]
+    ) -> str | None:
+        """Write `errors/<name>` when there are error rows; returns its name (None if none)."""
+        if not errors:
+            return None
+        error_shard = f"{ERRORS_DIR}/{name}"
+        table = pa.Table.from_pylist(
+            [{**e, "unit_index": unit_index} for e in errors], schema=ERROR_SCHEMA
+        )
+        self._write_shard(error_shard, table)
+        return error_shard
+
+    def write_table(self, name: str, table: pa.Table) -> None:
+        """Write any table under `name` (a temp name and rename locally, one PUT on a URI)."""
+        self._write_shard(name, table)
 
     def commit(self, record: UnitRecord) -> None:
         """Commit a unit whose shards the generators wrote: call only once all are written."""
@@ -214,15 +227,16 @@ class OutputStore:
 
     def sweep_unreferenced(self, stage: str) -> int:
         """Delete `stage`'s data and error shards that no commit record names (slices of a
-        unit a killed run left half done, cut differently on the rerun), so a plain listing
-        of data/ holds committed rows only. Call when the stage has committed every unit."""
+        unit a killed run left half done, cut differently on the rerun) and its staged rows,
+        so a plain listing of data/ holds committed rows only. Call when the stage has
+        committed every unit."""
         named: set[str] = set()
         for record in self.committed(stage).values():
             named.update(record.data_shards())
             named.update(record.error_shards())
         prefix = f"{stage}-part-" if stage else "part-"
         removed = 0
-        for folder in (DATA_DIR, ERRORS_DIR):
+        for folder in (DATA_DIR, ERRORS_DIR, STAGING_DIR):
             for file in self.location.listdir(folder):
                 if file.startswith(prefix) and f"{folder}/{file}" not in named:
                     self.location.delete(f"{folder}/{file}")

@@ -2,11 +2,13 @@
 
     synth-ray run configs/quickstart.yaml --set filters.diversity.enabled=true
 
-`DiversityFilter` lives in the driver. It embeds texts on `EmbedderActor`s (sentence-transformers,
-on a GPU when the cluster has one to spare), routes each vector to the partition of its nearest
-centroid, and asks the partitions (`PartitionActor`, a faiss index each) for each row's highest
-similarity to what was kept before; the in-batch part of the decision is made here, exactly and
-in row order (diversity/decide.py). Because one driver asks in one order, a decision never
+`DiversityFilter` lives in the driver. Its `EmbedderActor`s (sentence-transformers, on a GPU
+when the cluster has one to spare) embed rows for the generator replicas, which send back only
+the vectors (runtime/slice_worker.py), and for the driver's own filters (Self-Instruct,
+Evol-Instruct). It routes each vector to the partition of its nearest centroid and asks the
+partitions (`PartitionActor`, a faiss index each) for each row's highest similarity to what
+was kept before; the in-batch part of the decision is made here, exactly and in row order
+(diversity/decide.py). Because one driver asks in one order, a decision never
 depends on which worker generated a row or when it finished, and rows kept through one replica
 stop near-duplicates arriving through another.
 

@@ -25,7 +25,7 @@ from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
 from synth_ray.runtime.slice_worker import SliceWorker
-from synth_ray.runtime.slices import SliceDone, SliceTask
+from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask
 
 
 class GeneratorActor:
@@ -51,7 +51,7 @@ class GeneratorActor:
         return await self.engine.generate_many(requests)
 
     async def run_slices(
-        self, stage_key: str, spec: list[Any], tasks: list[SliceTask]
+        self, stage_key: str, spec: list[Any], tasks: list[SliceTask | FinalizeTask]
     ) -> list[SliceDone]:
         """Run slices of one stage; `spec` is [object ref of its StageSpec], fetched once per
         replica and stage (wrapped in a list so Ray does not fetch it for every call)."""

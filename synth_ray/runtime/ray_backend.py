@@ -20,7 +20,7 @@ from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.errors import ResourceError
 from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
 from synth_ray.runtime.generator_actor import GeneratorActor
-from synth_ray.runtime.slices import SliceTask, StageSpec
+from synth_ray.runtime.slices import FinalizeTask, SliceTask, StageSpec
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,13 @@ class RayBackend:
         self.stages = {spec.key: ray.put(spec)}
 
     def submit(
-        self, replica_id: int, batch_id: int, payloads: list[EngineRequest] | list[SliceTask]
+        self,
+        replica_id: int,
+        batch_id: int,
+        payloads: list[EngineRequest] | list[SliceTask | FinalizeTask],
     ) -> None:
         actor = self.actors[replica_id]
-        if payloads and isinstance(payloads[0], SliceTask):
+        if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
             key = payloads[0].stage_key
             ref = actor.run_slices.remote(key, [self.stages[key]], payloads)
         else:

@@ -89,14 +89,15 @@ class Scheduler:
     def __init__(
         self,
         backend: Backend,
-        work: Iterator[WorkItem],
+        work: Iterator[WorkItem | None],
         sink: Sink,
         settings: SchedulerSettings,
         clock: Callable[[], float] = time.monotonic,
         split: Split | None = None,
         on_exhausted: OnExhausted | None = None,
     ) -> None:
-        """`sink(item, result)` gets each item's result once. `split` cuts a suspect item in
+        """`work` may yield None: nothing to send now, more once results come back (a
+        decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
         pieces; `on_exhausted(item, reason)` gives the item that writes a lost item as error
         rows (None: the sink gets an EngineResult with the error)."""
         self.backend = backend
@@ -168,6 +169,10 @@ class Scheduler:
                 item = next(self.work)
             except StopIteration:
                 self.work_exhausted = True
+                break
+            if item is None:  # more work will follow from results still to come
+                if self.batches_in_flight == 0 and not batch and not self.retry:
+                    raise JobFailed("internal error: work waits on results nothing will send")
                 break
             batch.append(item)
             weight += item.weight

@@ -14,17 +14,30 @@ its slices are back, so a replica dying anywhere in here loses nothing that was 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import numpy as np
+import pyarrow as pa
+
+from synth_ray.diversity.decide import nn_value
 from synth_ray.engine.requests import EngineRequest, EngineResult
-from synth_ray.io.output_store import OutputStore, shard_name
+from synth_ray.io.output_store import (
+    DATA_DIR,
+    EMBEDDINGS_DIR,
+    STAGING_DIR,
+    OutputStore,
+    shard_name,
+)
+from synth_ray.io.vectors import vectors_table
 from synth_ray.methods.base import Errored
-from synth_ray.runtime.slices import SliceDone, SliceTask, StageSpec
-from synth_ray.runtime.units import PendingUnit, UnitBuilder, collect_rows
+from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
+from synth_ray.runtime.units import NN_FIELD, PendingUnit, UnitBuilder, collect_rows, filtered_text
 
 T = TypeVar("T")
 GenerateMany = Callable[[list[EngineRequest]], Awaitable[list[EngineResult]]]
@@ -46,12 +59,17 @@ class SliceWorker:
         while len(self._stages) > _STAGES_KEPT:
             self._stages.popitem(last=False)
 
-    async def run(self, task: SliceTask) -> SliceDone:
-        """Generate and write one slice. An engine failure propagates (the replica is replaced
-        and the slice re-sent); a failure of the per-row code or of the output storage comes
-        back as `SliceDone.error`, which fails the job with that reason: retrying it on
-        another replica would fail the same way."""
+    async def run(self, task: SliceTask | FinalizeTask) -> SliceDone:
+        """Generate and write one slice (or write a decided unit). An engine failure
+        propagates (the replica is replaced and the slice re-sent); a failure of the per-row
+        code or of the storage comes back as `SliceDone.error`, which fails the job with that
+        reason: retrying it on another replica would fail the same way."""
         spec = self._stages[task.stage_key]
+        if isinstance(task, FinalizeTask):
+            try:
+                return await self._cpu(lambda: finalize_unit(spec, task))
+            except Exception as err:
+                return self._failed(task, "writing its filtered rows", err)
         try:
             pending = await self._cpu(lambda: self._build(spec, task))
         except Exception as err:
@@ -61,9 +79,30 @@ class SliceWorker:
         else:
             results = []
         try:
-            return await self._cpu(lambda: self._write(spec, task, pending, results))
+            done, texts = await self._cpu(lambda: self._write(spec, task, pending, results))
         except Exception as err:
             return self._failed(task, "parsing or writing its rows", err)
+        if spec.embedders is None:
+            return done
+        try:
+            vectors = await self._embed(spec, task, texts)
+        except Exception as err:
+            return self._failed(task, "embedding its rows", err)
+        return dataclasses.replace(done, vectors=vectors)
+
+    @staticmethod
+    async def _embed(spec: StageSpec, task: SliceTask, texts: list[str]) -> np.ndarray:
+        """Vectors of `texts` from the stage's embedder actors, chunks spread over them."""
+        embedders = spec.embedders or []
+        first = zlib.crc32(task.key.encode())
+        refs = [
+            embedders[(first + n) % len(embedders)].encode.remote(texts[i : i + spec.embed_chunk])
+            for n, i in enumerate(range(0, len(texts), spec.embed_chunk))
+        ]
+        parts = [await ref for ref in refs]
+        if not parts:
+            return np.zeros((0, spec.embedding_dim), np.float16)
+        return np.concatenate(parts).astype(np.float16)
 
     async def _cpu(self, work: Callable[[], T]) -> T:
         """Run CPU-bound per-row work in a thread, one at a time: the engine's output loop
@@ -85,7 +124,9 @@ class SliceWorker:
     @staticmethod
     def _write(
         spec: StageSpec, task: SliceTask, pending: PendingUnit, results: list[EngineResult]
-    ) -> SliceDone:
+    ) -> tuple[SliceDone, list[str]]:
+        """Parse and write the slice; a filtered slice's rows are staged, and the texts the
+        diversity filter decides on are returned with their positions."""
         candidates = {c.row_id: c for c in pending.candidates}
         if task.fail_reason is not None:
             for request in pending.requests:
@@ -95,13 +136,32 @@ class SliceWorker:
                 ] * width
         for result in results:
             pending.add_result(spec.method, candidates[result.request_id], result)
-        out = collect_rows(pending, spec.annotate_nn)
+        filtering = spec.embedders is not None
+        out = collect_rows(pending, spec.annotate_nn or filtering)
         offset = None if task.whole_unit else task.start - task.unit_start
         name = shard_name(spec.stage, task.unit_index, offset)
-        data_shard, error_shard = OutputStore(spec.output).write_shards(
-            name, task.unit_index, out.rows, spec.schema, out.errors
-        )
-        return SliceDone(
+        store = OutputStore(spec.output)
+        texts: list[str] = []
+        decided = None
+        if filtering:
+            column = spec.method.diversity_column
+            positions = []
+            for position, row in enumerate(out.rows):
+                text = filtered_text(row, column)
+                if text is not None:
+                    positions.append(position)
+                    texts.append(text)
+            decided = np.array(positions, dtype=np.int64)
+            table = pa.Table.from_pylist(out.rows, schema=spec.schema)
+            table = table.append_column(ROW_ID_COLUMN, pa.array(out.row_ids, pa.string()))
+            data_shard = f"{STAGING_DIR}/{name}"
+            store.write_table(data_shard, table)
+            error_shard = store.write_error_shard(name, task.unit_index, out.errors)
+        else:
+            data_shard, error_shard = store.write_shards(
+                name, task.unit_index, out.rows, spec.schema, out.errors
+            )
+        done = SliceDone(
             key=task.key,
             unit_index=task.unit_index,
             start=task.start,
@@ -109,10 +169,55 @@ class SliceWorker:
             error_shard=error_shard,
             stats=out.stats.to_dict(),
             requests=len(pending.requests),
+            decided=decided,
         )
+        return done, texts
 
     @staticmethod
-    def _failed(task: SliceTask, doing: str, err: Exception) -> SliceDone:
+    def _failed(task: SliceTask | FinalizeTask, doing: str, err: Exception) -> SliceDone:
         where = f"{socket.gethostname()}"
         error = f"{doing} failed on {where}: {type(err).__name__}: {err}".splitlines()[0][:500]
-        return SliceDone(task.key, task.unit_index, task.start, "", None, {}, error=error)
+        start = task.start if isinstance(task, SliceTask) else -1
+        return SliceDone(task.key, task.unit_index, start, "", None, {}, error=error)
+
+
+ROW_ID_COLUMN = "__synth_ray_row_id"  # staged rows only: each row's id, for the embeddings
+
+
+def finalize_unit(spec: StageSpec, task: FinalizeTask) -> SliceDone:
+    """Write a decided unit as one data shard (its staged rows less the dropped ones, kept
+    rows annotated with `nn_similarity`) and one embeddings shard of its kept rows' vectors.
+    The staged files stay until the stage ends, so a replica lost in here is simply replaced
+    and the unit written again."""
+    store = OutputStore(spec.output)
+    tables = [store.location.read_table(name) for name in task.staged]
+    staged = (
+        pa.concat_tables(tables)
+        if tables
+        else spec.schema.append(pa.field(ROW_ID_COLUMN, pa.string())).empty_table()
+    )
+    keep = np.ones(len(staged), dtype=bool)
+    keep[task.decided] = task.keep
+    nn = staged.column("nn_similarity").to_pylist()
+    kept_positions = task.decided[task.keep]
+    for position, similarity in zip(kept_positions, task.nn_similarity[task.keep], strict=True):
+        nn[position] = nn_value(similarity)
+    row_ids = staged.column(ROW_ID_COLUMN).to_pylist()
+    index = staged.schema.get_field_index("nn_similarity")
+    table = staged.set_column(index, NN_FIELD, pa.array(nn, pa.float32()))
+    table = table.drop_columns([ROW_ID_COLUMN]).filter(pa.array(keep))
+    name = shard_name(spec.stage, task.unit_index)
+    data_shard = f"{DATA_DIR}/{name}"
+    store.write_table(data_shard, table.cast(spec.schema))
+    embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
+    kept_ids = [row_ids[p] for p in kept_positions]
+    store.write_table(embedding_shard, vectors_table(kept_ids, task.kept_vectors))
+    return SliceDone(
+        key=task.key,
+        unit_index=task.unit_index,
+        start=-1,
+        data_shard=data_shard,
+        error_shard=None,
+        stats={},
+        embedding_shard=embedding_shard,
+    )

@@ -19,10 +19,14 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from synth_ray.diversity.decide import histogram
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.io.filesystem import Location
@@ -33,6 +37,9 @@ from synth_ray.methods.base import Method
 from synth_ray.plan import WorkUnit
 from synth_ray.runtime.scheduler import JobFailed, WorkItem
 from synth_ray.stats import UnitStats
+
+if TYPE_CHECKING:
+    from synth_ray.runtime.diversity import DiversityFilter
 
 
 class InputDocuments:
@@ -63,6 +70,11 @@ class StageSpec:
     max_model_len: int
     output: Location
     annotate_nn: bool
+    # diversity-filtered stages: the embedder actors (slices are staged and embedded next to
+    # the generator; the driver decides each unit in order and a FinalizeTask writes it)
+    embedders: list[Any] | None = None
+    embedding_dim: int = 0
+    embed_chunk: int = 1024
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
     def read(self, start: int, stop: int) -> list[Document]:
@@ -112,17 +124,40 @@ class SliceTask:
 
 
 @dataclass(frozen=True)
+class FinalizeTask:
+    """Write a diversity-filtered unit from its slices' staged rows: the rows at `decided`
+    (positions in the unit's rows) the filter did not `keep` are dropped, the kept ones get
+    their `nn_similarity`, and `kept_vectors` go to the unit's embeddings shard."""
+
+    stage_key: str
+    unit_index: int
+    staged: tuple[str, ...]
+    decided: np.ndarray  # int64 positions
+    keep: np.ndarray  # bool per decided row
+    nn_similarity: np.ndarray  # float32 per decided row
+    kept_vectors: np.ndarray  # float16, one per kept decided row
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage_key}#{self.unit_index}:final"
+
+
+@dataclass(frozen=True)
 class SliceDone:
-    """What a replica reports for a finished slice: small, whatever the slice's size."""
+    """What a replica reports for a finished slice: small, whatever the slice's size (a
+    filtered slice adds its rows' vectors: 2 bytes per dimension per row)."""
 
     key: str
     unit_index: int
     start: int
-    data_shard: str
+    data_shard: str  # for a filtered slice: its staged rows, not yet committed output
     error_shard: str | None
     stats: dict[str, Any]
     requests: int = 0  # engine requests the slice made
     error: str | None = None  # the per-row code or the storage failed: the job stops
+    vectors: np.ndarray | None = None  # filtered slice: vectors of the rows to decide on
+    decided: np.ndarray | None = None  # filtered slice: their positions among its rows
+    embedding_shard: str | None = None  # a finalized unit's kept vectors
 
 
 def cut_slices(
@@ -236,3 +271,120 @@ class SliceTracker:
     def check_done(self) -> None:
         if self.open:
             raise AssertionError(f"units {sorted(self.open)[:5]} never completed")
+
+    def work(self, slices: Iterator[WorkItem]) -> Iterator[WorkItem | None]:
+        """The scheduler's work: the slices (plus, when filtering, each decided unit's write)."""
+        return slices
+
+
+class FilteredSliceTracker(SliceTracker):
+    """A diversity-filtered stage: slices come back staged with their rows' vectors; units are
+    decided strictly in unit order (each decision sees exactly the rows kept before it, whoever
+    generated them), and each decided unit is written by a replica (a FinalizeTask) and then
+    committed with its kept rows' vectors, from which a resumed run rebuilds the filter."""
+
+    def __init__(
+        self,
+        store: OutputStore,
+        stage: str,
+        on_commit: OnUnitCommit,
+        diversity: DiversityFilter,
+        stage_key: str,
+    ) -> None:
+        super().__init__(store, stage, on_commit)
+        self.diversity = diversity
+        self.stage_key = stage_key
+        self.order: deque[int] = deque()  # units registered, not yet decided
+        self.complete: dict[int, _OpenUnit] = {}  # all slices back, waiting for their turn
+        self.finalizing: dict[int, tuple[_OpenUnit, np.ndarray]] = {}
+        self.to_write: deque[WorkItem] = deque()
+
+    def register(self, items: Iterable[WorkItem], units: dict[int, WorkUnit]) -> Iterator[WorkItem]:
+        for item in items:
+            if item.unit_index not in self.open:
+                self.order.append(item.unit_index)
+            yield from super().register([item], units)
+
+    def work(self, slices: Iterator[WorkItem]) -> Iterator[WorkItem | None]:
+        """Unit writes first, then new slices; None while only decisions are awaited."""
+        while True:
+            if self.to_write:
+                yield self.to_write.popleft()
+                continue
+            item = next(slices, None)
+            if item is not None:
+                yield item
+            elif self.order or self.finalizing:
+                yield None
+            else:
+                return
+
+    def add_result(self, item: WorkItem, done: Any) -> None:
+        if isinstance(item.payload, FinalizeTask) and isinstance(done, SliceDone):
+            if done.error is not None:
+                raise JobFailed(f"unit {done.unit_index}: {done.error}")
+            unit, nn = self.finalizing.pop(done.unit_index)
+            self._commit_filtered(unit, done, item.payload, nn)
+            return
+        super().add_result(item, done)
+
+    def _commit(self, unit: _OpenUnit) -> None:
+        self.complete[unit.unit.index] = unit
+        while self.order and self.order[0] in self.complete:
+            self._decide(self.complete.pop(self.order.popleft()))
+
+    def _decide(self, unit: _OpenUnit) -> None:
+        slices = [unit.done[start] for start in sorted(unit.done)]
+        positions, vectors, offset = [], [], 0
+        for piece in slices:
+            assert piece.decided is not None and piece.vectors is not None
+            positions.append(piece.decided.astype(np.int64) + offset)
+            vectors.append(piece.vectors)
+            offset += piece.stats["rows_out"]
+        all_vectors = (
+            np.concatenate(vectors) if vectors else np.zeros((0, self.diversity.dim), np.float16)
+        )
+        decision = self.diversity.decide(all_vectors)
+        task = FinalizeTask(
+            stage_key=self.stage_key,
+            unit_index=unit.unit.index,
+            staged=tuple(piece.data_shard for piece in slices),
+            decided=np.concatenate(positions) if positions else np.zeros(0, np.int64),
+            keep=decision.keep,
+            nn_similarity=decision.nn_similarity,
+            kept_vectors=all_vectors[decision.keep],
+        )
+        self.finalizing[unit.unit.index] = (unit, decision.nn_similarity)
+        self.to_write.append(WorkItem(task, unit.unit.index, weight=1, safe=True))
+
+    def _commit_filtered(
+        self, unit: _OpenUnit, done: SliceDone, task: FinalizeTask, nn: np.ndarray
+    ) -> None:
+        slices = [unit.done[start] for start in sorted(unit.done)]
+        stats = UnitStats()
+        for piece in slices:
+            stats.merge(UnitStats.from_dict(piece.stats))
+        dropped = int((~task.keep).sum())
+        stats.rows_out -= dropped
+        if dropped:
+            stats.dropped["diversity"] += dropped
+        stats.nn_histogram = histogram(nn)
+        errors = [s.error_shard for s in slices if s.error_shard]
+        record = UnitRecord(
+            unit_index=unit.unit.index,
+            unit_id=unit.unit.unit_id,
+            data_shard=done.data_shard,
+            error_shard=errors[0] if errors else None,
+            rows_out=stats.rows_out,
+            stats=stats.to_dict(),
+            stage=self.stage,
+            embedding_shard=done.embedding_shard,
+            more_error_shards=errors[1:],
+        )
+        self.store.commit(record)
+        self.on_commit(stats)
+
+    def check_done(self) -> None:
+        super().check_done()
+        if self.order or self.complete or self.finalizing:
+            raise AssertionError(f"units {list(self.order)[:5]} were never decided or written")

@@ -30,6 +30,7 @@ from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings, WorkItem
 from synth_ray.runtime.slices import (
+    FilteredSliceTracker,
     InputDocuments,
     SliceTracker,
     StageSpec,
@@ -37,7 +38,6 @@ from synth_ray.runtime.slices import (
     failed_slice,
     split_slice,
 )
-from synth_ray.runtime.units import PendingUnit, UnitBuilder, UnitTracker, documents_by_unit
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -209,15 +209,11 @@ class StageRunner:
         sampling = dataclasses.replace(sampling, **method.sampling_overrides())
         filtering = self.config.filters.diversity.enabled
         annotate_nn = filtering and store.location.uri == self.output.uri
+        diversity = self.diversity_filter() if filtering and method.diversity_column else None
         try:
-            if filtering and method.diversity_column:
-                self._generate_filtered(
-                    store, docs, method, remaining, stage, sampling, annotate_nn, progress
-                )
-            else:
-                self._generate_slices(
-                    store, docs, method, remaining, stage, sampling, annotate_nn, progress
-                )
+            self._generate_slices(
+                store, docs, method, remaining, stage, sampling, annotate_nn, progress, diversity
+            )
         finally:
             progress.close()
 
@@ -231,9 +227,11 @@ class StageRunner:
         sampling: SamplingSpec,
         annotate_nn: bool,
         progress: JobProgress,
+        diversity: DiversityFilter | None,
     ) -> None:
-        """The data path of every unfiltered stage: replicas do the per-row work
-        (runtime/slice_worker.py); this process sends slice bounds and commits units."""
+        """Replicas do the per-row work (runtime/slice_worker.py); this process sends slice
+        bounds and commits units. With `diversity`, replicas also embed their rows, and this
+        process decides each unit in order before a replica writes it."""
         backend = self._ensure_backend()
         self._check_paths_visible(docs)
         spec = StageSpec(
@@ -248,13 +246,23 @@ class StageRunner:
             output=store.location,
             annotate_nn=annotate_nn,
         )
+        if diversity is not None:
+            from synth_ray.runtime.diversity import EMBED_CHUNK
+
+            spec.embedders = list(diversity.embedders)
+            spec.embedding_dim = diversity.dim
+            spec.embed_chunk = EMBED_CHUNK
         backend.add_stage(spec)
 
         def on_commit(stats: UnitStats) -> None:
             self.summary.units_committed += 1
             progress.unit_committed(stats)
 
-        tracker = SliceTracker(store, stage, on_commit)
+        tracker = (
+            SliceTracker(store, stage, on_commit)
+            if diversity is None
+            else FilteredSliceTracker(store, stage, on_commit, diversity, spec.key)
+        )
         slices = cut_slices(
             remaining,
             spec.key,
@@ -262,7 +270,7 @@ class StageRunner:
             self.config.resources.replicas,
             self.config.scheduler.min_slice_rows,
         )
-        work = tracker.register(slices, {u.index: u for u in remaining})
+        work = tracker.work(tracker.register(slices, {u.index: u for u in remaining}))
         self._schedule(
             store, work, tracker.add_result, progress, split=split_slice, exhausted=failed_slice
         )
@@ -293,47 +301,6 @@ class StageRunner:
                 "generators read their slices of it: put it on a shared filesystem",
             )
         self._paths_checked = True
-
-    def _generate_filtered(
-        self,
-        store: OutputStore,
-        docs: DocumentSource,
-        method: Method,
-        remaining: list[WorkUnit],
-        stage: str,
-        sampling: SamplingSpec,
-        annotate_nn: bool,
-        progress: JobProgress,
-    ) -> None:
-        """A diversity-filtered stage: requests are rendered here and each unit's kept rows
-        decided in unit order before its shard is written (runtime/units.py)."""
-
-        def on_commit(pending: PendingUnit, stats: UnitStats) -> None:
-            self.summary.units_committed += 1
-            progress.unit_committed(stats)
-
-        builder = UnitBuilder(
-            method,
-            self.renderer,
-            self.config.engine.max_model_len,
-            sampling,
-            self.config.sampling.seed,
-        )
-        tracker = UnitTracker(
-            store,
-            method,
-            on_commit,
-            stage=stage,
-            diversity=self.diversity_filter(),
-            annotate_nn=annotate_nn,
-        )
-
-        def pending_units() -> Iterator[PendingUnit]:
-            for unit, unit_docs in documents_by_unit(docs(), remaining):
-                yield builder.build(unit, unit_docs)
-
-        self._schedule(store, tracker.work_items(pending_units()), tracker.add_result, progress)
-        tracker.flush()
 
     def _schedule(
         self,

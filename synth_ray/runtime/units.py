@@ -1,35 +1,27 @@
-"""Work units in flight: documents -> rendered requests -> results -> one committed shard.
+"""A unit's (or a slice's) rows in flight: documents -> rendered requests -> outcomes -> rows.
 
-`UnitBuilder` expands a unit's documents with the method and renders each candidate's prompt
-to token ids; a prompt that does not fit `engine.max_model_len` becomes an error row (stage
-`prompt`) instead of a request. `UnitTracker` collects results by request id and commits the
-unit (shards, then manifest line) as soon as its last result arrives, rows in candidate order,
-so a shard's content does not depend on which replica finished first.
+`UnitBuilder` expands documents with the method and renders each candidate's prompt to token
+ids; a prompt that does not fit `engine.max_model_len` becomes an error row (stage `prompt`)
+instead of a request. `collect_rows` turns the outcomes into rows in candidate order, so a
+shard's content does not depend on the order completions came back. Both run next to the
+engine, in the generator actor (runtime/slice_worker.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from synth_ray.diversity.decide import BatchDecision, histogram, nn_value
+from synth_ray.diversity.decide import BatchDecision, nn_value
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
-from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Candidate, Dropped, Errored, Kept, Method
 from synth_ray.plan import WorkUnit
-from synth_ray.runtime.scheduler import WorkItem
 from synth_ray.stats import UnitStats
-
-if TYPE_CHECKING:
-    from synth_ray.runtime.diversity import DiversityFilter
 
 
 def request_seed(base_seed: int, row_id: str) -> int:
@@ -121,146 +113,7 @@ class UnitBuilder:
         return pending
 
 
-def documents_by_unit(
-    docs: Iterable[Document], units: list[WorkUnit]
-) -> Iterator[tuple[WorkUnit, list[Document]]]:
-    """Walk the documents once, grouping them by unit; units absent from `units` are skipped."""
-    wanted = iter(sorted(units, key=lambda u: u.start))
-    current = next(wanted, None)
-    batch: list[Document] = []
-    for doc in docs:
-        while current is not None and doc.ordinal >= current.stop:
-            yield current, batch
-            batch = []
-            current = next(wanted, None)
-        if current is None:
-            return
-        if doc.ordinal >= current.start:
-            batch.append(doc)
-    while current is not None:
-        yield current, batch
-        batch = []
-        current = next(wanted, None)
-
-
-OnCommit = Callable[[PendingUnit, UnitStats], None]
 NN_FIELD = pa.field("nn_similarity", pa.float32())
-
-
-class UnitTracker:
-    """Collects results per unit and commits each unit exactly when it is complete.
-
-    With a diversity filter, a complete unit's kept rows are sent to be embedded at once, but
-    units are decided and committed strictly in unit order (a later unit waits for earlier
-    ones): each decision then sees exactly the rows kept before it, whichever replica finished
-    first, and the committed units always form a prefix that a resumed run rebuilds from.
-    """
-
-    def __init__(
-        self,
-        store: OutputStore,
-        method: Method,
-        on_commit: OnCommit,
-        stage: str = "",
-        diversity: DiversityFilter | None = None,
-        annotate_nn: bool = False,
-    ) -> None:
-        """`diversity` filters the rows on `method.diversity_column`; `annotate_nn` adds the
-        `nn_similarity` column (from the filter, or from a field a driver-level filter set)."""
-        self.store = store
-        self.method = method
-        self.on_commit = on_commit
-        self.stage = stage
-        self.pending: dict[int, PendingUnit] = {}
-        self.by_request: dict[str, PendingUnit] = {}
-        self.candidate_of: dict[str, Candidate] = {}
-        self.diversity = diversity if method.diversity_column else None
-        self.annotate_nn = annotate_nn or self.diversity is not None
-        self.schema = method.schema.append(NN_FIELD) if self.annotate_nn else method.schema
-        # diversity only: registered units not yet committed, in unit order
-        self._order: deque[int] = deque()
-        self._embedding: dict[int, tuple[PendingUnit, list[Any]]] = {}
-
-    def work_items(self, units: Iterable[PendingUnit]) -> Iterator[WorkItem]:
-        """Register each unit as the scheduler reaches it and yield its requests."""
-        for pending in units:
-            if self.diversity is not None:
-                self._order.append(pending.unit.index)
-            if pending.complete:  # nothing to generate: every candidate failed before that
-                self._commit(pending)
-                continue
-            self.pending[pending.unit.index] = pending
-            for candidate in pending.candidates:
-                self.candidate_of[candidate.row_id] = candidate
-            for request in pending.requests:
-                self.by_request[request.request_id] = pending
-                yield WorkItem(request, pending.unit.index)
-
-    def add_result(self, item: WorkItem, result: EngineResult) -> None:
-        pending = self.by_request.pop(result.request_id)
-        candidate = self.candidate_of.pop(result.request_id)
-        pending.add_result(self.method, candidate, result)
-        if pending.complete:
-            del self.pending[pending.unit.index]
-            self._commit(pending)
-
-    def flush(self) -> None:
-        """Decide and commit the units still waiting for their embeddings (end of a stage)."""
-        self._drain(block=True)
-        if self._order:
-            raise AssertionError(f"units {list(self._order)[:5]} never completed")
-
-    def _commit(self, pending: PendingUnit) -> None:
-        if self.diversity is None:
-            self._write(pending)
-            return
-        texts = [
-            text
-            for candidate in pending.candidates
-            for outcome in pending.outcomes[candidate.row_id]
-            if isinstance(outcome, Kept)
-            and (text := filtered_text(outcome.row, self.method.diversity_column))
-        ]
-        self._embedding[pending.unit.index] = (pending, self.diversity.embed_async(texts))
-        self._drain(block=False)
-
-    def _drain(self, block: bool) -> None:
-        import ray
-
-        while self._order and self._order[0] in self._embedding:
-            pending, refs = self._embedding[self._order[0]]
-            if not block and refs:
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                if len(done) < len(refs):
-                    return  # its vectors are still being computed; the next result retries
-            assert self.diversity is not None
-            vectors = self.diversity.gather(refs, self.diversity.dim)
-            decision = self.diversity.decide(vectors)
-            del self._embedding[self._order.popleft()]
-            self._write(pending, vectors, decision)
-
-    def _write(
-        self,
-        pending: PendingUnit,
-        vectors: np.ndarray | None = None,
-        decision: BatchDecision | None = None,
-    ) -> None:
-        out = collect_rows(pending, self.annotate_nn, self.method.diversity_column, decision)
-        kept_vectors = None
-        if decision is not None and vectors is not None:
-            out.stats.nn_histogram = histogram(decision.nn_similarity)
-            kept_vectors = (out.kept_ids, vectors[decision.keep])
-        self.store.commit_unit(
-            pending.unit.index,
-            pending.unit.unit_id,
-            out.rows,
-            self.schema,
-            out.errors,
-            out.stats,
-            stage=self.stage,
-            vectors=kept_vectors,
-        )
-        self.on_commit(pending, out.stats)
 
 
 @dataclass
@@ -271,6 +124,7 @@ class UnitRows:
     errors: list[dict[str, Any]]
     stats: UnitStats
     kept_ids: list[str]  # ids of the rows the diversity decision kept (with a decision)
+    row_ids: list[str] = field(default_factory=list)  # the id of each row in `rows`
 
 
 def filtered_text(row: dict[str, Any], column: str | None) -> str | None:
@@ -291,6 +145,7 @@ def collect_rows(
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     kept_ids: list[str] = []
+    row_ids: list[str] = []
     filtered = 0  # position among the rows the diversity filter decided on
     for candidate in pending.candidates:
         stats.rows_in += candidate.width
@@ -313,6 +168,7 @@ def collect_rows(
                     outcome = Kept(row)
             if isinstance(outcome, Kept):
                 rows.append(outcome.row)
+                row_ids.append(outcome.row.get("id") or candidate.sample_id(index))
                 stats.rows_out += 1
             elif isinstance(outcome, Dropped):
                 stats.dropped[outcome.filter_name] += 1
@@ -326,4 +182,4 @@ def collect_rows(
                         "error": outcome.error,
                     }
                 )
-    return UnitRows(rows, errors, stats, kept_ids)
+    return UnitRows(rows, errors, stats, kept_ids, row_ids)
