@@ -319,12 +319,15 @@ def test_driver_does_no_per_row_work(tmp_path, shared_engine, monkeypatch):
     """Rendering, tokenizing, parsing and shard writing happen in the generator actor: in this
     (the driver's) process they are made to fail, and the job still completes."""
     from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.methods.rephrase import RephraseMethod
 
     def refuse(*args, **kwargs):
         raise AssertionError("the driver did per-row work")
 
+    # class attributes: the actor imports the real classes (chunking is inside `expand`)
+    monkeypatch.setattr(RephraseMethod, "expand", refuse)
+    monkeypatch.setattr(RephraseMethod, "finish", refuse)
     monkeypatch.setattr(PromptRenderer, "render_text", refuse)
-    monkeypatch.setattr(PromptRenderer, "count_tokens", refuse)
     monkeypatch.setattr(OutputStore, "write_shards", refuse)
     config = job_config(tmp_path, REPO / "examples" / "web_docs.jsonl")
     summary = run_job(config, show_progress=False, backend=shared_engine)
