@@ -20,6 +20,7 @@ import socket
 from typing import Any
 
 from synth_ray.engine.models import resolve_model
+from synth_ray.engine.prompts import renderer_for
 from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 from synth_ray.runtime.priority import run_at_normal_priority
@@ -36,6 +37,9 @@ class GeneratorActor:
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = VllmEngine(settings)
         self.slices = SliceWorker(self.engine.generate_many)
+        # Load the tokenizer slices render with now, not inside the first slice: a stage's
+        # renderer unpickles to this same cached one (its source is the same resolved model).
+        renderer_for(settings.model)
 
     async def ready(self) -> dict[str, Any]:
         """Answers once the engine is loaded: where the replica runs and what its engine runs
