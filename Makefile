@@ -31,11 +31,14 @@ format: env
 	$(VENV)/bin/ruff format .
 
 # raw vLLM vs synth-ray `generate` on identical prompts, prefix caching on/off for a few-shot
-# method, and the diversity filter's costs; all append to benchmarks/results.md
+# method, the diversity filter's costs, the driver's CPU per request (engine stand-in) and the
+# scheduler at 1,000 and 4,096 simulated replicas; all append to benchmarks/results.md
 bench: env
 	$(PY) benchmarks/bench_generate.py --repeats 2
 	$(PY) benchmarks/bench_prefix_cache.py
 	$(PY) benchmarks/bench_diversity.py
+	$(PY) benchmarks/bench_driver.py
+	$(PY) benchmarks/bench_scheduler_sim.py
 
 clean:
 	rm -rf out
