@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -130,7 +131,8 @@ def test_poison_row_ends_as_its_own_error_rows_and_the_rest_commit(
     poison = sorted(reference)[5]
     poisoned_doc = reference[poison]["source_id"]
     backend = FakeBackend(poison_request=poison)
-    config = sliced_config(tmp_path, docs_file, max_replica_restarts=10)
+    # the default restart budget: replicas a suspect kills while run alone are not charged
+    config = sliced_config(tmp_path, docs_file)
     summary = run_job(config, show_progress=False, backend=backend)
     assert summary.replica_failures, "the poison row never killed a replica"
     rows = rows_by_id(tmp_path / "out")
@@ -180,3 +182,75 @@ def test_a_failing_row_parser_stops_the_job_with_its_reason(
         run_job(config, show_progress=False, backend=backend)
     assert not backend.started[1:], "a per-row bug must not be retried on new replicas"
     assert OutputStore(tmp_path / "out").committed(), "units before it stay committed"
+
+
+def test_strays_of_killed_runs_are_swept_even_when_nothing_is_left_to_do(
+    tmp_path, docs_file, embedded_model
+):
+    config = job_config(tmp_path, docs_file)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    out = tmp_path / "out"
+    before = sorted(p.name for p in (out / "data").iterdir())
+    # what a run killed mid-unit leaves: a slice's shards and staged rows, never committed
+    stray = pa.table({"id": ["x"]})
+    pq.write_table(stray, out / "data" / "part-000001-000000-000002.parquet")
+    pq.write_table(stray, out / "errors" / "part-000001-000000-000002.parquet")
+    (out / "_staging").mkdir()
+    pq.write_table(stray, out / "_staging" / "part-000002.parquet")
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.units_committed == 0
+    assert sorted(p.name for p in (out / "data").iterdir()) == before
+    assert not list((out / "errors").glob("part-000001-*"))
+    assert not list((out / "_staging").iterdir())
+
+
+class _KeepAll:
+    dim = 2
+
+    def decide(self, vectors):
+        from synth_ray.diversity.decide import BatchDecision
+
+        return BatchDecision(np.ones(len(vectors), bool), np.full(len(vectors), 0.5, np.float32))
+
+
+def test_filtered_units_commit_in_unit_order_whatever_order_they_are_written(tmp_path):
+    """A resumed run rebuilds the filter from the committed units, so they must be a prefix:
+    a unit written before an earlier one waits for it."""
+    from synth_ray.runtime.slices import FilteredSliceTracker, SliceDone
+
+    store = OutputStore(tmp_path / "out")
+    committed: list[int] = []
+    tracker = FilteredSliceTracker(
+        store, "", lambda stats: committed.append(len(committed)), _KeepAll(), "k"
+    )
+    units = {i: WorkUnit(i, f"u{i}", i, i + 1, 1) for i in range(3)}
+    items = list(tracker.register(cut_slices(units.values(), "k", 3, 1, 1), units))
+    stats = {"rows_in": 1, "rows_out": 1, "input_documents": 1}
+    for item in items:
+        vectors = np.ones((1, 2), np.float16)
+        done = SliceDone(
+            item.key,
+            item.unit_index,
+            item.payload.start,
+            f"s{item.unit_index}",
+            None,
+            stats,
+            vectors=vectors,
+            decided=np.zeros(1, np.int64),
+        )
+        tracker.add_result(item, done)
+    writes = {w.unit_index: w for w in tracker.to_write}
+    assert sorted(writes) == [0, 1, 2]
+
+    def written(index):
+        task = writes[index].payload
+        return SliceDone(
+            task.key, index, -1, f"data/{index}", None, {}, embedding_shard=f"embeddings/{index}"
+        )
+
+    for index in (2, 0):
+        tracker.add_result(writes[index], written(index))
+    assert sorted(r.unit_index for r in store.committed().values()) == [0]
+    tracker.add_result(writes[1], written(1))
+    assert sorted(r.unit_index for r in store.committed().values()) == [0, 1, 2]
+    tracker.check_done()

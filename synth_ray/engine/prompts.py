@@ -16,16 +16,18 @@ from typing import Any
 
 class PromptRenderer:
     def __init__(self, tokenizer: Any, source: str | None = None) -> None:
-        """`source` is the model folder or hub id the tokenizer came from (None: pickles whole)."""
+        """`source` is the model as configured (`engine.model`: resolved again on whichever
+        node unpickles it, like the engine's model); None pickles the tokenizer whole."""
         self.tokenizer = tokenizer
         self.source = source
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
-    def from_model(cls, model: str) -> PromptRenderer:
+    def from_model(cls, model: str, source: str | None = None) -> PromptRenderer:
+        """The tokenizer of `model` (a local folder or hub id); `source` defaults to it."""
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(model), source=model)
+        return cls(AutoTokenizer.from_pretrained(model), source=source or model)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.source is None:
@@ -54,5 +56,8 @@ class PromptRenderer:
 
 @functools.lru_cache(maxsize=4)
 def renderer_for(model: str) -> PromptRenderer:
-    """One renderer per model per process: what an unpickled renderer becomes."""
-    return PromptRenderer.from_model(model)
+    """One renderer per configured model per process, resolved on this node (the embedded
+    model converted here if needed): what an unpickled renderer becomes."""
+    from synth_ray.engine.models import resolve_model
+
+    return PromptRenderer.from_model(resolve_model(model), source=model)

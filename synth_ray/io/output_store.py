@@ -11,8 +11,8 @@ so a rerun writes the same names):
     _runs.jsonl          local: one line per finished run: wall time, units and tokens
     _runs/               URI: the same, one object per run (object stores cannot append)
     data/part-NNNNNN.parquet     output rows of unit NNNNNN (possibly empty)
-    data/part-NNNNNN-SSSSSS.parquet   the same, for a unit generated in slices (the end of a
-                                 job): one per slice, SSSSSS its first row's offset in the unit
+    data/part-NNNNNN-SSSSSS-EEEEEE.parquet   the same, for a unit generated in slices (the end
+                                 of a job): one per slice, rows [SSSSSS, EEEEEE) of the unit
     errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
     embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
@@ -82,9 +82,11 @@ _OWNED = (
 )
 
 
-def shard_name(stage: str, unit_index: int, offset: int | None = None) -> str:
-    """`[stage-]part-NNNNNN.parquet`; `offset` names one slice of a unit generated in slices."""
-    suffix = f"-{offset:06d}" if offset is not None else ""
+def shard_name(stage: str, unit_index: int, span: tuple[int, int] | None = None) -> str:
+    """`[stage-]part-NNNNNN.parquet`; `span` (first, end) rows within the unit name one slice
+    of a unit generated in slices: different slices never share a name, the same one always
+    does (a late write of a re-sent slice replaces it with the same rows)."""
+    suffix = f"-{span[0]:06d}-{span[1]:06d}" if span is not None else ""
     return f"{stage + '-' if stage else ''}part-{unit_index:06d}{suffix}.parquet"
 
 

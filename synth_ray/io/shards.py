@@ -12,6 +12,7 @@ instead (filesystem.py).
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,7 +50,8 @@ def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
+    # unique per writer: on a shared filesystem two nodes may write the same shard name
+    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
     with open(tmp, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
         fh.flush()

@@ -34,12 +34,13 @@ class GeneratorActor:
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
         # before the engine spawns its processes, which inherit this priority
         self.niceness = run_at_normal_priority()
+        configured_model = settings.model
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = VllmEngine(settings)
         self.slices = SliceWorker(self.engine.generate_many)
         # Load the tokenizer slices render with now, not inside the first slice: a stage's
-        # renderer unpickles to this same cached one (its source is the same resolved model).
-        renderer_for(settings.model)
+        # renderer unpickles to this same cached one (its source is the configured model).
+        renderer_for(configured_model)
 
     async def ready(self) -> dict[str, Any]:
         """Answers once the engine is loaded: where the replica runs and what its engine runs
@@ -61,7 +62,13 @@ class GeneratorActor:
         replica and stage (wrapped in a list so Ray does not fetch it for every call)."""
         if not self.slices.has_stage(stage_key):
             self.slices.add_stage(await spec[0])
-        return list(await asyncio.gather(*(self.slices.run(task) for task in tasks)))
+        running = [asyncio.ensure_future(self.slices.run(task)) for task in tasks]
+        try:
+            return list(await asyncio.gather(*running))
+        except BaseException:
+            for other in running:  # a dead engine: the others must not write late shards
+                other.cancel()
+            raise
 
     def pid(self) -> int:
         return os.getpid()

@@ -47,7 +47,7 @@ def load_renderer(config: JobConfig) -> PromptRenderer:
     """The model's tokenizer and chat template; an unusable model is a ConfigError."""
     model_path = resolve_model(config.engine.model)
     try:
-        return PromptRenderer.from_model(model_path)
+        return PromptRenderer.from_model(model_path, source=config.engine.model)
     except Exception as err:  # transformers raises many types for an unusable folder or id
         raise ConfigError(
             f"engine.model {config.engine.model}: cannot load its tokenizer ({type(err).__name__})"

@@ -14,7 +14,8 @@ weighted by the requests it stands for. Policy:
   what kills engines): it is cut in halves while it can be (`split`), and each piece is sent
   alone, to a replica first drained of other work, so only the culprit fails with it. An
   item lost `max_attempts` times ends as errors (`on_exhausted`) instead of failing the job.
-- A dead replica is replaced up to `max_replica_restarts` times. The job fails fast, with the
+- A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
+  alone is replaced without counting: bisecting costs a few per poison row). The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
   model path fails every replica alike), or when none is ready within `start_timeout_s`.
 Cost per event is independent of the number of replicas: only replicas with room are visited.
@@ -114,6 +115,7 @@ class Scheduler:
         self.retry: deque[WorkItem] = deque()
         self.work_exhausted = False
         self.restarts = 0
+        self.isolation_deaths = 0  # replicas killed by a suspect they ran alone (not charged)
         self.ever_ready = False
         self.next_batch_id = 0
         self.started_at = clock()
@@ -269,6 +271,8 @@ class Scheduler:
                 self._exhausted(
                     item, f"lost with its replica {item.attempts} times; last: {reason}"
                 )
+            elif item.safe and item.attempts >= 2 * self.settings.max_attempts:
+                raise JobFailed(f"{item.key}: lost {item.attempts} times; last: {reason}")
             else:
                 requeue.append(item)
         self.requests_resent += sum(item.weight for item in requeue)
@@ -279,7 +283,12 @@ class Scheduler:
             if not self.replicas:
                 raise JobFailed(f"generator replica failed to start: {reason}")
             return  # others are still starting; the same cause will likely fail them too
-        if self.restarts < self.settings.max_replica_restarts:
+        if replica.isolating:
+            # it ran a suspect alone: the suspect killed it, not a fault of the cluster, and
+            # bisection needs a few such deaths per poison row, so it is replaced uncharged
+            self.isolation_deaths += 1
+            self._start_replica()
+        elif self.restarts < self.settings.max_replica_restarts:
             self.restarts += 1
             self._start_replica()
         elif not self.replicas:

@@ -35,9 +35,15 @@ from synth_ray.io.output_store import (
     shard_name,
 )
 from synth_ray.io.vectors import vectors_table
-from synth_ray.methods.base import Errored
 from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
-from synth_ray.runtime.units import NN_FIELD, PendingUnit, UnitBuilder, collect_rows, filtered_text
+from synth_ray.runtime.units import (
+    NN_FIELD,
+    PendingUnit,
+    UnitBuilder,
+    collect_rows,
+    failed_unit,
+    filtered_text,
+)
 
 T = TypeVar("T")
 GenerateMany = Callable[[list[EngineRequest]], Awaitable[list[EngineResult]]]
@@ -74,10 +80,7 @@ class SliceWorker:
             pending = await self._cpu(lambda: self._build(spec, task))
         except Exception as err:
             return self._failed(task, "reading or rendering its rows", err)
-        if pending.requests and task.fail_reason is None:
-            results = await self.generate_many(pending.requests)
-        else:
-            results = []
+        results = await self.generate_many(pending.requests) if pending.requests else []
         try:
             done, texts = await self._cpu(lambda: self._write(spec, task, pending, results))
         except Exception as err:
@@ -116,10 +119,13 @@ class SliceWorker:
 
     @staticmethod
     def _build(spec: StageSpec, task: SliceTask) -> PendingUnit:
+        docs = spec.read(task.start, task.stop)
+        if task.fail_reason is not None:
+            return failed_unit(spec.method, task.as_unit(), docs, task.fail_reason)
         builder = UnitBuilder(
             spec.method, spec.renderer, spec.max_model_len, spec.sampling, spec.seed
         )
-        return builder.build(task.as_unit(), spec.read(task.start, task.stop))
+        return builder.build(task.as_unit(), docs)
 
     @staticmethod
     def _write(
@@ -128,18 +134,12 @@ class SliceWorker:
         """Parse and write the slice; a filtered slice's rows are staged, and the texts the
         diversity filter decides on are returned with their positions."""
         candidates = {c.row_id: c for c in pending.candidates}
-        if task.fail_reason is not None:
-            for request in pending.requests:
-                width = candidates[request.request_id].width
-                pending.outcomes[request.request_id] = [
-                    Errored("generate", task.fail_reason)
-                ] * width
         for result in results:
             pending.add_result(spec.method, candidates[result.request_id], result)
         filtering = spec.embedders is not None
         out = collect_rows(pending, spec.annotate_nn or filtering)
-        offset = None if task.whole_unit else task.start - task.unit_start
-        name = shard_name(spec.stage, task.unit_index, offset)
+        rows = (task.start - task.unit_start, task.stop - task.unit_start)
+        name = shard_name(spec.stage, task.unit_index, None if task.whole_unit else rows)
         store = OutputStore(spec.output)
         texts: list[str] = []
         decided = None

@@ -298,6 +298,10 @@ class FilteredSliceTracker(SliceTracker):
         self.complete: dict[int, _OpenUnit] = {}  # all slices back, waiting for their turn
         self.finalizing: dict[int, tuple[_OpenUnit, np.ndarray]] = {}
         self.to_write: deque[WorkItem] = deque()
+        # decided units in decision order; each commits only after every earlier one, so the
+        # committed units stay a prefix that a resumed run rebuilds the filter from
+        self.to_commit: deque[int] = deque()
+        self.written: dict[int, tuple[SliceDone, FinalizeTask]] = {}
 
     def register(self, items: Iterable[WorkItem], units: dict[int, WorkUnit]) -> Iterator[WorkItem]:
         for item in items:
@@ -323,8 +327,12 @@ class FilteredSliceTracker(SliceTracker):
         if isinstance(item.payload, FinalizeTask) and isinstance(done, SliceDone):
             if done.error is not None:
                 raise JobFailed(f"unit {done.unit_index}: {done.error}")
-            unit, nn = self.finalizing.pop(done.unit_index)
-            self._commit_filtered(unit, done, item.payload, nn)
+            self.written[done.unit_index] = (done, item.payload)
+            while self.to_commit and self.to_commit[0] in self.written:
+                index = self.to_commit.popleft()
+                written, task = self.written.pop(index)
+                unit, nn = self.finalizing.pop(index)
+                self._commit_filtered(unit, written, task, nn)
             return
         super().add_result(item, done)
 
@@ -355,6 +363,7 @@ class FilteredSliceTracker(SliceTracker):
             kept_vectors=all_vectors[decision.keep],
         )
         self.finalizing[unit.unit.index] = (unit, decision.nn_similarity)
+        self.to_commit.append(unit.unit.index)
         self.to_write.append(WorkItem(task, unit.unit.index, weight=1, safe=True))
 
     def _commit_filtered(

@@ -157,6 +157,8 @@ class StageRunner:
             self._filtered_stages.append((store, stage))
         if remaining:
             self._generate(store, docs, method, units, remaining, stage)
+        # every unit is committed now: drop what killed runs left (also when none remained)
+        store.sweep_unreferenced(stage)
         return store.write_stats(units_total=self.summary.units_total)
 
     def _ensure_ray(self) -> None:
@@ -275,7 +277,6 @@ class StageRunner:
             store, work, tracker.add_result, progress, split=split_slice, exhausted=failed_slice
         )
         tracker.check_done()
-        store.sweep_unreferenced(stage)
 
     def _check_paths_visible(self, docs: DocumentSource) -> None:
         """Once per run: generators read input slices and write shards on their own nodes,

@@ -113,6 +113,21 @@ class UnitBuilder:
         return pending
 
 
+def failed_unit(method: Method, unit: WorkUnit, docs: list[Document], reason: str) -> PendingUnit:
+    """The documents' candidates, each an error row with `reason` (or its own input error),
+    with nothing rendered: what a row that kept killing replicas becomes."""
+    candidates = [c for doc in docs for c in method.expand(doc)]
+    counted = len(docs) if method.counts_input_documents else 0
+    pending = PendingUnit(unit, candidates, [], input_documents=counted)
+    for candidate in candidates:
+        if candidate.error is not None:
+            error = Errored(candidate.error_stage, candidate.error)
+        else:
+            error = Errored("generate", reason)
+        pending.outcomes[candidate.row_id] = [error] * candidate.width
+    return pending
+
+
 NN_FIELD = pa.field("nn_similarity", pa.float32())
 
 
