@@ -31,6 +31,7 @@ import yaml
 
 from synth_ray.config import JobConfig, apply_overrides, load_config
 from synth_ray.errors import ConfigError, ResourceError
+from synth_ray.io.inputs import resolve_input_files
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # a runtime_env working_dir is uploaded whole through the GCS; Ray caps it at 500 MiB
@@ -75,8 +76,12 @@ def _pack(source: str, into: Path, name: str) -> str:
         return source  # object-store input: the cluster reads it where it is
     src = Path(source).expanduser()
     target = into / name
-    if src.is_dir():
-        shutil.copytree(src, target)
+    if src.is_dir():  # only the files the job reads: no hidden files, nothing else in the folder
+        root, files = resolve_input_files(str(src))
+        for file in files:
+            copy = target / file.relative_to(root)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, copy)
         return name
     if src.is_file():
         target.mkdir(parents=True, exist_ok=True)

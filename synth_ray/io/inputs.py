@@ -58,6 +58,11 @@ def _is_input_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES + JSONL_SUFFIXES
 
 
+def _hidden(relative: Path) -> bool:
+    """A dot-file or anything in a dot-folder (.git/, temp files): never an input."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def resolve_input_files(path: str) -> tuple[Path, list[Path]]:
     """Return (root used for relative names, sorted input files). Raises InputError if none."""
     candidate = Path(path).expanduser()
@@ -68,7 +73,11 @@ def resolve_input_files(path: str) -> tuple[Path, list[Path]]:
             )
         return candidate.parent, [candidate]
     if candidate.is_dir():
-        files = sorted(p for p in candidate.rglob("*") if _is_input_file(p))
+        files = sorted(
+            p
+            for p in candidate.rglob("*")
+            if _is_input_file(p) and not _hidden(p.relative_to(candidate))
+        )
         if not files:
             raise InputError(f"input.path {path}: folder holds no .parquet or .jsonl files")
         return candidate, files

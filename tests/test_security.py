@@ -1,0 +1,84 @@
+"""What a config or an input row must never be able to do (issue: security review).
+
+YAML is data, never code; an input row's id never becomes a path; `submit` sends only the
+files the job reads; remote code in a model is not trusted unless the config says so."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import job_config, write_jsonl
+from fake_backend import FakeBackend
+
+from synth_ray.config import load_config
+from synth_ray.engine.vllm_engine import EngineSettings
+from synth_ray.errors import ConfigError
+from synth_ray.io.inputs import InputSpec, iter_documents
+
+
+def test_yaml_tags_that_run_code_are_refused_not_run(tmp_path):
+    marker = tmp_path / "PWNED"
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"method: !!python/object/apply:os.system ['touch {marker}']\noutput: {{path: out}}\n"
+    )
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(config)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("method: generate\ninput: {path: in.jsonl}\noutput: {path: out}\n")
+    tagged = f"!!python/object/apply:os.system ['touch {marker}']"
+    # an override that is not plain YAML stays the literal string it was given
+    assert load_config(plain, [f"output.path={tagged}"]).output.path == tagged
+    assert not marker.exists()
+
+
+def test_row_ids_never_become_paths(tmp_path, embedded_model):
+    from synth_ray.runtime.job import run_job
+
+    rows = [
+        {"id": "../../escaped", "text": "A short document about rivers."},
+        {"id": "/tmp/absolute", "text": "Another document, about stones."},
+    ]
+    docs = write_jsonl(tmp_path / "in" / "docs.jsonl", rows)
+    config = job_config(tmp_path, docs)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    out = tmp_path / "out"
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(name.startswith(("out/", "in/")) for name in written), written
+    assert {p.name for p in (out / "data").iterdir()} == {"part-000000.parquet"}
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_submit_sends_only_the_input_files_never_hidden_or_other_files(tmp_path):
+    from synth_ray.jobs import prepare_submission
+
+    folder = tmp_path / "inputs"
+    write_jsonl(folder / "a.jsonl", [{"prompt": "hi"}])
+    write_jsonl(folder / "sub" / "b.jsonl", [{"prompt": "there"}])
+    write_jsonl(folder / ".hidden.jsonl", [{"prompt": "secret"}])
+    write_jsonl(folder / ".git" / "x.jsonl", [{"prompt": "history"}])
+    (folder / "credentials.env").write_text("TOKEN=abc\n")
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "generate",
+                "input": {"path": str(folder), "text_column": "prompt"},
+                "output": {"path": str(tmp_path / "out")},
+            }
+        )
+    )
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    prepare_submission(config, [], workdir)
+    sent = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*") if p.is_file())
+    assert sent == ["input/a.jsonl", "input/sub/b.jsonl", "job.yaml"]
+    # and a local run reads the same files: hidden ones are never inputs
+    texts = [d.text for d in iter_documents(InputSpec(str(folder), "prompt"))]
+    assert texts == ["hi", "there"]
+
+
+def test_remote_code_is_not_trusted_unless_the_config_says_so():
+    assert EngineSettings(model="m").engine_args().get("trust_remote_code", False) is False
+    trusted = EngineSettings(model="m", extra_args={"trust_remote_code": True})
+    assert trusted.engine_args()["trust_remote_code"] is True
