@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_generate import machine, machine_line  # noqa: E402
+from bench_generate import append_results, machine, machine_line  # noqa: E402
 
 WORDS = (
     "river stone market winter garden signal copper lantern harbor meadow village engine "
@@ -192,11 +192,8 @@ def main() -> None:
             f"{r['driver_cpu_ms_per_request']} | {r['driver_requests_per_cpu_s']} | "
             f"{r['requests_per_s']} |"
         )
-    with open(args.results, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    with open(HERE / "results.jsonl", "a") as fh:
-        for r in rows:
-            fh.write(json.dumps({"bench": "driver", "time": stamp, "machine": m, **r}) + "\n")
+    records = [{"bench": "driver", "time": stamp, "machine": m, **r} for r in rows]
+    append_results(args.results, "\n".join(lines), records)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,15 @@ def machine_line(m: dict) -> str:
     return f"{m.get('cpu')} ({flags}), {m.get('cores')} cores, {m.get('memory_gib')} GiB{gpu}"
 
 
+def append_results(md_path: Path, markdown: str, records: list[dict]) -> None:
+    """Append a Markdown section to `md_path` and one JSON line per record to results.jsonl."""
+    with open(md_path, "a") as fh:
+        fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    with open(HERE / "results.jsonl", "a") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+
+
 def run_synth_ray_config(config: Path, out: Path) -> tuple[float, dict, dict]:
     """`synth-ray run` the config in a fresh process: (wall s, its _runs.jsonl entry, stats.json)."""
     start = time.monotonic()
@@ -236,8 +245,6 @@ def main() -> None:
     summary["steady_ratio"] = round(summary["synth_steady_tok_s"] / summary["raw_steady_tok_s"], 3)
     summary["whole_ratio"] = round(summary["synth_whole_tok_s"] / summary["raw_whole_tok_s"], 3)
 
-    with open(HERE / "results.jsonl", "a") as fh:
-        fh.write(json.dumps(summary) + "\n")
     m = summary["machine"]
     table = (
         f"\n## {summary['date']} ({args.label}): {args.prompts} prompts x {args.max_tokens} tokens, {args.model}\n"
@@ -248,8 +255,7 @@ def main() -> None:
         f"| synth-ray `generate` | {summary['synth_steady_tok_s']} | {summary['synth_whole_tok_s']} | {summary['synth_wall_s']} |\n"
         f"| ratio | {summary['steady_ratio']} | {summary['whole_ratio']} | |\n"
     )
-    with open(args.results, "a") as fh:
-        fh.write(table)
+    append_results(args.results, table, [summary])
     print(table)
 
 

@@ -168,8 +168,8 @@ def main() -> None:
         for sliced in (False, True):
             rows.append(simulate(replicas, args.waves, args.slots, args.unit_rows, sliced))
             print(json.dumps(rows[-1]), flush=True)
+    from bench_generate import append_results, machine_line
     from bench_generate import machine as machine_info
-    from bench_generate import machine_line
 
     m = machine_info()
     stamp = time.strftime("%Y-%m-%d %H:%M")
@@ -187,11 +187,8 @@ def main() -> None:
             f"| {r['replicas']} | {r['policy']} | {r['units']} | {r['slices']} | {r['requests']} "
             f"| {r['busy']:.1%} | {r['tail_fraction']:.1%} | {r['job_s']} | {r['scheduler_cpu_s']} |"
         )
-    with open(args.results, "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    with open(HERE / "results.jsonl", "a") as fh:
-        for r in rows:
-            fh.write(json.dumps({"bench": "scheduler_sim", "time": stamp, **r}) + "\n")
+    records = [{"bench": "scheduler_sim", "time": stamp, **r} for r in rows]
+    append_results(args.results, "\n".join(lines), records)
 
 
 if __name__ == "__main__":

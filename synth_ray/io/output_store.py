@@ -40,7 +40,7 @@ from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
 from synth_ray.io.shards import write_shard_atomic
-from synth_ray.io.vectors import table_vectors, vectors_table
+from synth_ray.io.vectors import table_vectors
 from synth_ray.stats import UnitStats
 
 JOB_FILE = "_job.json"
@@ -153,42 +153,6 @@ class OutputStore:
         if stage is None:
             return records
         return {k: r for k, r in records.items() if r.stage == stage}
-
-    def commit_unit(
-        self,
-        unit_index: int,
-        unit_id: str,
-        rows: list[dict[str, Any]],
-        schema: pa.Schema,
-        errors: list[dict[str, Any]],
-        stats: UnitStats,
-        stage: str = "",
-        vectors: tuple[list[str], np.ndarray] | None = None,
-    ) -> UnitRecord:
-        """Write the unit's shards, then its commit record (the commit point; see the module
-        doc). A `stage` prefixes the shard names, so stages sharing a folder never collide.
-        `vectors` (ids, float16 array) of the kept rows go to an embeddings shard, committed
-        by the same record."""
-        if not stats.is_balanced():
-            raise AssertionError(f"unit {unit_index}: row accounting does not balance: {stats}")
-        name = shard_name(stage, unit_index)
-        data_shard, error_shard = self.write_shards(name, unit_index, rows, schema, errors)
-        embedding_shard = None
-        if vectors is not None:
-            embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
-            self._write_shard(embedding_shard, vectors_table(vectors[0], vectors[1]))
-        record = UnitRecord(
-            unit_index=unit_index,
-            unit_id=unit_id,
-            data_shard=data_shard,
-            error_shard=error_shard,
-            rows_out=len(rows),
-            stats=stats.to_dict(),
-            stage=stage,
-            embedding_shard=embedding_shard,
-        )
-        self.commits.append(record)
-        return record
 
     def write_shards(
         self,

@@ -21,7 +21,6 @@ from typing import Any
 
 from synth_ray.engine.models import resolve_model
 from synth_ray.engine.prompts import renderer_for
-from synth_ray.engine.requests import EngineRequest, EngineResult
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
@@ -51,9 +50,6 @@ class GeneratorActor:
             "dtype_reason": self.engine.dtype_choice.reason,
             "niceness": self.niceness,
         }
-
-    async def generate(self, requests: list[EngineRequest]) -> list[EngineResult]:
-        return await self.engine.generate_many(requests)
 
     async def run_slices(
         self, stage_key: str, spec: list[Any], tasks: list[SliceTask | FinalizeTask]

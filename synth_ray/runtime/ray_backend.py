@@ -15,7 +15,6 @@ from typing import Any
 
 import ray
 
-from synth_ray.engine.requests import EngineRequest
 from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.errors import ResourceError
 from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
@@ -106,17 +105,11 @@ class RayBackend:
         self.stages = {spec.key: ray.put(spec)}
 
     def submit(
-        self,
-        replica_id: int,
-        batch_id: int,
-        payloads: list[EngineRequest] | list[SliceTask | FinalizeTask],
+        self, replica_id: int, batch_id: int, payloads: list[SliceTask | FinalizeTask]
     ) -> None:
-        actor = self.actors[replica_id]
-        if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
-            key = payloads[0].stage_key
-            ref = actor.run_slices.remote(key, [self.stages[key]], payloads)
-        else:
-            ref = actor.generate.remote(payloads)
+        """Jobs send only slices (and diversity-filtered units to write) to real replicas."""
+        key = payloads[0].stage_key
+        ref = self.actors[replica_id].run_slices.remote(key, [self.stages[key]], payloads)
         self.refs[ref] = ("batch", replica_id, batch_id)
 
     def poll(self, timeout: float) -> list[Event]:

@@ -277,8 +277,7 @@ class Scheduler:
                 requeue.append(item)
         self.requests_resent += sum(item.weight for item in requeue)
         self.retry.extendleft(reversed(requeue))
-        # replicas that ran out of work may take the re-sent items
-        self.hungry.update(rid for rid, r in self.replicas.items() if r.ready and not r.isolating)
+        self._wake_ready()
         if not replica.ready and not self.ever_ready:
             if not self.replicas:
                 raise JobFailed(f"generator replica failed to start: {reason}")
@@ -297,13 +296,15 @@ class Scheduler:
                 f"max_replica_restarts={self.settings.max_replica_restarts}); last: {reason}"
             )
 
+    def _wake_ready(self) -> None:
+        """Items went back in the queue: replicas that ran out of work may take them."""
+        self.hungry.update(rid for rid, r in self.replicas.items() if r.ready and not r.isolating)
+
     def _exhausted(self, item: WorkItem, reason: str) -> None:
         replacement = self.on_exhausted(item, reason) if self.on_exhausted else None
         if replacement is not None:
             self.retry.appendleft(replacement)
-            self.hungry.update(
-                rid for rid, r in self.replicas.items() if r.ready and not r.isolating
-            )
+            self._wake_ready()
             return
         request = item.payload
         self.sink(

@@ -168,7 +168,6 @@ class SliceWorker:
             data_shard=data_shard,
             error_shard=error_shard,
             stats=out.stats.to_dict(),
-            requests=len(pending.requests),
             decided=decided,
         )
         return done, texts

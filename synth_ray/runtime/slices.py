@@ -153,7 +153,6 @@ class SliceDone:
     data_shard: str  # for a filtered slice: its staged rows, not yet committed output
     error_shard: str | None
     stats: dict[str, Any]
-    requests: int = 0  # engine requests the slice made
     error: str | None = None  # the per-row code or the storage failed: the job stops
     vectors: np.ndarray | None = None  # filtered slice: vectors of the rows to decide on
     decided: np.ndarray | None = None  # filtered slice: their positions among its rows
@@ -217,6 +216,14 @@ class _OpenUnit:
     done: dict[int, SliceDone] = field(default_factory=dict)  # by first row
     covered: int = 0  # input rows of the unit its finished slices hold
 
+    def merged(self) -> tuple[list[SliceDone], UnitStats, list[str]]:
+        """The unit's slices in row order, their summed accounting, their error shards."""
+        slices = [self.done[start] for start in sorted(self.done)]
+        stats = UnitStats()
+        for piece in slices:
+            stats.merge(UnitStats.from_dict(piece.stats))
+        return slices, stats, [s.error_shard for s in slices if s.error_shard]
+
 
 class SliceTracker:
     """Collects finished slices and commits each unit once all its rows are back."""
@@ -249,11 +256,7 @@ class SliceTracker:
             self._commit(self.open.pop(done.unit_index))
 
     def _commit(self, unit: _OpenUnit) -> None:
-        slices = [unit.done[start] for start in sorted(unit.done)]
-        stats = UnitStats()
-        for piece in slices:
-            stats.merge(UnitStats.from_dict(piece.stats))
-        errors = [s.error_shard for s in slices if s.error_shard]
+        slices, stats, errors = unit.merged()
         record = UnitRecord(
             unit_index=unit.unit.index,
             unit_id=unit.unit.unit_id,
@@ -342,7 +345,7 @@ class FilteredSliceTracker(SliceTracker):
             self._decide(self.complete.pop(self.order.popleft()))
 
     def _decide(self, unit: _OpenUnit) -> None:
-        slices = [unit.done[start] for start in sorted(unit.done)]
+        slices, _, _ = unit.merged()
         positions, vectors, offset = [], [], 0
         for piece in slices:
             assert piece.decided is not None and piece.vectors is not None
@@ -369,16 +372,12 @@ class FilteredSliceTracker(SliceTracker):
     def _commit_filtered(
         self, unit: _OpenUnit, done: SliceDone, task: FinalizeTask, nn: np.ndarray
     ) -> None:
-        slices = [unit.done[start] for start in sorted(unit.done)]
-        stats = UnitStats()
-        for piece in slices:
-            stats.merge(UnitStats.from_dict(piece.stats))
+        _, stats, errors = unit.merged()
         dropped = int((~task.keep).sum())
         stats.rows_out -= dropped
         if dropped:
             stats.dropped["diversity"] += dropped
         stats.nn_histogram = histogram(nn)
-        errors = [s.error_shard for s in slices if s.error_shard]
         record = UnitRecord(
             unit_index=unit.unit.index,
             unit_id=unit.unit.unit_id,
