@@ -48,10 +48,15 @@ class InstantEngine:
         from synth_ray.engine.dtype import DtypeChoice
 
         self.dtype_choice = DtypeChoice("none", "engine stand-in (benchmarks/bench_driver.py)")
+        self.answered = 0
+
+    def progress(self) -> int:
+        return self.answered
 
     async def generate_many(self, requests: list[Any]) -> list[Any]:
         from synth_ray.engine.requests import EngineResult
 
+        self.answered += len(requests)
         return [
             EngineResult(
                 r.request_id,

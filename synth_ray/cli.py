@@ -99,6 +99,10 @@ def run(
             f"{len(summary.replica_failures)} replica failures, {summary.requests_resent} "
             f"requests re-sent; last: {escape(summary.replica_failures[-1])}"
         )
+    if summary.stalls:
+        console.print(
+            f"{len(summary.stalls)} stalled replicas replaced; last: {escape(summary.stalls[-1])}"
+        )
     commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
     if samples:

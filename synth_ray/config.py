@@ -125,6 +125,12 @@ class SchedulerConfig(_Section):
     start_timeout_s: float = Field(
         900, gt=0, description="A replica not ready within this fails the job, naming why."
     )
+    stall_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="A replica holding work with no progress for this long is killed and "
+        "replaced, its work re-sent. None: 300 s, or 0.5 s per sampling.max_tokens if longer.",
+    )
 
 
 class RayConfig(_Section):

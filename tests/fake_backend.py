@@ -1,7 +1,10 @@
 """A simulated generator backend for scheduler tests and fault injection (never for end-to-end).
 
 Batches finish after a configurable number of polls, out of order; replicas can be made to fail
-at start, die after N batches, or die whenever a given request id is in a batch (a poison row).
+at start, die after N batches, die whenever a given request id is in a batch (a poison row), hang
+(stop answering while alive, as a stuck engine does) after N batches, or never finish starting.
+With a `VirtualClock`, each poll advances time by its timeout, so stall timeouts of minutes
+run in milliseconds.
 Completions are a deterministic function of the prompt, so runs are comparable. Slices run
 through the real SliceWorker (reading, rendering, parsing, writing shards) around this engine.
 """
@@ -13,7 +16,13 @@ import random
 from dataclasses import dataclass, field
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
-from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
+from synth_ray.runtime.backend import (
+    BatchDone,
+    Event,
+    ReplicaFailed,
+    ReplicaProgress,
+    ReplicaReady,
+)
 from synth_ray.runtime.slice_worker import SliceWorker
 from synth_ray.runtime.slices import FinalizeTask, SliceTask, StageSpec
 
@@ -33,12 +42,29 @@ def fake_completion(request: EngineRequest) -> EngineResult:
     )
 
 
+class VirtualClock:
+    """Time that moves only when a fake backend polls (or a test calls `advance`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class FakeBackend:
     start_failure: str | None = None  # every replica fails to start with this reason
     never_ready: bool = False  # replicas stay pending forever
     die_after_batches: dict[int, int] = field(default_factory=dict)  # replica -> batches served
     poison_request: str | None = None  # a batch holding it kills its replica
+    hang_after_batches: dict[int, int] = field(default_factory=dict)  # then alive but silent
+    hang_request: str | None = None  # a batch holding it hangs its replica for good
+    never_ready_ids: set[int] = field(default_factory=set)  # these replicas never finish starting
+    clock: VirtualClock | None = None  # advanced by each poll's timeout
     latency_polls: int = 2
     seed: int = 0
     responder: object = None  # EngineRequest -> EngineResult, instead of fake_completion
@@ -55,6 +81,9 @@ class FakeBackend:
         self.started: list[int] = []
         self.worker = SliceWorker(self._generate_many)
         self.generated: list[str] = []  # request ids in the order the engine got them
+        self.progress: dict[int, int] = {}  # per replica: grows while it decodes anything
+        self.probes = 0
+        self.stopped: list[int] = []
 
     async def _generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:
         if self.poison_request in {r.request_id for r in requests}:
@@ -77,7 +106,7 @@ class FakeBackend:
         self.started.append(rid)
         if self.start_failure:
             self.pending_events.append(ReplicaFailed(rid, self.start_failure))
-        elif not self.never_ready:
+        elif not self.never_ready and rid not in self.never_ready_ids:
             self.alive.add(rid)
             self.in_flight[rid] = []
             self.served[rid] = 0
@@ -98,9 +127,35 @@ class FakeBackend:
         self.in_flight.pop(replica_id, None)
         self.pending_events.append(ReplicaFailed(replica_id, reason))
 
+    def _hung(self, replica_id: int) -> bool:
+        limit = self.hang_after_batches.get(replica_id)
+        if limit is not None and self.served.get(replica_id, 0) >= limit:
+            return True
+        return self.hang_request is not None and any(
+            self.hang_request in keys for keys in self._keys_in_flight(replica_id)
+        )
+
+    def _keys_in_flight(self, replica_id: int) -> list[list[str]]:
+        return [
+            [getattr(p, "request_id", None) or p.key for p in batch]
+            for _, _, batch in self.in_flight.get(replica_id, [])
+        ]
+
+    def probe(self, replica_id: int) -> None:
+        self.probes += 1
+        if replica_id in self.alive:
+            mark = self.progress.get(replica_id, 0)
+            self.pending_events.append(ReplicaProgress(replica_id, mark))
+
     def poll(self, timeout: float) -> list[Event]:
+        if self.clock is not None:
+            self.clock.advance(timeout)
         events, self.pending_events = self.pending_events, []
         for rid in list(self.alive):
+            if self._hung(rid):
+                continue  # alive, holding its batches, answering nothing new
+            if self.in_flight[rid]:
+                self.progress[rid] = self.progress.get(rid, 0) + 1  # tokens being decoded
             remaining = []
             for polls, batch_id, requests in self.in_flight[rid]:
                 if polls > 0:
@@ -125,6 +180,7 @@ class FakeBackend:
         return events
 
     def stop_replica(self, replica_id: int) -> None:
+        self.stopped.append(replica_id)
         self.alive.discard(replica_id)
         self.in_flight.pop(replica_id, None)
 

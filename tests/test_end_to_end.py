@@ -333,3 +333,58 @@ def test_driver_does_no_per_row_work(tmp_path, shared_engine, monkeypatch):
     summary = run_job(config, show_progress=False, backend=shared_engine)
     assert summary.stats["accounted"] and summary.stats["rows_out"] > 0
     assert len(read_output(tmp_path / "out")) == summary.stats["rows_out"]
+
+
+def test_stopped_engine_is_detected_killed_and_replaced(tmp_path, shared_engine):
+    """The engine process is frozen (SIGSTOP) mid-run while its actor stays alive: the
+    scheduler sees no progress, kills the replica with its engine, starts another, re-sends
+    the work, and the job ends with every row exactly once. Runs last: it replaces the shared
+    engine."""
+    import threading
+
+    import psutil
+    import ray
+
+    if not shared_engine.idle:  # run alone: start the shared engine with a tiny job
+        warm = job_config(tmp_path / "warm", REPO / "examples" / "web_docs.jsonl")
+        run_job(
+            warm.model_copy(update={"input": warm.input.model_copy(update={"limit": 1})}),
+            show_progress=False,
+            backend=shared_engine,
+        )
+    actor_pid = ray.get(shared_engine.idle[0].pid.remote())
+    engine_core = next(
+        p
+        for p in psutil.Process(actor_pid).children(recursive=True)
+        if p.name().startswith("VLLM::EngineCore")
+    )
+    docs = write_jsonl(tmp_path / "docs.jsonl", make_docs(48, words=20))
+    # a few units at a time, so some commit before the freeze and most after
+    scheduler = {"stall_timeout_s": 10, "max_in_flight_per_replica": 8, "batch_size": 1}
+    config = job_config(tmp_path, docs, scheduler=scheduler)
+    manifest = tmp_path / "out" / "_manifest.jsonl"
+    frozen_after: list[int] = []
+
+    def freeze_after_first_commit() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if manifest.exists() and manifest.read_text().strip():
+                frozen_after.append(len(manifest.read_text().splitlines()))
+                engine_core.send_signal(signal.SIGSTOP)
+                return
+            time.sleep(0.02)
+
+    freezer = threading.Thread(target=freeze_after_first_commit, daemon=True)
+    freezer.start()
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    freezer.join()
+    assert frozen_after and frozen_after[0] < summary.units_total, "froze too late to matter"
+    assert len(summary.stalls) == 1, summary.replica_failures
+    assert "stalled: no progress for" in summary.stalls[0]
+    assert not psutil.pid_exists(engine_core.pid) or engine_core.status() == "zombie"
+    assert not psutil.pid_exists(actor_pid)
+    out = read_output(tmp_path / "out")
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert out["id"].is_unique and len(out) == stats["rows_out"]
+    assert stats["accounted"] and stats["errored_by_stage"] == {}
+    assert stats["replicas_stalled"] == 1 and stats["rows_in"] == 48 * 2

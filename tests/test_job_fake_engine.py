@@ -244,3 +244,26 @@ def test_manifest_lines_with_unknown_fields_still_count(tmp_path):
     assert set(manifest.read()) == {"u0", "u1"}
     manifest.append(UnitRecord(3, "u3", "data/part-000003.parquet", None, 0))
     assert set(manifest.read()) == {"u0", "u1", "u3"}
+
+
+def test_engine_that_stops_answering_is_replaced_and_counted(tmp_path, embedded_model):
+    docs = write_jsonl(tmp_path / "in" / "docs.jsonl", make_docs(60))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
+    config = job_config(
+        tmp_path,
+        docs,
+        resources={"replicas": 2},
+        scheduler={"stall_timeout_s": 1.0, "min_slice_rows": 4},
+    )
+    backend = FakeBackend(hang_after_batches={0: 2})
+    summary = run_job(config, show_progress=False, backend=backend)
+    ids = output_ids(tmp_path / "out")
+    assert sorted(ids) == sorted(output_ids(clean / "out")) and len(ids) == len(set(ids))
+    assert len(summary.stalls) == 1 and "replica 0 stalled" in summary.stalls[0]
+    assert 0 in backend.stopped and backend.started == [0, 1, 2]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["replicas_stalled"] == 1 and stats["requests_resent"] > 0
+    assert "replica 0 stalled: no progress" in stats["last_stall"]
+    assert stats["accounted"] is True

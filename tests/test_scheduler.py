@@ -117,3 +117,98 @@ def test_all_replicas_dying_beyond_restart_budget_fails_job():
 
 def test_empty_work_finishes_immediately():
     assert run(FakeBackend(), [], replicas=2) == Counter()
+
+
+class Deadline(Exception):
+    """The virtual clock passed the test's limit: the job would have waited forever."""
+
+
+def clock_until(backend: FakeBackend, limit_s: float):
+    from fake_backend import VirtualClock
+
+    backend.clock = VirtualClock()
+
+    def now() -> float:
+        if backend.clock.now > limit_s:
+            raise Deadline(f"still running at t={backend.clock.now:.0f}s")
+        return backend.clock.now
+
+    return now
+
+
+STALL = {"poll_interval_s": 1.0, "stall_timeout_s": 300, "probe_interval_s": 10}
+
+
+@pytest.mark.parametrize("detect", [True, False])
+def test_engine_that_stops_answering_is_replaced_and_its_work_resent(detect):
+    # the measured case of issue 11: an engine that stops answering after ~150 requests
+    # while its process stays alive, 2 replicas, 600 requests
+    backend = FakeBackend(hang_after_batches={0: 150 // 5})
+    clock = clock_until(backend, 20_000)
+    settings = {**STALL, "stall_timeout_s": 300 if detect else None}
+    if not detect:
+        with pytest.raises(Deadline):
+            run(backend, work(600), clock=clock, replicas=2, batch_size=5, **settings)
+        return
+    got = run(
+        backend, work(600), clock=clock, replicas=2, batch_size=5, max_in_flight=20, **settings
+    )
+    assert set(got) == {f"r{i}" for i in range(600)} and set(got.values()) == {1}
+    assert all(r.error is None for r in run.results.values())  # type: ignore[attr-defined]
+    scheduler = run.scheduler  # type: ignore[attr-defined]
+    assert (
+        len(scheduler.stalls) == 1 and "replica 0 stalled: no progress for" in scheduler.stalls[0]
+    )
+    assert backend.stopped[0] == 0 and backend.started == [0, 1, 2]
+    assert scheduler.requests_resent > 0 and backend.probes > 0
+    # declared within one probe interval of the timeout, not long after
+    assert "no progress for 30" in scheduler.stalls[0]
+
+
+def test_slow_but_busy_replica_is_not_stalled():
+    # each batch takes 500 virtual seconds, longer than the stall timeout, but its engine's
+    # progress value keeps changing, so nothing is declared stalled
+    backend = FakeBackend(latency_polls=500)
+    clock = clock_until(backend, 50_000)
+    got = run(backend, work(40), clock=clock, replicas=2, batch_size=5, **STALL)
+    assert set(got.values()) == {1} and len(got) == 40
+    assert run.scheduler.stalls == [] and backend.started == [0, 1]  # type: ignore[attr-defined]
+
+
+def test_request_that_hangs_its_engine_ends_as_an_error_row():
+    backend = FakeBackend(hang_request="r23")
+    clock = clock_until(backend, 50_000)
+    got = run(
+        backend,
+        work(60),
+        clock=clock,
+        replicas=2,
+        batch_size=4,
+        max_in_flight=8,
+        max_replica_restarts=3,
+        **STALL,
+    )
+    assert set(got.values()) == {1} and len(got) == 60
+    results = run.results  # type: ignore[attr-defined]
+    assert {rid for rid, r in results.items() if r.error} == {"r23"}
+    assert "stalled" in results["r23"].error
+
+
+def test_replica_stuck_starting_while_others_run_is_replaced():
+    backend = FakeBackend(never_ready_ids={1}, latency_polls=20)
+    clock = clock_until(backend, 50_000)
+    got = run(
+        backend,
+        work(400),
+        clock=clock,
+        replicas=2,
+        batch_size=5,
+        max_in_flight=20,
+        start_timeout_s=60,
+        **STALL,
+    )
+    assert set(got.values()) == {1} and len(got) == 400
+    scheduler = run.scheduler  # type: ignore[attr-defined]
+    assert len(scheduler.stalls) == 1 and "replica 1 stalled: still starting" in scheduler.stalls[0]
+    assert backend.started == [0, 1, 2] and 1 in backend.stopped
+    assert {rid for rid, _, _ in backend.submitted} == {0, 2}

@@ -78,6 +78,23 @@ class VllmEngine:
         # offset"), so per-request seeds are sent only where the platform supports them.
         self.per_request_seed = not on_cpu
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**settings.engine_args()))
+        self.finished_requests = 0
+        self.finished_tokens = 0
+
+    def progress(self) -> int:
+        """Output tokens generated so far: grows while the engine decodes anything, so a
+        replica whose value stops moving while it holds requests is stuck.
+
+        Counts finished requests' tokens plus the tokens of requests still decoding, read from
+        vLLM's output processor (not a stable interface: where it is missing, only finished
+        requests count, and a stall is seen one request later)."""
+        decoding = 0
+        try:
+            states = list(self._engine.output_processor.request_states.values())
+            decoding = sum(state.detokenizer.num_output_tokens() for state in states)
+        except (AttributeError, RuntimeError):
+            pass
+        return self.finished_tokens + decoding + self.finished_requests
 
     async def generate_one(self, request: EngineRequest) -> EngineResult:
         from vllm import SamplingParams
@@ -127,6 +144,8 @@ class VllmEngine:
             )
         completions = sorted(final.outputs, key=lambda c: c.index)
         samples = tuple((c.text, len(c.token_ids), c.finish_reason) for c in completions)
+        self.finished_requests += 1
+        self.finished_tokens += sum(n for _, n, _ in samples)
         return EngineResult(
             request_id=request.request_id,
             text=completions[0].text,

@@ -275,7 +275,12 @@ class OutputStore:
             **totals.to_dict(),
             "generation_wall_s": round(sum(r.get("generation_wall_s", 0.0) for r in runs), 3),
             "runs": len(runs),
+            "requests_resent": sum(r.get("requests_resent", 0) for r in runs),
+            "replicas_stalled": sum(r.get("replicas_stalled", 0) for r in runs),
         }
+        stalls = [reason for r in runs for reason in r.get("stalls", [])]
+        if stalls:
+            stats["last_stall"] = stalls[-1]
         if units_total is not None:
             stats["units_total"] = units_total
         engine_runs = [r for r in runs if "engine_dtype" in r]

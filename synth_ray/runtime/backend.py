@@ -39,7 +39,16 @@ class BatchDone:
     results: list[EngineResult] | list[SliceDone]
 
 
-Event = ReplicaReady | ReplicaFailed | BatchDone
+@dataclass(frozen=True)
+class ReplicaProgress:
+    """A replica's answer to `probe`: a value that changes whenever its engine or its per-row
+    work advances (compared for change only, never for size)."""
+
+    replica_id: int
+    mark: Any
+
+
+Event = ReplicaReady | ReplicaFailed | BatchDone | ReplicaProgress
 
 
 class Backend(Protocol):
@@ -55,6 +64,10 @@ class Backend(Protocol):
         """Send a batch (engine requests, or slices of one stage) to a ready replica; a
         BatchDone (one result per payload: EngineResult or SliceDone) or ReplicaFailed
         event follows."""
+
+    def probe(self, replica_id: int) -> None:
+        """Ask a ready replica how far it got; a ReplicaProgress event follows if it answers
+        (a stuck replica may never answer: the scheduler's stall timeout covers that)."""
 
     def poll(self, timeout: float) -> list[Event]:
         """Events since the last poll, waiting up to `timeout` seconds for the first."""

@@ -66,5 +66,11 @@ class GeneratorActor:
                 other.cancel()
             raise
 
+    async def progress(self) -> tuple[int, int]:
+        """How far this replica got: (tokens its engine generated, per-row phases finished).
+        Cheap, answered on the actor's event loop; the driver's stall detection compares it
+        between probes (an engine that stops answering leaves it unchanged)."""
+        return self.engine.progress(), self.slices.steps_done
+
     def pid(self) -> int:
         return os.getpid()

@@ -69,6 +69,13 @@ class JobProgress:
                 file=sys.stderr,
             )
 
+    def notice(self, message: str) -> None:
+        """A line the user must see now (a stalled replica), whatever the progress mode."""
+        if self.bar is not None:
+            self.bar.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()

@@ -17,7 +17,13 @@ import ray
 
 from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.errors import ResourceError
-from synth_ray.runtime.backend import BatchDone, Event, ReplicaFailed, ReplicaReady
+from synth_ray.runtime.backend import (
+    BatchDone,
+    Event,
+    ReplicaFailed,
+    ReplicaProgress,
+    ReplicaReady,
+)
 from synth_ray.runtime.generator_actor import GeneratorActor
 from synth_ray.runtime.slices import FinalizeTask, SliceTask, StageSpec
 
@@ -82,6 +88,7 @@ class RayBackend:
         self.actors: dict[int, Any] = {}
         self.refs: dict[Any, tuple[str, int, int]] = {}
         self.next_replica_id = 0
+        self.probing: set[int] = set()  # replicas with a progress probe outstanding
 
     def start_replica(self) -> int:
         replica_id = self.next_replica_id
@@ -112,6 +119,13 @@ class RayBackend:
         ref = self.actors[replica_id].run_slices.remote(key, [self.stages[key]], payloads)
         self.refs[ref] = ("batch", replica_id, batch_id)
 
+    def probe(self, replica_id: int) -> None:
+        """One probe outstanding per replica: a stuck actor must not pile them up."""
+        if replica_id in self.probing or replica_id not in self.actors:
+            return
+        self.probing.add(replica_id)
+        self.refs[self.actors[replica_id].progress.remote()] = ("progress", replica_id, -1)
+
     def poll(self, timeout: float) -> list[Event]:
         if not self.refs:
             return []
@@ -123,6 +137,8 @@ class RayBackend:
         failed: set[int] = set()
         for ref in done:
             kind, replica_id, batch_id = self.refs.pop(ref)
+            if kind == "progress":
+                self.probing.discard(replica_id)
             if replica_id in failed:
                 continue
             try:
@@ -131,7 +147,9 @@ class RayBackend:
                 failed.add(replica_id)
                 events.append(ReplicaFailed(replica_id, _reason(err)))
                 continue
-            if kind == "ready":
+            if kind == "progress":
+                events.append(ReplicaProgress(replica_id, value))
+            elif kind == "ready":
                 events.append(ReplicaReady(replica_id, str(value.pop("where", "")), value))
             else:
                 events.append(BatchDone(replica_id, batch_id, value))
@@ -139,6 +157,7 @@ class RayBackend:
 
     def stop_replica(self, replica_id: int) -> None:
         actor = self.actors.pop(replica_id, None)
+        self.probing.discard(replica_id)
         for ref, (_, rid, _) in list(self.refs.items()):
             if rid == replica_id:
                 del self.refs[ref]
@@ -158,6 +177,7 @@ class RayBackend:
     def shutdown(self) -> None:
         """Stop this run's replicas (parked for reuse with keep_alive)."""
         self.refs.clear()
+        self.probing.clear()
         if self.keep_alive:
             self.idle.extend(self.actors.values())
             self.actors.clear()

@@ -14,6 +14,11 @@ weighted by the requests it stands for. Policy:
   what kills engines): it is cut in halves while it can be (`split`), and each piece is sent
   alone, to a replica first drained of other work, so only the culprit fails with it. An
   item lost `max_attempts` times ends as errors (`on_exhausted`) instead of failing the job.
+- A replica that holds work and shows no progress (no result, and the progress value its
+  `probe` answers does not change: its engine's token count, its per-row phases) for
+  `stall_timeout_s` is stalled: it is killed with its engine, replaced and its work re-sent,
+  exactly as if it had died, and the reason is announced (`notice`) and kept in `stalls`. So
+  is a replica still starting `start_timeout_s` after another became ready.
 - A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
   alone is replaced without counting: bisecting costs a few per poison row). The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
@@ -30,7 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
-from synth_ray.runtime.backend import Backend, BatchDone, ReplicaFailed, ReplicaReady
+from synth_ray.runtime.backend import (
+    Backend,
+    BatchDone,
+    Event,
+    ReplicaFailed,
+    ReplicaProgress,
+    ReplicaReady,
+)
 
 
 class JobFailed(RuntimeError):
@@ -70,6 +82,16 @@ class SchedulerSettings:
     # batches kept in flight per replica whatever their size, so one slice's slowest request
     # never leaves the engine idle while the next slice waits for that one to come back
     min_batches_in_flight: int = 3
+    # no progress for this long while holding work: stalled (None: never declared)
+    stall_timeout_s: float | None = None
+    probe_interval_s: float = 10.0  # how often replicas holding work are asked for progress
+
+
+def default_stall_timeout_s(max_tokens: int) -> float:
+    """5 minutes, or 0.5 s per output token when longer. Progress is counted per generated
+    token, so a healthy engine moves well within this even on a CPU; the share per token
+    covers engines where only finished requests can be counted (see VllmEngine.progress)."""
+    return max(300.0, 0.5 * max_tokens)
 
 
 @dataclass
@@ -79,6 +101,8 @@ class _Replica:
     in_flight: dict[int, list[WorkItem]] = field(default_factory=dict)
     outstanding: int = 0  # weight of the items in flight
     isolating: bool = False  # running a suspect alone; gets nothing else meanwhile
+    last_progress_at: float = 0.0  # last result or changed progress value while holding work
+    mark: Any = None  # the last progress value it answered
 
 
 Sink = Callable[[WorkItem, Any], None]
@@ -96,11 +120,13 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         split: Split | None = None,
         on_exhausted: OnExhausted | None = None,
+        notice: Callable[[str], None] | None = None,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
         pieces; `on_exhausted(item, reason)` gives the item that writes a lost item as error
-        rows (None: the sink gets an EngineResult with the error)."""
+        rows (None: the sink gets an EngineResult with the error). `notice(line)` is told
+        of each stalled replica as it is replaced."""
         self.backend = backend
         self.work = work
         self.sink = sink
@@ -108,6 +134,7 @@ class Scheduler:
         self.clock = clock
         self.split = split
         self.on_exhausted = on_exhausted
+        self.notice = notice
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
         self.draining: int | None = None  # emptied to run a suspect alone
@@ -121,6 +148,8 @@ class Scheduler:
         self.started_at = clock()
         self.failures: list[str] = []
         self.requests_resent = 0
+        self.stalls: list[str] = []  # why each stalled replica was replaced
+        self._last_stall_check = self.started_at
         self.first_ready_at: float | None = None
         self.finished_at: float | None = None
         # what the first ready replica reported about its engine (dtype and why, niceness)
@@ -140,6 +169,7 @@ class Scheduler:
             for event in self.backend.poll(self.settings.poll_interval_s):
                 self._handle(event)
             self._check_start_timeout()
+            self._check_stalls()
 
     def _finished(self) -> bool:
         return self.work_exhausted and not self.retry and self.batches_in_flight == 0
@@ -183,6 +213,8 @@ class Scheduler:
     def _send(self, replica_id: int, replica: _Replica, batch: list[WorkItem]) -> None:
         batch_id = self.next_batch_id
         self.next_batch_id += 1
+        if not replica.in_flight:  # its stall clock runs only while it holds work
+            replica.last_progress_at = self.clock()
         replica.in_flight[batch_id] = batch
         replica.outstanding += sum(item.weight for item in batch)
         self.batches_in_flight += 1
@@ -224,7 +256,7 @@ class Scheduler:
                 self.hungry.discard(replica_id)  # nothing left to give it
 
     # -- events ---------------------------------------------------------------------------------
-    def _handle(self, event: ReplicaReady | ReplicaFailed | BatchDone) -> None:
+    def _handle(self, event: Event) -> None:
         replica = self.replicas.get(event.replica_id)
         if replica is None:
             return  # a late event from a replica already written off
@@ -235,10 +267,15 @@ class Scheduler:
             if self.first_ready_at is None:
                 self.first_ready_at = self.clock()
                 self.engine_info = dict(event.engine)
+        elif isinstance(event, ReplicaProgress):
+            if event.mark != replica.mark:
+                replica.mark = event.mark
+                replica.last_progress_at = self.clock()
         elif isinstance(event, BatchDone):
             batch = replica.in_flight.pop(event.batch_id, None)
             if batch is None:
                 return
+            replica.last_progress_at = self.clock()
             replica.outstanding -= sum(item.weight for item in batch)
             self.batches_in_flight -= 1
             replica.isolating = False
@@ -311,6 +348,43 @@ class Scheduler:
             item,
             EngineResult(item.key, "", len(request.prompt_token_ids), 0, None, error=reason),
         )
+
+    def _check_stalls(self) -> None:
+        """Every `probe_interval_s`: probe the replicas that hold work, and replace those that
+        made no progress for `stall_timeout_s`, or are still starting `start_timeout_s` after
+        another replica became ready (a replica that never starts must not hold its slot)."""
+        timeout = self.settings.stall_timeout_s
+        now = self.clock()
+        if now - self._last_stall_check < self.settings.probe_interval_s:
+            return
+        self._last_stall_check = now
+        for replica_id, replica in list(self.replicas.items()):
+            if replica.ready and replica.in_flight:
+                quiet = now - replica.last_progress_at
+                if timeout is not None and quiet > timeout:
+                    held = sum(item.weight for b in replica.in_flight.values() for item in b)
+                    self._stalled(
+                        replica_id,
+                        f"replica {replica_id} stalled: no progress for {quiet:.0f}s while "
+                        f"holding {held} requests (scheduler.stall_timeout_s={timeout:g})",
+                    )
+                else:
+                    self.backend.probe(replica_id)
+            elif not replica.ready and self.ever_ready and timeout is not None:
+                waited = now - replica.started_at
+                if waited > self.settings.start_timeout_s:
+                    self._stalled(
+                        replica_id,
+                        f"replica {replica_id} stalled: still starting after {waited:.0f}s "
+                        f"while others run (scheduler.start_timeout_s="
+                        f"{self.settings.start_timeout_s:g})",
+                    )
+
+    def _stalled(self, replica_id: int, reason: str) -> None:
+        self.stalls.append(reason)
+        if self.notice is not None:
+            self.notice(f"{reason}; killing it, re-sending its work, starting a replacement")
+        self._replica_failed(replica_id, reason)
 
     def _check_start_timeout(self) -> None:
         if any(r.ready for r in self.replicas.values()):

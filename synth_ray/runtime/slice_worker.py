@@ -55,6 +55,7 @@ class SliceWorker:
         self.generate_many = generate_many
         self._stages: OrderedDict[str, StageSpec] = OrderedDict()
         self._cpu_lock = threading.Lock()
+        self.steps_done = 0  # per-row work phases finished: progress the engine does not see
 
     def has_stage(self, key: str) -> bool:
         return key in self._stages
@@ -115,7 +116,10 @@ class SliceWorker:
             with self._cpu_lock:
                 return work()
 
-        return await asyncio.to_thread(locked)
+        try:
+            return await asyncio.to_thread(locked)
+        finally:
+            self.steps_done += 1
 
     @staticmethod
     def _build(spec: StageSpec, task: SliceTask) -> PendingUnit:

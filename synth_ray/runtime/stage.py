@@ -28,7 +28,12 @@ from synth_ray.methods.base import Method
 from synth_ray.plan import DocumentSource, WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.progress import JobProgress
-from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings, WorkItem
+from synth_ray.runtime.scheduler import (
+    Scheduler,
+    SchedulerSettings,
+    WorkItem,
+    default_stall_timeout_s,
+)
 from synth_ray.runtime.slices import (
     FilteredSliceTracker,
     InputDocuments,
@@ -59,6 +64,7 @@ class RunSummary:
     output_tokens_this_run: int = 0
     requests_resent: int = 0
     replica_failures: list[str] = field(default_factory=list)
+    stalls: list[str] = field(default_factory=list)  # why each stalled replica was replaced
     # what the replicas' engines ran: dtype, why that dtype, niceness (empty if none started)
     engine: dict[str, Any] = field(default_factory=dict)
 
@@ -315,6 +321,9 @@ class StageRunner:
         """Run the work on the replicas to the end, then record the run in `store`."""
         summary = self.summary
         sc = self.config.scheduler
+        stall_timeout = sc.stall_timeout_s or default_stall_timeout_s(
+            self.config.sampling.max_tokens
+        )
         settings = SchedulerSettings(
             replicas=self.config.resources.replicas,
             batch_size=sc.batch_size,
@@ -322,16 +331,27 @@ class StageRunner:
             max_attempts=sc.max_attempts,
             max_replica_restarts=sc.max_replica_restarts,
             start_timeout_s=sc.start_timeout_s,
+            stall_timeout_s=stall_timeout,
+            probe_interval_s=min(10.0, stall_timeout / 4),
         )
         run_started = time.time()
         backend = self._ensure_backend()
-        scheduler = Scheduler(backend, work, sink, settings, split=split, on_exhausted=exhausted)
+        scheduler = Scheduler(
+            backend,
+            work,
+            sink,
+            settings,
+            split=split,
+            on_exhausted=exhausted,
+            notice=progress.notice,
+        )
         try:
             scheduler.run()
         finally:
             backend.shutdown()  # parks warm replicas for the next stage
             summary.requests_resent += scheduler.requests_resent
             summary.replica_failures.extend(scheduler.failures)
+            summary.stalls.extend(scheduler.stalls)
         startup = generation = 0.0
         if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
             startup = scheduler.first_ready_at - scheduler.started_at
@@ -350,6 +370,8 @@ class StageRunner:
                 "generation_wall_s": round(generation, 3),
                 "output_tokens": progress.stats.output_tokens,
                 "requests_resent": scheduler.requests_resent,
+                "replicas_stalled": len(scheduler.stalls),
+                "stalls": scheduler.stalls[-5:],
             }
         )
 
