@@ -7,7 +7,8 @@
 
 A `UserError` (bad config, missing input, output conflict, missing resources) prints one line
 `error: ...` and exits 2 before any work; a job that fails mid-way (`JobFailed`) prints the
-reason and exits 1, keeping every unit it had committed.
+reason and exits 1, keeping every unit it had committed; a run stopped by SIGTERM/SIGINT
+commits what finishes within `--grace` and exits 75 (runtime/stopping.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synth_ray.errors import UserError
+from synth_ray.runtime.stopping import DEFAULT_GRACE_S, EXIT_STOPPED, JobStopped, StopRequest
 
 app = typer.Typer(
     add_completion=False,
@@ -52,19 +54,44 @@ def run(
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress while running.")] = True,
     samples: Annotated[int, typer.Option(help="Sample rows to print at the end.")] = 0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM/SIGINT: seconds the work in flight gets to finish and commit "
+            f"before the run exits with status {EXIT_STOPPED}. A second signal exits at once.",
+        ),
+    ] = DEFAULT_GRACE_S,
 ) -> None:
     """Run a job, or resume it: units already committed in the output are skipped."""
     from synth_ray.config import load_config
     from synth_ray.runtime.job import run_job
     from synth_ray.runtime.scheduler import JobFailed
 
+    stop = StopRequest(grace)
+    stop.install_signal_handlers(lambda line: err_console.print(escape(line), highlight=False))
     try:
         job = load_config(config, set_ or [])
-        summary = run_job(job, overwrite=overwrite, show_progress=progress)
+        summary = run_job(job, overwrite=overwrite, show_progress=progress, stop=stop)
     except UserError as err:
         _fail(str(err), err.exit_code)
     except JobFailed as err:
         _fail(f"job failed: {err} (committed units are kept; rerun to resume)", 1)
+    except JobStopped as err:
+        done = err.summary
+        counts = (
+            f"{done.units_committed} units committed this run, "
+            f"{done.units_skipped + done.units_committed} of {done.units_total} planned so far"
+            if done is not None
+            else "committed units are kept"
+        )
+        err_console.print(
+            f"[bold yellow]stopped[/]: {escape(str(err))}; {counts}. Rerun the same command "
+            "to resume.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_STOPPED) from None
     stats = summary.stats
     console.print(
         f"[bold green]done[/]: {summary.units_committed} units written this run, "
@@ -210,6 +237,10 @@ def submit(
         bool, typer.Option(help="Replace an output that holds a different job's output.")
     ] = False,
     follow: Annotated[bool, typer.Option(help="Stream the job's log until it ends.")] = False,
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds `synth-ray stop` gives the work in flight to commit."),
+    ] = DEFAULT_GRACE_S,
 ) -> None:
     """Submit a job to a Ray cluster (Jobs API); the config and local inputs travel with it.
     Submitting the same config again resumes from the committed shards."""
@@ -217,7 +248,7 @@ def submit(
     from synth_ray.jobs import submit as submit_job
 
     try:
-        job_id, url, output = submit_job(config, address, set_ or [], overwrite)
+        job_id, url, output = submit_job(config, address, set_ or [], overwrite, grace)
     except UserError as err:
         _fail(str(err), err.exit_code)
     console.print(f"submitted job {job_id} to {url}", highlight=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import math
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import yaml
 from synth_ray.config import JobConfig, apply_overrides, load_config
 from synth_ray.errors import ConfigError, ResourceError
 from synth_ray.io.inputs import resolve_input_files
+from synth_ray.runtime.stopping import DEFAULT_GRACE_S
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # a runtime_env working_dir is uploaded whole through the GCS; Ray caps it at 500 MiB
@@ -143,19 +145,28 @@ def submit(
     address: str | None = None,
     overrides: list[str] | None = None,
     overwrite: bool = False,
+    grace_s: float = DEFAULT_GRACE_S,
 ) -> tuple[str, str, str]:
-    """Submit the job; returns (job id, dashboard URL, output path)."""
+    """Submit the job; returns (job id, dashboard URL, output path). `synth-ray stop` (Ray's
+    SIGTERM) gives the run `grace_s` to commit its work in flight: Ray's own wait before
+    SIGKILL (`RAY_JOB_STOP_WAIT_TIME_S`, 3 s by default) is raised to cover it."""
     jobs = client(address)
     with tempfile.TemporaryDirectory(prefix="synth-ray-submit-") as tmp:
         workdir = Path(tmp)
         config, data = prepare_submission(config_path, overrides or [], workdir)
-        entrypoint = "synth-ray run job.yaml --no-progress" + (" --overwrite" if overwrite else "")
+        entrypoint = f"synth-ray run job.yaml --no-progress --grace {grace_s:g}" + (
+            " --overwrite" if overwrite else ""
+        )
         request = {
             "entrypoint": entrypoint,
             "submission_id": submission_id(config),
             "runtime_env": {
                 "working_dir": str(workdir),
-                "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")},
+                "env_vars": {
+                    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+                    # read by the job's supervisor: how long SIGTERM may take before SIGKILL
+                    "RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(grace_s) + 10),
+                },
             },
             "metadata": {
                 "synth_ray_output": data["output"]["path"],

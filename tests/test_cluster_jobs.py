@@ -306,3 +306,30 @@ def test_engine_that_cannot_start_fails_the_job_fast(cluster, tmp_path, embedded
     logs = cluster.cli("logs", job, "--address", cluster.dashboard)
     assert "generator replica failed to start" in logs.stdout, logs.stdout[-2000:]
     assert committed_units(out) == 0
+
+
+def test_stop_commits_work_in_flight_and_resubmit_resumes(cluster, tmp_path):
+    """`synth-ray stop` is Ray's SIGTERM to the driver: the run drains within its grace
+    (Ray's SIGKILL is held off by RAY_JOB_STOP_WAIT_TIME_S), says how to resume, and the same
+    submit again finishes the job with every row exactly once."""
+    cluster.ensure_workers()
+    config, out, ids = job_file(tmp_path, 80)
+    # one slice per call: 6 units in flight of 20, so the stop leaves work undone
+    config.write_text(config.read_text().replace("batch_size: 2", "batch_size: 1"))
+    job = cluster.submit(config)
+    wait_for_units(out, 1, cluster, job)
+    stopped = cluster.cli("stop", job, "--address", cluster.dashboard, timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert cluster.wait_terminal(job, timeout=120) == "STOPPED"
+    log = cluster.cli("logs", job, "--address", cluster.dashboard).stdout
+    assert "SIGTERM: stopping; no new work is sent" in log, log[-3000:]
+    assert "stopped: stopped by SIGTERM" in log and "Rerun the same command" in log, log[-3000:]
+    runs = [json.loads(x) for x in (out / "_runs.jsonl").read_text().splitlines()]
+    assert runs[-1]["stopped_by"] == "SIGTERM"
+    before = committed_units(out)
+    assert before < 20, "everything committed before the stop: nothing left to resume"
+    again = cluster.submit(config)
+    assert cluster.wait_terminal(again, timeout=900) == "SUCCEEDED"
+    assert_exactly_once(out, ids)
+    runs = [json.loads(x) for x in (out / "_runs.jsonl").read_text().splitlines()]
+    assert runs[-1]["units_committed"] == 20 - before

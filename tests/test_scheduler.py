@@ -212,3 +212,44 @@ def test_replica_stuck_starting_while_others_run_is_replaced():
     assert len(scheduler.stalls) == 1 and "replica 1 stalled: still starting" in scheduler.stalls[0]
     assert backend.started == [0, 1, 2] and 1 in backend.stopped
     assert {rid for rid, _, _ in backend.submitted} == {0, 2}
+
+
+def test_stop_request_stops_dispatch_and_lets_work_in_flight_finish():
+    from synth_ray.runtime.stopping import JobStopped, StopRequest
+
+    backend = FakeBackend(latency_polls=3)
+    clock = clock_until(backend, 10_000)
+    stop = StopRequest(grace_s=60, clock=clock)
+    got: Counter[str] = Counter()
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        got[result.request_id] += 1
+        if len(got) == 50:
+            stop.request("SIGTERM")
+
+    settings = SchedulerSettings(replicas=2, batch_size=5, max_in_flight=20, poll_interval_s=1.0)
+    scheduler = Scheduler(backend, iter(work(600)), sink, settings, clock=clock, stop=stop)
+    with pytest.raises(JobStopped, match="stopped by SIGTERM; work in flight finished"):
+        scheduler.run()
+    sent = {key for _, _, keys in backend.submitted for key in keys}
+    assert set(got) == sent and set(got.values()) == {1}  # everything sent came back
+    assert 50 < len(got) < 600  # the in-flight batches finished; nothing more was sent
+
+
+def test_stop_request_gives_up_on_work_in_flight_after_the_grace_period():
+    from synth_ray.runtime.stopping import JobStopped, StopRequest
+
+    backend = FakeBackend(hang_after_batches={0: 1, 1: 1})
+    clock = clock_until(backend, 10_000)
+    stop = StopRequest(grace_s=30, clock=clock)
+    got: Counter[str] = Counter()
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        got[result.request_id] += 1
+        stop.request("SIGINT")
+
+    settings = SchedulerSettings(replicas=2, batch_size=5, max_in_flight=20, poll_interval_s=1.0)
+    scheduler = Scheduler(backend, iter(work(600)), sink, settings, clock=clock, stop=stop)
+    with pytest.raises(JobStopped, match=r"grace period \(30s\) ran out with \d+ requests"):
+        scheduler.run()
+    assert 30 <= clock() < 40

@@ -30,6 +30,7 @@ from synth_ray.runtime.self_instruct import run_self_instruct
 from synth_ray.runtime.slices import InputDocuments
 from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
 from synth_ray.runtime.star import run_star
+from synth_ray.runtime.stopping import JobStopped, StopRequest
 
 
 def input_spec(config: JobConfig) -> InputSpec:
@@ -78,8 +79,11 @@ def run_job(
     overwrite: bool = False,
     show_progress: bool = True,
     backend: Backend | None = None,
+    stop: StopRequest | None = None,
 ) -> RunSummary:
-    """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray)."""
+    """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray). Once
+    `stop` is requested no new work starts and `JobStopped` is raised (its `summary` says
+    what this run committed) after the work in flight finished or its grace ran out."""
     started = time.monotonic()
     docs = None
     if config.method == "self_instruct":
@@ -97,6 +101,7 @@ def run_job(
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=store.location.uri)
     runner = StageRunner(config, renderer, summary, show_progress, backend, store.location)
+    runner.stop = stop
     runner.diversity_sample = sample
     ctx = JobContext(
         config=config,
@@ -110,6 +115,9 @@ def run_job(
     )
     try:
         summary.stats = driver_for(config)(ctx)
+    except JobStopped as stopped:
+        stopped.summary = summary
+        raise
     finally:
         runner.close()
         summary.wall_s = time.monotonic() - started

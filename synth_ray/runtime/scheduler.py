@@ -19,6 +19,8 @@ weighted by the requests it stands for. Policy:
   `stall_timeout_s` is stalled: it is killed with its engine, replaced and its work re-sent,
   exactly as if it had died, and the reason is announced (`notice`) and kept in `stalls`. So
   is a replica still starting `start_timeout_s` after another became ready.
+- Once `stop` is requested (a signal), nothing more is dispatched; the batches in flight may
+  finish until its grace runs out (their units commit), then `JobStopped` is raised.
 - A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
   alone is replaced without counting: bisecting costs a few per poison row). The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
@@ -43,6 +45,7 @@ from synth_ray.runtime.backend import (
     ReplicaProgress,
     ReplicaReady,
 )
+from synth_ray.runtime.stopping import JobStopped, StopRequest
 
 
 class JobFailed(RuntimeError):
@@ -121,6 +124,7 @@ class Scheduler:
         split: Split | None = None,
         on_exhausted: OnExhausted | None = None,
         notice: Callable[[str], None] | None = None,
+        stop: StopRequest | None = None,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
@@ -135,6 +139,7 @@ class Scheduler:
         self.split = split
         self.on_exhausted = on_exhausted
         self.notice = notice
+        self.stop = stop
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
         self.draining: int | None = None  # emptied to run a suspect alone
@@ -162,7 +167,10 @@ class Scheduler:
         for _ in range(self.settings.replicas):
             self._start_replica()
         while True:
-            self._fill()
+            if self.stop is not None and self.stop.requested:
+                self._check_stopped()
+            else:
+                self._fill()
             if self._finished():
                 self.finished_at = self.clock()
                 return
@@ -170,6 +178,24 @@ class Scheduler:
                 self._handle(event)
             self._check_start_timeout()
             self._check_stalls()
+
+    def _check_stopped(self) -> None:
+        """Stop dispatching; raise once nothing is in flight or the grace period is over."""
+        assert self.stop is not None
+        if self.batches_in_flight == 0:
+            raise JobStopped(f"stopped by {self.stop.signal_name}; work in flight finished")
+        if self.stop.expired():
+            held = sum(
+                item.weight
+                for r in self.replicas.values()
+                for b in r.in_flight.values()
+                for item in b
+            )
+            raise JobStopped(
+                f"stopped by {self.stop.signal_name}; the grace period "
+                f"({self.stop.grace_s:g}s) ran out with {held} requests in flight, "
+                "left uncommitted"
+            )
 
     def _finished(self) -> bool:
         return self.work_exhausted and not self.retry and self.batches_in_flight == 0

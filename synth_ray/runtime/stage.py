@@ -43,6 +43,7 @@ from synth_ray.runtime.slices import (
     failed_slice,
     split_slice,
 )
+from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class StageRunner:
         self._diversity: DiversityFilter | None = None
         self._filtered_stages: list[tuple[OutputStore, str]] = []
         self._paths_checked = False
+        self.stop: StopRequest | None = None  # once requested, no new stage or work starts
 
     def plan(
         self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
@@ -156,13 +158,19 @@ class StageRunner:
                 f"{' of stage ' + stage if stage else ''} was committed from different input "
                 "rows (the input changed); rerun with --overwrite"
             )
+        if self.stop is not None:
+            self.stop.check()
         remaining = [u for u in units if u.unit_id not in committed]
         self.summary.units_total += len(units)
         self.summary.units_skipped += len(units) - len(remaining)
         if self.config.filters.diversity.enabled and method.diversity_column:
             self._filtered_stages.append((store, stage))
         if remaining:
-            self._generate(store, docs, method, units, remaining, stage)
+            try:
+                self._generate(store, docs, method, units, remaining, stage)
+            except JobStopped:
+                store.write_stats(units_total=self.summary.units_total)  # what did commit
+                raise
         # every unit is committed now: drop what killed runs left (also when none remained)
         store.sweep_unreferenced(stage)
         return store.write_stats(units_total=self.summary.units_total)
@@ -177,6 +185,8 @@ class StageRunner:
             from synth_ray.runtime.cluster import ray_backend_for
 
             self._ensure_ray()
+            if self.stop is not None:
+                self.stop.reinstall()  # ray.init replaced the SIGTERM handler
             self.backend = ray_backend_for(self.config, keep_alive=True)
         return self.backend
 
@@ -344,9 +354,13 @@ class StageRunner:
             split=split,
             on_exhausted=exhausted,
             notice=progress.notice,
+            stop=self.stop,
         )
         try:
             scheduler.run()
+        except JobStopped:
+            store.record_run(self._run_record(scheduler, progress, run_started, 0.0, 0.0))
+            raise
         finally:
             backend.shutdown()  # parks warm replicas for the next stage
             summary.requests_resent += scheduler.requests_resent
@@ -360,20 +374,32 @@ class StageRunner:
         summary.generation_wall_s += generation
         summary.output_tokens_this_run += progress.stats.output_tokens
         summary.engine = summary.engine or scheduler.engine_info
-        store.record_run(
-            {
-                **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
-                "started": run_started,
-                "finished": time.time(),
-                "units_committed": progress.units_done - progress.units_at_start,
-                "startup_s": round(startup, 3),
-                "generation_wall_s": round(generation, 3),
-                "output_tokens": progress.stats.output_tokens,
-                "requests_resent": scheduler.requests_resent,
-                "replicas_stalled": len(scheduler.stalls),
-                "stalls": scheduler.stalls[-5:],
-            }
-        )
+        store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
+
+    @staticmethod
+    def _run_record(
+        scheduler: Scheduler,
+        progress: JobProgress,
+        run_started: float,
+        startup: float,
+        generation: float,
+    ) -> dict[str, Any]:
+        """One line of _runs.jsonl: what this run of a stage did (and why it stopped early)."""
+        record = {
+            **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
+            "started": run_started,
+            "finished": time.time(),
+            "units_committed": progress.units_done - progress.units_at_start,
+            "startup_s": round(startup, 3),
+            "generation_wall_s": round(generation, 3),
+            "output_tokens": progress.stats.output_tokens,
+            "requests_resent": scheduler.requests_resent,
+            "replicas_stalled": len(scheduler.stalls),
+            "stalls": scheduler.stalls[-5:],
+        }
+        if scheduler.stop is not None and scheduler.stop.requested:
+            record["stopped_by"] = scheduler.stop.signal_name
+        return record
 
     def close(self) -> None:
         """Stop replicas, the diversity filter's actors, and Ray if this runner started them."""

@@ -1,0 +1,172 @@
+"""Graceful stop of a real `synth-ray run` (real vLLM CPU engine, real local Ray).
+
+    python -m pytest tests/test_stopping.py
+
+SIGINT to the whole foreground process group (Ctrl-C) drains: the work in flight commits, the run exits 75 with one line
+on how to resume, and the rerun completes with every row exactly once. A second signal exits
+at once. Nothing of the local Ray cluster the run started may outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, make_docs, write_jsonl
+
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.stopping import EXIT_STOPPED
+
+pytestmark = pytest.mark.engine
+
+
+def _config(tmp_path: Path, out: Path, docs: int = 24) -> Path:
+    docs_path = write_jsonl(tmp_path / "docs.jsonl", make_docs(docs, words=20))
+    body = f"""
+method: rephrase
+input: {{path: {docs_path}, id_column: id}}
+output: {{path: {out}, rows_per_shard: 2}}
+engine: {{max_model_len: 512, enforce_eager: true}}
+sampling: {{max_tokens: 16}}
+rephrase: {{styles: [easy, qa], max_chunk_tokens: 64}}
+scheduler: {{batch_size: 1, max_in_flight_per_replica: 2}}
+ray: {{num_cpus: 2}}
+"""
+    path = tmp_path / "job.yaml"
+    path.write_text(body)
+    return path
+
+
+def _start(config: Path, *args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_commits(proc: subprocess.Popen[str], out: Path, n: int) -> None:
+    manifest = out / "_manifest.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and len(manifest.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} commits before the run ended: {proc.communicate()[1][-2000:]}")
+
+
+def _ray_and_engine_pids() -> set[int]:
+    """Ray's daemons and workers and vLLM's engine processes now alive (not zombies)."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        text = f"{proc.info['name']} {' '.join(proc.info['cmdline'] or [])}"
+        if any(k in text for k in ("raylet", "gcs_server", "ray::", "VLLM", "ray/_private")):
+            found.add(proc.info["pid"])
+    return found
+
+
+def _leftovers(before: set[int], grace_s: float = 15) -> list[str]:
+    """Processes of that kind started since `before` and still alive after `grace_s`."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = _ray_and_engine_pids() - before
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    names = []
+    for pid in left:
+        try:
+            names.append(" ".join(psutil.Process(pid).cmdline())[:120])
+        except psutil.NoSuchProcess:
+            continue
+    return names
+
+
+def _ids(out: Path) -> list[str]:
+    return [
+        i
+        for f in OutputStore(out).data_files()
+        for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()
+    ]
+
+
+def test_ctrl_c_drains_commits_exits_75_and_resumes(tmp_path):
+    """Ctrl-C: SIGINT to the whole foreground process group, Ray's processes included.
+    (SIGTERM to the driver alone, as `synth-ray stop` sends it, is tested on a cluster in
+    test_cluster_jobs.py.)"""
+    out = tmp_path / "out"
+    config = _config(tmp_path, out)
+    before = _ray_and_engine_pids()
+    proc = _start(config)
+    _wait_for_commits(proc, out, 1)
+    signalled_at = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - signalled_at
+    assert proc.returncode == EXIT_STOPPED, stderr[-3000:]
+    assert took < 25 + 15, f"stopping took {took:.0f}s"
+    name = "SIGINT"
+    assert f"{name}: stopping; no new work is sent" in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: stopped by {name}") and "Rerun the same command" in last
+    assert "Traceback" not in stderr
+    # what committed is intact and readable, stats.json says so, the run is on record
+    store = OutputStore(out)
+    committed = len(store.committed())
+    assert 1 <= committed
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["units_committed"] == committed and stats["accounted"]
+    assert store.runs()[-1]["stopped_by"] == name
+    assert len(_ids(out)) == stats["rows_out"]
+    assert _leftovers(before) == [], "processes of the stopped run outlived it"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{committed} already committed" in resumed.stdout
+    ids = _ids(out)
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(ids) == len(set(ids)) == stats["rows_out"] and stats["accounted"]
+    assert stats["rows_in"] == 24 * 2 and stats["rows_errored"] == 0
+
+
+def test_second_signal_exits_at_once(tmp_path):
+    out = tmp_path / "out"
+    config = _config(tmp_path, out, docs=60)
+    before = _ray_and_engine_pids()
+    proc = _start(config, "--grace", "300")
+    _wait_for_commits(proc, out, 1)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1)
+    second_at = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - second_at < 10, "the second signal did not exit at once"
+    assert proc.returncode == EXIT_STOPPED, stderr[-2000:]
+    assert "SIGINT again: exiting now" in stderr
+    store = OutputStore(out)
+    for record in store.committed().values():  # whatever committed stays readable
+        for shard in record.data_shards():
+            pq.read_table(out / shard)
+    assert _leftovers(before) == [], "processes of the killed run outlived it"
