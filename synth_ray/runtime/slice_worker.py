@@ -94,16 +94,19 @@ class SliceWorker:
             return self._failed(task, "embedding its rows", err)
         return dataclasses.replace(done, vectors=vectors)
 
-    @staticmethod
-    async def _embed(spec: StageSpec, task: SliceTask, texts: list[str]) -> np.ndarray:
-        """Vectors of `texts` from the stage's embedder actors, chunks spread over them."""
+    async def _embed(self, spec: StageSpec, task: SliceTask, texts: list[str]) -> np.ndarray:
+        """Vectors of `texts` from the stage's embedder actors, chunks spread over them; each
+        chunk back counts as progress (a long wait on busy embedders is not a stall)."""
         embedders = spec.embedders or []
         first = zlib.crc32(task.key.encode())
         refs = [
             embedders[(first + n) % len(embedders)].encode.remote(texts[i : i + spec.embed_chunk])
             for n, i in enumerate(range(0, len(texts), spec.embed_chunk))
         ]
-        parts = [await ref for ref in refs]
+        parts = []
+        for ref in refs:
+            parts.append(await ref)
+            self.steps_done += 1
         if not parts:
             return np.zeros((0, spec.embedding_dim), np.float16)
         return np.concatenate(parts).astype(np.float16)
