@@ -216,3 +216,66 @@ def test_cli_prints_samples_of_any_method(tmp_path, embedded_model, capsys):
     )
     cli._print_samples(empty / "out", 2)
     assert "no output rows to show" in capsys.readouterr().out
+
+
+def _method(stage="direct", **overrides):
+    from synth_ray.config import SelfImproveConfig
+    from synth_ray.methods.base import Candidate
+    from synth_ray.methods.self_improve import SelfImproveMethod
+
+    method = SelfImproveMethod(SelfImproveConfig(**overrides), "m", stage=stage)
+    candidate = Candidate(
+        "r1", "q1", fields={"question": "How many?", "reference_answer": "18"}, width=1
+    )
+    return method, candidate
+
+
+def _finish(method, candidate, text):
+    return method.finish(candidate, EngineResult("r1", text, 10, 5, "length"))
+
+
+def test_first_answer_line_is_scored_and_the_invented_next_problem_is_cut():
+    # the model answers 18, then invents the next few-shot problem and answers it too
+    text = (
+        "She bakes 12 * 4 = 48. 48 - 30 = 18.\n#### 18\n\n"
+        "Q: A train goes 60 km in 1 hour. How far in 3 hours?\nA: 60 * 3 = 180.\n#### 180"
+    )
+    method, candidate = _method()
+    [outcome] = _finish(method, candidate, text)
+    assert outcome.row["answer"] == "18" and outcome.row["correct"] is True
+    assert outcome.row["rationale"] == "She bakes 12 * 4 = 48. 48 - 30 = 18.\n#### 18"
+    # and the reverse: a wrong first answer is not rescued by an invented problem's answer
+    wrong = "12 * 4 = 48, so 40.\n#### 40\n\nQ: What is 9 + 9?\nA: 9 + 9 = 18.\n#### 18"
+    [outcome] = _finish(method, candidate, wrong)
+    assert outcome.filter_name == "incorrect"
+
+
+def test_without_an_answer_line_the_invented_question_is_cut_before_scoring():
+    from synth_ray.methods.self_improve import cut_at_first_answer
+
+    text = "48 - 30 = 18 muffins are left.\n\nQ: Tom has 7 apples and eats 2.\nA: 5"
+    assert cut_at_first_answer(text) == "48 - 30 = 18 muffins are left."
+    method, candidate = _method()
+    [outcome] = _finish(method, candidate, text)
+    assert outcome.row["answer"] == "18"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The hint says the answer is 18, so 48 - 30 = 18.\n#### 18",
+        "Using the given answer of 18: 48 - 30 = 18.\n#### 18",
+        "As the correct answer is 18, we check 48 - 30 = 18.\n#### 18",
+    ],
+)
+def test_rationalized_rationale_that_mentions_its_hint_is_dropped(text):
+    method, candidate = _method(stage="rationalize")
+    [outcome] = _finish(method, candidate, text)
+    assert outcome.filter_name == "mentions_hint"
+    clean = "She bakes 12 * 4 = 48 muffins and sells 30, so 48 - 30 = 18.\n#### 18"
+    [outcome] = _finish(method, candidate, clean)
+    assert outcome.row["source"] == "rationalized"
+    # a direct rationale is never checked for hint talk (it had none)
+    method, candidate = _method(stage="direct")
+    [outcome] = _finish(method, candidate, text)
+    assert outcome.row["correct"] is True

@@ -7,7 +7,11 @@ Three modes (`self_improve.mode`), one row per sample:
   rationale per question, kept when its answer is correct (source `direct`); for the questions
   it got wrong, a second stage asks again with the correct answer as a hint and keeps the
   rationale if it reaches the answer (source `rationalized`), stored with the question alone,
-  without the hint. The runtime runs the two stages (runtime/star.py).
+  without the hint. The runtime runs the two stages (runtime/star.py). As in the STaR code, a
+  completion is cut after its first answer line (`#### N`), so a next problem the model goes on
+  to invent is neither scored nor kept. A rationalized rationale that mentions its hint ("the
+  hint says 33") is dropped (`mentions_hint`): it is stored without the hint, so it would not
+  make sense. The STaR code keeps those; this is a deliberate departure.
 - `rejection`: n samples in one request (vLLM's `n`), keep up to k correct ones.
 - `self_consistency` (Huang et al. 2022, "Large Language Models Can Self-Improve"): n samples,
   majority vote on the final answer, keep the agreeing rationales when the majority's share
@@ -18,6 +22,7 @@ Answers are extracted and compared by a named checker (methods/checkers.py).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,32 @@ FEW_SHOT = [
     },
 ]
 HINT = " (Hint: the correct answer is {answer}.)"
+# The next few-shot problem a model goes on to invent ("Q: ..." on a line of its own).
+_NEXT_QUESTION = re.compile(r"^\s*Q:", re.MULTILINE)
+# A rationalized rationale that talks about its hint was not reasoned out: STaR saves the
+# rationale as if no hint had been given, so one that cites it teaches the wrong thing.
+_MENTIONS_HINT = re.compile(
+    r"\bhint\b|\b(?:given|correct|provided|expected) answer\b|\banswer (?:key|given)\b",
+    re.IGNORECASE,
+)
+
+
+def cut_at_first_answer(text: str) -> str:
+    """The completion up to and including its first answer line (`#### ...`), as the STaR
+    code saves it (ezelikman/STaR, device_inference.py: the lines up to the first one holding
+    "####"). Without an answer line, up to the first invented next question ("Q: ..."), so
+    neither that question nor its answer is scored or kept."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if "####" in line:
+            return "\n".join(lines[: i + 1]).strip()
+    match = _NEXT_QUESTION.search(text)
+    return (text[: match.start()] if match and match.start() > 0 else text).strip()
+
+
+def mentions_hint(rationale: str) -> bool:
+    """Whether a rationale refers to the hint it was given ("the hint says 33")."""
+    return _MENTIONS_HINT.search(rationale) is not None
 
 
 def load_few_shot(path: str | None) -> list[dict[str, str]]:
@@ -167,7 +198,7 @@ class SelfImproveMethod(Method):
         self, candidate: Candidate, index: int, sample: tuple, answer: str | None, source: str
     ) -> dict:
         text, n_tokens, finish_reason = sample
-        reference = candidate.fields["reference_answer"]
+        reference = candidate.fields["reference_answer"]  # text is already cut (finish)
         return {
             "id": candidate.sample_id(index),
             "source_id": candidate.source_id,
@@ -186,7 +217,7 @@ class SelfImproveMethod(Method):
 
     def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
         candidate.fields["n_input_tokens"] = result.n_input_tokens
-        samples = result.all_samples()
+        samples = [(cut_at_first_answer(t), n, why) for t, n, why in result.all_samples()]
         answers = [self.checker.extract(text) for text, _, _ in samples]
         reference = candidate.fields["reference_answer"]
         mode = self.config.mode
@@ -200,6 +231,8 @@ class SelfImproveMethod(Method):
                 outcomes.append(
                     Dropped("incorrect_with_hint" if self.stage == "rationalize" else "incorrect")
                 )
+            elif self.stage == "rationalize" and mentions_hint(sample[0]):
+                outcomes.append(Dropped("mentions_hint"))
             elif mode == "rejection" and kept >= self.config.k:
                 outcomes.append(Dropped("over_k"))
             else:
