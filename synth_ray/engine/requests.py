@@ -17,6 +17,7 @@ class SamplingSpec:
     max_tokens: int
     ignore_eos: bool = False
     n: int = 1  # completions per prompt, sampled in one engine request (shared prefill)
+    stop: tuple[str, ...] = ()  # generation ends before any of these strings (not included)
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,7 @@ class VllmEngine:
             seed=request.seed if self.per_request_seed else None,
             ignore_eos=sampling.ignore_eos,
             n=sampling.n,
+            stop=list(sampling.stop) or None,
             # Only the finished request comes back: no per-token streaming to this process.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )

@@ -9,6 +9,7 @@ row. Every candidate ends as exactly one of the three, which is what makes
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 
 
@@ -88,6 +89,12 @@ class Method(ABC):
     def sampling_overrides(self) -> dict[str, Any]:
         """Changes to the job's sampling for this method's requests (e.g. n samples)."""
         return {}
+
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """The sampling this method's requests use, given the job's `sampling` section: the
+        job's with `sampling_overrides` applied, unless a method (a greedy check, a stage
+        with its paper's own settings) decides otherwise."""
+        return dataclasses.replace(job, **self.sampling_overrides())
 
     @staticmethod
     def token_fields(result: EngineResult) -> dict[str, Any]:

@@ -10,7 +10,6 @@ changed is refused rather than mixed.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -224,7 +223,7 @@ class StageRunner:
         )
         s = self.config.sampling
         sampling = SamplingSpec(s.temperature, s.top_p, s.max_tokens, s.ignore_eos)
-        sampling = dataclasses.replace(sampling, **method.sampling_overrides())
+        sampling = method.stage_sampling(sampling)
         filtering = self.config.filters.diversity.enabled
         annotate_nn = filtering and store.location.uri == self.output.uri
         diversity = self.diversity_filter() if filtering and method.diversity_column else None
