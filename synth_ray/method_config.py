@@ -112,7 +112,8 @@ class SelfInstructConfig(_Section):
     max_rounds: int = Field(
         50, ge=1, description="Give up growing the pool after this many rounds."
     )
-    # The paper's 8 in-context instructions: 6 human seeds, 2 machine-generated once there are some.
+    # The paper's 8 in-context instructions: 6 human seeds and 2 machine-generated ones; while the
+    # pool has fewer machine instructions, seeds fill their places (round 0: 8 seeds).
     seeds_in_context: int = Field(6, ge=0)
     machine_in_context: int = Field(2, ge=0)
     rouge_threshold: float = Field(
@@ -121,7 +122,8 @@ class SelfInstructConfig(_Section):
         le=1,
         description="Drop an instruction whose ROUGE-L with any pool instruction exceeds this.",
     )
-    min_words: int = Field(3, ge=1)
+    # the paper drops instructions of 3 words or fewer (bootstrap_instructions.py)
+    min_words: int = Field(4, ge=1, description="Fewer words than this: dropped as `length`.")
     max_words: int = Field(150, ge=1)
     templates: dict[str, str] = Field(
         default_factory=dict,

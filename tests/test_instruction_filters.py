@@ -69,12 +69,79 @@ def test_parse_numbered_list_continuation_and_wrapping():
         (
             "Class label: positive\nSentence: What a lovely day.\nClass label: negative\nSentence: Awful.",
             True,
-            ("What a lovely day.", "positive"),
+            ("Sentence: What a lovely day.", "positive"),  # the paper keeps the field name
         ),
         ("I cannot help with that.", False, None),
         ("Input: same\nOutput: same", False, None),
         ("Class label:\nSentence: nothing", True, None),
+        # issue 12, fix 1: the input is everything before "Output:", whatever its field name
+        ("List: [3,1,2]\nOutput: [1,2,3]", False, ("List: [3,1,2]", "[1,2,3]")),
+        ("Input 1: 2 + 2\nOutput 1: 4\nInput 2: 3 + 3\nOutput 2: 6", False, ("2 + 2", "4")),
+        ("Example 1\nWord: cat\nOutput:", False, None),  # an incomplete instance
+        ("Input: Translate this:\nOutput: Traduce esto", False, None),  # input ends with ":"
     ],
 )
 def test_parse_instance(text, classification, expected):
     assert parse_instance(text, classification) == expected
+
+
+def test_truncated_completion_loses_its_last_instance():
+    from synth_ray.methods.self_instruct import parse_instances
+
+    text = "Example 1\nInput: 5 kg\nOutput: 11 pounds\nExample 2\nInput: 1 kg\nOutput: 2.2 po"
+    assert parse_instances(text, False, truncated=False)[-1] == ("1 kg", "2.2 po")
+    assert parse_instances(text, False, truncated=True) == [("5 kg", "11 pounds")]
+    assert parse_instance("Input: 1 kg\nOutput: 2.2 po", False, truncated=True) is None
+
+
+def test_chat_preamble_and_truncated_item_are_not_instructions():
+    from synth_ray.engine.requests import EngineResult
+    from synth_ray.methods.base import Candidate
+    from synth_ray.methods.self_instruct import InstructionGeneration
+
+    text = (
+        "Sure! Here are some more tasks:\n"
+        "9. Summarize the plot of a novel in two sentences.\n"
+        "10. Explain how vaccines train the immune system.\n"
+        "11. Write a haiku about"
+    )
+    assert parse_numbered_list(text)[0] == "Summarize the plot of a novel in two sentences."
+    # without a preamble, the text before the first number continues the prompt's last item
+    assert parse_numbered_list("Plan a trip to Rome.\n10. Name three rivers.") == [
+        "Plan a trip to Rome.",
+        "Name three rivers.",
+    ]
+    method = InstructionGeneration()
+    outcome = method.finish(Candidate("r", "s"), EngineResult("r", text, 10, 64, "length"))
+    assert outcome.row["instructions"] == [
+        "Summarize the plot of a novel in two sentences.",
+        "Explain how vaccines train the immune system.",
+    ]
+
+
+def test_three_word_instructions_are_dropped_like_the_paper():
+    from synth_ray.config import SelfInstructConfig
+
+    si = SelfInstructConfig()
+    assert heuristic_drop("Write a poem.", si.min_words, si.max_words) == "length"
+    assert heuristic_drop("Write a short poem.", si.min_words, si.max_words) is None
+
+
+def test_stages_use_the_papers_sampling_not_the_jobs():
+    from synth_ray.engine.requests import SamplingSpec
+    from synth_ray.methods.self_instruct import (
+        ClassificationCheck,
+        InstanceGeneration,
+        InstructionGeneration,
+    )
+
+    job = SamplingSpec(temperature=0.9, top_p=0.9, max_tokens=160)
+    check = ClassificationCheck().stage_sampling(job)
+    assert (check.temperature, check.max_tokens, check.stop) == (0.0, 3, ("\n", "Task"))
+    instance = InstanceGeneration("m").stage_sampling(job)
+    assert (instance.temperature, instance.max_tokens) == (0.0, 160)
+    assert instance.stop == ("Example 6", "Task:")
+    assert InstanceGeneration("m").stage_sampling(SamplingSpec(0.9, 0.9, 1024)).max_tokens == 350
+    generation = InstructionGeneration().stage_sampling(job)
+    assert (generation.temperature, generation.top_p) == (0.9, 0.9)
+    assert "16." in generation.stop

@@ -188,3 +188,27 @@ def test_template_overrides_reach_the_prompts(tmp_path, embedded_model):
     assert any("custom header" in p for p in prompts)
     assert any("EXAMPLES FOR: " in p for p in prompts)
     assert any("CUSTOM Task: " in p for p in prompts)
+
+
+def test_round_zero_shows_eight_seeds_then_six_seeds_and_two_machine(tmp_path):
+    from synth_ray.config import validate_config
+    from synth_ray.runtime.self_instruct import round_prompts
+
+    config = validate_config(
+        {
+            "method": "self_instruct",
+            "output": {"path": str(tmp_path / "out")},
+            "self_instruct": {"seed_path": str(REPO / "examples" / "seed_tasks.jsonl")},
+        }
+    )
+    seeds = [f"Seed task number {i} for the list." for i in range(20)]
+    machine = [f"Machine task number {i} for the list." for i in range(5)]
+
+    def listed(prompt: str) -> list[str]:
+        return [line for line in prompt.splitlines() if line[:1].isdigit() and ". " in line]
+
+    for doc in round_prompts(config, seeds, [], 0):
+        assert len(listed(doc.text)) == 8 and all("Seed" in x for x in listed(doc.text))
+    for doc in round_prompts(config, seeds, machine, 1):
+        items = listed(doc.text)
+        assert len(items) == 8 and sum("Machine" in x for x in items) == 2

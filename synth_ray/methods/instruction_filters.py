@@ -69,6 +69,7 @@ def rouge_l(a: str | list[str], b: str | list[str]) -> float:
 
 
 def heuristic_drop(instruction: str, min_words: int, max_words: int) -> str | None:
+    """The paper drops instructions of 3 words or fewer: `min_words` defaults to 4."""
     words = instruction.split()
     if len(words) < min_words or len(words) > max_words:
         return "length"
@@ -96,19 +97,33 @@ class RougePool:
         self.token_lists.append(tokens(instruction))
 
 
+_PREAMBLE = re.compile(
+    r"^(?:sure|certainly|of course|okay|ok|absolutely|here (?:are|is)|below (?:are|is))\b",
+    re.IGNORECASE,
+)
+
+
 def parse_numbered_list(completion: str) -> list[str]:
     """Instructions from a completion that continues a numbered list: text before the first
-    number is the item the prompt's trailing number started; wrapped lines are joined."""
+    number is the item the prompt's trailing number started, unless it is a chat model's
+    preamble ("Sure! Here are some more tasks:"); wrapped lines are joined."""
     items: list[str] = []
     current: list[str] = []
+    numbered = False
     for line in completion.splitlines():
         match = re.match(r"^\s*(?:Task\s*)?(\d+)\s*[.):]\s*(.*)$", line)
         if match:
-            if current:
+            if current and (numbered or not _is_preamble(" ".join(current))):
                 items.append(" ".join(current))
+            numbered = True
             current = [match.group(2).strip()] if match.group(2).strip() else []
         elif line.strip():
             current.append(line.strip())
-    if current:
+    if current and (numbered or not _is_preamble(" ".join(current))):
         items.append(" ".join(current))
     return [re.sub(r"\s+", " ", item).strip() for item in items if item.strip()]
+
+
+def _is_preamble(text: str) -> bool:
+    text = text.strip()
+    return text.endswith(":") or _PREAMBLE.match(text) is not None

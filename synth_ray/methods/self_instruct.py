@@ -14,18 +14,26 @@ file with one instruction per line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pyarrow as pa
 
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.instruction_filters import parse_numbered_list
 from synth_ray.methods.self_instruct_prompts import CLASSIFY, INPUT_FIRST, OUTPUT_FIRST
+
+# Stop strings and lengths of the paper's code (yizhongw/self-instruct): bootstrap_instructions.py,
+# identify_clf_or_not.py and generate_instances.py with max_instances_to_generate=5.
+GENERATION_STOP = ("\n16", "16.", "16 .")
+CLASSIFY_STOP = ("\n", "Task")
+INSTANCE_STOP = ("Example 6", "Task:")
+INSTANCE_MAX_TOKENS = 350
 
 
 def load_seed_instructions(path: str) -> list[str]:
@@ -67,6 +75,12 @@ class InstructionGeneration(Method):
     def estimate_rows(self, doc: Document) -> int:
         return 1
 
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """The job's sampling (the paper: T=0.7, top_p=0.5), stopping where the paper's list of
+        8 + 7 ends. The paper's "\n\n" stop is left out: a chat model opens with a preamble
+        and a blank line, and would stop before its list."""
+        return dataclasses.replace(job, stop=GENERATION_STOP)
+
     def expand(self, doc: Document) -> list[Candidate]:
         return [
             Candidate(
@@ -78,6 +92,10 @@ class InstructionGeneration(Method):
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
         instructions = parse_numbered_list(result.text)
+        if result.finish_reason == "length":
+            # cut off mid-item: the last one is incomplete. (The paper drops the whole
+            # response; the complete items before it are kept here.)
+            instructions = instructions[:-1]
         if not instructions:
             return Dropped("no_instructions_parsed")
         return Kept(
@@ -109,6 +127,13 @@ class ClassificationCheck(Method):
     def estimate_rows(self, doc: Document) -> int:
         return 1
 
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """Greedy, 3 tokens, stop at a newline or "Task", as the paper's
+        identify_clf_or_not.py asks: a Yes/No answer, not a sampled essay."""
+        return dataclasses.replace(
+            job, temperature=0.0, top_p=1.0, max_tokens=3, n=1, stop=CLASSIFY_STOP
+        )
+
     def expand(self, doc: Document) -> list[Candidate]:
         prompt = self.template.replace("{instruction}", doc.text or "")
         return [
@@ -131,34 +156,64 @@ class ClassificationCheck(Method):
         )
 
 
-_INPUT = re.compile(
-    r"^\s*(?:Input|Sentence|Paragraph|Text)\s*:[ \t]*", re.IGNORECASE | re.MULTILINE
-)
-_OUTPUT = re.compile(r"^\s*Output\s*:[ \t]*", re.IGNORECASE | re.MULTILINE)
-_LABEL = re.compile(r"^\s*Class label\s*:[ \t]*", re.IGNORECASE | re.MULTILINE)
-_NEXT = re.compile(r"^\s*(?:Example\s+[2-9]\d*|Task\s*:)", re.IGNORECASE | re.MULTILINE)
+# The paper's parsers (prepare_for_finetuning.py): instances are split on "Example N"; an
+# input-first instance's input is everything before "Output:", whatever its field is called.
+_EXAMPLE = re.compile(r"Example\s?\d*\.?")
+_OUTPUT = re.compile(r"Output\s*\d*\s*:")
+_INPUT_FIELD = re.compile(r"Input\s*\d*\s*:")
+_LEADING_INPUT = re.compile(r"^Input\s*\d*\s*:")
+_LABEL = "Class label:"
 
 
-def parse_instance(text: str, classification: bool) -> tuple[str, str] | None:
-    """(input, output) of the first instance in a completion, or None if it has none."""
-    text = _NEXT.split(text.strip(), maxsplit=1)[0]
-    if classification:
-        parts = _LABEL.split(text)
-        if len(parts) < 2:
-            return None
-        label, _, body = parts[1].partition("\n")
-        body = _INPUT.sub("", body, count=1).strip()
-        return (body, label.strip()) if label.strip() else None
+def _valid(model_input: str, output: str) -> bool:
+    """The paper's filter_invalid_instances: a non-empty output that differs from the input,
+    neither ending with a colon (an incomplete generation)."""
+    return (
+        bool(output)
+        and output != model_input
+        and not model_input.endswith(":")
+        and not (output.endswith(":"))
+    )
+
+
+def _input_output(text: str) -> tuple[str, str]:
     parts = _OUTPUT.split(text, maxsplit=1)
-    if len(parts) < 2:
-        return None
-    before, output = parts
-    output = output.strip()
-    inputs = _INPUT.split(before, maxsplit=1)
-    model_input = inputs[1].strip() if len(inputs) == 2 else ""
-    if not output or output == model_input:
-        return None
-    return model_input, output
+    model_input, output = (parts[0], parts[1]) if len(parts) == 2 else ("", text)
+    output = _INPUT_FIELD.split(output, maxsplit=1)[0].strip()  # a second pair follows
+    return _LEADING_INPUT.sub("", model_input.strip()).strip(), output
+
+
+def parse_instances(text: str, classification: bool, truncated: bool) -> list[tuple[str, str]]:
+    """The (input, output) instances of a completion, in order, as the paper parses them: for
+    classification, each "Class label:" line then its input; otherwise the text split on
+    "Example N", each part's input before "Output:" (whatever its field name: "List: [3,1,2]"
+    is kept) and output after. A `truncated` completion loses its last instance; invalid ones
+    (empty output, output equal to input, a trailing colon) and repeats are dropped."""
+    text = text.strip()
+    found: list[tuple[str, str]] = []
+    if classification:
+        for part in text.split(_LABEL)[1:]:
+            label, _, body = part.partition("\n")  # the label is on the "Class label:" line
+            found.append((body.strip(), label.strip()))
+    elif _EXAMPLE.search(text):
+        found = [_input_output(p.strip()) for p in _EXAMPLE.split(text) if p.strip()]
+    elif _OUTPUT.search(text):
+        found = [_input_output(text)]
+    if truncated:
+        found = found[:-1]
+    kept: list[tuple[str, str]] = []
+    for instance in found:
+        if _valid(*instance) and instance not in kept:
+            kept.append(instance)
+    return kept
+
+
+def parse_instance(
+    text: str, classification: bool, truncated: bool = False
+) -> tuple[str, str] | None:
+    """(input, output) of the first valid instance in a completion, or None."""
+    instances = parse_instances(text, classification, truncated)
+    return instances[0] if instances else None
 
 
 class InstanceGeneration(Method):
@@ -190,6 +245,18 @@ class InstanceGeneration(Method):
     def estimate_rows(self, doc: Document) -> int:
         return 1
 
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """Greedy, at most 350 tokens (or the job's max_tokens if lower), stopping before a
+        sixth example or the next task, as the paper's generate_instances.py asks."""
+        return dataclasses.replace(
+            job,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=min(job.max_tokens, INSTANCE_MAX_TOKENS),
+            n=1,
+            stop=INSTANCE_STOP,
+        )
+
     def expand(self, doc: Document) -> list[Candidate]:
         template = self.output_first if doc.extra.get("is_classification") else self.input_first
         return [
@@ -205,7 +272,7 @@ class InstanceGeneration(Method):
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
         classification = bool(candidate.fields.get("is_classification"))
-        instance = parse_instance(result.text, classification)
+        instance = parse_instance(result.text, classification, result.finish_reason == "length")
         if instance is None:
             return Dropped("unparsable_instance")
         model_input, output = instance

@@ -52,8 +52,10 @@ def round_prompts(
     docs = []
     for i in range(si.requests_per_round):
         rng = random.Random(f"{config.sampling.seed}:{rnd}:{i}")
-        chosen = rng.sample(seeds, min(si.seeds_in_context, len(seeds)))
-        chosen += rng.sample(machine, min(si.machine_in_context, len(machine)))
+        n_machine = min(si.machine_in_context, len(machine))
+        n_seeds = si.seeds_in_context + si.machine_in_context - n_machine  # seeds fill in
+        chosen = rng.sample(seeds, min(n_seeds, len(seeds)))
+        chosen += rng.sample(machine, n_machine)
         rng.shuffle(chosen)
         header = si.templates.get("generate_header", GENERATE_HEADER)
         docs.append(Document(i, f"r{rnd:03d}-{i:04d}", generation_prompt(chosen, header)))
