@@ -21,6 +21,27 @@ class PromptRenderer:
         self.tokenizer = tokenizer
         self.source = source
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self._folds_system: bool | None = None  # decided on first use
+
+    @property
+    def folds_system(self) -> bool:
+        """Whether the chat template has no system role, so system text goes in the first
+        user turn. Mistral-7B-Instruct-v0.1 (WRAP's own rephraser) and Gemma raise on a
+        system message; some templates drop it silently: both are detected with a probe."""
+        if self._folds_system is None:
+            self._folds_system = self.has_chat_template and not self._keeps_system_text()
+        return self._folds_system
+
+    def _keeps_system_text(self) -> bool:
+        probe = "synth-ray system probe 7f3a"
+        messages = [{"role": "system", "content": probe}, {"role": "user", "content": "hi"}]
+        try:
+            rendered = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except Exception:  # jinja's TemplateError ("System role not supported") and friends
+            return False
+        return probe in rendered
 
     @classmethod
     def from_model(cls, model: str, source: str | None = None) -> PromptRenderer:
@@ -35,6 +56,8 @@ class PromptRenderer:
         return (renderer_for, (self.source,))
 
     def render_text(self, messages: list[dict[str, str]]) -> str:
+        if self.has_chat_template and self.folds_system:
+            messages = fold_system_messages(messages)
         if self.has_chat_template:
             return self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False
@@ -52,6 +75,20 @@ class PromptRenderer:
             return []
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
+
+
+def fold_system_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """System messages merged into the first user message (system text, a blank line, then
+    the user text), for templates without a system role."""
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    first_user = next((m for m in rest if m["role"] == "user"), None)
+    if first_user is None:
+        return [{"role": "user", "content": "\n\n".join(system)}, *rest]
+    first_user["content"] = "\n\n".join([*system, first_user["content"]])
+    return rest
 
 
 @functools.lru_cache(maxsize=4)
