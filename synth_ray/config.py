@@ -20,6 +20,7 @@ from synth_ray.errors import ConfigError
 from synth_ray.filter_config import FiltersConfig
 from synth_ray.method_config import (
     DEFAULT_STYLES,
+    EVOL_OPERATIONS,
     EvolConfig,
     GenerateConfig,
     RephraseConfig,
@@ -164,11 +165,11 @@ class JobConfig(_Section):
                 raise ValueError("self_instruct.seed_path: required for method self_instruct")
         elif self.input is None:
             raise ValueError(f"input: required for method {self.method}")
-        unknown = set(self.evol.operations) - set(EvolConfig().operations)
+        unknown = set(self.evol.operations) - set(EVOL_OPERATIONS)
         if unknown:
             raise ValueError(
                 f"evol.operations: unknown operation {sorted(unknown)[0]!r} "
-                f"(expected some of {EvolConfig().operations})"
+                f"(expected some of {EVOL_OPERATIONS})"
             )
         return self
 

@@ -145,18 +145,25 @@ class SelfInstructConfig(_Section):
         return self
 
 
+# The operations whose prompts the WizardLM code publishes (Evol_Instruct/depth.py, breadth.py).
+PAPER_EVOL_OPERATIONS = [
+    "add_constraints",
+    "deepening",
+    "concretizing",
+    "increased_reasoning_steps",
+    "breadth",
+]
+# The paper names a fifth in-depth operation, "complicate input", but publishes no prompt for it:
+# ours is our own wording, so it is opt-in, never drawn by default.
+EVOL_OPERATIONS = [*PAPER_EVOL_OPERATIONS, "complicate_input"]
+
+
 class EvolConfig(_Section):
     rounds: int = Field(4, ge=1, description="Evolution rounds (the paper used 4).")
     operations: list[str] = Field(
-        default_factory=lambda: [
-            "add_constraints",
-            "deepening",
-            "concretizing",
-            "increased_reasoning_steps",
-            "complicate_input",
-            "breadth",
-        ],
-        description="Operations drawn uniformly per instruction per round.",
+        default_factory=lambda: list(PAPER_EVOL_OPERATIONS),
+        description="Operations drawn uniformly per instruction per round; complicate_input "
+        "(our own prompt: the paper publishes none) only when listed here.",
     )
     judge_information_gain: bool = Field(
         True, description="Ask the model whether the evolved instruction equals its parent."

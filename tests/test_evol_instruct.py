@@ -88,12 +88,15 @@ def test_rounds_eliminate_by_rule_and_chain_parents(tmp_path, inputs, embedded_m
     by_id = {r["id"]: r for r in out}
     rounds = {r["round"] for r in out}
     assert rounds == {0, 1, 2}
+    retried = 0
     for row in out:
-        if row["round"] == 0:
-            assert row["parent_id"].startswith("p")  # evolved from an input row
+        if row["round"] == 0 or row["parent_id"].startswith("p"):
+            # evolved from an input row: in round 0, or later after its evolution failed
+            assert row["parent_id"].startswith("p")
+            retried += row["round"] > 0
         else:
-            parent = by_id[row["parent_id"]]  # evolved from a survivor of the previous round
-            assert parent["round"] == row["round"] - 1 and row["instruction"].startswith(
+            parent = by_id[row["parent_id"]]  # evolved from a survivor of an earlier round
+            assert parent["round"] < row["round"] and row["instruction"].startswith(
                 parent["instruction"]
             )
         assert row["source_id"].startswith("p")
@@ -108,10 +111,12 @@ def test_rounds_eliminate_by_rule_and_chain_parents(tmp_path, inputs, embedded_m
     ):
         assert drops.get(rule, 0) > 0, rule
     assert stats["accounted"] and stats["input_documents"] == 24
-    # every evolution attempted is accounted for: 24 in round 0, then each round's survivors
-    survivors = [sum(1 for r in out if r["round"] == k) for k in range(3)]
-    assert stats["rows_in"] == 24 + survivors[0] + survivors[1]
+    # issue 12, fix 4: a failed evolution goes back into the pool (the paper), so the pool
+    # does not shrink: every round attempts 24 evolutions, and all are accounted for
+    assert retried > 0
+    assert stats["rows_in"] == 24 * 3
     assert stats["rows_out"] == len(out)
+    assert summary.stats["evol_instruct"]["pool_after_last_round"] == 24
 
 
 def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_model, monkeypatch):

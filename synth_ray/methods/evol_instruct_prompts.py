@@ -1,6 +1,7 @@
 """Prompt templates for Evol-Instruct (Xu et al. 2023, "WizardLM: Empowering Large Language
 Models to Follow Complex Instructions"), following the evolving prompts of the paper's
-appendix: in-depth evolving (one of five ways to make an instruction harder), in-breadth
+appendix and code (nlpxucan/WizardLM, Evol_Instruct/depth.py and breadth.py): in-depth evolving
+(one of four ways to make an instruction harder, plus our own `complicate_input`), in-breadth
 evolving (a new, rarer instruction in the same domain), and the equality judgement used to
 eliminate evolutions with no information gain.
 """
@@ -27,6 +28,8 @@ IN_DEPTH_METHODS = {
     "concretizing": "Please replace general concepts with more specific concepts.",
     "increased_reasoning_steps": "If #The Given Prompt# can be solved with just a few simple "
     "thinking processes, you can rewrite it to explicitly request multiple-step reasoning.",
+    # Not the paper's: WizardLM names "complicate input" but publishes no prompt for it (its code,
+    # Evol_Instruct/depth.py, has the four above). Our wording; drawn only when configured.
     "complicate_input": "Please add a complex input (such as a table, a piece of code or a "
     "formula) that #The Given Prompt# must work on, and keep the task about that input.",
 }

@@ -6,7 +6,8 @@ hits); evolutions that copy prompt scaffolding are
 eliminated; stage `judge-rN` asks whether each remaining one equals its parent (eliminated if
 so); stage `rN` answers the rest and eliminates responses showing the model could not answer.
 The kept responses are the output rows of round r, and their instructions are round r+1's
-input. Every stage's input derives from committed shards only, so a run killed anywhere
+input, together with the instructions whose evolution failed this round (the paper puts them
+back into the pool to be evolved again). Every stage's input derives from committed shards only, so a run killed anywhere
 resumes with the same survivors and skips committed units. Elimination counts go to
 stats.json under each rule's name; the accounting covers every evolution attempted.
 """
@@ -139,10 +140,15 @@ def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
         runner.run_stage(
             stage, store, lambda d=respond_docs: iter(d), RespondStep(ctx.model_name), fingerprint
         )
-        current = [(r["id"], r["instruction"], r["source_id"], None) for r in store.rows(stage)]
+        answered = store.rows(stage)
+        evolved_parents = {r["parent_id"] for r in answered}
+        # The paper puts an instruction whose evolution failed back into the pool, so the pool
+        # does not shrink round by round: it is evolved again (another draw) next round.
+        failed = [item for item in current if item[3] is None and item[0] not in evolved_parents]
+        current = [(r["id"], r["instruction"], r["source_id"], None) for r in answered] + failed
 
     return store.write_stats(
         units_total=runner.summary.units_total,
         extra=outside,
-        sections={"evol_instruct": {"rounds": evol.rounds, "survivors_last_round": len(current)}},
+        sections={"evol_instruct": {"rounds": evol.rounds, "pool_after_last_round": len(current)}},
     )
