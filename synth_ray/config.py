@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,6 +143,12 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray; None: all.")
 
 
+# the sections that belong to one method each; a section is named after its method
+METHOD_SECTIONS = frozenset(
+    {"rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"}
+)
+
+
 class JobConfig(_Section):
     method: Literal["rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"]
     input: InputConfig | None = None
@@ -155,8 +162,29 @@ class JobConfig(_Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     self_improve: SelfImproveConfig = Field(default_factory=SelfImproveConfig)
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
-    evol: EvolConfig = Field(default_factory=EvolConfig)
+    evol_instruct: EvolConfig = Field(default_factory=EvolConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        """`evol` is the old name of the `evol_instruct` section: accepted, with a warning."""
+        if isinstance(data, dict) and "evol" in data:
+            if "evol_instruct" in data:
+                raise ValueError("evol: renamed evol_instruct; give only evol_instruct")
+            warnings.warn(
+                "config key evol: renamed evol_instruct (evol is accepted for now)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {**data, "evol_instruct": data["evol"]}
+            del data["evol"]
+        return data
+
+    @property
+    def evol(self) -> EvolConfig:
+        """The `evol_instruct` section, by its old name."""
+        return self.evol_instruct
 
     @model_validator(mode="after")
     def _method_inputs(self) -> JobConfig:
@@ -165,10 +193,16 @@ class JobConfig(_Section):
                 raise ValueError("self_instruct.seed_path: required for method self_instruct")
         elif self.input is None:
             raise ValueError(f"input: required for method {self.method}")
-        unknown = set(self.evol.operations) - set(EVOL_OPERATIONS)
+        foreign = sorted((self.model_fields_set & METHOD_SECTIONS) - {self.method})
+        if foreign:
+            raise ValueError(
+                f"{foreign[0]}: a section of method {foreign[0]}, but this job's method is "
+                f"{self.method} (it would be ignored); remove it or set method: {foreign[0]}"
+            )
+        unknown = set(self.evol_instruct.operations) - set(EVOL_OPERATIONS)
         if unknown:
             raise ValueError(
-                f"evol.operations: unknown operation {sorted(unknown)[0]!r} "
+                f"evol_instruct.operations: unknown operation {sorted(unknown)[0]!r} "
                 f"(expected some of {EVOL_OPERATIONS})"
             )
         return self
@@ -179,8 +213,9 @@ class JobConfig(_Section):
         A rerun with the same fingerprint resumes; a different one is refused without --overwrite.
         """
         decisive = self.model_dump(include={"method", "input", "engine", "sampling"})
-        section = {"evol_instruct": "evol"}.get(self.method, self.method)
-        decisive[section] = getattr(self, section).model_dump()
+        # evol_instruct's section keeps its old key, so earlier outputs still resume
+        key = {"evol_instruct": "evol"}.get(self.method, self.method)
+        decisive[key] = getattr(self, self.method).model_dump()
         decisive["output"] = {"rows_per_shard": self.output.rows_per_shard}
         if self.filters.diversity.enabled:
             decisive["filters"] = {"diversity": self.filters.diversity.decisive()}

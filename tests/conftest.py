@@ -50,6 +50,8 @@ def job_config(tmp_path: Path, input_path: Path, **sections) -> JobConfig:  # no
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    if data["method"] != "rephrase" and "rephrase" not in sections:
+        del data["rephrase"]  # a section of another method is refused
     return validate_config(data)
 
 

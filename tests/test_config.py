@@ -109,3 +109,44 @@ def test_every_recipe_loads_and_filters_only_what_is_not_paraphrase_by_design():
         paraphrases = config.method == "rephrase" and len(config.rephrase.styles) > 1
         paraphrases |= config.method == "self_improve" and config.self_improve.mode != "star"
         assert config.filters.diversity.enabled is not paraphrases, name
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"method": "rephrase", "self_improve": {"n": 8}},
+            "config key self_improve: a section of method self_improve, but this job's "
+            "method is rephrase",
+        ),
+        (
+            {"method": "generate", "evol_instruct": {"rounds": 2}},
+            "evol_instruct: a section of method evol_instruct",
+        ),
+        (
+            {"method": "evol_instruct", "evol": {"rounds": 2}, "evol_instruct": {"rounds": 3}},
+            "evol: renamed evol_instruct; give only evol_instruct",
+        ),
+    ],
+)
+def test_a_section_of_another_method_is_refused(tmp_path, data, message):
+    from synth_ray.config import validate_config
+
+    base = {"input": {"path": "x"}, "output": {"path": str(tmp_path / "o")}}
+    with pytest.raises(ConfigError) as err:
+        validate_config({**base, **data})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_old_evol_section_is_accepted_with_a_warning(tmp_path):
+    from synth_ray.config import validate_config
+
+    base = {"method": "evol_instruct", "input": {"path": "x"}, "output": {"path": "o"}}
+    with pytest.warns(FutureWarning, match="config key evol: renamed evol_instruct"):
+        config = validate_config({**base, "evol": {"rounds": 2}})
+    assert config.evol_instruct.rounds == 2
+    # the fingerprint is the same under either name, so an earlier output still resumes
+    assert (
+        config.fingerprint()
+        == validate_config({**base, "evol_instruct": {"rounds": 2}}).fingerprint()
+    )

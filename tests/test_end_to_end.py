@@ -238,7 +238,7 @@ def test_evol_instruct_on_real_engine(tmp_path, shared_engine):
         method="evol_instruct",
         input={"path": str(prompts), "text_column": "prompt", "id_column": None, "limit": 3},
         sampling={"max_tokens": 48},
-        evol={"rounds": 1},
+        evol_instruct={"rounds": 1},
         filters={"diversity": {"enabled": True}},
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)

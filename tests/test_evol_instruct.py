@@ -61,7 +61,7 @@ def config(tmp_path, inputs, rows_per_shard=4):
         method="evol_instruct",
         input={"path": str(inputs), "text_column": "prompt", "id_column": "id"},
         output={"rows_per_shard": rows_per_shard},
-        evol={"rounds": 3},
+        evol_instruct={"rounds": 3},
     )
 
 
@@ -204,10 +204,10 @@ def test_bad_template_overrides():
     from synth_ray.errors import ConfigError
 
     base = {"method": "evol_instruct", "input": {"path": "x"}, "output": {"path": "o"}}
-    with pytest.raises(ConfigError, match=r"evol.templates.judge: must contain \{first\}"):
-        validate_config({**base, "evol": {"templates": {"judge": "Same? {second}"}}})
-    with pytest.raises(ConfigError, match="evol.templates.rewrite: unknown template"):
-        validate_config({**base, "evol": {"templates": {"rewrite": "x"}}})
+    with pytest.raises(ConfigError, match=r"evol_instruct.templates.judge: must contain \{first\}"):
+        validate_config({**base, "evol_instruct": {"templates": {"judge": "Same? {second}"}}})
+    with pytest.raises(ConfigError, match="evol_instruct.templates.rewrite: unknown template"):
+        validate_config({**base, "evol_instruct": {"templates": {"rewrite": "x"}}})
     with pytest.raises(ConfigError, match=r"self_improve.templates.hint: must contain \{answer\}"):
         validate_config(
             {**base, "method": "self_improve", "self_improve": {"templates": {"hint": "no"}}}
