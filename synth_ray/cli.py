@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synth_ray.errors import UserError
+from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.runtime.stopping import DEFAULT_GRACE_S, EXIT_STOPPED, JobStopped, StopRequest
 
 app = typer.Typer(
@@ -77,6 +78,15 @@ def run(
         _fail(str(err), err.exit_code)
     except JobFailed as err:
         _fail(f"job failed: {err} (committed units are kept; rerun to resume)", 1)
+    except OSError as err:
+        storage = find_storage_error(err)
+        if storage is None:
+            raise  # not the output's storage: a bug or an infrastructure failure, traceback
+        _fail(
+            f"job failed: {storage}. Committed units are kept; free space (or make it "
+            "writable) and rerun the same command to resume",
+            1,
+        )
     except JobStopped as err:
         done = err.summary
         counts = (

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from synth_ray.io.storage_errors import naming
+
 MANIFEST_NAME = "_manifest.jsonl"
 
 
@@ -87,13 +89,14 @@ class Manifest:
 
     def append(self, record: UnitRecord) -> None:
         """Commit a unit: one line, flushed and fsync'd before this returns."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
-        line = record_json(record) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with naming(self.path):  # a full disk may leave a torn line: cut by the next append
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_torn_tail()
+            line = record_json(record) + "\n"
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def _drop_torn_tail(self) -> None:
         """Cut a partial last line so the next append starts on a line of its own."""

@@ -40,6 +40,7 @@ from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
 from synth_ray.io.shards import write_shard_atomic
+from synth_ray.io.storage_errors import naming
 from synth_ray.io.vectors import table_vectors
 from synth_ray.stats import UnitStats
 
@@ -222,7 +223,8 @@ class OutputStore:
             name = f"{RUNS_DIR}/run-{time.time_ns():020d}-{os.getpid()}.json"
             self.location.write_bytes_atomic(name, (line + "\n").encode())
             return
-        with open(self.location.local / RUNS_FILE, "a", encoding="utf-8") as fh:
+        path = self.location.local / RUNS_FILE
+        with naming(path), open(path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
     def runs(self) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth_ray.io.storage_errors import naming
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -32,14 +34,19 @@ def fsync_dir(folder: Path) -> None:
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     """Write a small file (JSON) with the same temp -> fsync -> rename discipline."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk gets its space back; never a half file
+            raise
+        fsync_dir(path.parent)
 
 
 def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
@@ -47,18 +54,24 @@ def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
 
     An existing file at `path` (left by a run killed after its rename but before its manifest
     entry) is replaced whole: shard names are deterministic, so the rerun's shard supersedes it.
+    A failed write (a full disk) removes its temp file and raises an OSError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # unique per writer: on a shared filesystem two nodes may write the same shard name
-    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path.stat().st_size
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # unique per writer: on a shared filesystem two nodes may write the same shard name
+        tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk gets its space back; never a half file
+            raise
+        fsync_dir(path.parent)
+        return path.stat().st_size
 
 
 def sweep_temp_files(folder: str | Path) -> int:

@@ -34,6 +34,7 @@ from synth_ray.io.output_store import (
     OutputStore,
     shard_name,
 )
+from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.io.vectors import vectors_table
 from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
 from synth_ray.runtime.units import (
@@ -182,7 +183,8 @@ class SliceWorker:
     @staticmethod
     def _failed(task: SliceTask | FinalizeTask, doing: str, err: Exception) -> SliceDone:
         where = f"{socket.gethostname()}"
-        error = f"{doing} failed on {where}: {type(err).__name__}: {err}".splitlines()[0][:500]
+        cause = find_storage_error(err) or f"{type(err).__name__}: {err}"
+        error = f"{doing} failed on {where}: {cause}".splitlines()[0][:500]
         start = task.start if isinstance(task, SliceTask) else -1
         return SliceDone(task.key, task.unit_index, start, "", None, {}, error=error)
 

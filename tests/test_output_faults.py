@@ -1,0 +1,160 @@
+"""The output filesystem fails mid-run: one line naming the path and the cause, committed units
+intact and readable, and the rerun after the cause is fixed resumes exactly.
+
+    python -m pytest tests/test_output_faults.py
+
+A full disk is a real tmpfs that fills up (mounting one needs root: skipped otherwise, with
+the reason); a read-only remount is injected where the writes happen, since a tmpfs with
+files open for writing refuses to turn read-only under a running job.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend
+
+import synth_ray.io.shards as shards_mod
+from synth_ray.io.output_store import OutputStore
+from synth_ray.io.shards import TEMP_PREFIX
+from synth_ray.io.storage_errors import find_storage_error
+from synth_ray.runtime.job import run_job
+from synth_ray.runtime.scheduler import JobFailed
+
+
+def _ids(out: Path) -> list[str]:
+    store = OutputStore(out)
+    return [
+        i for f in store.data_files() for i in pq.read_table(f, columns=["id"])["id"].to_pylist()
+    ]
+
+
+def _assert_committed_units_intact(out: Path) -> int:
+    store = OutputStore(out)
+    committed = store.committed()
+    for record in committed.values():
+        for shard in [*record.data_shards(), *record.error_shards()]:
+            pq.read_table(out / shard)  # complete and readable
+    assert not list(out.rglob(f"{TEMP_PREFIX}*")), "a failed write left its temp file"
+    return len(committed)
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    return write_jsonl(tmp_path / "in" / "docs.jsonl", make_docs(160, words=120))
+
+
+def test_full_disk_fails_with_one_line_then_resumes_exactly(tmp_path, docs, embedded_model):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
+    clean_ids = _ids(clean / "out")
+    size = sum(f.stat().st_size for f in (clean / "out").rglob("*") if f.is_file())
+
+    fs = tmp_path / "fs"
+    _mount_tmpfs(fs, str(size // 3))
+    try:
+        config = job_config(fs, docs)
+        with pytest.raises((JobFailed, OSError)) as failed:
+            run_job(config, show_progress=False, backend=FakeBackend())
+        line = find_storage_error(failed.value) or str(failed.value)
+        assert "no space left on device (ENOSPC)" in line and str(fs / "out") in line, line
+        assert "\n" not in str(failed.value)
+        committed = _assert_committed_units_intact(fs / "out")
+        assert committed >= 1
+
+        # space freed: the same job resumes from the committed units and finishes
+        subprocess.run(["mount", "-o", "remount,size=256m", str(fs)], check=True)
+        summary = run_job(config, show_progress=False, backend=FakeBackend())
+        assert summary.units_skipped == committed
+        ids = _ids(fs / "out")
+        assert sorted(ids) == sorted(clean_ids) and len(ids) == len(set(ids))
+        stats = json.loads((fs / "out" / "stats.json").read_text())
+        assert stats["accounted"] and stats["rows_out"] == len(clean_ids)
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+
+
+@pytest.mark.parametrize("where", ["shard", "manifest"])
+def test_read_only_output_fails_with_one_line_then_resumes(
+    tmp_path, docs, embedded_model, monkeypatch, where
+):
+    """The output turns read-only after 3 writes, either of a replica's shard or of the
+    driver's commit line."""
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
+    writes = {"n": 0}
+
+    def read_only_after(real):
+        def write(*args, **kwargs):
+            writes["n"] += 1
+            if writes["n"] > 3:
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*args, **kwargs)
+
+        return write
+
+    import synth_ray.io.manifest as manifest_mod
+
+    if where == "shard":
+        monkeypatch.setattr(
+            shards_mod.pq, "write_table", read_only_after(shards_mod.pq.write_table)
+        )
+    else:
+        monkeypatch.setattr(manifest_mod, "record_json", read_only_after(manifest_mod.record_json))
+    config = job_config(tmp_path, docs)
+    with pytest.raises((JobFailed, OSError)) as failed:
+        run_job(config, show_progress=False, backend=FakeBackend())
+    line = find_storage_error(failed.value) or str(failed.value)
+    assert "read-only file system (EROFS)" in line and str(tmp_path / "out") in line, line
+    committed = _assert_committed_units_intact(tmp_path / "out")
+    assert committed >= 1
+
+    monkeypatch.undo()  # writable again
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped == committed
+    ids = _ids(tmp_path / "out")
+    assert sorted(ids) == sorted(_ids(clean / "out")) and len(ids) == len(set(ids))
+
+
+def test_cli_prints_one_line_for_a_storage_failure(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import synth_ray.runtime.job as job_mod
+    from synth_ray.cli import app
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"method: generate\ninput: {{path: {tmp_path / 'in.jsonl'}}}\n"
+        f"output: {{path: {tmp_path / 'out'}}}\n"
+    )
+    (tmp_path / "in.jsonl").write_text('{"text": "hi"}\n')
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x"))
+
+    monkeypatch.setattr(job_mod, "run_job", full_disk)
+    result = CliRunner().invoke(app, ["run", str(config), "--no-progress"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert f"output {tmp_path / 'out' / 'x'}: no space left on device (ENOSPC)" in lines[0]
+    assert "rerun the same command to resume" in lines[0]
