@@ -453,3 +453,136 @@ def test_diversity_state_and_vectors_on_a_uri_resume_to_the_same_decisions(
     state = target.listdir("out/_diversity")
     assert "centroids.npy" in state and any(n.startswith("embeddings-reference-") for n in state)
     assert target.listdir("out/embeddings") == target.listdir("out/data")
+
+
+class ThrottlingHandler(NoRenameHandler):
+    """Every `every`-th PUT (or every PUT after `always_after`) fails as S3 throttling does."""
+
+    def __init__(self, inner, every: int = 3, always_after: int | None = None) -> None:
+        super().__init__(inner)
+        self.every = every
+        self.always_after = always_after
+        self.failed = 0
+
+    def open_output_stream(self, path, metadata):
+        self.calls["attempts"] += 1
+        n = self.calls["attempts"]
+        if (self.always_after is not None and n > self.always_after) or n % self.every == 0:
+            self.failed += 1
+            raise OSError("When uploading part: AWS Error SLOW_DOWN (HTTP status 503): SlowDown")
+        return super().open_output_stream(path, metadata)
+
+
+@pytest.fixture()
+def no_sleep(monkeypatch):
+    import synth_ray.io.retry as retry_mod
+
+    slept: list[float] = []
+    monkeypatch.setattr(retry_mod, "_sleep", slept.append)
+    return slept
+
+
+def test_throttled_puts_are_retried_and_the_job_matches_a_clean_run(
+    tmp_path, docs_file, embedded_model, no_sleep
+):
+    import synth_ray.io.retry as retry_mod
+
+    clean = uri_config(tmp_path, docs_file, "mock://clean/out")
+    register_filesystem("mock", pafs.PyFileSystem(NoRenameHandler(pafs._MockFileSystem())))
+    try:
+        run_job(clean, show_progress=False, backend=FakeBackend())
+        clean_ids = ids_of("mock://clean/out")
+        handler = ThrottlingHandler(pafs._MockFileSystem(), every=3)
+        register_filesystem("mock", pafs.PyFileSystem(handler))
+        before = retry_mod.retries_made
+        config = uri_config(tmp_path, docs_file, "mock://bucket/out")
+        run_job(config, show_progress=False, backend=FakeBackend())
+        ids = ids_of("mock://bucket/out")
+        assert sorted(ids) == sorted(clean_ids) and len(ids) == len(set(ids))
+        assert handler.failed > 3 and retry_mod.retries_made - before == handler.failed
+        assert no_sleep and all(0 <= s <= retry_mod.CAP_S for s in no_sleep)
+    finally:
+        register_filesystem("mock", None)
+
+
+def test_persistent_throttling_fails_the_job_with_one_line(
+    tmp_path, docs_file, embedded_model, no_sleep
+):
+    from synth_ray.io.storage_errors import find_storage_error
+    from synth_ray.runtime.scheduler import JobFailed
+
+    handler = ThrottlingHandler(pafs._MockFileSystem(), every=10**9, always_after=6)
+    register_filesystem("mock", pafs.PyFileSystem(handler))
+    try:
+        config = uri_config(tmp_path, docs_file, "mock://bucket/out")
+        with pytest.raises((JobFailed, OSError)) as failed:
+            run_job(config, show_progress=False, backend=FakeBackend())
+    finally:
+        register_filesystem("mock", None)
+    line = find_storage_error(failed.value) or str(failed.value)
+    assert "PUT mock://bucket/out/" in line and "still failing after 6 attempts" in line, line
+    assert "SlowDown" in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (OSError("AWS Error SLOW_DOWN (HTTP status 503): SlowDown"), True),
+        (OSError("Google Cloud Storage error: 429 Too Many Requests"), True),
+        (OSError("AWS Error NETWORK_CONNECTION: curlCode: 28, Timeout was reached"), True),
+        (OSError("HTTP status 500 InternalError"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (OSError("AWS Error ACCESS_DENIED (HTTP status 403): Access Denied"), False),
+        (OSError("AWS Error NO_SUCH_BUCKET: The specified bucket does not exist"), False),
+        (FileNotFoundError(2, "No such file", "x"), False),
+        (PermissionError(13, "Permission denied", "x"), False),
+        (OSError(28, "No space left on device"), False),
+    ],
+)
+def test_which_errors_are_transient(error, transient):
+    from synth_ray.io.retry import is_transient
+
+    assert is_transient(error) is transient
+
+
+def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
+    import random
+
+    from synth_ray.io.retry import BASE_S, CAP_S, backoff_delay, retry_transient
+    from synth_ray.io.storage_errors import ObjectStoreError
+
+    rng = random.Random(7)
+    for attempt in range(10):
+        delays = {backoff_delay(attempt, rng) for _ in range(50)}
+        assert len(delays) > 40  # jittered, not a fixed schedule
+        assert all(0 <= d <= min(CAP_S, BASE_S * 2**attempt) for d in delays)
+
+    slept: list[float] = []
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise OSError("503 Service Unavailable")
+        return "ok"
+
+    assert retry_transient("PUT s3://b/x", flaky, sleep=slept.append, rng=rng) == "ok"
+    assert calls["n"] == 3 and len(slept) == 2
+
+    def denied():
+        calls["n"] += 1
+        raise OSError("AWS Error ACCESS_DENIED (HTTP status 403)")
+
+    calls["n"] = 0
+    slept.clear()
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        retry_transient("PUT s3://b/x", denied, sleep=slept.append)
+    assert calls["n"] == 1 and slept == []  # not retried
+
+    with pytest.raises(ObjectStoreError, match=r"^PUT s3://b/x: still failing after 4 attempts"):
+        retry_transient(
+            "PUT s3://b/x",
+            lambda: (_ for _ in ()).throw(TimeoutError("timed out")),
+            attempts=4,
+            sleep=slept.append,
+        )

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -32,7 +34,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from synth_ray.errors import ConfigError
+from synth_ray.io.retry import retry_transient
 from synth_ray.io.shards import sweep_temp_files, write_bytes_atomic, write_shard_atomic
+
+T = TypeVar("T")
 
 # scheme -> filesystem used instead of FileSystem.from_uri (tests: an in-memory "mock")
 _REGISTERED: dict[str, pafs.FileSystem] = {}
@@ -250,10 +255,15 @@ class UriLocation(Location):
             info.type, "missing"
         )
 
+    def _retry(self, op: str, name: str, call: Callable[[], T]) -> T:
+        """Every call to the store: transient errors retried with backoff (io/retry.py)."""
+        return retry_transient(f"{op} {self._uri_of(name)}", call)
+
     def _ensure_parent(self, path: str) -> None:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         if parent and parent not in self._made:
-            self.fs.create_dir(parent, recursive=True)  # a no-op or a marker on object stores
+            # a no-op or a marker on object stores
+            self._retry("MKDIR", parent, lambda: self.fs.create_dir(parent, recursive=True))
             self._made.add(parent)
 
     def write_bytes_atomic(self, name: str, data: bytes) -> None:
@@ -261,8 +271,12 @@ class UriLocation(Location):
         object store never exposes part of it; the same name is simply overwritten."""
         path = self._path(name)
         self._ensure_parent(path)
-        with self.fs.open_output_stream(path, compression=None) as out:
-            out.write(data)
+
+        def put() -> None:
+            with self.fs.open_output_stream(path, compression=None) as out:
+                out.write(data)
+
+        self._retry("PUT", name, put)
 
     def write_table_atomic(self, name: str, table: pa.Table) -> int:
         sink = pa.BufferOutputStream()
@@ -272,30 +286,38 @@ class UriLocation(Location):
         return data.size
 
     def read_bytes(self, name: str) -> bytes | None:
-        try:
+        def get() -> bytes:
             with self.fs.open_input_stream(self._path(name), compression=None) as src:
                 return src.read()
+
+        try:
+            return self._retry("GET", name, get)
         except (FileNotFoundError, IsADirectoryError):
             return None
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open_input_file(self._path(name)) as src:
-            return pq.read_table(src, columns=columns)
+        def get() -> pa.Table:
+            with self.fs.open_input_file(self._path(name)) as src:
+                return pq.read_table(src, columns=columns)
+
+        return self._retry("GET", name, get)
 
     def exists(self, name: str) -> bool:
-        return self.fs.get_file_info(self._path(name)).type != pafs.FileType.NotFound
+        info = self._retry("HEAD", name, lambda: self.fs.get_file_info(self._path(name)))
+        return info.type != pafs.FileType.NotFound
 
     def listdir(self, name: str = "") -> list[str]:
         selector = pafs.FileSelector(self._path(name), allow_not_found=True)
-        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+        found = self._retry("LIST", name, lambda: self.fs.get_file_info(selector))
+        return sorted(info.base_name for info in found)
 
     def delete(self, name: str) -> None:
         path = self._path(name)
-        kind = self.fs.get_file_info(path).type
+        kind = self._retry("HEAD", name, lambda: self.fs.get_file_info(path)).type
         if kind == pafs.FileType.Directory:
-            self.fs.delete_dir(path)
+            self._retry("DELETE", name, lambda: self.fs.delete_dir(path))
         elif kind == pafs.FileType.File:
-            self.fs.delete_file(path)
+            self._retry("DELETE", name, lambda: self.fs.delete_file(path))
         self._made.difference_update(
             {d for d in self._made if d == path or d.startswith(path + "/")}
         )
