@@ -122,14 +122,26 @@ def test_sigkill_whole_process_group_then_resume_matches_clean_run(tmp_path, sha
     config_path = _kill_config(tmp_path, docs_path, out)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "synth_ray", "run", str(config_path), "--no-progress"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    # first kill: while Ray and the engine are still starting (nothing committed yet)
+    proc = start()
+    time.sleep(8)
+    assert proc.poll() is None, "run ended before it could be killed while starting"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not OutputStore(out).committed()
+    # second kill: mid-generation, after two units committed
+    proc = start()
     manifest = out / "_manifest.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

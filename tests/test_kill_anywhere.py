@@ -1,0 +1,145 @@
+"""Kill-anywhere: SIGKILL a running job's whole process group at seeded random moments,
+resume each time, and the final output equals a clean run's, exactly once.
+
+    python -m pytest tests/test_kill_anywhere.py
+
+The job runs in a process of its own (tests/kill_anywhere_job.py: the whole job path on the
+simulated engine, slowed so kills land while planning, generating, writing shards and
+committing). 12 kills of a single-stage method and 10 of a two-stage one (STaR), every delay
+drawn from a seeded RNG over a clean run's duration, printed on failure to replay it. The real
+engine is killed the same way in test_end_to_end.py (during engine start, then mid-run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+from conftest import REPO, make_docs, write_jsonl
+
+from synth_ray.io.output_store import OutputStore
+from synth_ray.io.shards import TEMP_PREFIX
+
+JOB = Path(__file__).resolve().parent / "kill_anywhere_job.py"
+SEED = 20261122
+
+
+def _write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run(config: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(JOB), str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _kill_after(config: Path, delay: float) -> bool:
+    """Start the job in its own process group, SIGKILL the group after `delay`; True if the
+    kill landed (the job had not finished by itself)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(JOB), str(config)],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def _ids(out: Path) -> list[str]:
+    return [
+        i
+        for f in OutputStore(out).data_files()
+        for i in pq.read_table(f, columns=["id"])["id"].to_pylist()
+    ]
+
+
+def _kill_resume_check(tmp_path: Path, data: dict, kills: int, seed: int) -> None:
+    clean_out = tmp_path / "clean"
+    clean_cfg = _write_config(
+        tmp_path / "clean.yaml", {**data, "output": {**data["output"], "path": str(clean_out)}}
+    )
+    started = time.monotonic()
+    done = _run(clean_cfg)
+    duration = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    clean_ids = _ids(clean_out)
+
+    out = tmp_path / "killed"
+    cfg = _write_config(
+        tmp_path / "killed.yaml", {**data, "output": {**data["output"], "path": str(out)}}
+    )
+    rng = random.Random(seed)
+    delays = [round(rng.uniform(0.3, duration), 2) for _ in range(kills)]
+    landed = [_kill_after(cfg, delay) for delay in delays]
+    replay = f"seed {seed}, clean run {duration:.1f}s, kill delays {delays}, landed {landed}"
+    assert sum(landed) >= kills * 2 // 3, replay  # most kills hit a running job
+
+    final = _run(cfg)
+    assert final.returncode == 0, f"{replay}\n{final.stderr[-3000:]}"
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)), f"duplicates after resume: {replay}"
+    assert sorted(ids) == sorted(clean_ids), f"rows lost or added: {replay}"
+    assert not list(out.rglob(f"{TEMP_PREFIX}*")), f"temp files left: {replay}"
+    staging = out / "_staging"
+    assert not staging.exists() or not any(staging.rglob("*.parquet")), replay
+    store = OutputStore(out)
+    for record in store.committed().values():
+        for shard in [*record.data_shards(), *record.error_shards()]:
+            pq.read_table(out / shard)
+    stats = json.loads((out / "stats.json").read_text())
+    clean_stats = json.loads((clean_out / "stats.json").read_text())
+    assert stats["accounted"], replay
+    for key in ("rows_in", "rows_out", "rows_dropped", "rows_errored", "input_documents"):
+        assert stats[key] == clean_stats[key], f"{key}: {replay}"
+
+
+def test_single_stage_job_killed_anywhere_resumes_exactly(tmp_path, embedded_model):
+    docs = make_docs(90, words=60)
+    docs[7]["text"] = ""  # an error row must survive the kills too
+    path = write_jsonl(tmp_path / "in" / "docs.jsonl", docs)
+    data = {
+        "method": "rephrase",
+        "input": {"path": str(path), "id_column": "id"},
+        "output": {"rows_per_shard": 6},
+        "engine": {"model": embedded_model, "max_model_len": 512},
+        "sampling": {"max_tokens": 16},
+        "rephrase": {"styles": ["easy", "qa"], "max_chunk_tokens": 48},
+        "resources": {"replicas": 2},
+        "scheduler": {"batch_size": 2, "max_in_flight_per_replica": 6, "min_slice_rows": 2},
+    }
+    _kill_resume_check(tmp_path, data, kills=12, seed=SEED)
+
+
+def test_two_stage_star_job_killed_anywhere_resumes_exactly(tmp_path, embedded_model):
+    questions = REPO / "examples" / "arith_questions.jsonl"
+    data = {
+        "method": "self_improve",
+        "input": {"path": str(questions), "id_column": "id"},
+        "output": {"rows_per_shard": 2},
+        "engine": {"model": embedded_model, "max_model_len": 1024},
+        "sampling": {"max_tokens": 16},
+        "self_improve": {"mode": "star", "checker": "numeric"},
+        "scheduler": {"batch_size": 1, "max_in_flight_per_replica": 2, "min_slice_rows": 1},
+    }
+    _kill_resume_check(tmp_path, data, kills=10, seed=SEED + 1)
