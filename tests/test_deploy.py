@@ -787,7 +787,7 @@ def test_sbatch_dry_run_with_stub_commands(tmp_path: Path):
     steps = sorted(line for line in lines if line.startswith("srun node-") and " ray " in line)
     assert steps == [
         "srun node-a: ray start --head --node-ip-address=10.0.0.7 --port=6379 --num-cpus=32 "
-        "--num-gpus=4 --dashboard-host=0.0.0.0 --block",
+        "--num-gpus=4 --dashboard-host=127.0.0.1 --block",
         "srun node-b: ray start --address=10.0.0.7:6379 --num-cpus=32 --num-gpus=4 --block",
         "srun node-c: ray start --address=10.0.0.7:6379 --num-cpus=32 --num-gpus=4 --block",
     ]
@@ -875,3 +875,97 @@ def test_env_independent_paths():
     for path in DEPLOY.rglob("*"):
         if path.is_file() and path.suffix != ".gz":
             assert str(REPO) not in path.read_text(), path
+
+
+# --- the dashboard's Jobs API is never open without token authentication -----------------
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def head_start_commands() -> list[tuple[str, str]]:
+    """Every `ray start --head` in deploy/ as (file, command line), line continuations joined."""
+    found = []
+    for path in [SBATCH, LAUNCHER]:
+        text = path.read_text().replace("\\\n", " ")
+        if path.suffix == ".yaml":
+            text = " ".join(yaml.safe_load(text)["head_start_ray_commands"])
+        for match in re.finditer(r"ray start --head[^\n&;]*", text):
+            found.append((path.name, match.group(0)))
+    return found
+
+
+def test_every_head_start_command_was_found():
+    assert sorted(name for name, _ in head_start_commands()) == [
+        "aws-gpu.yaml",
+        "synth-ray.sbatch",
+    ]
+
+
+@pytest.mark.parametrize("name, command", head_start_commands(), ids=lambda x: str(x)[:30])
+def test_head_dashboard_listens_on_loopback_unless_token_auth(name: str, command: str):
+    """A Ray head whose dashboard listens beyond loopback must have token auth on: its Jobs API
+    runs any command it is sent. Neither the launcher nor Slurm script sets token auth, so
+    both must bind loopback (the sbatch script checks its RAY_DASHBOARD_HOST at run time)."""
+    match = re.search(r"--dashboard-host[= ](\S+)", command)
+    host = match.group(1).strip("\"'") if match else "127.0.0.1"  # Ray's default
+    if name.endswith(".sbatch"):
+        assert host == "$dashboard_host", command
+        assert 'dashboard_host="${RAY_DASHBOARD_HOST:-127.0.0.1}"' in SBATCH.read_text()
+    else:
+        assert host in LOOPBACK, f"{name}: {command}"
+
+
+@pytest.mark.parametrize("name, spec", cluster_specs(), ids=[n for n, _ in cluster_specs()])
+def test_kuberay_clusters_turn_token_auth_on(name: str, spec: dict[str, Any]):
+    """KubeRay's head Service exposes the dashboard port to every pod of the cluster network:
+    the RayCluster must turn Ray's token authentication on, and never publish the head with a
+    LoadBalancer or NodePort service."""
+    assert spec.get("authOptions", {}).get("mode") == "token", name
+    assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", name
+
+
+def _sbatch_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in STUBS.items():
+        stub = bin_dir / name
+        stub.write_text("#!/bin/bash\n" + body)
+        stub.chmod(0o755)
+    return {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "STUB_LOG": str(tmp_path / "log"),
+        "SLURM_JOB_NODELIST": "node-a",
+        "SLURM_GPUS_PER_TASK": "1",
+        "SLURM_CPUS_PER_TASK": "4",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "env, exposed",
+    [
+        ({"RAY_DASHBOARD_HOST": "0.0.0.0"}, None),  # refused: no token auth
+        ({"RAY_DASHBOARD_HOST": "0.0.0.0", "RAY_AUTH_MODE": "disabled"}, None),
+        ({"RAY_DASHBOARD_HOST": "0.0.0.0", "RAY_AUTH_MODE": "token"}, "0.0.0.0"),
+        ({}, "127.0.0.1"),
+    ],
+)
+def test_sbatch_exposes_the_dashboard_only_with_token_auth(tmp_path: Path, env, exposed):
+    config = tmp_path / "job.yaml"
+    config.write_text("method: generate\n")
+    proc = subprocess.run(
+        ["bash", str(SBATCH), str(config)],
+        cwd=tmp_path,
+        env=_sbatch_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if exposed is None:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "exposes Ray's Jobs API" in proc.stderr and "RAY_AUTH_MODE=token" in proc.stderr
+        assert not (tmp_path / "log").exists() or "ray start" not in (tmp_path / "log").read_text()
+    else:
+        log = (tmp_path / "log").read_text()
+        assert f"--dashboard-host={exposed} " in log, log
