@@ -50,7 +50,16 @@ class OutputConfig(_Section):
     rows_per_shard: int = Field(10_000, ge=1, description="About this many output rows per shard.")
 
 
+# Marks on EngineConfig fields (json_schema_extra): VLLM = passed to vLLM's engine under the
+# field's own name; RUNTIME = how fast or where, not what: left out of the fingerprint.
+VLLM = {"vllm": True}
+RUNTIME = {"decisive": False}
+
+
 class EngineConfig(_Section):
+    """The engine. A vLLM engine argument is one field here marked `VLLM` (plus its README row):
+    it reaches vLLM under the same name, with no other edit (`vllm_args`)."""
+
     model: str = Field(
         EMBEDDED_MODEL,
         description="A local HF model folder, a hub id, or the embedded default.",
@@ -58,33 +67,65 @@ class EngineConfig(_Section):
     dtype: str = Field("auto", description="Weights dtype; 'auto' takes the model's own.")
     # 2048 covers WRAP's ~300-token chunks with room for prompt and output; larger means more KV
     # cache per sequence, fewer sequences in flight.
-    max_model_len: int = Field(2048, ge=16, description="Context length: prompt + output tokens.")
+    max_model_len: int = Field(
+        2048, ge=16, description="Context length: prompt + output tokens.", json_schema_extra=VLLM
+    )
     gpu_memory_utilization: float = Field(
         0.9,
         gt=0,
         le=1,
         description="Share of GPU memory vLLM may take; higher means more KV cache.",
+        json_schema_extra={**VLLM, **RUNTIME},
     )
     enable_prefix_caching: bool = Field(
-        True, description="Reuse KV cache of shared prompt prefixes (same instructions, few-shot)."
+        True,
+        description="Reuse KV cache of shared prompt prefixes (same instructions, few-shot).",
+        json_schema_extra=VLLM,
     )
     enforce_eager: bool = Field(
-        False, description="Skip CUDA graphs: faster start, slower decoding."
+        False,
+        description="Skip CUDA graphs: faster start, slower decoding.",
+        json_schema_extra={**VLLM, **RUNTIME},
     )
     max_num_seqs: int | None = Field(
-        None, ge=1, description="Sequences decoded at once per replica; None keeps vLLM's default."
+        None,
+        ge=1,
+        description="Sequences decoded at once per replica; None keeps vLLM's default.",
+        json_schema_extra={**VLLM, **RUNTIME},
     )
     cpu_kv_cache_gib: int = Field(
         2,
         ge=1,
         description="GiB of KV cache per replica on the CPU build (VLLM_CPU_KVCACHE_SPACE).",
+        json_schema_extra=RUNTIME,
     )
     speculative_config: dict[str, Any] | None = Field(
-        None, description="Passed to vLLM as speculative_config (e.g. ngram or a draft model)."
+        None,
+        description="Passed to vLLM as speculative_config (e.g. ngram or a draft model).",
+        json_schema_extra=VLLM,
     )
     extra_args: dict[str, Any] = Field(
         default_factory=dict, description="Any other vLLM engine argument, passed through as is."
     )
+
+    def vllm_args(self) -> dict[str, Any]:
+        """The vLLM engine arguments this section sets: every field marked VLLM that is not
+        None, then `extra_args` (which wins). `model` and `dtype` are resolved per node first,
+        so they are not here."""
+        args = {
+            name: getattr(self, name)
+            for name, info in type(self).model_fields.items()
+            if (info.json_schema_extra or {}).get("vllm") and getattr(self, name) is not None
+        }
+        return {**args, **self.extra_args}
+
+    def runtime_only(self) -> list[str]:
+        """Fields that change how fast or where, not what: not in the fingerprint."""
+        return [
+            name
+            for name, info in type(self).model_fields.items()
+            if (info.json_schema_extra or {}).get("decisive") is False
+        ]
 
 
 class SamplingConfig(_Section):
@@ -219,7 +260,7 @@ class JobConfig(_Section):
         decisive["output"] = {"rows_per_shard": self.output.rows_per_shard}
         if self.filters.diversity.enabled:
             decisive["filters"] = {"diversity": self.filters.diversity.decisive()}
-        for key in ("gpu_memory_utilization", "enforce_eager", "max_num_seqs", "cpu_kv_cache_gib"):
+        for key in self.engine.runtime_only():
             decisive["engine"].pop(key)
         blob = json.dumps(decisive, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

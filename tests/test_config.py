@@ -150,3 +150,30 @@ def test_old_evol_section_is_accepted_with_a_warning(tmp_path):
         config.fingerprint()
         == validate_config({**base, "evol_instruct": {"rounds": 2}}).fingerprint()
     )
+
+
+def test_a_vllm_knob_is_one_field_from_config_to_engine(tmp_path):
+    """Every EngineConfig field marked VLLM reaches vLLM's engine arguments under its own name;
+    a new knob needs no other edit (a subclass stands in for adding a field)."""
+    from pydantic import Field
+
+    from synth_ray.config import VLLM, EngineConfig
+    from synth_ray.engine.vllm_engine import EngineSettings
+
+    class WithNewKnob(EngineConfig):
+        max_num_batched_tokens: int | None = Field(None, json_schema_extra=VLLM)
+
+    engine = WithNewKnob(max_num_batched_tokens=8192, extra_args={"seed": 3})
+    args = EngineSettings(model="m", args=engine.vllm_args()).engine_args()
+    assert args["max_num_batched_tokens"] == 8192 and args["seed"] == 3
+    assert args["max_model_len"] == 2048 and args["enable_prefix_caching"] is True
+    assert "max_num_seqs" not in args  # None: vLLM's own default
+    assert "cpu_kv_cache_gib" not in args and "model" in args
+    # runtime-only knobs stay out of the fingerprint
+    config = validate_config(
+        {"method": "generate", "input": {"path": "x"}, "output": {"path": str(tmp_path)}}
+    )
+    faster = config.model_copy(
+        update={"engine": config.engine.model_copy(update={"max_num_seqs": 64})}
+    )
+    assert config.fingerprint() == faster.fingerprint()

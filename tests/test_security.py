@@ -80,5 +80,5 @@ def test_submit_sends_only_the_input_files_never_hidden_or_other_files(tmp_path)
 
 def test_remote_code_is_not_trusted_unless_the_config_says_so():
     assert EngineSettings(model="m").engine_args().get("trust_remote_code", False) is False
-    trusted = EngineSettings(model="m", extra_args={"trust_remote_code": True})
+    trusted = EngineSettings(model="m", args={"trust_remote_code": True})
     assert trusted.engine_args()["trust_remote_code"] is True

@@ -26,40 +26,26 @@ class EngineDead(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What builds an engine. `model` is already resolved to a local folder or hub id."""
+    """What builds an engine. `model` is already resolved to a local folder or hub id; `args`
+    are vLLM engine arguments passed as they are (config.EngineConfig.vllm_args)."""
 
     model: str
     dtype: str = "auto"  # resolved per machine by engine/dtype.py when the engine is built
-    max_model_len: int = 2048
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False
-    max_num_seqs: int | None = None
-    speculative_config: dict[str, Any] | None = None
-    extra_args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
 
     def engine_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
+        engine: dict[str, Any] = {
             "model": self.model,
             "dtype": self.dtype,
-            "max_model_len": self.max_model_len,
             "tensor_parallel_size": self.tensor_parallel_size,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "enable_prefix_caching": self.enable_prefix_caching,
-            "enforce_eager": self.enforce_eager,
             "disable_log_stats": True,
         }
-        if self.max_num_seqs is not None:
-            args["max_num_seqs"] = self.max_num_seqs
-        if self.speculative_config is not None:
-            args["speculative_config"] = self.speculative_config
         if self.tensor_parallel_size > 1:
             # Inside a Ray actor that owns tp GPUs, plain multiprocessing workers see exactly
             # those GPUs; the Ray executor would try to schedule a second placement group.
-            args["distributed_executor_backend"] = "mp"
-        args.update(self.extra_args)
-        return args
+            engine["distributed_executor_backend"] = "mp"
+        return {**engine, **self.args}
 
 
 class VllmEngine:
@@ -176,7 +162,7 @@ if __name__ == "__main__":
     os.environ.update(cpu_engine_env(2))
     model = str(prepare_embedded_model())
     ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
-    engine = VllmEngine(EngineSettings(model=model, enforce_eager=True))
+    engine = VllmEngine(EngineSettings(model=model, args={"enforce_eager": True}))
     print(engine.dtype_choice.reason)
     from synth_ray.engine.requests import SamplingSpec
 

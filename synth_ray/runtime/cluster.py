@@ -21,14 +21,8 @@ def engine_settings(config: JobConfig, tensor_parallel_size: int) -> EngineSetti
     return EngineSettings(
         model=e.model,
         dtype=e.dtype,
-        max_model_len=e.max_model_len,
         tensor_parallel_size=max(1, tensor_parallel_size),
-        gpu_memory_utilization=e.gpu_memory_utilization,
-        enable_prefix_caching=e.enable_prefix_caching,
-        enforce_eager=e.enforce_eager,
-        max_num_seqs=e.max_num_seqs,
-        speculative_config=e.speculative_config,
-        extra_args=dict(e.extra_args),
+        args=e.vllm_args(),
     )
 
 
