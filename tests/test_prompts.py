@@ -72,3 +72,35 @@ def test_fold_system_messages():
     ]
     only_user = [{"role": "user", "content": "hi"}]
     assert fold_system_messages(only_user) == only_user
+
+
+def test_raw_prompt_reaches_the_engine_without_a_chat_template(tokenizer):
+    """The raw-prompt path (Magpie's pre-query prefix, base models): the text is tokenized as
+    it is, special tokens included, with no template around it."""
+    from synth_ray.engine.requests import SamplingSpec
+    from synth_ray.io.inputs import Document
+    from synth_ray.methods.base import Candidate
+    from synth_ray.methods.generate import GenerateMethod
+    from synth_ray.plan import WorkUnit
+    from synth_ray.runtime.units import UnitBuilder
+
+    class RawMethod(GenerateMethod):
+        def expand(self, doc):
+            return [Candidate(f"r{doc.ordinal}", doc.source_id, raw_prompt=doc.text)]
+
+    from synth_ray.config import GenerateConfig
+
+    prefix = "<|im_start|>user\n"
+    builder = UnitBuilder(
+        RawMethod(GenerateConfig(), "m"),
+        PromptRenderer(tokenizer),
+        512,
+        SamplingSpec(0.0, 1.0, 8),
+        0,
+    )
+    pending = builder.build(WorkUnit(0, "u", 0, 1, 1), [Document(0, "d0", prefix)])
+    [request] = pending.requests
+    assert request.prompt_token_ids == tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") == request.prompt_token_ids[0]
+    templated = PromptRenderer(tokenizer).render([{"role": "user", "content": prefix}])
+    assert request.prompt_token_ids != templated

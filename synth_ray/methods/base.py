@@ -29,12 +29,16 @@ def row_id(*parts: object) -> str:
 @dataclass
 class Candidate:
     """Planned output rows from one prompt: `width` of them (one per sample when the method
-    asks for n samples), or an error found before generation."""
+    asks for n samples), or an error found before generation. The prompt is `messages`
+    rendered with the model's chat template, or `raw_prompt` as it is."""
 
     row_id: str
     source_id: str
     fields: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] | None = None
+    # the prompt as the engine sees it, no chat template applied (Magpie's pre-query prefix,
+    # a base model's completion prompt); when set, `messages` is ignored
+    raw_prompt: str | None = None
     error: str | None = None
     error_stage: str = "input"
     width: int = 1

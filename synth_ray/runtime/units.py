@@ -85,7 +85,12 @@ class UnitBuilder:
         counted = len(docs) if self.method.counts_input_documents else 0
         pending = PendingUnit(unit, candidates, [], input_documents=counted)
         to_render = [c for c in candidates if c.error is None]
-        texts = [self.renderer.render_text(c.messages or []) for c in to_render]
+        texts = [
+            c.raw_prompt
+            if c.raw_prompt is not None
+            else self.renderer.render_text(c.messages or [])
+            for c in to_render
+        ]
         token_ids = (
             self.renderer.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         )
