@@ -2,11 +2,13 @@
 
 Layers, each importing only from those below it:
     cli, status, jobs (cluster submission through Ray's Jobs API)
-    runtime   job (dispatch) -> method drivers (star, self_instruct, evol_instruct) -> stage
-              -> scheduler (policy), units, progress; ray_backend, generator_actor, cluster;
-              diversity (the filter's embedder and partition actors)
+    runtime   job (dispatch through the method registry) -> stage (StageRunner) -> scheduler
+              (policy), units, progress; ray_backend, generator_actor, cluster; diversity (the
+              filter's embedder and partition actors). It names no method.
     plan      deterministic work units
-    methods   rephrase, generate, self_improve, self_instruct, evol_instruct; checkers, filters
+    methods   registry (every method registers itself), stages (what a driver may ask of the
+              runtime); rephrase, generate, self_improve (+ _star), self_instruct (+ _rounds),
+              evol_instruct (+ _rounds); checkers, filters
     diversity embedding, index, decide, partitioning (pure parts of the diversity filter)
     engine    vllm_engine, prompts, models, requests
     io        inputs, shards, manifest, commits, filesystem, vectors, output_store

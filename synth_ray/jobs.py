@@ -33,6 +33,7 @@ import yaml
 from synth_ray.config import JobConfig, apply_overrides, load_config
 from synth_ray.errors import ConfigError, ResourceError
 from synth_ray.io.inputs import resolve_input_files
+from synth_ray.methods import method_spec
 from synth_ray.runtime.stopping import DEFAULT_GRACE_S
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -111,8 +112,8 @@ def prepare_submission(
     data = apply_overrides(yaml.safe_load(Path(config_path).read_text()) or {}, overrides)
     if config.input is not None:
         data["input"]["path"] = _pack(config.input.path, workdir, "input")
-    if config.method == "self_instruct" and config.self_instruct.seed_path:
-        data["self_instruct"]["seed_path"] = _pack(config.self_instruct.seed_path, workdir, "seeds")
+    for (section, key), path in method_spec(config.method).files(config).items():
+        data.setdefault(section, {})[key] = _pack(path, workdir, key)
     reference = config.filters.diversity.reference_path
     if reference:
         data["filters"]["diversity"]["reference_path"] = _pack(reference, workdir, "reference")

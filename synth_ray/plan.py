@@ -11,14 +11,13 @@ matches an old unit's commit. Planning streams the input once and keeps only the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from synth_ray.errors import InputError
-from synth_ray.io.inputs import Document
 from synth_ray.methods.base import Method
+from synth_ray.methods.stages import DocumentSource
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,6 @@ class WorkUnit:
 
 def _id_hash(source_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(source_id.encode(), digest_size=8).digest(), "little")
-
-
-DocumentSource = Callable[[], Iterable[Document]]
 
 
 def plan_units(

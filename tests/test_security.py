@@ -82,3 +82,30 @@ def test_remote_code_is_not_trusted_unless_the_config_says_so():
     assert EngineSettings(model="m").engine_args().get("trust_remote_code", False) is False
     trusted = EngineSettings(model="m", args={"trust_remote_code": True})
     assert trusted.engine_args()["trust_remote_code"] is True
+
+
+def test_submit_sends_the_files_each_method_names(tmp_path):
+    """Each method's registry entry names the local files it reads besides the input (seed
+    tasks, few-shot exemplars): `submit` sends those too and rewrites their paths."""
+    from synth_ray.jobs import prepare_submission
+
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
+    shots = write_jsonl(
+        tmp_path / "shots.jsonl", [{"question": "2+2?", "rationale": "2+2=4.", "answer": "4"}]
+    )
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "self_improve",
+                "input": {"path": str(questions)},
+                "output": {"path": str(tmp_path / "out")},
+                "self_improve": {"mode": "rejection", "few_shot_path": str(shots)},
+            }
+        )
+    )
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    _, data = prepare_submission(config, [], workdir)
+    assert data["self_improve"]["few_shot_path"] == "few_shot_path/shots.jsonl"
+    assert (workdir / "few_shot_path" / "shots.jsonl").read_text() == shots.read_text()

@@ -192,7 +192,7 @@ def test_template_overrides_reach_the_prompts(tmp_path, embedded_model):
 
 def test_round_zero_shows_eight_seeds_then_six_seeds_and_two_machine(tmp_path):
     from synth_ray.config import validate_config
-    from synth_ray.runtime.self_instruct import round_prompts
+    from synth_ray.methods.self_instruct_rounds import round_prompts
 
     config = validate_config(
         {

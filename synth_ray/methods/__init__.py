@@ -1,20 +1,17 @@
-"""Methods by name: `build_method(config, renderer, model_name)` is the one entry point."""
+"""The methods, each registered by its own module (methods/registry.py): `method_spec(name)`.
+
+Importing this package registers every built-in method.
+"""
 
 from __future__ import annotations
 
-from synth_ray.config import JobConfig
-from synth_ray.engine.prompts import PromptRenderer
-from synth_ray.methods.base import Method
-from synth_ray.methods.generate import GenerateMethod
-from synth_ray.methods.rephrase import RephraseMethod
-from synth_ray.methods.self_improve import SelfImproveMethod
+from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
+    evol_instruct,
+    generate,
+    rephrase,
+    self_improve,
+    self_instruct,
+)
+from synth_ray.methods.registry import MethodSpec, method_spec, register, registered
 
-
-def build_method(config: JobConfig, renderer: PromptRenderer, model_name: str) -> Method:
-    if config.method == "rephrase":
-        return RephraseMethod(config.rephrase, renderer.count_tokens, model_name)
-    if config.method == "generate":
-        return GenerateMethod(config.generate, model_name)
-    if config.method == "self_improve":
-        return SelfImproveMethod(config.self_improve, model_name)
-    raise AssertionError(f"unhandled method {config.method}")  # config validation rejects others
+__all__ = ["MethodSpec", "method_spec", "register", "registered"]

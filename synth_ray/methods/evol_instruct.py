@@ -2,7 +2,7 @@
 
     synth-ray run configs/evol_instruct.yaml
 
-Per round, three stage methods (the runtime, runtime/evol_instruct.py, runs them):
+Per round, three stage methods (methods/evol_instruct_rounds.py runs them):
 - `EvolveStep`: rewrite an instruction with its round's operation (in-depth: add constraints,
   deepening, concretizing, increased reasoning steps, complicate input; or in-breadth).
 - `JudgeStep`: does the evolved instruction equal its parent? (the paper's LLM judgement)
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,6 +25,8 @@ from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE, evolving_prompt
+from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.stages import JobContext
 
 SCAFFOLDING = re.compile(
     r"#?\s*(the\s+)?(given|rewritten|created)\s+prompt\s*#?|#\s*rewritten|#\s*created",
@@ -209,3 +212,13 @@ class RespondStep(Method):
                 **self.token_fields(result),
             }
         )
+
+
+def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
+    """Rounds of evolution, elimination and responses (methods/evol_instruct_rounds.py)."""
+    from synth_ray.methods.evol_instruct_rounds import run_rounds
+
+    return run_rounds(ctx)
+
+
+register(MethodSpec("evol_instruct", run=run_evol_instruct))

@@ -9,12 +9,16 @@ job the benchmark compares with raw vLLM on identical prompts. Row id = hash(sou
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from synth_ray.config import GenerateConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Kept, Method, Outcome, row_id
+from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.stages import JobContext, run_single_stage
 
 
 class GenerateMethod(Method):
@@ -65,3 +69,10 @@ class GenerateMethod(Method):
                 **self.token_fields(result),
             }
         )
+
+
+def run_generate(ctx: JobContext) -> dict[str, Any]:
+    return run_single_stage(ctx, GenerateMethod(ctx.config.generate, ctx.model_name))
+
+
+register(MethodSpec("generate", run=run_generate))

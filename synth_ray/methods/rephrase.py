@@ -12,6 +12,7 @@ Row id = hash(source_id, chunk_index, style): the same config and input give the
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyarrow as pa
 
@@ -28,6 +29,8 @@ from synth_ray.methods.base import (
     row_id,
 )
 from synth_ray.methods.chunking import TokenCounter, split_into_chunks
+from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.stages import JobContext, run_single_stage
 
 WRAP_SYSTEM_PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -125,3 +128,11 @@ class RephraseMethod(Method):
                 **self.token_fields(result),
             }
         )
+
+
+def run_rephrase(ctx: JobContext) -> dict[str, Any]:
+    method = RephraseMethod(ctx.config.rephrase, ctx.renderer.count_tokens, ctx.model_name)
+    return run_single_stage(ctx, method)
+
+
+register(MethodSpec("rephrase", run=run_rephrase))

@@ -7,7 +7,7 @@ Three modes (`self_improve.mode`), one row per sample:
   rationale per question, kept when its answer is correct (source `direct`); for the questions
   it got wrong, a second stage asks again with the correct answer as a hint and keeps the
   rationale if it reaches the answer (source `rationalized`), stored with the question alone,
-  without the hint. The runtime runs the two stages (runtime/star.py). As in the STaR code, a
+  without the hint. methods/self_improve_star.py runs the two stages. As in the STaR code, a
   completion is cut after its first answer line (`#### N`), so a next problem the model goes on
   to invent is neither scored nor kept. A rationalized rationale that mentions its hint ("the
   hint says 33") is dropped (`mentions_hint`): it is stored without the hint, so it would not
@@ -29,10 +29,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth_ray.config import SelfImproveConfig
+from synth_ray.config import JobConfig, SelfImproveConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import Document
+from synth_ray.io.inputs import Document, InputSpec, absolute_path
 from synth_ray.methods.base import (
     TOKEN_COLUMNS,
     Candidate,
@@ -43,6 +43,8 @@ from synth_ray.methods.base import (
     row_id,
 )
 from synth_ray.methods.checkers import get_checker
+from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.stages import JobContext, run_single_stage
 
 INSTRUCTION = (
     "Solve each problem. Think step by step, then write the final answer on the last line "
@@ -257,3 +259,36 @@ class SelfImproveMethod(Method):
             else Dropped("disagrees_with_majority")
             for i, (sample, answer) in enumerate(zip(samples, answers, strict=True))
         ]
+
+
+def run_self_improve(ctx: JobContext) -> dict[str, Any]:
+    """STaR runs two stages (methods/self_improve_star.py); the other modes are one stage."""
+    if ctx.config.self_improve.mode == "star":
+        from synth_ray.methods.self_improve_star import run_star
+
+        return run_star(ctx)
+    return run_single_stage(ctx, SelfImproveMethod(ctx.config.self_improve, ctx.model_name))
+
+
+def self_improve_input(config: JobConfig) -> InputSpec:
+    """The question column, plus the reference answers' column when there is one."""
+    i, si = config.input, config.self_improve
+    assert i is not None
+    extra = (si.answer_column,) if si.answer_column else ()
+    return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
+
+
+def self_improve_files(config: JobConfig) -> dict[tuple[str, str], str]:
+    path = config.self_improve.few_shot_path
+    return {("self_improve", "few_shot_path"): path} if path else {}
+
+
+register(
+    MethodSpec(
+        "self_improve",
+        run=run_self_improve,
+        input_spec=self_improve_input,
+        check=lambda config: load_few_shot(config.self_improve.few_shot_path) and None,
+        files=self_improve_files,
+    )
+)

@@ -2,7 +2,7 @@
 
     synth-ray run configs/self_instruct.yaml
 
-Three stage methods; the runtime (runtime/self_instruct.py) runs them in rounds:
+Three stage methods, run in rounds by methods/self_instruct_rounds.py:
 - `InstructionGeneration`: one request per round prompt (8 in-context instructions as a
   numbered list); the completion's numbered list is parsed into new instructions.
 - `ClassificationCheck`: does an accepted instruction define a classification task? (Yes/No)
@@ -18,15 +18,19 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
+from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.instruction_filters import parse_numbered_list
+from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.self_instruct_prompts import CLASSIFY, INPUT_FIRST, OUTPUT_FIRST
+from synth_ray.methods.stages import JobContext
 
 # Stop strings and lengths of the paper's code (yizhongw/self-instruct): bootstrap_instructions.py,
 # identify_clf_or_not.py and generate_instances.py with max_instances_to_generate=5.
@@ -290,3 +294,27 @@ class InstanceGeneration(Method):
                 **self.token_fields(result),
             }
         )
+
+
+def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
+    """Rounds of generation, filtering and instances (methods/self_instruct_rounds.py)."""
+    from synth_ray.methods.self_instruct_rounds import run_rounds
+
+    return run_rounds(ctx)
+
+
+def self_instruct_files(config: JobConfig) -> dict[tuple[str, str], str]:
+    path = config.self_instruct.seed_path
+    return {("self_instruct", "seed_path"): path} if path else {}
+
+
+register(
+    MethodSpec(
+        "self_instruct",
+        run=run_self_instruct,
+        input_spec=None,  # it grows from seed tasks, not input rows
+        sample_texts=lambda config: load_seed_instructions(config.self_instruct.seed_path or ""),
+        check=lambda config: load_seed_instructions(config.self_instruct.seed_path or "") and None,
+        files=self_instruct_files,
+    )
+)

@@ -13,35 +13,20 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import InputSpec, absolute_path, validate_inputs
+from synth_ray.io.inputs import validate_inputs
 from synth_ray.io.output_store import OutputStore
-from synth_ray.methods import build_method
-from synth_ray.methods.self_instruct import load_seed_instructions
+from synth_ray.methods import method_spec
+from synth_ray.methods.stages import JobContext
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
-from synth_ray.runtime.evol_instruct import run_evol_instruct
-from synth_ray.runtime.self_instruct import run_self_instruct
 from synth_ray.runtime.slices import InputDocuments
-from synth_ray.runtime.stage import JobContext, RunSummary, StageRunner
-from synth_ray.runtime.star import run_star
+from synth_ray.runtime.stage import RunSummary, StageRunner
 from synth_ray.runtime.stopping import JobStopped, StopRequest
-
-
-def input_spec(config: JobConfig) -> InputSpec:
-    """What to read; self_improve reads its question column and reference answers."""
-    i = config.input
-    assert i is not None  # validated: every method but self_instruct has input
-    if config.method == "self_improve":
-        si = config.self_improve
-        extra = (si.answer_column,) if si.answer_column else ()
-        return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
-    return InputSpec(absolute_path(i.path), i.text_column, i.id_column, i.limit)
 
 
 def load_renderer(config: JobConfig) -> PromptRenderer:
@@ -55,25 +40,6 @@ def load_renderer(config: JobConfig) -> PromptRenderer:
         ) from None
 
 
-def run_single_stage(ctx: JobContext) -> dict[str, Any]:
-    """rephrase, generate, and self_improve's one-stage modes: one stage into the folder."""
-    assert ctx.docs is not None
-    method = build_method(ctx.config, ctx.renderer, ctx.model_name)
-    units = ctx.runner.plan(ctx.docs, method, ctx.fingerprint, ctx.id_column)
-    ctx.prepare()
-    return ctx.runner.execute(ctx.store, ctx.docs, method, units)
-
-
-def driver_for(config: JobConfig) -> Callable[[JobContext], dict[str, Any]]:
-    if config.method == "self_instruct":
-        return run_self_instruct
-    if config.method == "evol_instruct":
-        return run_evol_instruct
-    if config.method == "self_improve" and config.self_improve.mode == "star":
-        return run_star
-    return run_single_stage
-
-
 def run_job(
     config: JobConfig,
     overwrite: bool = False,
@@ -85,12 +51,14 @@ def run_job(
     `stop` is requested no new work starts and `JobStopped` is raised (its `summary` says
     what this run committed) after the work in flight finished or its grace ran out."""
     started = time.monotonic()
+    method = method_spec(config.method)
+    method.check(config)  # the method's own files (seeds, exemplars): fail now
     docs = None
-    if config.method == "self_instruct":
-        seeds = load_seed_instructions(config.self_instruct.seed_path or "")  # bad seeds: fail now
-        sample: Callable[[], list[str]] = lambda: list(seeds)  # noqa: E731
+    if method.input_spec is None:
+        texts = method.sample_texts
+        sample: Callable[[], list[str]] = lambda: list(texts(config)) if texts else []  # noqa: E731
     else:
-        spec = input_spec(config)
+        spec = method.input_spec(config)
         validate_inputs(spec)
         docs = InputDocuments(spec)  # generators read their own slices of it
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
@@ -114,7 +82,7 @@ def run_job(
         prepare=lambda: store.prepare(fingerprint, config.model_dump(mode="json"), overwrite),
     )
     try:
-        summary.stats = driver_for(config)(ctx)
+        summary.stats = method.run(ctx)
     except JobStopped as stopped:
         stopped.summary = summary
         raise

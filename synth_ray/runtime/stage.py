@@ -1,6 +1,6 @@
 """Run one stage of a job: plan its units, skip committed ones, generate the rest, commit.
 
-A single-pass method (rephrase, generate) is one stage written to the output folder itself.
+A single-stage method is one stage written to the output folder itself.
 Multi-round methods run several stages, each committed exactly once in its own folder, on the
 same replicas: `StageRunner` starts them on first need and keeps them warm until `close()`.
 A stage's units hash the job fingerprint, the stage name and every source id in the unit, so
@@ -24,7 +24,8 @@ from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.plan import DocumentSource, WorkUnit, plan_units
+from synth_ray.methods.stages import DocumentSource
+from synth_ray.plan import WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import (
@@ -74,24 +75,6 @@ class RunSummary:
         return (
             self.output_tokens_this_run / self.generation_wall_s if self.generation_wall_s else 0.0
         )
-
-
-@dataclass
-class JobContext:
-    """What a method's driver needs to run its stages. Every driver takes just this."""
-
-    config: JobConfig
-    runner: StageRunner
-    store: OutputStore
-    renderer: PromptRenderer
-    model_name: str
-    fingerprint: str
-    docs: DocumentSource | None  # the input rows; None for self_instruct (it reads seeds)
-    prepare: Callable[[], None]  # claims the output folder: call it once planning succeeded
-
-    @property
-    def id_column(self) -> str | None:
-        return self.config.input.id_column if self.config.input else None
 
 
 class StageRunner:

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from synth_ray.methods.self_improve import SelfImproveMethod
-from synth_ray.runtime.stage import JobContext
+from synth_ray.methods.stages import JobContext
 
 
 def run_star(ctx: JobContext) -> dict[str, Any]:

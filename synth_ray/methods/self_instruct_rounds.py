@@ -41,7 +41,7 @@ from synth_ray.methods.self_instruct_prompts import (
     OUTPUT_FIRST,
     generation_prompt,
 )
-from synth_ray.runtime.stage import JobContext
+from synth_ray.methods.stages import JobContext
 from synth_ray.stats import UnitStats
 
 
@@ -62,7 +62,7 @@ def round_prompts(
     return docs
 
 
-def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
+def run_rounds(ctx: JobContext) -> dict[str, Any]:
     config, runner, store, fingerprint = ctx.config, ctx.runner, ctx.store, ctx.fingerprint
     si = config.self_instruct
     seeds = load_seed_instructions(si.seed_path or "")

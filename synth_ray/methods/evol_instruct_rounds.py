@@ -27,11 +27,11 @@ from synth_ray.methods.evol_instruct import (
     copies_scaffolding,
 )
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
-from synth_ray.runtime.stage import JobContext
+from synth_ray.methods.stages import JobContext
 from synth_ray.stats import UnitStats
 
 
-def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
+def run_rounds(ctx: JobContext) -> dict[str, Any]:
     assert ctx.docs is not None
     config, runner, store, fingerprint, docs = (
         ctx.config,

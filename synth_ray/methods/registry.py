@@ -1,0 +1,78 @@
+"""Methods by name: each method registers itself once, in its own module, with everything the
+runtime, `submit` and the CLI need to know about it.
+
+    python -c "import synth_ray.methods as m; print(m.registered())"
+
+Nothing outside a method's own module names it: the runtime asks `method_spec(name)` how to
+read the input, what to check before any work, how to run (one stage, or a driver over
+methods/stages.py's StageRunnerLike) and which local files `submit` must send.
+Adding a method: write its module (its `Method` classes, a `register(MethodSpec(...))` at the
+bottom), import it in methods/__init__.py, add its test and recipe, and its README rows. Its
+config section still lives in method_config.py and config.py (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from synth_ray.config import JobConfig
+from synth_ray.errors import ConfigError
+from synth_ray.io.inputs import InputSpec, absolute_path
+from synth_ray.methods.stages import JobContext
+
+
+def input_text_column(config: JobConfig) -> InputSpec:
+    """The input as most methods read it: `input.text_column` is each row's text."""
+    i = config.input
+    assert i is not None  # config validation: a method that reads input has an input section
+    return InputSpec(absolute_path(i.path), i.text_column, i.id_column, i.limit)
+
+
+def _nothing(config: JobConfig) -> None:
+    return None
+
+
+def _no_files(config: JobConfig) -> dict[tuple[str, str], str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """`run(ctx)` runs or resumes the whole method and returns its stats. `input_spec` says
+    how to read the input rows (None: the method reads none, e.g. Self-Instruct's seeds);
+    `sample_texts` then gives the texts the diversity filter's centroids are trained on.
+    `check` fails fast on the method's own files before any work; `files` names the local
+    files (config section, key) -> path that `submit` must send with the job."""
+
+    name: str
+    run: Callable[[JobContext], dict[str, Any]]
+    input_spec: Callable[[JobConfig], InputSpec] | None = input_text_column
+    sample_texts: Callable[[JobConfig], list[str]] | None = None
+    check: Callable[[JobConfig], None] = _nothing
+    files: Callable[[JobConfig], dict[tuple[str, str], str]] = field(default=_no_files)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"method {spec.name} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registered method `name`; an unknown one is a one-line ConfigError."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"config key method: unknown method {name!r} (registered: {', '.join(registered())})"
+        ) from None
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)

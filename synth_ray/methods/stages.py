@@ -1,0 +1,97 @@
+"""What a method's driver may ask of the runtime: run stages, plan them, filter for diversity.
+
+    python -m pytest tests/test_layers.py   # methods/ never imports the runtime
+
+A single-stage method needs nothing here: its registry entry builds one `Method` and
+`run_single_stage` runs it. A multi-stage method (STaR, Self-Instruct's rounds, Evol-Instruct's
+rounds) is a function of a `JobContext`: it plans and runs named stages through
+`ctx.runner` (a `StageRunnerLike`, implemented by runtime/stage.py's StageRunner), reads what
+earlier stages committed from `ctx.store`, and returns the job's stats. Every stage is
+committed exactly once, so a driver that derives each stage's input from committed shards
+resumes exactly after a kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from synth_ray.config import JobConfig
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.io.inputs import Document
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.base import Method
+
+DocumentSource = Callable[[], Iterable[Document]]
+
+
+class DiversityFilterLike(Protocol):
+    """The job's diversity filter (runtime/diversity.py), as drivers use it between stages."""
+
+    def embed_cached(self, name: str, texts: list[str]) -> np.ndarray: ...
+
+    def restore(self, vectors: np.ndarray) -> None: ...
+
+    def decide(self, vectors: np.ndarray) -> Any: ...
+
+    def ordered(self, vectors: np.ndarray) -> Any: ...
+
+    def finish(self, batch: Any) -> None: ...
+
+
+class StageRunnerLike(Protocol):
+    """Runs stages on the job's warm replicas (runtime/stage.py's StageRunner)."""
+
+    summary: Any  # RunSummary: units_total so far
+
+    def plan(
+        self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
+    ) -> list[Any]:
+        """The stage's work units (fails on repeated ids before anything is written)."""
+
+    def execute(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        units: list[Any],
+        stage: str = "",
+    ) -> dict[str, Any]:
+        """Generate the planned units not yet committed; returns the folder's stats."""
+
+    def run_stage(
+        self, stage: str, store: OutputStore, docs: DocumentSource, method: Method, fingerprint: str
+    ) -> dict[str, Any]:
+        """Plan and execute one named stage into `store`."""
+
+    def diversity_filter(self) -> DiversityFilterLike | None:
+        """The job's diversity filter, None when it is off."""
+
+
+@dataclass
+class JobContext:
+    """What a method's driver needs to run its stages. Every driver takes just this."""
+
+    config: JobConfig
+    runner: StageRunnerLike
+    store: OutputStore
+    renderer: PromptRenderer
+    model_name: str
+    fingerprint: str
+    docs: DocumentSource | None  # the input rows; None for a method without input (seeds)
+    prepare: Callable[[], None]  # claims the output folder: call it once planning succeeded
+
+    @property
+    def id_column(self) -> str | None:
+        return self.config.input.id_column if self.config.input else None
+
+
+def run_single_stage(ctx: JobContext, method: Method) -> dict[str, Any]:
+    """One stage into the output folder itself: what rephrase and generate are."""
+    assert ctx.docs is not None
+    units = ctx.runner.plan(ctx.docs, method, ctx.fingerprint, ctx.id_column)
+    ctx.prepare()
+    return ctx.runner.execute(ctx.store, ctx.docs, method, units)
