@@ -2,9 +2,9 @@
 
     python -m pytest tests/test_stopping.py
 
-SIGINT to the whole foreground process group (Ctrl-C) drains: the work in flight commits, the run exits 75 with one line
-on how to resume, and the rerun completes with every row exactly once. A second signal exits
-at once. Nothing of the local Ray cluster the run started may outlive it.
+SIGINT to the whole foreground process group (Ctrl-C) drains: the work in flight commits and
+the run exits 75 with one line on how to resume, its committed units intact. A second signal
+exits at once. Nothing of the local Ray cluster the run started may outlive it.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _ids(out: Path) -> list[str]:
     ]
 
 
-def test_ctrl_c_drains_commits_exits_75_and_resumes(tmp_path):
+def test_ctrl_c_drains_commits_and_exits_75(tmp_path):
     """Ctrl-C: SIGINT to the whole foreground process group, Ray's processes included.
     (SIGTERM to the driver alone, as `synth-ray stop` sends it, is tested on a cluster in
     test_cluster_jobs.py.)"""
@@ -136,19 +136,8 @@ def test_ctrl_c_drains_commits_exits_75_and_resumes(tmp_path):
     assert len(_ids(out)) == stats["rows_out"]
     assert _leftovers(before) == [], "processes of the stopped run outlived it"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{committed} already committed" in resumed.stdout
-    ids = _ids(out)
-    stats = json.loads((out / "stats.json").read_text())
-    assert len(ids) == len(set(ids)) == stats["rows_out"] and stats["accounted"]
-    assert stats["rows_in"] == 24 * 2 and stats["rows_errored"] == 0
+    # The rerun resumes from these units exactly once: tested after `synth-ray stop` on a
+    # cluster (test_cluster_jobs.py) and after every kill in test_kill_anywhere.py.
 
 
 def test_second_signal_exits_at_once(tmp_path):
