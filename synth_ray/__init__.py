@@ -12,7 +12,7 @@ Layers, each importing only from those below it:
     diversity embedding, index, decide, partitioning (pure parts of the diversity filter)
     engine    vllm_engine, prompts, models, requests
     io        inputs, shards, manifest, commits, filesystem, vectors, output_store
-    config    config, method_config, filter_config, errors, stats
+    config    config, sections, filter_config, errors, stats
 """
 
 __version__ = "0.1.0"

@@ -12,23 +12,25 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from synth_ray.errors import ConfigError
 from synth_ray.filter_config import FiltersConfig
-from synth_ray.method_config import (
-    DEFAULT_STYLES,
-    EVOL_OPERATIONS,
-    EvolConfig,
-    GenerateConfig,
-    RephraseConfig,
-    SelfImproveConfig,
-    SelfInstructConfig,
-    _Section,
-)
+from synth_ray.sections import RUNTIME, VLLM, Section, method_sections
+
+_Section = Section
+S = TypeVar("S", bound=Section)
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -44,16 +46,13 @@ class InputConfig(_Section):
 
 
 class OutputConfig(_Section):
-    path: str = Field(description="Output folder: shards, manifest and stats.json live here.")
+    path: str = Field(
+        description="Output folder: shards, manifest and stats.json live here.",
+        json_schema_extra=RUNTIME,
+    )
     # 10k rows of ~300-token rephrasings is ~10 MB of Parquet: big enough for readers, small
     # enough that a killed run loses little work.
     rows_per_shard: int = Field(10_000, ge=1, description="About this many output rows per shard.")
-
-
-# Marks on EngineConfig fields (json_schema_extra): VLLM = passed to vLLM's engine under the
-# field's own name; RUNTIME = how fast or where, not what: left out of the fingerprint.
-VLLM = {"vllm": True}
-RUNTIME = {"decisive": False}
 
 
 class EngineConfig(_Section):
@@ -119,14 +118,6 @@ class EngineConfig(_Section):
         }
         return {**args, **self.extra_args}
 
-    def runtime_only(self) -> list[str]:
-        """Fields that change how fast or where, not what: not in the fingerprint."""
-        return [
-            name
-            for name, info in type(self).model_fields.items()
-            if (info.json_schema_extra or {}).get("decisive") is False
-        ]
-
 
 class SamplingConfig(_Section):
     temperature: float = Field(0.7, ge=0)
@@ -137,6 +128,8 @@ class SamplingConfig(_Section):
 
 
 class ResourcesConfig(_Section):
+    runtime_only = True  # where and how fast: never in the fingerprint
+
     replicas: int = Field(1, ge=1, description="Generator actors, one vLLM engine each.")
     gpus_per_replica: int | None = Field(
         None,
@@ -147,6 +140,8 @@ class ResourcesConfig(_Section):
 
 
 class SchedulerConfig(_Section):
+    runtime_only = True  # where and how fast: never in the fingerprint
+
     # Small batches keep results streaming back; many in flight keep the engine's batch full.
     batch_size: int = Field(
         8, ge=1, description="Slices (or, diversity-filtered, requests) per actor call, at most."
@@ -177,6 +172,8 @@ class SchedulerConfig(_Section):
 
 
 class RayConfig(_Section):
+    runtime_only = True  # where and how fast: never in the fingerprint
+
     address: str | None = Field(
         None,
         description="Existing cluster ('auto', 'ray://...', host:port); None starts a local one.",
@@ -184,14 +181,12 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray; None: all.")
 
 
-# the sections that belong to one method each; a section is named after its method
-METHOD_SECTIONS = frozenset(
-    {"rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"}
-)
-
-
 class JobConfig(_Section):
-    method: Literal["rephrase", "generate", "self_improve", "self_instruct", "evol_instruct"]
+    """The whole job. The method's own section (registered by the method: sections.py) is
+    validated only for the job's method and read with `section_as`; a section of another
+    method is an error, never silently ignored."""
+
+    method: str
     input: InputConfig | None = None
     output: OutputConfig
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -199,71 +194,93 @@ class JobConfig(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
-    rephrase: RephraseConfig = Field(default_factory=RephraseConfig)
-    generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    self_improve: SelfImproveConfig = Field(default_factory=SelfImproveConfig)
-    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
-    evol_instruct: EvolConfig = Field(default_factory=EvolConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    _section: Section = PrivateAttr()
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _renamed_sections(cls, data: Any) -> Any:
-        """`evol` is the old name of the `evol_instruct` section: accepted, with a warning."""
-        if isinstance(data, dict) and "evol" in data:
-            if "evol_instruct" in data:
-                raise ValueError("evol: renamed evol_instruct; give only evol_instruct")
-            warnings.warn(
-                "config key evol: renamed evol_instruct (evol is accepted for now)",
-                FutureWarning,
-                stacklevel=2,
+    def _method_section(cls, data: Any, handler: Any) -> JobConfig:
+        if not isinstance(data, dict):
+            return handler(data)
+        sections = method_sections()
+        method = data.get("method")
+        if not isinstance(method, str) or method not in sections:
+            raise ValueError(
+                f"method: unknown method {method!r} (registered: {', '.join(sorted(sections))})"
             )
-            data = {**data, "evol_instruct": data["evol"]}
-            del data["evol"]
-        return data
-
-    @property
-    def evol(self) -> EvolConfig:
-        """The `evol_instruct` section, by its old name."""
-        return self.evol_instruct
-
-    @model_validator(mode="after")
-    def _method_inputs(self) -> JobConfig:
-        if self.method == "self_instruct":
-            if not self.self_instruct.seed_path:
-                raise ValueError("self_instruct.seed_path: required for method self_instruct")
-        elif self.input is None:
-            raise ValueError(f"input: required for method {self.method}")
-        foreign = sorted((self.model_fields_set & METHOD_SECTIONS) - {self.method})
+        data = _renamed(data, sections)
+        foreign = sorted(k for k in data if k in sections and k != method)
         if foreign:
             raise ValueError(
                 f"{foreign[0]}: a section of method {foreign[0]}, but this job's method is "
-                f"{self.method} (it would be ignored); remove it or set method: {foreign[0]}"
+                f"{method} (it would be ignored); remove it or set method: {foreign[0]}"
             )
-        unknown = set(self.evol_instruct.operations) - set(EVOL_OPERATIONS)
-        if unknown:
-            raise ValueError(
-                f"evol_instruct.operations: unknown operation {sorted(unknown)[0]!r} "
-                f"(expected some of {EVOL_OPERATIONS})"
-            )
-        return self
+        raw = data.pop(method, None)
+        config = handler(data)
+        spec = sections[method]
+        try:
+            config._section = spec.model.model_validate({} if raw is None else raw)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, prefix=method)) from None
+        if spec.reads_input and config.input is None:
+            raise ValueError(f"input: required for method {method}")
+        config._section.check_in_job(config)
+        return config
+
+    @model_serializer(mode="wrap")
+    def _dump_with_section(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        data = handler(self)
+        data[self.method] = self._section.model_dump(mode=info.mode)
+        return data
+
+    @property
+    def section(self) -> Section:
+        """The job's method's own section (e.g. `rephrase:`), defaults filled in."""
+        return self._section
+
+    def section_as(self, kind: type[S]) -> S:
+        """The method's section as the type its method expects; a mismatch is a bug."""
+        if not isinstance(self._section, kind):
+            raise TypeError(f"method {self.method}: its section is not a {kind.__name__}")
+        return self._section
 
     def fingerprint(self) -> str:
-        """Hash of everything that decides the output rows; where and how fast they run is left out.
+        """Hash of everything that decides the output rows; where and how fast they run is left
+        out, by one rule (sections.py: `Section.decisive`, fields marked RUNTIME).
 
         A rerun with the same fingerprint resumes; a different one is refused without --overwrite.
         """
-        decisive = self.model_dump(include={"method", "input", "engine", "sampling"})
-        # evol_instruct's section keeps its old key, so earlier outputs still resume
-        key = {"evol_instruct": "evol"}.get(self.method, self.method)
-        decisive[key] = getattr(self, self.method).model_dump()
-        decisive["output"] = {"rows_per_shard": self.output.rows_per_shard}
-        if self.filters.diversity.enabled:
-            decisive["filters"] = {"diversity": self.filters.diversity.decisive()}
-        for key in self.engine.runtime_only():
-            decisive["engine"].pop(key)
+        decisive: dict[str, Any] = {"method": self.method}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                decisive[name] = None
+            elif isinstance(value, Section) and value.decisive():
+                decisive[name] = value.decisive()
+        spec = method_sections()[self.method]
+        decisive[spec.fingerprint_key or self.method] = self._section.decisive()
         blob = json.dumps(decisive, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _renamed(data: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
+    """A section under an old name (`evol` for `evol_instruct`) is accepted, with a warning."""
+    for name, spec in sections.items():
+        for old in spec.old_names:
+            if old not in data:
+                continue
+            if name in data:
+                raise ValueError(f"{old}: renamed {name}; give only {name}")
+            warnings.warn(
+                f"config key {old}: renamed {name} ({old} is accepted for now)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            data = {**data, name: data[old]}
+            del data[old]
+    return data
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -298,9 +315,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _format_validation_error(err: ValidationError) -> str:
+def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "config"
+    key = ".".join(str(p) for p in (prefix, *first["loc"]) if p) or "config"
     kind = first["type"]
     if kind == "extra_forbidden":
         return f"config key {key}: unknown key"
@@ -343,14 +360,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> JobConf
     return validate_config(apply_overrides(data, overrides or []))
 
 
-__all__ = [
-    "DEFAULT_STYLES",
-    "EvolConfig",
-    "GenerateConfig",
-    "JobConfig",
-    "RephraseConfig",
-    "SelfImproveConfig",
-    "SelfInstructConfig",
-    "load_config",
-    "validate_config",
-]
+__all__ = ["JobConfig", "load_config", "validate_config"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from synth_ray.method_config import _Section
+from synth_ray.sections import RUNTIME, Section
 
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 # Per partition: past this many accepted vectors the exact index turns into HNSW. Measured in
@@ -21,8 +21,12 @@ EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 DEFAULT_EXACT_MAX_VECTORS = 200_000
 
 
-class DiversityConfig(_Section):
-    enabled: bool = Field(False, description="Drop rows too similar to a row already kept.")
+class DiversityConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="Drop rows too similar to a row already kept.",
+        json_schema_extra=RUNTIME,  # off, the filter is left out of the fingerprint whole
+    )
     model: str = Field(
         EMBEDDED_EMBEDDER,
         description="sentence-transformers folder or hub id; default all-MiniLM-L6-v2 (embedded).",
@@ -51,14 +55,21 @@ class DiversityConfig(_Section):
         ge=1,
         description="Vectors per partition searched exactly; past it the index becomes HNSW.",
     )
-    embedders: int = Field(1, ge=1, description="Embedding actors (sentence-transformers).")
+    embedders: int = Field(
+        1, ge=1, description="Embedding actors (sentence-transformers).", json_schema_extra=RUNTIME
+    )
     gpus_per_embedder: float | None = Field(
         None,
         ge=0,
         description="GPUs per embedding actor; None: 1 when the cluster has GPUs left over.",
+        json_schema_extra=RUNTIME,
     )
-    cpus_per_embedder: float = Field(1.0, ge=0, description="Ray CPUs reserved per embedder.")
-    batch_size: int = Field(256, ge=1, description="Texts per embedding call.")
+    cpus_per_embedder: float = Field(
+        1.0, ge=0, description="Ray CPUs reserved per embedder.", json_schema_extra=RUNTIME
+    )
+    batch_size: int = Field(
+        256, ge=1, description="Texts per embedding call.", json_schema_extra=RUNTIME
+    )
 
     @model_validator(mode="after")
     def _probes_within_partitions(self) -> DiversityConfig:
@@ -66,20 +77,10 @@ class DiversityConfig(_Section):
             self.__dict__["probes"] = self.partitions  # 2 probes of 1 partition = 1 probe
         return self
 
-    def decisive(self) -> dict[str, object]:
-        """The keys that change which rows are kept (for the job fingerprint)."""
-        return self.model_dump(
-            include={
-                "model",
-                "threshold",
-                "partitions",
-                "probes",
-                "reference_path",
-                "reference_column",
-                "exact_max_vectors",
-            }
-        )
 
-
-class FiltersConfig(_Section):
+class FiltersConfig(Section):
     diversity: DiversityConfig = Field(default_factory=DiversityConfig)
+
+    def decisive(self) -> dict[str, object]:
+        """A filter that is off decides nothing, so none of its keys enter the fingerprint."""
+        return {"diversity": self.diversity.decisive()} if self.diversity.enabled else {}

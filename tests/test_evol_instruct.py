@@ -169,8 +169,8 @@ def test_evolve_requests_grouped_by_operation_and_templates_overridable(
         return engine(request)
 
     cfg = config(tmp_path, inputs, rows_per_shard=100)
-    cfg.evol.rounds = 1
-    cfg.evol.templates = {"in_breadth": "BREADTH {instruction}\\n#Created Prompt#:\\n"}
+    cfg.section.rounds = 1
+    cfg.section.templates = {"in_breadth": "BREADTH {instruction}\\n#Created Prompt#:\\n"}
     backend = FakeBackend(responder=recording, latency_polls=0)
     run_job(cfg, show_progress=False, backend=backend)
     in_submission_order = [seen[rid] for rid in backend.generated]

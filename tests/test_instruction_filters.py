@@ -120,7 +120,7 @@ def test_chat_preamble_and_truncated_item_are_not_instructions():
 
 
 def test_three_word_instructions_are_dropped_like_the_paper():
-    from synth_ray.config import SelfInstructConfig
+    from synth_ray.methods.self_instruct import SelfInstructConfig
 
     si = SelfInstructConfig()
     assert heuristic_drop("Write a poem.", si.min_words, si.max_words) == "length"

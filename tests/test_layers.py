@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "synth_ray"
 LAYER = {
     "config": 0,
-    "method_config": 0,
+    "sections": 0,
     "errors": 0,
     "stats": 0,
     "filter_config": 0,

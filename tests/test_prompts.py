@@ -88,7 +88,7 @@ def test_raw_prompt_reaches_the_engine_without_a_chat_template(tokenizer):
         def expand(self, doc):
             return [Candidate(f"r{doc.ordinal}", doc.source_id, raw_prompt=doc.text)]
 
-    from synth_ray.config import GenerateConfig
+    from synth_ray.methods.generate import GenerateConfig
 
     prefix = "<|im_start|>user\n"
     builder = UnitBuilder(

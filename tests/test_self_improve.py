@@ -219,9 +219,8 @@ def test_cli_prints_samples_of_any_method(tmp_path, embedded_model, capsys):
 
 
 def _method(stage="direct", **overrides):
-    from synth_ray.config import SelfImproveConfig
     from synth_ray.methods.base import Candidate
-    from synth_ray.methods.self_improve import SelfImproveMethod
+    from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod
 
     method = SelfImproveMethod(SelfImproveConfig(**overrides), "m", stage=stage)
     candidate = Candidate(

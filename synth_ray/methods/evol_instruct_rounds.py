@@ -20,6 +20,7 @@ from synth_ray.diversity.decide import histogram, merge_histograms, nn_value
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.evol_instruct import (
+    EvolConfig,
     EvolveStep,
     JudgeStep,
     RespondStep,
@@ -40,7 +41,7 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         ctx.fingerprint,
         ctx.docs,
     )
-    evol = config.evol
+    evol = config.section_as(EvolConfig)
     first = EvolveStep(0)
     runner.plan(docs, first, f"{fingerprint}/evolve-r0", ctx.id_column)  # bad ids: fail now
     ctx.prepare()

@@ -12,13 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+from pydantic import Field
 
-from synth_ray.config import GenerateConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
+from synth_ray.sections import Section
+
+
+class GenerateConfig(Section):
+    system_prompt: str | None = Field(
+        None, description="Sent before every prompt as a system message."
+    )
 
 
 class GenerateMethod(Method):
@@ -72,7 +79,9 @@ class GenerateMethod(Method):
 
 
 def run_generate(ctx: JobContext) -> dict[str, Any]:
-    return run_single_stage(ctx, GenerateMethod(ctx.config.generate, ctx.model_name))
+    return run_single_stage(
+        ctx, GenerateMethod(ctx.config.section_as(GenerateConfig), ctx.model_name)
+    )
 
 
-register(MethodSpec("generate", run=run_generate))
+register(MethodSpec("generate", run=run_generate, section=GenerateConfig))

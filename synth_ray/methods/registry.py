@@ -7,8 +7,9 @@ Nothing outside a method's own module names it: the runtime asks `method_spec(na
 read the input, what to check before any work, how to run (one stage, or a driver over
 methods/stages.py's StageRunnerLike) and which local files `submit` must send.
 Adding a method: write its module (its `Method` classes, a `register(MethodSpec(...))` at the
-bottom), import it in methods/__init__.py, add its test and recipe, and its README rows. Its
-config section still lives in method_config.py and config.py (see the README).
+bottom, its config section a `Section` beside it), import it in methods/__init__.py (a
+package outside this one registers through the `synth_ray.methods` entry-point group instead),
+add its test and recipe, and its README rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from synth_ray.config import JobConfig
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import InputSpec, absolute_path
 from synth_ray.methods.stages import JobContext
+from synth_ray.sections import MethodSection, Section, register_section
 
 
 def input_text_column(config: JobConfig) -> InputSpec:
@@ -44,14 +46,20 @@ class MethodSpec:
     how to read the input rows (None: the method reads none, e.g. Self-Instruct's seeds);
     `sample_texts` then gives the texts the diversity filter's centroids are trained on.
     `check` fails fast on the method's own files before any work; `files` names the local
-    files (config section, key) -> path that `submit` must send with the job."""
+    files (config section, key) -> path that `submit` must send with the job.
+    `section` is the method's config section, read from the key named like the method
+    (`old_section_names` are accepted with a deprecation warning; `fingerprint_key`, where
+    set, is the key the section enters the fingerprint under, so old outputs resume)."""
 
     name: str
     run: Callable[[JobContext], dict[str, Any]]
+    section: type[Section]
     input_spec: Callable[[JobConfig], InputSpec] | None = input_text_column
     sample_texts: Callable[[JobConfig], list[str]] | None = None
     check: Callable[[JobConfig], None] = _nothing
     files: Callable[[JobConfig], dict[tuple[str, str], str]] = field(default=_no_files)
+    old_section_names: tuple[str, ...] = ()
+    fingerprint_key: str | None = None
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -61,6 +69,15 @@ def register(spec: MethodSpec) -> MethodSpec:
     if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
         raise ValueError(f"method {spec.name} is registered twice")
     _REGISTRY[spec.name] = spec
+    register_section(
+        spec.name,
+        MethodSection(
+            spec.section,
+            reads_input=spec.input_spec is not None,
+            old_names=spec.old_section_names,
+            fingerprint_key=spec.fingerprint_key,
+        ),
+    )
     return spec
 
 

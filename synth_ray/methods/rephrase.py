@@ -15,8 +15,8 @@ import math
 from typing import Any
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from synth_ray.config import RephraseConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
@@ -31,6 +31,38 @@ from synth_ray.methods.base import (
 from synth_ray.methods.chunking import TokenCounter, split_into_chunks
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
+from synth_ray.sections import Section
+
+DEFAULT_STYLES = ["easy", "medium", "hard", "qa"]
+
+
+class RephraseConfig(Section):
+    styles: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_STYLES),
+        description="Styles per chunk: easy, medium, hard, qa, or names from custom_styles.",
+    )
+    # WRAP rephrased ~300-token chunks: long enough for context, short enough for a small model.
+    max_chunk_tokens: int = Field(300, ge=8)
+    custom_styles: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> prompt template with {text}; a template may replace a built-in style.",
+    )
+
+    @model_validator(mode="after")
+    def _styles_known(self) -> RephraseConfig:
+        if not self.styles:
+            raise ValueError("styles: expected at least one style")
+        for name, template in self.custom_styles.items():
+            if "{text}" not in template:
+                raise ValueError(f"custom_styles.{name}: template must contain {{text}}")
+        known = set(DEFAULT_STYLES) | set(self.custom_styles)
+        unknown = [s for s in self.styles if s not in known]
+        if unknown:
+            raise ValueError(
+                f"styles: unknown style {unknown[0]!r} (expected one of {sorted(known)})"
+            )
+        return self
+
 
 WRAP_SYSTEM_PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -131,8 +163,10 @@ class RephraseMethod(Method):
 
 
 def run_rephrase(ctx: JobContext) -> dict[str, Any]:
-    method = RephraseMethod(ctx.config.rephrase, ctx.renderer.count_tokens, ctx.model_name)
+    method = RephraseMethod(
+        ctx.config.section_as(RephraseConfig), ctx.renderer.count_tokens, ctx.model_name
+    )
     return run_single_stage(ctx, method)
 
 
-register(MethodSpec("rephrase", run=run_rephrase))
+register(MethodSpec("rephrase", run=run_rephrase, section=RephraseConfig))

@@ -25,11 +25,12 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
-from synth_ray.config import JobConfig, SelfImproveConfig
+from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document, InputSpec, absolute_path
@@ -45,6 +46,48 @@ from synth_ray.methods.base import (
 from synth_ray.methods.checkers import get_checker
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
+from synth_ray.sections import Section, check_templates
+
+
+class SelfImproveConfig(Section):
+    mode: Literal["star", "rejection", "self_consistency"] = Field(
+        "star",
+        description="star: rationale, then rationalize wrong ones with a hint; rejection: n "
+        "samples, keep k correct; self_consistency: n samples, keep those agreeing with the majority.",
+    )
+    question_column: str = Field("question", description="Input column with the question.")
+    answer_column: str | None = Field(
+        "answer", description="Raw reference (e.g. GSM8K's full answer); the checker extracts it."
+    )
+    checker: Literal["numeric", "exact", "choice"] = Field("numeric")
+    # 4 samples already lift self-consistency well above one; more cost linearly.
+    n: int = Field(
+        4, ge=1, le=64, description="Samples per question (rejection, self_consistency)."
+    )
+    k: int = Field(1, ge=1, description="Correct samples kept per question at most (rejection).")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Majority share needed to keep a question (self_consistency)."
+    )
+    iteration: int = Field(
+        0, ge=0, description="Stamped on every row: which model iteration made it."
+    )
+    few_shot_path: str | None = Field(
+        None, description="JSONL of {question, rationale, answer} replacing the built-in examples."
+    )
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override prompt templates: instruction (the line before the examples), hint ({answer}).",
+    )
+
+    @model_validator(mode="after")
+    def _labels_needed(self) -> SelfImproveConfig:
+        check_templates(self.templates, {"instruction": set(), "hint": {"answer"}})
+        if self.mode in ("star", "rejection") and not self.answer_column:
+            raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
+        if self.mode == "rejection" and self.k > self.n:
+            raise ValueError(f"k: {self.k} is more than n={self.n}")
+        return self
+
 
 INSTRUCTION = (
     "Solve each problem. Think step by step, then write the final answer on the last line "
@@ -263,23 +306,24 @@ class SelfImproveMethod(Method):
 
 def run_self_improve(ctx: JobContext) -> dict[str, Any]:
     """STaR runs two stages (methods/self_improve_star.py); the other modes are one stage."""
-    if ctx.config.self_improve.mode == "star":
+    if ctx.config.section_as(SelfImproveConfig).mode == "star":
         from synth_ray.methods.self_improve_star import run_star
 
         return run_star(ctx)
-    return run_single_stage(ctx, SelfImproveMethod(ctx.config.self_improve, ctx.model_name))
+    section = ctx.config.section_as(SelfImproveConfig)
+    return run_single_stage(ctx, SelfImproveMethod(section, ctx.model_name))
 
 
 def self_improve_input(config: JobConfig) -> InputSpec:
     """The question column, plus the reference answers' column when there is one."""
-    i, si = config.input, config.self_improve
+    i, si = config.input, config.section_as(SelfImproveConfig)
     assert i is not None
     extra = (si.answer_column,) if si.answer_column else ()
     return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
 
 
 def self_improve_files(config: JobConfig) -> dict[tuple[str, str], str]:
-    path = config.self_improve.few_shot_path
+    path = config.section_as(SelfImproveConfig).few_shot_path
     return {("self_improve", "few_shot_path"): path} if path else {}
 
 
@@ -288,7 +332,10 @@ register(
         "self_improve",
         run=run_self_improve,
         input_spec=self_improve_input,
-        check=lambda config: load_few_shot(config.self_improve.few_shot_path) and None,
+        section=SelfImproveConfig,
+        check=lambda config: (
+            load_few_shot(config.section_as(SelfImproveConfig).few_shot_path) and None
+        ),
         files=self_improve_files,
     )
 )

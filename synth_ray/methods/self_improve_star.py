@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from synth_ray.methods.self_improve import SelfImproveMethod
+from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod
 from synth_ray.methods.stages import JobContext
 
 
@@ -19,7 +19,8 @@ def run_star(ctx: JobContext) -> dict[str, Any]:
     """Run (or resume) both stages into the job's folder."""
     assert ctx.docs is not None
     docs, store, runner = ctx.docs, ctx.store, ctx.runner
-    direct = SelfImproveMethod(ctx.config.self_improve, ctx.model_name, stage="direct")
+    section = ctx.config.section_as(SelfImproveConfig)
+    direct = SelfImproveMethod(section, ctx.model_name, stage="direct")
     units = runner.plan(docs, direct, f"{ctx.fingerprint}/direct", ctx.id_column)
     ctx.prepare()
     runner.execute(store, docs, direct, units, stage="direct")
@@ -27,7 +28,7 @@ def run_star(ctx: JobContext) -> dict[str, Any]:
     settled |= {r["source_id"] for r in store.rows("direct", errors=True)}
     wrong = [doc for doc in docs() if doc.source_id not in settled]
     renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
-    rationalize = SelfImproveMethod(ctx.config.self_improve, ctx.model_name, stage="rationalize")
+    rationalize = SelfImproveMethod(section, ctx.model_name, stage="rationalize")
     return runner.run_stage(
         "rationalize", store, lambda: iter(renumbered), rationalize, ctx.fingerprint
     )

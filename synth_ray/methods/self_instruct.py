@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pydantic import Field, model_validator
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
@@ -31,6 +32,57 @@ from synth_ray.methods.instruction_filters import parse_numbered_list
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.self_instruct_prompts import CLASSIFY, INPUT_FIRST, OUTPUT_FIRST
 from synth_ray.methods.stages import JobContext
+from synth_ray.sections import Section, check_templates
+
+
+class SelfInstructConfig(Section):
+    seed_path: str | None = Field(
+        None,
+        description="Seed tasks: the public seed-task JSONL, or a text file, one instruction a line.",
+    )
+    target: int = Field(100, ge=1, description="Stop once this many new instructions are accepted.")
+    requests_per_round: int = Field(
+        16, ge=1, description="Generation requests per round; the pool grows between rounds."
+    )
+    max_rounds: int = Field(
+        50, ge=1, description="Give up growing the pool after this many rounds."
+    )
+    # The paper's 8 in-context instructions: 6 human seeds and 2 machine-generated ones; while the
+    # pool has fewer machine instructions, seeds fill their places (round 0: 8 seeds).
+    seeds_in_context: int = Field(6, ge=0)
+    machine_in_context: int = Field(2, ge=0)
+    rouge_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Drop an instruction whose ROUGE-L with any pool instruction exceeds this.",
+    )
+    # the paper drops instructions of 3 words or fewer (bootstrap_instructions.py)
+    min_words: int = Field(4, ge=1, description="Fewer words than this: dropped as `length`.")
+    max_words: int = Field(150, ge=1)
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Override prompt templates: generate_header, classify, input_first, output_first ({instruction}).",
+    )
+
+    @model_validator(mode="after")
+    def _templates(self) -> SelfInstructConfig:
+        needs = {"instruction"}
+        check_templates(
+            self.templates,
+            {
+                "generate_header": set(),
+                "classify": needs,
+                "input_first": needs,
+                "output_first": needs,
+            },
+        )
+        return self
+
+    def check_in_job(self, job: Any) -> None:
+        if not self.seed_path:
+            raise ValueError("self_instruct.seed_path: required for method self_instruct")
+
 
 # Stop strings and lengths of the paper's code (yizhongw/self-instruct): bootstrap_instructions.py,
 # identify_clf_or_not.py and generate_instances.py with max_instances_to_generate=5.
@@ -303,8 +355,12 @@ def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
     return run_rounds(ctx)
 
 
+def seed_path(config: JobConfig) -> str:
+    return config.section_as(SelfInstructConfig).seed_path or ""
+
+
 def self_instruct_files(config: JobConfig) -> dict[tuple[str, str], str]:
-    path = config.self_instruct.seed_path
+    path = config.section_as(SelfInstructConfig).seed_path
     return {("self_instruct", "seed_path"): path} if path else {}
 
 
@@ -313,8 +369,9 @@ register(
         "self_instruct",
         run=run_self_instruct,
         input_spec=None,  # it grows from seed tasks, not input rows
-        sample_texts=lambda config: load_seed_instructions(config.self_instruct.seed_path or ""),
-        check=lambda config: load_seed_instructions(config.self_instruct.seed_path or "") and None,
+        section=SelfInstructConfig,
+        sample_texts=lambda config: load_seed_instructions(seed_path(config)),
+        check=lambda config: load_seed_instructions(seed_path(config)) and None,
         files=self_instruct_files,
     )
 )

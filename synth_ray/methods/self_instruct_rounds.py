@@ -32,6 +32,7 @@ from synth_ray.methods.self_instruct import (
     ClassificationCheck,
     InstanceGeneration,
     InstructionGeneration,
+    SelfInstructConfig,
     load_seed_instructions,
 )
 from synth_ray.methods.self_instruct_prompts import (
@@ -48,7 +49,7 @@ from synth_ray.stats import UnitStats
 def round_prompts(
     config: JobConfig, seeds: list[str], machine: list[str], rnd: int
 ) -> list[Document]:
-    si = config.self_instruct
+    si = config.section_as(SelfInstructConfig)
     docs = []
     for i in range(si.requests_per_round):
         rng = random.Random(f"{config.sampling.seed}:{rnd}:{i}")
@@ -64,7 +65,7 @@ def round_prompts(
 
 def run_rounds(ctx: JobContext) -> dict[str, Any]:
     config, runner, store, fingerprint = ctx.config, ctx.runner, ctx.store, ctx.fingerprint
-    si = config.self_instruct
+    si = config.section_as(SelfInstructConfig)
     seeds = load_seed_instructions(si.seed_path or "")
     ctx.prepare()
     work = store.child(STAGES_DIR)
