@@ -140,8 +140,62 @@ def test_stages_use_the_papers_sampling_not_the_jobs():
     assert (check.temperature, check.max_tokens, check.stop) == (0.0, 3, ("\n", "Task"))
     instance = InstanceGeneration("m").stage_sampling(job)
     assert (instance.temperature, instance.max_tokens) == (0.0, 160)
-    assert instance.stop == ("Example 6", "Task:")
+    assert instance.stop == ("Example 6", "Task:")  # max_instances_to_generate=5
     assert InstanceGeneration("m").stage_sampling(SamplingSpec(0.9, 0.9, 1024)).max_tokens == 350
     generation = InstructionGeneration().stage_sampling(job)
     assert (generation.temperature, generation.top_p) == (0.9, 0.9)
     assert "16." in generation.stop
+
+
+FIVE_EXAMPLES = "".join(f"Example {i}\nList: [{i}, 0]\nOutput: [0, {i}]\n\n" for i in range(1, 6))
+
+
+def test_up_to_five_instances_per_instruction_each_a_row_and_accounted():
+    """The paper keeps up to 5 instances from one greedy completion (max_instances_to_generate);
+    each is a row with its own id, and the unit's accounting counts exactly the rows returned."""
+    from synth_ray.engine.requests import EngineResult, SamplingSpec
+    from synth_ray.io.inputs import Document
+    from synth_ray.methods.base import Dropped, Kept
+    from synth_ray.methods.self_instruct import InstanceGeneration
+    from synth_ray.plan import WorkUnit
+    from synth_ray.runtime.units import PendingUnit, collect_rows
+
+    method = InstanceGeneration("m", max_instances=3)
+    assert method.stage_sampling(SamplingSpec(0.9, 0.9, 160)).stop == ("Example 4", "Task:")
+    docs = [Document(i, f"i{i}", "Sort the list.", extra={"round": 0}) for i in range(3)]
+    candidates = [c for d in docs for c in method.expand(d)]
+    texts = [FIVE_EXAMPLES, "Input: x\nOutput: y", "no instance here"]
+    pending = PendingUnit(WorkUnit(0, "u", 0, 3, 15), candidates, [])
+    for candidate, text in zip(candidates, texts, strict=True):
+        result = EngineResult(candidate.row_id, text, 10, 20, "stop")
+        pending.add_result(method, candidate, result)
+    first = pending.outcomes[candidates[0].row_id]
+    assert [type(o) for o in first] == [Kept, Kept, Kept]  # five written, three asked for
+    rows = [o.row for o in first]
+    assert [(r["instance"], r["input"], r["output"]) for r in rows] == [
+        (0, "List: [1, 0]", "[0, 1]"),
+        (1, "List: [2, 0]", "[0, 2]"),
+        (2, "List: [3, 0]", "[0, 3]"),
+    ]
+    assert len({r["id"] for r in rows}) == 3
+    assert [r["n_output_tokens"] for r in rows] == [20, 0, 0]  # the completion counted once
+    assert pending.outcomes[candidates[2].row_id] == [Dropped("unparsable_instance")]
+    collected = collect_rows(pending, annotate_nn=False)
+    stats = collected.stats
+    assert (stats.rows_in, stats.rows_out, sum(stats.dropped.values())) == (5, 4, 1)
+
+
+@pytest.mark.parametrize("outcomes", [0, 4])
+def test_a_method_returning_outside_its_width_errors_its_row(outcomes):
+    from synth_ray.engine.requests import EngineResult
+    from synth_ray.methods.base import Candidate, Errored, Kept
+    from synth_ray.methods.self_instruct import InstanceGeneration
+    from synth_ray.runtime.units import completion_outcomes
+
+    class Broken(InstanceGeneration):
+        def finish(self, candidate, result):
+            return [Kept({"id": str(i)}) for i in range(outcomes)]
+
+    candidate = Candidate("r", "s", width=3, exact_width=False)
+    got = completion_outcomes(Broken("m"), candidate, EngineResult("r", "t", 1, 1, "stop"))
+    assert len(got) == 1 and isinstance(got[0], Errored) and got[0].stage == "parse"

@@ -42,6 +42,13 @@ class Candidate:
     error: str | None = None
     error_stage: str = "input"
     width: int = 1
+    # False: `width` is an upper bound, and `finish` returns from 1 to `width` outcomes (Self-
+    # Instruct's up to 5 instances in one completion); an error is then one row, not `width`
+    exact_width: bool = True
+
+    def error_rows(self) -> int:
+        """How many rows an error before or during generation stands for."""
+        return self.width if self.exact_width else 1
 
     def sample_id(self, index: int) -> str:
         """Id of the row for sample `index`: the candidate's own id for a single sample."""

@@ -59,6 +59,13 @@ class SelfInstructConfig(Section):
     )
     # the paper drops instructions of 3 words or fewer (bootstrap_instructions.py)
     min_words: int = Field(4, ge=1, description="Fewer words than this: dropped as `length`.")
+    max_instances: int = Field(
+        5,
+        ge=1,
+        le=10,
+        description="Instances (rows) kept per instruction at most, all from one greedy "
+        "completion (the paper's max_instances_to_generate).",
+    )
     max_words: int = Field(150, ge=1)
     templates: dict[str, str] = Field(
         default_factory=dict,
@@ -88,7 +95,7 @@ class SelfInstructConfig(Section):
 # identify_clf_or_not.py and generate_instances.py with max_instances_to_generate=5.
 GENERATION_STOP = ("\n16", "16.", "16 .")
 CLASSIFY_STOP = ("\n", "Task")
-INSTANCE_STOP = ("Example 6", "Task:")
+MAX_INSTANCES = 5
 INSTANCE_MAX_TOKENS = 350
 
 
@@ -280,6 +287,7 @@ class InstanceGeneration(Method):
         [
             pa.field("id", pa.string()),
             pa.field("source_id", pa.string()),
+            pa.field("instance", pa.int32()),
             pa.field("instruction", pa.string()),
             pa.field("input", pa.string()),
             pa.field("output", pa.string()),
@@ -292,25 +300,30 @@ class InstanceGeneration(Method):
     )
 
     def __init__(
-        self, model_name: str, input_first: str = INPUT_FIRST, output_first: str = OUTPUT_FIRST
+        self,
+        model_name: str,
+        input_first: str = INPUT_FIRST,
+        output_first: str = OUTPUT_FIRST,
+        max_instances: int = MAX_INSTANCES,
     ) -> None:
         self.model_name = model_name
         self.input_first = input_first
         self.output_first = output_first
+        self.max_instances = max_instances
 
     def estimate_rows(self, doc: Document) -> int:
-        return 1
+        return self.max_instances
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
-        """Greedy, at most 350 tokens (or the job's max_tokens if lower), stopping before a
-        sixth example or the next task, as the paper's generate_instances.py asks."""
+        """Greedy, at most 350 tokens (or the job's max_tokens if lower), stopping before
+        example `max_instances + 1` or the next task, as the paper's generate_instances.py."""
         return dataclasses.replace(
             job,
             temperature=0.0,
             top_p=1.0,
             max_tokens=min(job.max_tokens, INSTANCE_MAX_TOKENS),
             n=1,
-            stop=INSTANCE_STOP,
+            stop=(f"Example {self.max_instances + 1}", "Task:"),
         )
 
     def expand(self, doc: Document) -> list[Candidate]:
@@ -319,6 +332,8 @@ class InstanceGeneration(Method):
             Candidate(
                 row_id(doc.source_id, "instance"),
                 doc.source_id,
+                width=self.max_instances,
+                exact_width=False,
                 fields={"instruction": doc.text, **doc.extra},
                 messages=[
                     {"role": "user", "content": template.replace("{instruction}", doc.text or "")}
@@ -326,15 +341,32 @@ class InstanceGeneration(Method):
             )
         ]
 
-    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+    def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
+        """A row per valid instance, up to `max_instances` (the paper keeps them all); one
+        `unparsable_instance` drop when none parses. Token counts go on the first row only,
+        so summing a column counts each completion once."""
         classification = bool(candidate.fields.get("is_classification"))
-        instance = parse_instance(result.text, classification, result.finish_reason == "length")
-        if instance is None:
-            return Dropped("unparsable_instance")
+        truncated = result.finish_reason == "length"
+        instances = parse_instances(result.text, classification, truncated)
+        if not instances:
+            return [Dropped("unparsable_instance")]
+        return [
+            self._row(candidate, i, instance, result)
+            for i, instance in enumerate(instances[: self.max_instances])
+        ]
+
+    def _row(
+        self, candidate: Candidate, index: int, instance: tuple[str, str], result: EngineResult
+    ) -> Kept:
+        classification = bool(candidate.fields.get("is_classification"))
         model_input, output = instance
+        tokens = self.token_fields(result)
+        if index > 0:
+            tokens.update(n_input_tokens=0, n_output_tokens=0)
         return Kept(
             {
-                "id": candidate.row_id,
+                "id": candidate.sample_id(index),
+                "instance": index,
                 "source_id": candidate.source_id,
                 "instruction": candidate.fields["instruction"],
                 "input": model_input,
@@ -343,7 +375,7 @@ class InstanceGeneration(Method):
                 "max_rouge": candidate.fields.get("max_rouge"),
                 "round": candidate.fields.get("round"),
                 "model": self.model_name,
-                **self.token_fields(result),
+                **tokens,
             }
         )
 

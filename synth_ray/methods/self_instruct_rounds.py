@@ -146,6 +146,7 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         ctx.model_name,
         si.templates.get("input_first", INPUT_FIRST),
         si.templates.get("output_first", OUTPUT_FIRST),
+        si.max_instances,
     )
     runner.run_stage("instances", store, lambda: iter(docs), instances, fingerprint)
 

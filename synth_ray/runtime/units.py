@@ -51,17 +51,19 @@ class PendingUnit:
 def completion_outcomes(
     method: Method, candidate: Candidate, result: EngineResult
 ) -> list[Kept | Dropped | Errored]:
-    """One outcome per expected row; a parser bug on one completion errors only its rows."""
+    """One outcome per expected row (from 1 to `width` where the candidate's width is an upper
+    bound); a parser bug on one completion errors only its rows."""
     width = candidate.width
     if result.error is not None:
-        return [Errored("generate", result.error)] * width
+        return [Errored("generate", result.error)] * candidate.error_rows()
     try:
         finished = method.finish(candidate, result)
         outcomes = finished if isinstance(finished, list) else [finished]
-        if len(outcomes) != width:
+        n = len(outcomes)
+        if n != width and (candidate.exact_width or not 1 <= n <= width):
             raise ValueError(f"{len(outcomes)} outcomes for {width} expected rows")
     except Exception as err:
-        return [Errored("parse", f"{type(err).__name__}: {err}")] * width
+        return [Errored("parse", f"{type(err).__name__}: {err}")] * candidate.error_rows()
     return outcomes
 
 
@@ -97,14 +99,14 @@ class UnitBuilder:
         for candidate in candidates:
             if candidate.error is not None:
                 error = Errored(candidate.error_stage, candidate.error)
-                pending.outcomes[candidate.row_id] = [error] * candidate.width
+                pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
         for candidate, ids in zip(to_render, token_ids, strict=True):
             if len(ids) >= self.max_model_len:
                 error = Errored(
                     "prompt",
                     f"prompt has {len(ids)} tokens; engine.max_model_len is {self.max_model_len}",
                 )
-                pending.outcomes[candidate.row_id] = [error] * candidate.width
+                pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
                 continue
             pending.requests.append(
                 EngineRequest(
@@ -129,7 +131,7 @@ def failed_unit(method: Method, unit: WorkUnit, docs: list[Document], reason: st
             error = Errored(candidate.error_stage, candidate.error)
         else:
             error = Errored("generate", reason)
-        pending.outcomes[candidate.row_id] = [error] * candidate.width
+        pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
     return pending
 
 
@@ -168,7 +170,7 @@ def collect_rows(
     row_ids: list[str] = []
     filtered = 0  # position among the rows the diversity filter decided on
     for candidate in pending.candidates:
-        stats.rows_in += candidate.width
+        stats.rows_in += len(pending.outcomes[candidate.row_id])
         result = pending.results.get(candidate.row_id)
         if result is not None:
             stats.input_tokens += result.n_input_tokens
