@@ -69,7 +69,13 @@ def shared_engine(embedded_model, tmp_path_factory):
 
     from synth_ray.runtime.cluster import ray_backend_for
 
-    config = job_config(tmp_path_factory.mktemp("engine"), REPO / "examples" / "web_docs.jsonl")
+    # 2048 tokens: the judge's FineWeb-Edu rubric alone is ~550; each job checks its prompts
+    # against its own engine.max_model_len before they reach the engine
+    config = job_config(
+        tmp_path_factory.mktemp("engine"),
+        REPO / "examples" / "web_docs.jsonl",
+        engine={"max_model_len": 2048},
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     backend = ray_backend_for(config, keep_alive=True)
     yield backend

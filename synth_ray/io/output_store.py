@@ -303,12 +303,15 @@ class OutputStore:
         shards = [s for r in records for s in (r.error_shards() if errors else r.data_shards())]
         return [row for s in shards for row in self.location.read_table(s).to_pylist()]
 
-    def data_tables(self, stage: str | None = None) -> Iterator[pa.Table]:
-        """The committed data shards as tables, in (stage, unit) order, read one at a time."""
+    def data_tables(
+        self, stage: str | None = None, columns: list[str] | None = None
+    ) -> Iterator[pa.Table]:
+        """The committed data shards as tables (only `columns`, when given), in (stage, unit)
+        order, read one at a time."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         for record in records:
             for shard in record.data_shards():
-                yield self.location.read_table(shard)
+                yield self.location.read_table(shard, columns=columns)
 
     def committed_vectors(self, stage: str = "") -> list[np.ndarray]:
         """The kept rows' vectors of each committed unit of `stage`, in unit order."""

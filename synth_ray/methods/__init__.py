@@ -8,6 +8,7 @@ from __future__ import annotations
 from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     evol_instruct,
     generate,
+    judge,
     rephrase,
     self_improve,
     self_instruct,
