@@ -434,3 +434,32 @@ def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric):
         frame
     ) - len(ok)
     assert sum(stats["judge"]["parse_status"].values()) == 3
+
+
+def test_preference_pairs_on_real_engine(tmp_path, shared_engine):
+    """Both stages on the real engine: n sampled responses per prompt (vLLM's n), one rating
+    request per prompt; every prompt ends as a pair or a counted drop."""
+    from synth_ray.config import validate_config
+
+    config = validate_config(
+        {
+            "method": "preference",
+            "input": {
+                "path": str(REPO / "examples" / "prompts.jsonl"),
+                "text_column": "prompt",
+                "limit": 2,
+            },
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+            "engine": {"max_model_len": 2048, "enforce_eager": True},
+            "sampling": {"max_tokens": 24, "temperature": 0.8},
+            "preference": {"n": 2, "judge_max_tokens": 64},
+        }
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == 2
+    assert stats["preference"]["responses_stage"]["rows_out"] == 4
+    assert set(stats["dropped_by_filter"]) <= {"tie", "too_few_rated", "identical_responses"}
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert (frame["chosen_rating"] > frame["rejected_rating"]).all()
