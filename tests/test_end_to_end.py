@@ -463,3 +463,27 @@ def test_preference_pairs_on_real_engine(tmp_path, shared_engine):
     if stats["rows_out"]:
         frame = read_output(tmp_path / "out")
         assert (frame["chosen_rating"] > frame["rejected_rating"]).all()
+
+
+def test_magpie_on_real_engine(tmp_path, shared_engine):
+    """The pre-query prefix sent raw to the real engine: the model writes user turns, each
+    request ends as an answered instruction or a counted drop."""
+    from synth_ray.config import validate_config
+
+    config = validate_config(
+        {
+            "method": "magpie",
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+            "engine": {"max_model_len": 1024, "enforce_eager": True},
+            "sampling": {"max_tokens": 24},
+            "magpie": {"num_instructions": 4, "instruction_max_tokens": 32},
+        }
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == 4
+    assert stats["magpie"]["pre_query_prefix"].endswith("<|im_start|>user\n")
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert frame["instruction"].str.len().min() > 0
+        assert "<|im_start|>" not in " ".join(frame["instruction"])

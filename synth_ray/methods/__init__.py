@@ -9,6 +9,7 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     evol_instruct,
     generate,
     judge,
+    magpie,
     preference,
     rephrase,
     self_improve,
