@@ -487,3 +487,33 @@ def test_magpie_on_real_engine(tmp_path, shared_engine):
         frame = read_output(tmp_path / "out")
         assert frame["instruction"].str.len().min() > 0
         assert "<|im_start|>" not in " ".join(frame["instruction"])
+
+
+@pytest.mark.parametrize("method", ["textbook", "tinystories"])
+def test_textbook_and_tinystories_on_real_engine(tmp_path, shared_engine, method):
+    from synth_ray.config import validate_config
+
+    data = {
+        "method": method,
+        "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+        "engine": {"max_model_len": 2048, "enforce_eager": True},
+        "sampling": {"max_tokens": 48, "temperature": 0.8},
+    }
+    if method == "textbook":
+        data["input"] = {
+            "path": str(REPO / "examples" / "web_docs.jsonl"),
+            "id_column": "id",
+            "limit": 2,
+        }
+        data["textbook"] = {"formats": ["textbook_academic", "blogpost"]}
+    else:
+        data["tinystories"] = {"num_stories": 3}
+    summary = run_job(validate_config(data), show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == (4 if method == "textbook" else 3)
+    frame = read_output(tmp_path / "out")
+    assert len(frame) == stats["rows_out"] and frame["id"].is_unique
+    if method == "tinystories":
+        assert {"noun", "verb", "adjective", "features", "words_used"} <= set(frame.columns)
+        for _, row in frame.iterrows():
+            assert set(row["words_used"]) <= {row["noun"], row["verb"], row["adjective"]}

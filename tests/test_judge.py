@@ -20,7 +20,8 @@ from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.judge import parse_label
-from synth_ray.methods.judge_rubrics import ALPAGASUS_SYSTEM, RUBRICS, fill, score_from_first_line
+from synth_ray.methods.judge_rubrics import ALPAGASUS_SYSTEM, RUBRICS, score_from_first_line
+from synth_ray.methods.templating import fill
 from synth_ray.runtime.job import run_job
 
 PAIRS = REPO / "examples" / "alpaca_pairs.jsonl"

@@ -14,6 +14,8 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     rephrase,
     self_improve,
     self_instruct,
+    textbook,
+    tinystories,
 )
 from synth_ray.methods.registry import MethodSpec, method_spec, register, registered
 

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from synth_ray.methods.templating import fill, placeholders  # noqa: F401  (re-exported)
+
 ScoreParser = Callable[[str], float | None]
 
 ALPAGASUS_SYSTEM = (
@@ -111,22 +113,3 @@ RUBRICS: dict[str, Rubric] = {
         paper_min_score=3.0,
     ),
 }
-
-
-def placeholders(template: str) -> list[str]:
-    """The `{name}` placeholders of a template, in order, each once."""
-    seen: list[str] = []
-    for name in re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", template):
-        if name not in seen:
-            seen.append(name)
-    return seen
-
-
-def fill(template: str, values: dict[str, str]) -> str:
-    """Fill `{name}` placeholders; braces elsewhere in the template or the values stay as they
-    are (str.format would choke on a JSON example or code in a response)."""
-    return re.sub(
-        r"\{([A-Za-z_][A-Za-z0-9_]*)\}",
-        lambda m: values.get(m.group(1), m.group(0)),
-        template,
-    )

@@ -1,0 +1,237 @@
+"""Methods `textbook` (Cosmopedia / phi-style) and `tinystories`: prompts, what each row
+records, the word check, bad configs, and a kill resumed exactly (simulated engine; the real
+engine runs both in test_end_to_end.py).
+
+    pytest tests/test_textbook.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import Crash, crash_on_commit, write_jsonl
+from fake_backend import FakeBackend
+
+from synth_ray.config import validate_config
+from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.engine.requests import EngineResult
+from synth_ray.errors import ConfigError
+from synth_ray.io.output_store import OutputStore
+from synth_ray.methods.textbook import TextbookConfig
+from synth_ray.methods.textbook_prompts import textbook_prompt
+from synth_ray.methods.tinystories import VOCABULARY, TinyStoriesConfig, story_request, uses_word
+from synth_ray.runtime.job import run_job
+
+
+def rows(path):
+    return [r for f in OutputStore(path).data_files() for r in pq.read_table(f).to_pylist()]
+
+
+class Echo:
+    """Answers each prompt with a text made from it, so rows can be traced to prompts."""
+
+    def __init__(self, embedded_model: str, text=None) -> None:
+        self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+        self.text = text or (lambda prompt: f"Document for: {prompt[-60:]}")
+        self.prompts: list[str] = []
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        self.prompts.append(prompt)
+        text = self.text(prompt)
+        return EngineResult(request.request_id, text, len(request.prompt_token_ids), 20, "stop")
+
+
+def test_pairs_prompts_and_seeds():
+    config = TextbookConfig(
+        formats=["textbook_academic", "blogpost"], audiences=["young children", "researchers"]
+    )
+    assert config.pairs() == [
+        ("textbook_academic", "young children"),
+        ("textbook_academic", "researchers"),
+        ("blogpost", None),  # a blog post names no audience: written once
+    ]
+    web = textbook_prompt(
+        "textbook_academic", "Bees live in colonies. " * 100, "extract", "researchers"
+    )
+    assert web.startswith('Here is an extract from a webpage: "Bees live')
+    assert "targeted at researchers, related to the given extract" in web
+    assert len(web) < 1000 + 1200  # the extract is cut to 1000 characters, as Cosmopedia did
+    topic = textbook_prompt("wikihow", "Caring for a {audience} sourdough", "topic", "x")
+    assert topic.startswith('Here is a topic: "Caring for a {audience} sourdough".')
+    assert "related to the topic above" in topic
+
+
+def textbook_config(tmp_path, **textbook):
+    data = write_jsonl(
+        tmp_path / "seeds.jsonl",
+        [{"id": f"s{i}", "text": f"Seed passage number {i} about rivers."} for i in range(5)]
+        + [{"id": "s5", "text": "   "}],
+    )
+    return validate_config(
+        {
+            "method": "textbook",
+            "input": {"path": str(data), "id_column": "id"},
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 3},
+            "engine": {"max_model_len": 2048},
+            "textbook": {
+                "formats": ["textbook_academic", "textbook_exercises", "blogpost"],
+                "audiences": ["high school students", "college students"],
+                **textbook,
+            },
+        }
+    )
+
+
+def test_textbook_rows_record_format_audience_and_seed(tmp_path, embedded_model):
+    engine = Echo(embedded_model)
+    summary = run_job(
+        textbook_config(tmp_path, per_seed=2),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    out = rows(tmp_path / "out")
+    assert len(out) == 10  # 5 seeds x 2 drawn pairs
+    by_seed: dict[str, list] = {}
+    for row in out:
+        by_seed.setdefault(row["source_id"], []).append((row["format"], row["audience"]))
+        assert row["seed"].startswith("Seed passage number")
+    assert len({tuple(p) for p in by_seed.values()}) > 1  # pairs drawn per seed, not fixed
+    again = Echo(embedded_model)
+    run_job(
+        textbook_config(tmp_path / "b", per_seed=2),
+        show_progress=False,
+        backend=FakeBackend(responder=again),
+    )
+    assert sorted(r["id"] for r in rows(tmp_path / "b" / "out")) == sorted(r["id"] for r in out)
+    stats = summary.stats
+    assert stats["errored_by_stage"] == {"input": 2} and stats["accounted"]
+    academic = next(p for p in engine.prompts if "targeted at high school students" in p)
+    assert "Write an extensive and detailed course unit" in academic
+
+
+def test_killed_textbook_job_resumes_exactly(tmp_path, embedded_model, monkeypatch):
+    engine = Echo(embedded_model)
+    run_job(
+        textbook_config(tmp_path / "clean"),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, lambda r: r.unit_index == 2)
+        with pytest.raises(Crash):
+            run_job(
+                textbook_config(tmp_path),
+                show_progress=False,
+                backend=FakeBackend(responder=engine),
+            )
+    run_job(textbook_config(tmp_path), show_progress=False, backend=FakeBackend(responder=engine))
+    assert sorted(r["id"] for r in rows(tmp_path / "out")) == sorted(
+        r["id"] for r in rows(tmp_path / "clean" / "out")
+    )
+
+
+def test_words_are_checked_in_their_inflections():
+    story = "Tom baked a cake. The big dog jumped over the Shiny log."
+    assert uses_word(story, "bake") and uses_word(story, "jump") and uses_word(story, "shiny")
+    assert uses_word(story, "big") and not uses_word(story, "swim")
+    assert uses_word("a bigger boat", "big") and uses_word("she was happier", "happy")
+    assert not uses_word("an ambiguous bigot", "big")  # an inflection, not any longer word
+
+
+def test_story_requests_are_seeded_and_drawn_from_the_vocabulary():
+    config = TinyStoriesConfig(max_features=2)
+    first = [story_request(i, 0, config, VOCABULARY) for i in range(50)]
+    assert first == [story_request(i, 0, config, VOCABULARY) for i in range(50)]
+    assert first != [story_request(i, 1, config, VOCABULARY) for i in range(50)]
+    assert all(r["noun"] in VOCABULARY["nouns"] and r["verb"] in VOCABULARY["verbs"] for r in first)
+    assert {len(r["features"]) for r in first} == {0, 1, 2}
+
+
+def tinystories_config(tmp_path, **section):
+    return validate_config(
+        {
+            "method": "tinystories",
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 4},
+            "engine": {"max_model_len": 1024},
+            "tinystories": {"num_stories": 10, **section},
+        }
+    )
+
+
+def story_with_some_words(prompt: str) -> str:
+    """Uses the noun and the verb (inflected), never the adjective."""
+    verb = re.search(r'the verb "(\w+)"', prompt).group(1)
+    noun = re.search(r'the noun "(\w+)"', prompt).group(1)
+    return f"One day a {noun.upper()} wanted to {verb}. It {verb}s all day."
+
+
+def test_tinystories_rows_say_which_words_were_used(tmp_path, embedded_model):
+    engine = Echo(embedded_model, story_with_some_words)
+    summary = run_job(
+        tinystories_config(tmp_path), show_progress=False, backend=FakeBackend(responder=engine)
+    )
+    out = rows(tmp_path / "out")
+    assert len(out) == 10 and summary.stats["rows_in"] == 10
+    for row in out:
+        assert row["words_used"] == [row["noun"], row["verb"]] and not row["all_words_used"]
+    with_features = [p for p in engine.prompts if "following features" in p]
+    assert with_features and all("Remember to only use simple words!" in p for p in engine.prompts)
+    strict = run_job(
+        tinystories_config(tmp_path / "strict", require_all_words=True),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    assert strict.stats["dropped_by_filter"] == {"missing_required_words": 10}
+
+
+def test_killed_tinystories_job_resumes_exactly(tmp_path, embedded_model, monkeypatch):
+    engine = Echo(embedded_model, story_with_some_words)
+    run_job(
+        tinystories_config(tmp_path / "clean"),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, lambda r: r.unit_index == 1)
+        with pytest.raises(Crash):
+            run_job(
+                tinystories_config(tmp_path),
+                show_progress=False,
+                backend=FakeBackend(responder=engine),
+            )
+    backend = FakeBackend(responder=engine)
+    run_job(tinystories_config(tmp_path), show_progress=False, backend=backend)
+    assert 0 < len(backend.generated) < 10
+    assert rows(tmp_path / "out") == rows(tmp_path / "clean" / "out")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"method": "textbook", "input": {"path": "x"}, "textbook": {"formats": ["poem"]}},
+            "config key textbook.formats: unknown format 'poem'",
+        ),
+        (
+            {"method": "tinystories", "tinystories": {"features": ["romance"]}},
+            "tinystories.features: unknown feature 'romance'",
+        ),
+    ],
+)
+def test_bad_configs(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config({"output": {"path": "o"}, **data})
+
+
+def test_bad_vocabulary_file_is_one_line(tmp_path, embedded_model):
+    vocabulary = tmp_path / "words.json"
+    vocabulary.write_text(json.dumps({"nouns": ["cat"], "verbs": []}))
+    config = tinystories_config(tmp_path, vocabulary_path=str(vocabulary))
+    backend = FakeBackend()
+    with pytest.raises(ConfigError, match="needs a non-empty list of words 'verbs'"):
+        run_job(config, show_progress=False, backend=backend)
+    assert backend.generated == []
