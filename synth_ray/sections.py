@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict
 # name. RUNTIME: how fast or where, not what: left out of the job fingerprint.
 VLLM = {"vllm": True}
 RUNTIME = {"decisive": False}
+# A field added after outputs existed, whose default keeps the old behaviour: it enters the
+# fingerprint only when set to something else, so those outputs still resume.
+ADDED = {"omit_default": True}
 PLUGIN_GROUP = "synth_ray.methods"
 
 
@@ -36,15 +39,20 @@ class Section(BaseModel):
 
     def decisive(self) -> dict[str, Any]:
         """What of this section decides the output rows, for the job fingerprint: every field
-        not marked RUNTIME, nested sections by their own rule. The one rule for every section;
+        not marked RUNTIME (a field marked ADDED only when not at its default), nested sections
+        by their own rule. The one rule for every section;
         a section overrides it only where being switched off makes the rest moot (filters)."""
         out: dict[str, Any] = {}
         if self.runtime_only:
             return out
         for name, info in type(self).model_fields.items():
-            if (info.json_schema_extra or {}).get("decisive") is False:  # type: ignore[union-attr]
+            marks = info.json_schema_extra or {}
+            if marks.get("decisive") is False:  # type: ignore[union-attr]
                 continue
             value = getattr(self, name)
+            default = info.get_default(call_default_factory=True)
+            if marks.get("omit_default") and value == default:  # type: ignore[union-attr]
+                continue
             if isinstance(value, Section):
                 inner = value.decisive()
                 if inner:

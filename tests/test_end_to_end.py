@@ -517,3 +517,21 @@ def test_textbook_and_tinystories_on_real_engine(tmp_path, shared_engine, method
         assert {"noun", "verb", "adjective", "features", "words_used"} <= set(frame.columns)
         for _, row in frame.iterrows():
             assert set(row["words_used"]) <= {row["noun"], row["verb"], row["adjective"]}
+
+
+def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine):
+    """FinePhrase's and Nemotron-CC's formats, each document rephrased whole."""
+    docs = REPO / "examples" / "web_docs.jsonl"
+    config = job_config(
+        tmp_path,
+        docs,
+        input={"path": str(docs), "id_column": "id", "limit": 2},
+        engine={"max_model_len": 2048},
+        sampling={"max_tokens": 32},
+        rephrase={"styles": ["faq", "diverse_qa"], "whole_document": True},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == 4
+    frame = read_output(tmp_path / "out")
+    assert set(frame["chunk_index"]) == {0} and set(frame["style"]) <= {"faq", "diverse_qa"}

@@ -1,11 +1,13 @@
-"""Method `rephrase`: WRAP-style rephrasing of web documents (Maini et al. 2024, "Rephrasing the Web").
+"""Method `rephrase`: pretraining rephrasing of web documents, in WRAP's styles (Maini et al.
+2024, "Rephrasing the Web") and the formats of later corpora (FinePhrase, Nemotron-CC).
 
-    synth-ray run configs/quickstart.yaml
+    synth-ray run configs/quickstart.yaml        # WRAP, 300-token chunks
+    synth-ray run configs/rephrase_formats.yaml  # FinePhrase and Nemotron-CC, whole documents
 
 Each document is split into chunks of at most `rephrase.max_chunk_tokens` tokens (WRAP used
-~300) and each chunk is rephrased once per style. The four built-in prompts are the paper's
-(its appendix: easy, medium/Wikipedia, hard, Q/A), sent after the paper's system prompt; a
-`custom_styles` entry is a template with `{text}` and may replace a built-in one.
+~300), or kept whole (`rephrase.whole_document`), and each chunk is rephrased once per style.
+The built-in styles are their papers' prompts (methods/rephrase_styles.py); a `custom_styles`
+entry is a template with `{text}`, sent after WRAP's system prompt, and may replace a built-in.
 Row id = hash(source_id, chunk_index, style): the same config and input give the same ids.
 """
 
@@ -30,8 +32,9 @@ from synth_ray.methods.base import (
 )
 from synth_ray.methods.chunking import TokenCounter, split_into_chunks
 from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.rephrase_styles import STYLES, WRAP_SYSTEM, Style, without_opening
 from synth_ray.methods.stages import JobContext, run_single_stage
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 
 DEFAULT_STYLES = ["easy", "medium", "hard", "qa"]
 
@@ -47,6 +50,12 @@ class RephraseConfig(Section):
         default_factory=dict,
         description="name -> prompt template with {text}; a template may replace a built-in style.",
     )
+    whole_document: bool = Field(
+        False,
+        description="Rephrase each document whole, not in chunks (as FinePhrase does); one too "
+        "long for engine.max_model_len becomes an error row.",
+        json_schema_extra=ADDED,
+    )
 
     @model_validator(mode="after")
     def _styles_known(self) -> RephraseConfig:
@@ -55,7 +64,7 @@ class RephraseConfig(Section):
         for name, template in self.custom_styles.items():
             if "{text}" not in template:
                 raise ValueError(f"custom_styles.{name}: template must contain {{text}}")
-        known = set(DEFAULT_STYLES) | set(self.custom_styles)
+        known = set(STYLES) | set(self.custom_styles)
         unknown = [s for s in self.styles if s not in known]
         if unknown:
             raise ValueError(
@@ -63,31 +72,6 @@ class RephraseConfig(Section):
             )
         return self
 
-
-WRAP_SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the questions."
-)
-
-WRAP_STYLES = {
-    "easy": (
-        "For the following paragraph give me a paraphrase of the same using a very small "
-        "vocabulary and extremely simple sentences that a toddler will understand:\n\n{text}"
-    ),
-    "medium": (
-        "For the following paragraph give me a diverse paraphrase of the same in high quality "
-        "English language as in sentences on Wikipedia:\n\n{text}"
-    ),
-    "hard": (
-        "For the following paragraph give me a paraphrase of the same using very terse and "
-        "abstruse language that only an erudite scholar will understand. Replace simple words "
-        "and phrases with rare and complex ones:\n\n{text}"
-    ),
-    "qa": (
-        "Convert the following paragraph into a conversational format with multiple tags of "
-        '"Question:" followed by "Answer:":\n\n{text}'
-    ),
-}
 
 # Rough characters per token for English BPE; only sizes work units, never limits a chunk.
 _CHARS_PER_TOKEN = 4
@@ -113,11 +97,14 @@ class RephraseMethod(Method):
         self.config = config
         self.count_tokens = count_tokens
         self.model_name = model_name
-        self.templates = {**WRAP_STYLES, **config.custom_styles}
+        custom = {name: Style(t, WRAP_SYSTEM, "custom") for name, t in config.custom_styles.items()}
+        self.styles: dict[str, Style] = {**STYLES, **custom}
 
     def estimate_rows(self, doc: Document) -> int:
         if not doc.text or doc.error:
             return 1
+        if self.config.whole_document:
+            return len(self.config.styles)
         tokens = len(doc.text) / _CHARS_PER_TOKEN
         return len(self.config.styles) * max(1, math.ceil(tokens / self.config.max_chunk_tokens))
 
@@ -128,26 +115,30 @@ class RephraseMethod(Method):
             return [
                 Candidate(row_id(doc.source_id, "input"), doc.source_id, error="empty document")
             ]
-        chunks = split_into_chunks(doc.text, self.config.max_chunk_tokens, self.count_tokens)
+        if self.config.whole_document:
+            chunks = [doc.text.strip()]
+        else:
+            chunks = split_into_chunks(doc.text, self.config.max_chunk_tokens, self.count_tokens)
         candidates = []
         for index, chunk in enumerate(chunks):
-            for style in self.config.styles:
-                prompt = self.templates[style].replace("{text}", chunk)
+            for name in self.config.styles:
+                style = self.styles[name]
+                messages = [{"role": "user", "content": style.template.replace("{text}", chunk)}]
+                if style.system:
+                    messages.insert(0, {"role": "system", "content": style.system})
                 candidates.append(
                     Candidate(
-                        row_id=row_id(doc.source_id, index, style),
+                        row_id=row_id(doc.source_id, index, name),
                         source_id=doc.source_id,
-                        fields={"chunk_index": index, "style": style, "source_text": chunk},
-                        messages=[
-                            {"role": "system", "content": WRAP_SYSTEM_PROMPT},
-                            {"role": "user", "content": prompt},
-                        ],
+                        fields={"chunk_index": index, "style": name, "source_text": chunk},
+                        messages=messages,
                     )
                 )
         return candidates
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
-        text = result.text.strip()
+        style = self.styles[candidate.fields["style"]]
+        text = without_opening(result.text.strip(), style.opening)
         if not text:
             return Dropped("empty_output")
         return Kept(
