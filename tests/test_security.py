@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import job_config, write_jsonl
+from conftest import REPO, job_config, write_jsonl
 from fake_backend import FakeBackend
 
 from synth_ray.config import load_config
@@ -109,3 +109,47 @@ def test_submit_sends_the_files_each_method_names(tmp_path):
     _, data = prepare_submission(config, [], workdir)
     assert data["self_improve"]["few_shot_path"] == "few_shot_path/shots.jsonl"
     assert (workdir / "few_shot_path" / "shots.jsonl").read_text() == shots.read_text()
+
+
+RECIPES = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_prepares_for_submit(tmp_path, monkeypatch, recipe):
+    """Each method's recipe, new methods included, packs into a job folder whose config
+    validates and whose local files are all inside it."""
+    from synth_ray.config import validate_config
+    from synth_ray.jobs import prepare_submission
+
+    repo = REPO
+    monkeypatch.chdir(repo)  # recipes name their inputs relative to the checkout
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    config, data = prepare_submission(repo / "configs" / recipe, [], workdir)
+    monkeypatch.chdir(workdir)  # the job runs in its folder
+    packed = validate_config(data)
+    if packed.input is not None:
+        assert (workdir / packed.input.path.split("*")[0]).exists()
+    assert packed.method == config.method and packed.output.path.startswith("/")
+
+
+def test_submit_sends_a_tinystories_vocabulary(tmp_path):
+    from synth_ray.jobs import prepare_submission
+
+    vocabulary = tmp_path / "words.json"
+    vocabulary.write_text('{"nouns": ["cat"], "verbs": ["run"], "adjectives": ["red"]}')
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "tinystories",
+                "output": {"path": str(tmp_path / "out")},
+                "tinystories": {"vocabulary_path": str(vocabulary)},
+            }
+        )
+    )
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    _, data = prepare_submission(config, [], workdir)
+    assert data["tinystories"]["vocabulary_path"] == "vocabulary_path/words.json"
+    assert (workdir / "vocabulary_path" / "words.json").read_text() == vocabulary.read_text()
