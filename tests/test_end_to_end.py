@@ -535,3 +535,56 @@ def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine
     assert stats["accounted"] and stats["rows_in"] == 4
     frame = read_output(tmp_path / "out")
     assert set(frame["chunk_index"]) == {0} and set(frame["style"]) <= {"faq", "diverse_qa"}
+
+
+def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_model):
+    """`preference.judge_engine` on real engines: `synth-ray run` starts the generator's
+    replica, stops it after the responses, and starts the judge's (another model folder)."""
+    import shutil
+
+    judge = tmp_path / "judge-135m"
+    shutil.copytree(embedded_model, judge)
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "method": "preference",
+                "input": {
+                    "path": str(REPO / "examples" / "prompts.jsonl"),
+                    "text_column": "prompt",
+                    "limit": 2,
+                },
+                "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+                "engine": {"max_model_len": 1024, "enforce_eager": True},
+                "sampling": {"max_tokens": 16, "temperature": 0.8},
+                "preference": {
+                    "n": 2,
+                    "judge_max_tokens": 32,
+                    "judge_engine": {
+                        "model": str(judge),
+                        "max_model_len": 2048,
+                        "enforce_eager": True,
+                    },
+                },
+                "ray": {"num_cpus": 2},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "engine for the next stages: judge-135m (in place of SmolLM2-135M-Instruct)" in said
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["accounted"] and stats["rows_in"] == 2
+    assert stats["preference"]["responses_stage"]["rows_out"] == 4
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert set(frame["judge_model"]) == {"judge-135m"}
+        assert set(frame["response_model"]) == {"SmolLM2-135M-Instruct"}

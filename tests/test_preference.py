@@ -178,3 +178,45 @@ def test_bad_preference_config(tmp_path, change, message):
     }
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(data)
+
+
+def test_a_judge_engine_rates_with_another_model(tmp_path, embedded_model):
+    """`preference.judge_engine`: the rating stage renders with the judge model's template and
+    its rows name both models (the simulated backend stands in for both engines)."""
+    import shutil
+
+    judge = tmp_path / "judge-model"
+    shutil.copytree(embedded_model, judge)
+    engine = ScriptedModel(embedded_model)
+    config = preference_config(tmp_path, judge_engine={"model": str(judge), "max_model_len": 2048})
+    run_job(config, show_progress=False, backend=FakeBackend(responder=engine))
+    pairs = read_pairs(tmp_path / "out")
+    assert {p["judge_model"] for p in pairs.values()} == {"judge-model"}
+    assert {p["response_model"] for p in pairs.values()} == {"SmolLM2-135M-Instruct"}
+    # the judge's model is part of what the job is: another judge is another job
+    other = preference_config(tmp_path, judge_engine={"model": str(judge), "max_model_len": 1024})
+    assert other.fingerprint() != config.fingerprint() != preference_config(tmp_path).fingerprint()
+
+
+def test_use_engine_stops_the_old_replicas_and_loads_the_new_template(tmp_path, embedded_model):
+    import shutil
+
+    from synth_ray.config import EngineConfig
+    from synth_ray.runtime.stage import RunSummary, StageRunner
+
+    class Replicas:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    config = preference_config(tmp_path)
+    runner = StageRunner(config, PromptRenderer.from_model(embedded_model), RunSummary("o"))
+    old = runner.backend = Replicas()
+    assert runner.use_engine(config.engine) == "SmolLM2-135M-Instruct" and not old.closed
+    judge = tmp_path / "judge"
+    shutil.copytree(embedded_model, judge)
+    assert runner.use_engine(EngineConfig(model=str(judge), max_model_len=512)) == "judge"
+    assert old.closed and runner.backend is None  # started again, on the judge, when needed
+    assert runner.config.engine.max_model_len == 512 and runner.config.method == "preference"
+    assert runner.config.section.n == 4  # the method's own section survives the copy

@@ -12,7 +12,9 @@ rated, the rejected the lowest (Self-Rewarding, Yuan et al. 2024) or, with `reje
 a random lower-rated one (UltraFeedback-binarized, Tunstall et al. 2023). Dropped, by reason:
 `tie` (every rated response equal), `too_few_rated` (fewer than 2 ratings parsed),
 `identical_responses` (the rated responses are one text). Prompts whose responses failed to
-generate count as `too_few_responses`. Row id = hash(source_id, "pair").
+generate count as `too_few_responses`. With `preference.judge_engine` (an engine section) the
+rating stage runs on that model: the generator's replicas stop and the judge's start between
+the stages. Row id = hash(source_id, "pair").
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from synth_ray.config import EngineConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
@@ -56,6 +60,19 @@ class PreferenceConfig(Section):
     judge_max_tokens: int = Field(
         500, ge=16, description="Tokens of the rating answer (UltraFeedback: 500)."
     )
+    judge_engine: EngineConfig | None = Field(
+        None,
+        description="An engine section for the rating stage (a stronger judge); None: the "
+        "job's engine rates the responses it wrote.",
+    )
+
+    @model_validator(mode="after")
+    def _judge_model_path_absolute(self) -> PreferenceConfig:
+        """A local judge model folder, absolute now: a submitted job runs in another folder."""
+        model = self.judge_engine.model if self.judge_engine else None
+        if model and not model.startswith("embedded:") and Path(model).expanduser().exists():
+            self.judge_engine.__dict__["model"] = str(Path(model).expanduser().resolve())
+        return self
 
     def check_in_job(self, job: Any) -> None:
         if job.sampling.temperature == 0:
@@ -137,14 +154,18 @@ class RatePairs(Method):
             pa.field("responses", pa.list_(pa.string())),
             pa.field("rationale", pa.string()),
             pa.field("aspect", pa.string()),
-            pa.field("model", pa.string()),
+            pa.field("response_model", pa.string()),
+            pa.field("judge_model", pa.string()),
             *TOKEN_COLUMNS,
         ]
     )
 
-    def __init__(self, config: PreferenceConfig, model_name: str, seed: int) -> None:
+    def __init__(
+        self, config: PreferenceConfig, response_model: str, judge_model: str, seed: int
+    ) -> None:
         self.config = config
-        self.model_name = model_name
+        self.response_model = response_model
+        self.judge_model = judge_model
         self.seed = seed
 
     def estimate_rows(self, doc: Document) -> int:
@@ -207,7 +228,8 @@ class RatePairs(Method):
                 "responses": responses,
                 "rationale": result.text.strip(),
                 "aspect": self.config.aspect,
-                "model": self.model_name,
+                "response_model": self.response_model,
+                "judge_model": self.judge_model,
                 **self.token_fields(result),
             }
         )
@@ -244,7 +266,10 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
     errored = {r["source_id"] for r in work.rows("responses", errors=True)}
     docs, short = pair_documents(work.rows("responses"), config.n)
     short += len(errored - {d.source_id for d in docs})
-    rate = RatePairs(config, ctx.model_name, ctx.config.sampling.seed)
+    judge_model = ctx.model_name
+    if config.judge_engine is not None:  # the generator's replicas make way for the judge's
+        judge_model = ctx.runner.use_engine(config.judge_engine)
+    rate = RatePairs(config, ctx.model_name, judge_model, ctx.config.sampling.seed)
     ctx.runner.run_stage("pairs", ctx.store, lambda: iter(docs), rate, ctx.fingerprint)
     skipped = UnitStats(rows_in=short)
     if short:

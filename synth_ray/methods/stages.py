@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from synth_ray.config import JobConfig
+from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import OutputStore
@@ -69,6 +69,10 @@ class StageRunnerLike(Protocol):
 
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""
+
+    def use_engine(self, engine: EngineConfig) -> str:
+        """Later stages run on `engine` (its replicas replace the current ones); returns the
+        model name its rows record."""
 
 
 @dataclass

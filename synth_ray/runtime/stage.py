@@ -10,13 +10,14 @@ changed is refused rather than mixed.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synth_ray.config import JobConfig
+from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
@@ -156,6 +157,25 @@ class StageRunner:
         # every unit is committed now: drop what killed runs left (also when none remained)
         store.sweep_unreferenced(stage)
         return store.write_stats(units_total=self.summary.units_total)
+
+    def use_engine(self, engine: EngineConfig) -> str:
+        """Run later stages on `engine` (a judge on another model than the generator): the
+        replicas of the current engine are stopped, freeing their GPUs, and the next stage
+        starts the new engine's, with its own chat template and max_model_len. Returns the
+        name its rows record. A caller-owned backend (tests) is kept as it is."""
+        from synth_ray.engine.models import model_display_name
+        from synth_ray.runtime.job import load_renderer
+
+        name = model_display_name(engine.model)
+        if engine != self.config.engine:
+            old = model_display_name(self.config.engine.model)
+            if self.owns_backend and self.backend is not None:
+                self.backend.close()  # type: ignore[attr-defined]
+                self.backend = None
+            self.config = self.config.model_copy(update={"engine": engine})
+            self.renderer = load_renderer(self.config)
+            print(f"engine for the next stages: {name} (in place of {old})", file=sys.stderr)
+        return name
 
     def _ensure_ray(self) -> None:
         from synth_ray.runtime.cluster import connect_ray
