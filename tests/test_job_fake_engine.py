@@ -221,6 +221,53 @@ def test_generate_method_rows(tmp_path, embedded_model):
     assert stats["errored_by_stage"] == {"input": 1}
 
 
+def test_generate_raw_prompts_with_their_own_output_caps(tmp_path, embedded_model):
+    from synth_ray.engine.models import resolve_model
+    from synth_ray.engine.prompts import PromptRenderer
+
+    rows_in = [{"prompt": f"Once upon a time {i}", "cap": i % 3 + 1} for i in range(6)]
+    rows_in += [{"prompt": "no cap here", "cap": None}, {"prompt": "bad cap", "cap": 0}]
+    path = write_jsonl(tmp_path / "p.jsonl", rows_in)
+    config = job_config(
+        tmp_path,
+        path,
+        method="generate",
+        input={"path": str(path), "text_column": "prompt", "id_column": None},
+        generate={"raw_prompt": True, "max_tokens_column": "cap"},
+    )
+    run_job(config, show_progress=False, backend=FakeBackend())
+    rows = pq.read_table(OutputStore(tmp_path / "out").data_files()[0]).to_pylist()
+    tokenizer = PromptRenderer.from_model(resolve_model(embedded_model)).tokenizer
+    by_prompt = {r["prompt"]: r for r in rows}
+    for row in rows_in[:6]:
+        out = by_prompt[row["prompt"]]
+        assert out["n_output_tokens"] == row["cap"]  # the row's own cap, not sampling.max_tokens
+        # sent as it is: no chat template around it
+        raw_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        assert out["n_input_tokens"] == len(raw_ids)
+    assert (
+        by_prompt["no cap here"]["n_output_tokens"] == 5
+    )  # sampling.max_tokens, capped by the fake
+    errors = error_ids(tmp_path / "out")
+    assert len(errors) == 1
+    error_rows = pq.read_table(
+        tmp_path / "out" / "errors" / "part-000000.parquet", columns=["error"]
+    ).to_pylist()
+    assert error_rows[0]["error"] == "cap is 0; expected a positive integer"
+
+
+def test_raw_prompt_refuses_a_system_prompt(tmp_path):
+    from synth_ray.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="raw prompt gets no chat template"):
+        job_config(
+            tmp_path,
+            tmp_path / "x.jsonl",
+            method="generate",
+            generate={"raw_prompt": True, "system_prompt": "be brief"},
+        )
+
+
 def test_manifest_lines_with_unknown_fields_still_count(tmp_path):
     from synth_ray.io.manifest import Manifest, UnitRecord
 

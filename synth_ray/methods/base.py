@@ -45,6 +45,9 @@ class Candidate:
     # False: `width` is an upper bound, and `finish` returns from 1 to `width` outcomes (Self-
     # Instruct's up to 5 instances in one completion); an error is then one row, not `width`
     exact_width: bool = True
+    # this prompt's own output cap (a per-row length budget); None: `sampling.max_tokens`.
+    # Either way it is capped so prompt + output fit the context
+    max_tokens: int | None = None
 
     def error_rows(self) -> int:
         """How many rows an error before or during generation stands for."""

@@ -114,7 +114,10 @@ class UnitBuilder:
                     prompt_token_ids=list(ids),
                     sampling=self.sampling,
                     seed=request_seed(self.seed, candidate.row_id),
-                    max_tokens=min(self.sampling.max_tokens, self.max_model_len - len(ids)),
+                    max_tokens=min(
+                        candidate.max_tokens or self.sampling.max_tokens,
+                        self.max_model_len - len(ids),
+                    ),
                 )
             )
         return pending
