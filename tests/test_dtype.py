@@ -9,8 +9,9 @@ of machine this project runs on, whichever kind runs the test.
 from __future__ import annotations
 
 import pytest
+import torch
 
-from synth_ray.engine.dtype import choose_dtype, cpu_description, parse_cpu_flags
+from synth_ray.engine.dtype import choose_dtype, cpu_description, parse_cpu_flags, ran_as
 
 ZEN3_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -66,6 +67,17 @@ def test_auto_on_cpu_with_native_bf16_is_bfloat16(cpu_flags, named):
 
 def test_auto_on_gpu_keeps_the_models_dtype():
     assert choose_dtype("auto", on_cpu=False, flags=parse_cpu_flags(ZEN3_CPUINFO)).dtype == "auto"
+
+
+def test_auto_is_reported_as_the_dtype_the_engine_ran():
+    class ModelConfig:
+        dtype = torch.bfloat16
+
+    gpu_auto = choose_dtype("auto", on_cpu=False, flags=frozenset())
+    assert ran_as(gpu_auto, ModelConfig()).dtype == "bfloat16"
+    assert ran_as(gpu_auto, None) == gpu_auto  # engine without a model config: left as it was
+    explicit = choose_dtype("float16", on_cpu=False, flags=frozenset())
+    assert ran_as(explicit, ModelConfig()) == explicit
 
 
 def test_explicit_dtype_is_respected_and_emulated_bf16_is_named():

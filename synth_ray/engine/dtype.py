@@ -33,6 +33,15 @@ class DtypeChoice:
     reason: str
 
 
+def ran_as(choice: DtypeChoice, model_config: object) -> DtypeChoice:
+    """`auto` made concrete once the engine is built (its model config's torch dtype), so the
+    summary, stats and benchmarks say which dtype actually ran; other choices are unchanged."""
+    ran = str(getattr(model_config, "dtype", "") or "").removeprefix("torch.")
+    if choice.dtype != "auto" or not ran:
+        return choice
+    return DtypeChoice(ran, f"{choice.reason}: {ran}")
+
+
 def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
     """The feature flags of the first CPU in a /proc/cpuinfo text (`flags` on x86,
     `Features` on Arm); empty when there is none."""

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
+from synth_ray.engine.dtype import choose_dtype, ran_as, read_cpu_flags
 from synth_ray.engine.requests import EngineRequest, EngineResult
 
 
@@ -64,6 +64,7 @@ class VllmEngine:
         # offset"), so per-request seeds are sent only where the platform supports them.
         self.per_request_seed = not on_cpu
         self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**settings.engine_args()))
+        self.dtype_choice = ran_as(self.dtype_choice, getattr(self._engine, "model_config", None))
         self.finished_requests = 0
         self.finished_tokens = 0
 
