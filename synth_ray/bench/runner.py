@@ -1,0 +1,194 @@
+"""A whole benchmark: for each sweep value, the workload through each system, one after another.
+
+    synth-ray bench configs/generate.yaml --systems synth-ray,vllm --prompts 64 --lengths skewed
+    synth-ray bench configs/generate.yaml --sweep engine.max_num_seqs=64,256
+
+The config gives the model, the engine settings (engine.*), sampling (temperature, top_p,
+max_tokens) and synth-ray's resources/scheduler; a sweep applies `KEY=value` to it like `--set`.
+Systems run in fresh processes, one at a time, so they never share the machine. A system whose
+packages are missing is skipped with one line saying what to install; one that fails is reported
+with its log and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synth_ray.bench import machine, report
+from synth_ray.bench.spec import RunSpec
+from synth_ray.bench.systems import SYSTEMS, SystemFailed, missing, run_system
+from synth_ray.bench.workload import LENGTH_MODES, SOURCES, build_workload
+from synth_ray.errors import ConfigError
+
+
+@dataclass
+class BenchOptions:
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    systems: tuple[str, ...] = SYSTEMS
+    prompts: int = 128
+    lengths: str = "fixed"
+    source: str = "questions"
+    sweep: tuple[str, list[str]] | None = None
+    results_dir: Path = Path("bench-results")
+    seed: int = 0
+    label: str = ""
+    work_dir: Path | None = None  # where each system's logs and outputs go (default: a temp dir)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown or not self.systems:
+            raise ConfigError(
+                f"--systems {','.join(self.systems)}: expected some of {','.join(SYSTEMS)}"
+            )
+        if self.lengths not in LENGTH_MODES:
+            raise ConfigError(
+                f"--lengths {self.lengths}: expected one of {', '.join(LENGTH_MODES)}"
+            )
+        if self.source not in SOURCES:
+            raise ConfigError(f"--source {self.source}: expected one of {', '.join(SOURCES)}")
+        if self.prompts < 1:
+            raise ConfigError(f"--prompts {self.prompts}: expected at least 1")
+
+
+def parse_sweep(text: str | None) -> tuple[str, list[str]] | None:
+    """`KEY=v1,v2,...` -> (KEY, [v1, v2, ...])."""
+    if not text:
+        return None
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise ConfigError(
+            f"--sweep {text}: expected KEY=v1,v2,... (e.g. engine.max_num_seqs=64,256)"
+        )
+    return key.strip(), items
+
+
+def _documents(job: Any, n: int) -> list[str]:
+    from synth_ray.io.inputs import InputSpec, absolute_path, iter_documents
+
+    if job.input is None:
+        raise ConfigError("--source rephrase: the config has no input to rephrase")
+    spec = InputSpec(absolute_path(job.input.path), job.input.text_column, limit=n)
+    return [doc.text for doc in iter_documents(spec) if doc.text]
+
+
+def spec_for(job: Any, prompts_path: Path, ignore_eos: bool) -> RunSpec:
+    from synth_ray.engine.models import resolve_model
+
+    cores = os.cpu_count() or 1
+    return RunSpec(
+        model=resolve_model(job.engine.model),
+        dtype=job.engine.dtype,
+        engine_args=job.engine.vllm_args(),
+        cpu_kv_cache_gib=job.engine.cpu_kv_cache_gib,
+        temperature=job.sampling.temperature,
+        top_p=job.sampling.top_p,
+        seed=job.sampling.seed,
+        ignore_eos=ignore_eos,
+        prompts_path=str(prompts_path),
+        replicas=job.resources.replicas,
+        # Ray Data LLM's CPU stages and its engine each hold a CPU; on 2 it waits forever
+        ray_num_cpus=max(4, job.ray.num_cpus or cores),
+    )
+
+
+def run_bench(
+    opts: BenchOptions, say: Callable[[str], None] = print
+) -> tuple[list[dict[str, Any]], Path, Path | None]:
+    """Run everything; returns the records, the results Markdown file and the plot (or None)."""
+    from synth_ray.config import load_config
+    from synth_ray.engine.models import resolve_model
+
+    work = opts.work_dir or Path(tempfile.mkdtemp(prefix="synth-ray-bench-"))
+    values = opts.sweep[1] if opts.sweep else [""]
+    runnable = []
+    for system in opts.systems:
+        hint = missing(system)
+        if hint:
+            say(f"{system}: skipped, not installed (needs {hint})")
+        runnable.append((system, hint))
+    rows: list[report.Row] = []
+    first_job = None
+    for value in values:
+        label = f"{opts.sweep[0]}={value}" if opts.sweep else ""
+        overrides = opts.overrides + ([label] if label else [])
+        job = load_config(opts.config, overrides)
+        first_job = first_job or job
+        here = work / (label.replace("=", "-") or "run")
+        here.mkdir(parents=True, exist_ok=True)
+        documents = _documents(job, opts.prompts) if opts.source == "rephrase" else None
+        workload = build_workload(
+            resolve_model(job.engine.model),
+            opts.prompts,
+            job.sampling.max_tokens,
+            opts.lengths,
+            opts.source,
+            documents,
+            opts.seed,
+        )
+        spec = spec_for(job, workload.write(here / "prompts.jsonl"), workload.ignore_eos)
+        job_dict = job.model_dump(mode="json")
+        for system, hint in runnable:
+            if hint:
+                rows.append(report.Row(label, system, None, f"not installed ({hint})"))
+                continue
+            say(f"{label + ': ' if label else ''}{system}: running ({opts.prompts} prompts)")
+            try:
+                result = run_system(system, job_dict, spec, here / system)
+            except SystemFailed as err:
+                say(f"{system}: failed: {err}")
+                rows.append(report.Row(label, system, None, f"failed: {err}"))
+                continue
+            planned = workload.planned_output_tokens
+            if planned is not None and result.output_tokens != planned:
+                result.notes = (
+                    f"{result.notes}; " if result.notes else ""
+                ) + f"generated {result.output_tokens} of {planned} planned tokens"
+            rows.append(report.Row(label, system, result))
+    records = report.summarize(rows)
+    assert first_job is not None
+    m = machine.describe()
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    what = (
+        f"{opts.prompts} {opts.source} prompts, {opts.lengths} lengths "
+        f"(max_tokens {first_job.sampling.max_tokens}), {first_job.engine.model}"
+    )
+    title = f"{stamp} synth-ray bench{f' ({opts.label})' if opts.label else ''}: {what}"
+    engine = ", ".join(f"{k} {v}" for k, v in first_job.engine.vllm_args().items())
+    context = (
+        f"Machine: {machine.line(m)}. Engine: dtype {first_job.engine.dtype} "
+        f"(ran {next((r['dtype'] for r in records if r.get('dtype')), '?')}), {engine}; "
+        f"synth-ray replicas {first_job.resources.replicas}, batch_size "
+        f"{first_job.scheduler.batch_size}, max_in_flight_per_replica "
+        f"{first_job.scheduler.max_in_flight_per_replica}. Each system in a fresh process, "
+        f"one after another; config {opts.config}."
+    )
+    plot_path = None
+    if any("skipped" not in r for r in records):
+        try:
+            name = f"bench-{time.strftime('%Y%m%d-%H%M%S')}.png"
+            plot_path = report.plot(records, opts.results_dir / name, what)
+        except ImportError:
+            say("plot: skipped, matplotlib is not installed (pip install 'synth-ray[bench]')")
+    header = {
+        "date": stamp,
+        "label": opts.label,
+        "machine": m,
+        "config": str(opts.config),
+        "prompts": opts.prompts,
+        "lengths": opts.lengths,
+        "source": opts.source,
+        "max_tokens": first_job.sampling.max_tokens,
+        "model": first_job.engine.model,
+        "engine_args": first_job.engine.vllm_args(),
+        "plot": str(plot_path) if plot_path else None,
+    }
+    md = report.append_results(opts.results_dir, title, context, header, records, plot_path)
+    return records, md, plot_path

@@ -1,0 +1,206 @@
+"""`synth-ray bench`: workloads, the report, option errors, and one real run of every system.
+
+    .venv/bin/pytest -q tests/test_bench.py
+
+The real run sends 4 prompts of at most 8 tokens through synth-ray, raw vLLM and Ray Data LLM
+(about 2 minutes on 2 cores, most of it three engine starts): it checks the plumbing and that
+every system generated exactly the planned tokens, never a speed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synth_ray.bench.report import Row, markdown, plot, summarize, table_lines
+from synth_ray.bench.runner import BenchOptions, parse_sweep
+from synth_ray.bench.spec import RunSpec, SystemResult
+from synth_ray.bench.systems import SYSTEMS, missing, synth_ray_job
+from synth_ray.bench.workload import build_workload, output_budgets
+from synth_ray.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_fixed_lengths_give_every_request_the_cap():
+    assert output_budgets(5, 64, "fixed", seed=0) == [64] * 5
+    assert output_budgets(3, 64, "natural", seed=0) == [64] * 3
+
+
+def test_skewed_lengths_are_mostly_short_with_a_long_tail_and_reproducible():
+    budgets = output_budgets(2000, 1024, "skewed", seed=7)
+    assert budgets == output_budgets(2000, 1024, "skewed", seed=7)
+    assert budgets != output_budgets(2000, 1024, "skewed", seed=8)
+    assert all(1 <= b <= 1024 for b in budgets)
+    ordered = sorted(budgets)
+    assert ordered[len(ordered) // 2] <= 1024 / 4  # most requests short
+    assert sum(b >= 512 for b in budgets) >= 20  # a few long ones hold a batch back
+    with pytest.raises(ValueError, match="lengths 'long'"):
+        output_budgets(1, 8, "long", seed=0)
+
+
+def test_workload_renders_the_chat_template_once_for_every_system(embedded_model, tmp_path):
+    fixed = build_workload(embedded_model, 6, 32, "fixed")
+    assert len(set(fixed.prompts)) == 6  # all different: prefix caching cannot skip work
+    assert all(
+        "<|im_start|>user" in p and p.endswith("<|im_start|>assistant\n") for p in fixed.prompts
+    )
+    assert fixed.ignore_eos and fixed.planned_output_tokens == 6 * 32
+    natural = build_workload(embedded_model, 2, 32, "natural")
+    assert not natural.ignore_eos and natural.planned_output_tokens is None
+    rows = [json.loads(x) for x in fixed.write(tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows[0] == {"prompt": fixed.prompts[0], "max_tokens": 32}
+
+
+def test_rephrase_workload_cycles_wraps_styles_over_the_chunks(embedded_model):
+    docs = ["Rivers carry sediment to the sea, where it settles into deltas over centuries."]
+    work = build_workload(embedded_model, 8, 16, "fixed", "rephrase", docs)
+    assert len(work.prompts) == 8 and all("deltas" in p for p in work.prompts)
+    assert len(set(work.prompts)) == 4  # one chunk x WRAP's four styles
+    with pytest.raises(ValueError, match="no text to rephrase"):
+        build_workload(embedded_model, 2, 16, "fixed", "rephrase", ["  "])
+
+
+def test_bad_options_are_one_line_config_errors():
+    config = REPO / "configs" / "bench.yaml"
+    for kwargs, expected in [
+        ({"systems": ("vllm", "tgi")}, "--systems vllm,tgi: expected some of"),
+        ({"systems": ()}, "--systems : expected some of"),
+        ({"lengths": "long"}, "--lengths long: expected one of fixed, skewed, natural"),
+        ({"source": "web"}, "--source web: expected one of questions, rephrase"),
+        ({"prompts": 0}, "--prompts 0: expected at least 1"),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            BenchOptions(config, **kwargs)
+    assert parse_sweep("engine.max_num_seqs=64, 256") == ("engine.max_num_seqs", ["64", "256"])
+    assert parse_sweep(None) is None
+    for bad in ("engine.max_num_seqs", "=1,2", "engine.max_num_seqs="):
+        with pytest.raises(ConfigError, match="expected KEY=v1,v2"):
+            parse_sweep(bad)
+
+
+def test_cli_refuses_an_unknown_system_before_any_work(tmp_path):
+    from synth_ray.cli import app
+
+    result = CliRunner().invoke(
+        app, ["bench", str(REPO / "configs" / "bench.yaml"), "--systems", "vllm,tgi",
+              "--results", str(tmp_path / "res")]
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "error: --systems vllm,tgi: expected some of synth-ray,vllm,ray-data" in result.output
+    assert not (tmp_path / "res").exists()
+
+
+def result(tokens: int, ready: float | None, done: float, wall: float) -> SystemResult:
+    return SystemResult(tokens, 10, ready, first_result_s=done, done_s=done, wall_s=wall)
+
+
+def test_ratios_are_to_raw_vllm_of_the_same_sweep_value(tmp_path):
+    rows = [
+        Row("engine.max_num_seqs=64", "vllm", result(1000, 10.0, 20.0, 25.0)),
+        Row("engine.max_num_seqs=64", "synth-ray", result(1000, 12.0, 22.0, 40.0)),
+        Row("engine.max_num_seqs=64", "ray-data", result(1000, None, 30.0, 50.0)),
+        Row("engine.max_num_seqs=256", "vllm", result(1000, 10.0, 15.0, 20.0)),
+        Row("engine.max_num_seqs=256", "synth-ray", result(1000, 10.0, 14.0, 20.0)),
+        Row("engine.max_num_seqs=256", "ray-data", None, "not installed (pip install x)"),
+    ]
+    records = summarize(rows)
+    by = {(r["sweep"], r["system"]): r for r in records}
+    assert by["engine.max_num_seqs=64", "synth-ray"]["steady_tok_s"] == 100.0
+    assert by["engine.max_num_seqs=64", "synth-ray"]["steady_ratio"] == 1.0
+    assert by["engine.max_num_seqs=64", "synth-ray"]["whole_ratio"] == 0.625
+    assert by["engine.max_num_seqs=256", "synth-ray"]["steady_ratio"] == 1.25
+    ray_data = by["engine.max_num_seqs=64", "ray-data"]
+    assert ray_data["steady_tok_s"] is None and ray_data["whole_ratio"] == 0.5
+    assert by["engine.max_num_seqs=256", "ray-data"]["skipped"] == "not installed (pip install x)"
+
+    lines = table_lines(records)
+    assert lines[0][:2] == ["sweep", "system"] and all(len(x) == len(lines[0]) for x in lines)
+    assert lines[-1][2] == "skipped: not installed (pip install x)"
+    md = markdown("title", "context", records, tmp_path / "p.png")
+    assert "| engine.max_num_seqs=64 | synth-ray | 100.0 |" in md and "Plot: p.png" in md
+
+    pytest.importorskip("matplotlib")
+    png = plot(records, tmp_path / "sweep.png", "a sweep")
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_synth_ray_runs_the_same_prompts_and_budgets_as_the_others(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a", "max_tokens": 3}\n{"prompt": "b", "max_tokens": 9}\n')
+    spec = RunSpec("m", "auto", {}, 1, 0.7, 0.9, 0, True, str(prompts))
+    job = {
+        "engine": {"model": "m", "max_num_seqs": 8},
+        "scheduler": {"batch_size": 4},
+        "sampling": {"temperature": 0.7, "max_tokens": 64},
+        "rephrase": {"styles": ["qa"]},
+    }
+    config = synth_ray_job(job, spec, tmp_path / "out")
+    assert config["method"] == "generate" and "rephrase" not in config
+    assert config["generate"] == {"raw_prompt": True, "max_tokens_column": "max_tokens"}
+    assert config["sampling"]["max_tokens"] == 9 and config["sampling"]["ignore_eos"] is True
+    assert config["engine"] == job["engine"] and config["scheduler"] == job["scheduler"]
+    from synth_ray.config import validate_config
+
+    validate_config(config)
+
+
+def test_random_model_keeps_the_shape_and_takes_the_tokenizers_vocabulary(embedded_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from synth_ray.bench.random_model import SHAPES, make_random_model
+
+    out = make_random_model(tmp_path / "qwen", "qwen2.5-1.5b", Path(embedded_model))
+    config = json.loads((out / "config.json").read_text())
+    vocab = len(AutoTokenizer.from_pretrained(str(out)))
+    assert config["vocab_size"] >= vocab and config["vocab_size"] != 151936
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads"):
+        assert config[key] == SHAPES["qwen2.5-1.5b"][key]
+    assert "instead of 151936" in (out / "README.md").read_text()
+    assert not list(out.glob("*.safetensors"))
+    with pytest.raises(ValueError, match="shape 'gpt5'"):
+        make_random_model(tmp_path / "x", "gpt5", Path(embedded_model))
+
+
+@pytest.mark.engine
+def test_a_tiny_bench_runs_every_system_and_writes_table_results_and_plot(tmp_path):
+    """The real thing from the command line, as a user runs it (about 2 minutes)."""
+    import subprocess
+    import sys
+
+    absent = [s for s in SYSTEMS if missing(s)]
+    systems = [s for s in SYSTEMS if s not in absent]
+    results = tmp_path / "res"
+    done = subprocess.run(
+        [sys.executable, "-m", "synth_ray", "bench", str(REPO / "configs" / "bench.yaml"),
+         "--systems", ",".join(SYSTEMS), "--prompts", "4", "--lengths", "skewed",
+         "--set", "sampling.max_tokens=8", "--results", str(results), "--label", "test"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    planned = sum(output_budgets(4, 8, "skewed", seed=0))
+    records = [json.loads(x) for x in (results / "results.jsonl").read_text().splitlines()]
+    assert [r["system"] for r in records] == list(SYSTEMS)
+    for rec in records:
+        if rec["system"] in absent:
+            assert "not installed" in rec["skipped"]
+            continue
+        assert "skipped" not in rec, rec
+        assert rec["output_tokens"] == planned and rec["requests"] == 4, rec
+        assert rec["whole_tok_s"] > 0 and rec["wall_s"] > rec["first_result_s"] > 0
+        assert rec["machine"]["cores"] >= 1 and rec["lengths"] == "skewed"
+    assert records[1]["system"] == "vllm" and records[1]["steady_ratio"] == 1.0
+    assert records[0]["steady_ratio"] > 0  # synth-ray against the vLLM of the same run
+    md = (results / "results.md").read_text()
+    assert "synth-ray bench (test): 4 questions prompts, skewed lengths" in md
+    assert "Machine: " in md and "vllm " in md
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == [f"| {s}" for s in SYSTEMS]
+    pngs = list(results.glob("bench-*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == PNG_MAGIC
+    for system in systems:
+        assert f"{system}: running (4 prompts)" in done.stderr
