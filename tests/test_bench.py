@@ -78,6 +78,11 @@ def test_bad_options_are_one_line_config_errors():
             BenchOptions(config, **kwargs)
     assert parse_sweep("engine.max_num_seqs=64, 256") == ("engine.max_num_seqs", ["64", "256"])
     assert parse_sweep(None) is None
+    spec = "engine.speculative_config=null,{method: ngram, num_speculative_tokens: 4}"
+    assert parse_sweep(spec) == (
+        "engine.speculative_config",
+        ["null", "{method: ngram, num_speculative_tokens: 4}"],
+    )
     for bad in ("engine.max_num_seqs", "=1,2", "engine.max_num_seqs="):
         with pytest.raises(ConfigError, match="expected KEY=v1,v2"):
             parse_sweep(bad)

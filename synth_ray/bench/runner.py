@@ -13,6 +13,7 @@ with its log and the others still run.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,12 +58,32 @@ class BenchOptions:
             raise ConfigError(f"--prompts {self.prompts}: expected at least 1")
 
 
+def _split_values(values: str) -> list[str]:
+    """Split at commas outside brackets and quotes: a value may be a YAML/JSON mapping such as
+    `{method: ngram, num_speculative_tokens: 4}`."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(values):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(values[start:i])
+            start = i + 1
+    items.append(values[start:])
+    return [v.strip() for v in items if v.strip()]
+
+
 def parse_sweep(text: str | None) -> tuple[str, list[str]] | None:
-    """`KEY=v1,v2,...` -> (KEY, [v1, v2, ...])."""
+    """`KEY=v1,v2,...` -> (KEY, [v1, v2, ...]); values are parsed later like `--set` values."""
     if not text:
         return None
     key, sep, values = text.partition("=")
-    items = [v.strip() for v in values.split(",") if v.strip()]
+    items = _split_values(values)
     if not sep or not key.strip() or not items:
         raise ConfigError(
             f"--sweep {text}: expected KEY=v1,v2,... (e.g. engine.max_num_seqs=64,256)"
@@ -116,12 +137,12 @@ def run_bench(
         runnable.append((system, hint))
     rows: list[report.Row] = []
     first_job = None
-    for value in values:
+    for index, value in enumerate(values):
         label = f"{opts.sweep[0]}={value}" if opts.sweep else ""
         overrides = opts.overrides + ([label] if label else [])
         job = load_config(opts.config, overrides)
         first_job = first_job or job
-        here = work / (label.replace("=", "-") or "run")
+        here = work / (f"{index}-{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}" if label else "run")
         here.mkdir(parents=True, exist_ok=True)
         documents = _documents(job, opts.prompts) if opts.source == "rephrase" else None
         workload = build_workload(
