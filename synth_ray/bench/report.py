@@ -160,7 +160,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
                 )
                 for s in sweeps
             ]
-            ax.plot(sweeps, ys, marker="o", label=f"{system} (whole process)")
+            (whole_line,) = ax.plot(sweeps, ys, marker="o", label=f"{system} (whole process)")
             st = [
                 next(
                     (r["steady_tok_s"] for r in ran if r["system"] == system and r["sweep"] == s),
@@ -169,7 +169,14 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
                 for s in sweeps
             ]
             if any(v is not None for v in st):
-                ax.plot(sweeps, st, marker="s", linestyle="--", label=f"{system} (steady)")
+                ax.plot(
+                    sweeps,
+                    st,
+                    marker="s",
+                    linestyle="--",
+                    color=whole_line.get_color(),  # one colour per system
+                    label=f"{system} (steady)",
+                )
         ax.set_xlabel("setting")
     else:
         width = 0.38
