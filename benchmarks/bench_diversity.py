@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_generate import machine, machine_line  # noqa: E402
+from common import machine, machine_line  # noqa: E402
 
 SUBJECTS = "the farmer|a young engineer|the city council|our neighbour|the research team|a small startup|the old librarian|the football club|a travelling musician|the hospital staff|a local baker|the museum curator".split(
     "|"

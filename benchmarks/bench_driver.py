@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_generate import append_results, machine, machine_line  # noqa: E402
+from common import append_results, machine, machine_line  # noqa: E402
 
 WORDS = (
     "river stone market winter garden signal copper lantern harbor meadow village engine "
@@ -184,7 +184,7 @@ def main() -> None:
     lines = [
         f"\n## {stamp} driver cost per request (engine stand-in answering instantly), "
         f"{args.replicas} replicas\n",
-        f"Machine: {machine_line(m)}; ray {m.get('ray')}. Marginal driver CPU between a "
+        f"Machine: {machine_line(m)}. Marginal driver CPU between a "
         f"{args.small}- and a {args.large}-document job; requests/s of the large job.\n",
         "| method | requests (small / large) | driver CPU s (small / large) | driver CPU "
         "ms/request | requests per driver CPU-second | requests/s end to end |",

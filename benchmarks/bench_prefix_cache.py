@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_generate import machine, machine_line, run_synth_ray_config  # noqa: E402
+from common import machine, machine_line, run_synth_ray_config  # noqa: E402
 
 
 def make_questions(n: int) -> list[dict]:
@@ -98,7 +98,7 @@ def main() -> None:
     table = (
         f"\n## {record['date']} prefix caching, self_improve few-shot: {args.questions} questions, "
         f"~{prompt_len} prompt tokens each, {args.max_tokens} output tokens\n"
-        f"Machine: {machine_line(m)}; vllm {m['vllm']}; dtype {best[True]['dtype']}; best of {args.repeats}.\n\n"
+        f"Machine: {machine_line(m)}; dtype {best[True]['dtype']}; best of {args.repeats}.\n\n"
         "| prefix caching | requests/s | prompt tok/s | generation s |\n|---|---|---|---|\n"
         f"| off | {best[False]['requests_per_s']} | {best[False]['prompt_tok_s']} | {best[False]['generation_s']} |\n"
         f"| on | {best[True]['requests_per_s']} | {best[True]['prompt_tok_s']} | {best[True]['generation_s']} |\n"

@@ -168,8 +168,8 @@ def main() -> None:
         for sliced in (False, True):
             rows.append(simulate(replicas, args.waves, args.slots, args.unit_rows, sliced))
             print(json.dumps(rows[-1]), flush=True)
-    from bench_generate import append_results, machine_line
-    from bench_generate import machine as machine_info
+    from common import append_results, machine_line
+    from common import machine as machine_info
 
     m = machine_info()
     stamp = time.strftime("%Y-%m-%d %H:%M")
