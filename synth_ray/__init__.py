@@ -1,7 +1,8 @@
 """synth-ray: synthetic training data on Ray + vLLM with exactly-once Parquet shards.
 
 Layers, each importing only from those below it:
-    cli, status, jobs (cluster submission through Ray's Jobs API)
+    cli, status, jobs (cluster submission through Ray's Jobs API), bench (synth-ray against
+              raw vLLM and Ray Data LLM on one workload)
     runtime   job (dispatch through the method registry) -> stage (StageRunner) -> scheduler
               (policy), units, progress; ray_backend, generator_actor, cluster; diversity (the
               filter's embedder and partition actors). It names no method.

@@ -21,6 +21,7 @@ LAYER = {
     "cli": 5,
     "status": 5,
     "jobs": 5,
+    "bench": 5,
 }
 
 
