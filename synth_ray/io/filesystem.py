@@ -35,7 +35,12 @@ import pyarrow.parquet as pq
 
 from synth_ray.errors import ConfigError
 from synth_ray.io.retry import retry_transient
-from synth_ray.io.shards import sweep_temp_files, write_bytes_atomic, write_shard_atomic
+from synth_ray.io.shards import (
+    sweep_temp_files,
+    write_bytes_atomic,
+    write_parquet,
+    write_shard_atomic,
+)
 
 T = TypeVar("T")
 
@@ -280,7 +285,7 @@ class UriLocation(Location):
 
     def write_table_atomic(self, name: str, table: pa.Table) -> int:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        write_parquet(table, sink)
         data = sink.getvalue()  # serialised in memory first: a failure here PUTs nothing
         self.write_bytes_atomic(name, data)
         return data.size

@@ -49,6 +49,16 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> None:
         fsync_dir(path.parent)
 
 
+def write_parquet(table: pa.Table, sink: object) -> None:
+    """Write `table` as one zstd Parquet file. An empty table becomes a file with its schema
+    and no row group: Hugging Face `datasets` cannot read a row group of 0 rows ("BatchSize
+    must be greater than 0"), which is what `pq.write_table` writes for an empty unit."""
+    if table.num_rows:
+        pq.write_table(table, sink, compression="zstd")
+    else:
+        pq.ParquetWriter(sink, table.schema, compression="zstd").close()
+
+
 def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
     """Write `table` as Parquet at `path` atomically; returns the file size in bytes.
 
@@ -63,7 +73,7 @@ def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
         tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
         try:
             with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
+                write_parquet(table, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
