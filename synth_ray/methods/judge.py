@@ -316,4 +316,15 @@ def run_judge(ctx: JobContext) -> dict[str, Any]:
     )
 
 
-register(MethodSpec("judge", run=run_judge, section=JudgeConfig, input_spec=judge_input))
+def judge_papers(config: JobConfig) -> list[str]:
+    rubric = config.section_as(JudgeConfig).rubric
+    return {"alpagasus": ["chen2024alpagasus"], "fineweb_edu": ["penedo2024fineweb"]}.get(
+        rubric, []
+    )
+
+
+register(
+    MethodSpec(
+        "judge", run=run_judge, section=JudgeConfig, input_spec=judge_input, papers=judge_papers
+    )
+)

@@ -250,4 +250,12 @@ def run_magpie(ctx: JobContext) -> dict[str, Any]:
     )
 
 
-register(MethodSpec("magpie", run=run_magpie, section=MagpieConfig, input_spec=None))
+register(
+    MethodSpec(
+        "magpie",
+        run=run_magpie,
+        section=MagpieConfig,
+        input_spec=None,
+        papers=lambda config: ["xu2024magpie"],
+    )
+)

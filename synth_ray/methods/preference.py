@@ -28,7 +28,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import EngineConfig
+from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
@@ -288,4 +288,14 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
     )
 
 
-register(MethodSpec("preference", run=run_preference, section=PreferenceConfig))
+def preference_papers(config: JobConfig) -> list[str]:
+    pairing = config.section_as(PreferenceConfig).rejected
+    return [
+        "cui2024ultrafeedback",
+        "yuan2024selfrewarding" if pairing == "lowest" else "tunstall2023zephyr",
+    ]
+
+
+register(
+    MethodSpec("preference", run=run_preference, section=PreferenceConfig, papers=preference_papers)
+)

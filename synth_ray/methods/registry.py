@@ -40,6 +40,10 @@ def _no_files(config: JobConfig) -> dict[tuple[str, str], str]:
     return {}
 
 
+def _no_papers(config: JobConfig) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """`run(ctx)` runs or resumes the whole method and returns its stats. `input_spec` says
@@ -47,7 +51,8 @@ class MethodSpec:
     `sample_texts` then gives the texts the diversity filter's centroids are trained on.
     `check` fails fast on the method's own files before any work; `files` names the local
     files (config section, key) -> path that `submit` must send with the job.
-    `section` is the method's config section, read from the key named like the method
+    `papers` names the keys of methods/papers.py this config follows (the dataset card cites
+    them). `section` is the method's config section, read from the key named like the method
     (`old_section_names` are accepted with a deprecation warning; `fingerprint_key`, where
     set, is the key the section enters the fingerprint under, so old outputs resume)."""
 
@@ -58,6 +63,7 @@ class MethodSpec:
     sample_texts: Callable[[JobConfig], list[str]] | None = None
     check: Callable[[JobConfig], None] = _nothing
     files: Callable[[JobConfig], dict[tuple[str, str], str]] = field(default=_no_files)
+    papers: Callable[[JobConfig], list[str]] = field(default=_no_papers)
     old_section_names: tuple[str, ...] = ()
     fingerprint_key: str | None = None
 

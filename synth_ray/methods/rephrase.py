@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
@@ -32,7 +33,15 @@ from synth_ray.methods.base import (
 )
 from synth_ray.methods.chunking import TokenCounter, split_into_chunks
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.rephrase_styles import STYLES, WRAP_SYSTEM, Style, without_opening
+from synth_ray.methods.rephrase_styles import (
+    FINEPHRASE,
+    NEMOTRON,
+    STYLES,
+    WRAP,
+    WRAP_SYSTEM,
+    Style,
+    without_opening,
+)
 from synth_ray.methods.stages import JobContext, run_single_stage
 from synth_ray.sections import ADDED, Section
 
@@ -160,4 +169,11 @@ def run_rephrase(ctx: JobContext) -> dict[str, Any]:
     return run_single_stage(ctx, method)
 
 
-register(MethodSpec("rephrase", run=run_rephrase, section=RephraseConfig))
+def rephrase_papers(config: JobConfig) -> list[str]:
+    """The papers of the built-in styles this job uses (custom styles cite none)."""
+    keys = {WRAP: "maini2024wrap", FINEPHRASE: "finephrase2025", NEMOTRON: "su2024nemotroncc"}
+    used = config.section_as(RephraseConfig).styles
+    return list(dict.fromkeys(keys[STYLES[s].source] for s in used if s in STYLES))
+
+
+register(MethodSpec("rephrase", run=run_rephrase, section=RephraseConfig, papers=rephrase_papers))

@@ -337,5 +337,10 @@ register(
             load_few_shot(config.section_as(SelfImproveConfig).few_shot_path) and None
         ),
         files=self_improve_files,
+        papers=lambda config: [
+            {"star": "zelikman2022star", "rejection": "yuan2023rft"}.get(
+                config.section_as(SelfImproveConfig).mode, "huang2022selfimprove"
+            )
+        ],
     )
 )

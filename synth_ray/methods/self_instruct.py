@@ -405,5 +405,6 @@ register(
         sample_texts=lambda config: load_seed_instructions(seed_path(config)),
         check=lambda config: load_seed_instructions(seed_path(config)) and None,
         files=self_instruct_files,
+        papers=lambda config: ["wang2023selfinstruct"],
     )
 )

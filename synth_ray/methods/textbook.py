@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
@@ -148,4 +149,11 @@ def run_textbook(ctx: JobContext) -> dict[str, Any]:
     return run_single_stage(ctx, TextbookMethod(config, ctx.model_name, ctx.config.sampling.seed))
 
 
-register(MethodSpec("textbook", run=run_textbook, section=TextbookConfig))
+def textbook_papers(config: JobConfig) -> list[str]:
+    """Cosmopedia for its formats; phi-1 for the exercises format it describes."""
+    formats = config.section_as(TextbookConfig).formats
+    keys = ["benallal2024cosmopedia"] if set(formats) - {"textbook_exercises"} else []
+    return keys + (["gunasekar2023textbooks"] if "textbook_exercises" in formats else [])
+
+
+register(MethodSpec("textbook", run=run_textbook, section=TextbookConfig, papers=textbook_papers))

@@ -233,5 +233,6 @@ register(
             load_vocabulary(config.section_as(TinyStoriesConfig).vocabulary_path) and None
         ),
         files=tinystories_files,
+        papers=lambda config: ["eldan2023tinystories"],
     )
 )
