@@ -2,7 +2,8 @@
 
 Layers, each importing only from those below it:
     cli, status, jobs (cluster submission through Ray's Jobs API), bench (synth-ray against
-              raw vLLM and Ray Data LLM on one workload)
+              raw vLLM and Ray Data LLM on one workload), dataset (the card of an output,
+              rows picked by an SQL condition)
     runtime   job (dispatch through the method registry) -> stage (StageRunner) -> scheduler
               (policy), units, progress; ray_backend, generator_actor, cluster; diversity (the
               filter's embedder and partition actors). It names no method.

@@ -2,6 +2,7 @@
 
     synth-ray run configs/quickstart.yaml --set input.limit=20
     synth-ray status out/quickstart
+    synth-ray inspect out/quickstart --where "style = 'qa'" --n 3
     synth-ray submit configs/generate.yaml --address http://HEAD:8265   (then logs/status/stop)
     synth-ray prepare-model
     synth-ray bench configs/generate.yaml --systems synth-ray,vllm,ray-data --lengths skewed
@@ -143,8 +144,19 @@ def run(
         )
     commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
+    _write_card(summary.output_path)
     if samples:
         _print_samples(summary.output_path, samples)
+
+
+def _write_card(output: str) -> None:
+    """The dataset card of a completed job; the data is done even if the card cannot be."""
+    from synth_ray.dataset.card import write_card
+
+    try:
+        console.print(f"dataset card: {write_card(output)}")
+    except UserError as err:
+        err_console.print(f"warning: no dataset card: {escape(str(err))}", highlight=False)
 
 
 SOURCE_COLUMNS = ("source_text", "prompt", "question", "instruction")
@@ -171,6 +183,44 @@ def _print_samples(output: str, n: int) -> None:
             return
     if shown == 0:
         console.print("no output rows to show (see stats.json for what was dropped or errored)")
+
+
+@app.command()
+def inspect(
+    output: Annotated[str, typer.Argument(help="Output folder or URI of a job.")],
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help="DuckDB SQL condition on the columns: \"style = 'qa' and n_output_tokens > 200\""
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Rows to print.")] = 5,
+    errors: Annotated[bool, typer.Option(help="Look at the error rows instead.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line, whole.")
+    ] = False,
+    width: Annotated[int, typer.Option(min=20, help="Characters of a value to show.")] = 600,
+) -> None:
+    """Print committed rows of an output, those meeting --where, in commit order."""
+    from synth_ray.dataset.rows import pick_rows
+
+    try:
+        rows = pick_rows(output, where, n, errors)
+    except UserError as err:
+        _fail(str(err), err.exit_code)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False, default=str))
+        return
+    for row in rows:
+        console.rule(escape(str(row.get("id", ""))))
+        for key, value in row.items():
+            text = str(value)
+            cut = f" [dim]... ({len(text):,} chars)[/]" if len(text) > width else ""
+            console.print(f"[bold]{escape(key)}[/]: {escape(text[:width])}{cut}", highlight=False)
+    console.print(
+        f"{len(rows)} {'error ' if errors else ''}rows" + (f" where {where}" if where else "")
+    )
 
 
 AddressOption = Annotated[

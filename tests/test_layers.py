@@ -22,6 +22,7 @@ LAYER = {
     "status": 5,
     "jobs": 5,
     "bench": 5,
+    "dataset": 5,
 }
 
 

@@ -1,0 +1,249 @@
+"""The dataset card: README.md in an output folder, in Hugging Face dataset-card form.
+
+    python -c "from synth_ray.dataset.card import write_card; print(write_card('out/quickstart'))"
+
+Written by `synth-ray run` when a job completes (and by `synth-ray report`). The YAML header
+lists the features of the data shards and a `default` config whose data files are
+`data/*.parquet`, so `datasets.load_dataset(OUTPUT)` and the Hub read the rows and nothing else
+(an `errors` config is added when error shards exist). The body says how the data was made:
+the method and its papers, the model, sampling, the method's settings, filters and their
+thresholds, row and token counts, and how to cite. The license is left for the user, who knows
+what the model's and the input's licenses allow. Rewriting the card replaces it whole: edits
+to README.md belong in a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+from synth_ray import __version__
+from synth_ray.engine.models import model_display_name
+from synth_ray.errors import UserError
+from synth_ray.io.output_store import STATS_FILE, OutputStore
+from synth_ray.methods.papers import PAPERS, Paper
+
+CARD_FILE = "README.md"
+SYNTH_RAY_CITATION = (
+    "@software{synth_ray,\n  title = {synth-ray: synthetic training data on Ray and vLLM},\n"
+    f"  year = {{2026}},\n  version = {{{__version__}}}\n}}"
+)
+_SIZES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+]
+_DTYPES = {
+    "string": "string",
+    "large_string": "large_string",
+    "bool": "bool",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "halffloat": "float16",
+    "float": "float32",
+    "double": "float64",
+    "binary": "binary",
+    "large_binary": "large_binary",
+}
+
+
+def feature(field: pa.Field) -> dict[str, Any]:
+    """One column as a `dataset_info.features` entry (the form `datasets` writes)."""
+    return {"name": field.name, **_feature_type(field.type)}
+
+
+def _feature_type(t: pa.DataType) -> dict[str, Any]:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _feature_type(t.value_type)
+        return {"list": inner["dtype"] if "dtype" in inner else inner}
+    if pa.types.is_struct(t):
+        return {"struct": [feature(t.field(i)) for i in range(t.num_fields)]}
+    if pa.types.is_timestamp(t):
+        return {"dtype": f"timestamp[{t.unit}]"}
+    if str(t) in _DTYPES:
+        return {"dtype": _DTYPES[str(t)]}
+    raise UserError(f"dataset card: column type {t} has no Hugging Face feature type")
+
+
+def size_category(rows: int) -> str:
+    return next((label for limit, label in _SIZES if rows < limit), "n>1B")
+
+
+def card_text(store: OutputStore) -> str:
+    """The card of the job in `store`, from `_job.json`, stats.json and the shards' schema."""
+    job = store.read_job()
+    if job is None:
+        raise UserError(f"output folder {store.location.uri}: no synth-ray job here")
+    config: dict[str, Any] = job["config"]
+    stats: dict[str, Any] = store.read_json(STATS_FILE) or {}
+    method = config["method"]
+    schema = _data_schema(store)
+    has_errors = any(r.error_shards() for r in store.committed().values())
+    rows = int(stats.get("rows_out", 0))
+    header = {
+        "pretty_name": f"synth-ray {method}: {Path(str(config['output']['path'])).name}",
+        "tags": ["synthetic", "synth-ray", method],
+        "size_categories": [size_category(rows)],
+        "dataset_info": {
+            "features": [feature(f) for f in schema] if schema is not None else [],
+        },
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "data/*.parquet"}],
+                "default": True,
+            },
+            *(
+                [
+                    {
+                        "config_name": "errors",
+                        "data_files": [{"split": "train", "path": "errors/*.parquet"}],
+                    }
+                ]
+                if has_errors
+                else []
+            ),
+        ],
+    }
+    papers = _papers(config)
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {header['pretty_name']}",
+        "",
+        f"Synthetic data made by synth-ray {__version__} with the "
+        f"`{method}` method"
+        + (f", following {'; '.join(p.line() for p in papers)}." if papers else "."),
+        "",
+        "## How it was made",
+        "",
+        *_made_with(config, stats),
+        "",
+        "Settings of the method:",
+        "",
+        "```yaml",
+        yaml.safe_dump({method: config.get(method, {})}, sort_keys=False).rstrip(),
+        "sampling: " + json.dumps(config.get("sampling", {})),
+        "```",
+        "",
+        "## Counts",
+        "",
+        *_counts(stats),
+        "",
+        "## Columns",
+        "",
+        "| column | type |",
+        "|---|---|",
+        *([f"| `{f.name}` | {f.type} |" for f in schema] if schema is not None else []),
+        "",
+        "## Reading it",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'rows = load_dataset("path/to/this/folder", split="train")  # data/*.parquet',
+        "```",
+        "",
+        "Only `data/*.parquet` holds rows; `errors/` holds the rows that failed, with the stage "
+        "and the reason; `stats.json` the full accounting.",
+        "",
+        "## License",
+        "",
+        "Not set by synth-ray. Choose one that the model's license and the input data's "
+        "licenses allow, and add `license:` to the header above.",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        "\n\n".join([*(p.bibtex() for p in papers), SYNTH_RAY_CITATION]),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(output: str | Path | OutputStore) -> str:
+    """Write README.md into the output folder; returns where it went."""
+    store = output if isinstance(output, OutputStore) else OutputStore(output)
+    store.location.write_bytes_atomic(CARD_FILE, card_text(store).encode())
+    return f"{store.location.uri.rstrip('/')}/{CARD_FILE}"
+
+
+def _data_schema(store: OutputStore) -> pa.Schema | None:
+    """The schema every data shard shares (an empty unit's shard has it too)."""
+    records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
+    if not records:
+        return None
+    return store.location.read_table(records[0].data_shard).schema
+
+
+def _papers(config: dict[str, Any]) -> list[Paper]:
+    from synth_ray.config import validate_config
+    from synth_ray.methods.registry import method_spec
+
+    spec = method_spec(config["method"])
+    job = validate_config(copy.deepcopy(config))  # validation takes the method's section out
+    return [PAPERS[k] for k in spec.papers(job) if k in PAPERS]
+
+
+def _models(config: dict[str, Any]) -> list[str]:
+    """The job's model, and any other a method section names (a judge's own engine)."""
+    models = [f"model: `{model_display_name(config['engine']['model'])}`"]
+    section = config.get(config["method"]) or {}
+    for key, value in section.items():
+        if isinstance(value, dict) and value.get("model"):
+            models.append(f"{key} model: `{model_display_name(value['model'])}`")
+    return models
+
+
+def _made_with(config: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    engine = config["engine"]
+    dtype = stats.get("engine_dtype", engine.get("dtype", "auto"))
+    out = [f"- {m}" for m in _models(config)]
+    out.append(f"- engine: vLLM, dtype {dtype}, max_model_len {engine.get('max_model_len')}")
+    diversity = (config.get("filters") or {}).get("diversity") or {}
+    if diversity.get("enabled"):
+        out.append(
+            f"- diversity filter: rows whose nearest kept neighbour has cosine similarity >= "
+            f"{diversity.get('threshold')} are dropped (embedding model "
+            f"`{model_display_name(str(diversity.get('model')))}`)"
+        )
+    else:
+        out.append("- diversity filter: off")
+    if config.get("input"):
+        out.append(f"- input: `{Path(str(config['input']['path'])).name}`")
+    return out
+
+
+def _counts(stats: dict[str, Any]) -> list[str]:
+    if not stats:
+        return ["No stats.json: the job has not finished a run."]
+    out = [
+        f"- rows kept: {stats.get('rows_out', 0):,} of {stats.get('rows_in', 0):,} candidates",
+        f"- dropped by filters: {stats.get('rows_dropped', 0):,}"
+        + _by(stats.get("dropped_by_filter")),
+        f"- errored: {stats.get('rows_errored', 0):,}" + _by(stats.get("errored_by_stage")),
+        f"- tokens: {stats.get('input_tokens', 0):,} in, {stats.get('output_tokens', 0):,} out",
+        f"- runs: {stats.get('runs', 0)}, generation time {stats.get('generation_wall_s', 0)} s",
+    ]
+    return out
+
+
+def _by(reasons: dict[str, int] | None) -> str:
+    return f" ({', '.join(f'{k}: {v:,}' for k, v in reasons.items())})" if reasons else ""
