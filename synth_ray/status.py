@@ -5,17 +5,20 @@
 
 Reads only the output folder, local or a URI (`_job.json`; the commit log, `_manifest.jsonl` or
 `_commits/`; the run log, `_runs.jsonl` or `_runs/`), so it works while a job is running and
-after it was killed. Pending units are the planned total (recorded in stats.json by the last
+after it was killed. `live` is the running stage's latest sample (`_progress.json`,
+rewritten every few seconds): a "running" state not updated for minutes means the driver is
+gone. Pending units are the planned total (recorded in stats.json by the last
 run that planned) minus the committed ones.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from synth_ray.errors import UserError
-from synth_ray.io.output_store import STATS_FILE, OutputStore
+from synth_ray.io.output_store import PROGRESS_FILE, STATS_FILE, OutputStore
 
 
 def collect_status(output: str | Path) -> dict[str, Any]:
@@ -39,4 +42,12 @@ def collect_status(output: str | Path) -> dict[str, Any]:
         "runs": len(runs),
         "generation_wall_s": round(sum(r.get("generation_wall_s", 0.0) for r in runs), 1),
     }
+    live = store.read_json(PROGRESS_FILE)
+    if live:
+        report["live"] = {
+            **{k: live.get(k) for k in ("state", "stage", "units_done", "units_total")},
+            **{k: live.get(k) for k in ("output_tokens_per_s", "rows_per_s", "eta_s")},
+            **{k: live.get(k) for k in ("rows_errored", "replica_failures", "requests_resent")},
+            "updated_s_ago": round(time.time() - live.get("updated", time.time()), 1),
+        }
     return report

@@ -25,10 +25,9 @@ import yaml
 from synth_ray import __version__
 from synth_ray.engine.models import model_display_name
 from synth_ray.errors import UserError
-from synth_ray.io.output_store import STATS_FILE, OutputStore
+from synth_ray.io.output_store import CARD_FILE, STATS_FILE, OutputStore
 from synth_ray.methods.papers import PAPERS, Paper
 
-CARD_FILE = "README.md"
 SYNTH_RAY_CITATION = (
     "@software{synth_ray,\n  title = {synth-ray: synthetic training data on Ray and vLLM},\n"
     f"  year = {{2026}},\n  version = {{{__version__}}}\n}}"

@@ -66,6 +66,10 @@ ERROR_SCHEMA = pa.schema(
 )
 
 STAGES_DIR = "stages"  # multi-round methods: one sub-store per stage
+PROGRESS_FILE = "_progress.json"  # the latest sample of the running stage (runtime/timeline.py)
+TIMELINE_DIR = "_timeline"  # every sample, one file per run of each stage
+CARD_FILE = "README.md"  # the dataset card (dataset/card.py)
+REPORT_DIR = "report"  # the run report (dataset/report.py)
 _OWNED = (
     JOB_FILE,
     MANIFEST_NAME,
@@ -80,6 +84,10 @@ _OWNED = (
     EMBEDDINGS_DIR,
     DIVERSITY_DIR,
     STAGING_DIR,
+    PROGRESS_FILE,
+    TIMELINE_DIR,
+    CARD_FILE,
+    REPORT_DIR,
 )
 
 

@@ -27,6 +27,7 @@ from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
 from synth_ray.runtime.slices import InputDocuments
 from synth_ray.runtime.stage import RunSummary, StageRunner
 from synth_ray.runtime.stopping import JobStopped, StopRequest
+from synth_ray.runtime.timeline import set_state
 
 
 def load_renderer(config: JobConfig) -> PromptRenderer:
@@ -83,6 +84,7 @@ def run_job(
     )
     try:
         summary.stats = method.run(ctx)
+        set_state(store.location, "done")
     except JobStopped as stopped:
         stopped.summary = summary
         raise

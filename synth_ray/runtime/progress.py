@@ -1,7 +1,9 @@
-"""Progress while a job runs: units done/total, rows/s, output tokens/s, acceptance so far.
+"""Progress while a job runs: units done/total, rows/s, output tokens/s, acceptance, errored
+rows and replica failures so far, and the time left.
 
 On a terminal it is a rich progress bar; elsewhere (CI, logs, `ray job logs`) one plain line
-every `log_every_s` seconds, so logs stay readable.
+every `log_every_s` seconds, so logs stay readable. The ETA is this run's rate of committed
+units applied to the units left: none before the first commit of the run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from synth_ray.stats import UnitStats
+
+
+def format_duration(seconds: float) -> str:
+    """`45s`, `12m05s`, `3h07m`, `2d04h`."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 class JobProgress:
@@ -33,6 +47,7 @@ class JobProgress:
         self.enabled = enabled
         self.log_every_s = log_every_s
         self._last_log = 0.0
+        self.failures = 0  # replica failures so far (the timeline keeps it current)
         self.console = Console(stderr=True)
         self.bar: Progress | None = None
         if enabled and sys.stderr.isatty():
@@ -47,14 +62,27 @@ class JobProgress:
             self.task = self.bar.add_task("units", total=units_total, completed=units_done, rate="")
             self.bar.start()
 
+    def eta_s(self) -> float | None:
+        """Seconds until every unit is committed, at this run's rate so far."""
+        done = self.units_done - self.units_at_start
+        if done <= 0:
+            return None
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        return round((self.units_total - self.units_done) / rate, 1)
+
     def describe(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         done = self.stats.rows_in
         acceptance = self.stats.rows_out / done if done else 0.0
+        eta = self.eta_s()
+        failed = (f", {self.stats.rows_errored} errored" if self.stats.rows_errored else "") + (
+            f", {self.failures} replica failures" if self.failures else ""
+        )
         return (
             f"{self.stats.rows_out / elapsed:.1f} rows/s, "
             f"{self.stats.output_tokens / elapsed:.0f} out tok/s, "
-            f"acceptance {acceptance:.0%}"
+            f"acceptance {acceptance:.0%}{failed}, "
+            f"ETA {format_duration(eta) if eta is not None else 'after the first commit'}"
         )
 
     def unit_committed(self, stats: UnitStats) -> None:
@@ -64,9 +92,12 @@ class JobProgress:
             self.bar.update(self.task, completed=self.units_done, rate=self.describe())
         elif self.enabled and time.monotonic() - self._last_log >= self.log_every_s:
             self._last_log = time.monotonic()
+            share = self.units_done / self.units_total if self.units_total else 1.0
             print(
-                f"{self.label} {self.units_done}/{self.units_total}: {self.describe()}",
+                f"{self.label} {self.units_done}/{self.units_total} ({share:.0%}): "
+                f"{self.describe()}",
                 file=sys.stderr,
+                flush=True,
             )
 
     def notice(self, message: str) -> None:

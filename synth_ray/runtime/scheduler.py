@@ -125,12 +125,14 @@ class Scheduler:
         on_exhausted: OnExhausted | None = None,
         notice: Callable[[str], None] | None = None,
         stop: StopRequest | None = None,
+        on_tick: Callable[[Scheduler], None] | None = None,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
         pieces; `on_exhausted(item, reason)` gives the item that writes a lost item as error
         rows (None: the sink gets an EngineResult with the error). `notice(line)` is told
-        of each stalled replica as it is replaced."""
+        of each stalled replica as it is replaced. `on_tick(self)` is called on every loop
+        (the run's timeline samples it)."""
         self.backend = backend
         self.work = work
         self.sink = sink
@@ -140,6 +142,7 @@ class Scheduler:
         self.on_exhausted = on_exhausted
         self.notice = notice
         self.stop = stop
+        self.on_tick = on_tick
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
         self.draining: int | None = None  # emptied to run a suspect alone
@@ -178,6 +181,8 @@ class Scheduler:
                 self._handle(event)
             self._check_start_timeout()
             self._check_stalls()
+            if self.on_tick is not None:
+                self.on_tick(self)
 
     def _check_stopped(self) -> None:
         """Stop dispatching; raise once nothing is in flight or the grace period is over."""

@@ -30,6 +30,7 @@ from synth_ray.plan import WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import (
+    JobFailed,
     Scheduler,
     SchedulerSettings,
     WorkItem,
@@ -45,6 +46,7 @@ from synth_ray.runtime.slices import (
     split_slice,
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
+from synth_ray.runtime.timeline import Timeline
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -348,6 +350,7 @@ class StageRunner:
         )
         run_started = time.time()
         backend = self._ensure_backend()
+        timeline = Timeline(self.output, progress.label, progress)
         scheduler = Scheduler(
             backend,
             work,
@@ -357,11 +360,16 @@ class StageRunner:
             on_exhausted=exhausted,
             notice=progress.notice,
             stop=self.stop,
+            on_tick=timeline.tick,
         )
         try:
             scheduler.run()
         except JobStopped:
+            timeline.record(scheduler, "stopped")
             store.record_run(self._run_record(scheduler, progress, run_started, 0.0, 0.0))
+            raise
+        except JobFailed:
+            timeline.record(scheduler, "failed")
             raise
         finally:
             backend.shutdown()  # parks warm replicas for the next stage
@@ -376,6 +384,7 @@ class StageRunner:
         summary.generation_wall_s += generation
         summary.output_tokens_this_run += progress.stats.output_tokens
         summary.engine = summary.engine or scheduler.engine_info
+        timeline.record(scheduler, "stage done")
         store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
 
     @staticmethod

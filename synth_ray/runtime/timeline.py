@@ -1,0 +1,131 @@
+"""A running stage, sampled every few seconds: `_progress.json` (the latest sample, with ETA and
+failures; `synth-ray status` reads it) and `_timeline/` (every sample of each run of each
+stage, one JSONL per run: the report's throughput and replica-busy plots).
+
+    python -c "import json; print(json.load(open('out/quickstart/_progress.json')))"
+
+A sample counts replicas starting, busy (holding requests) and idle, the requests they hold,
+and the tokens their engines generated this run (from their answers to the stall probe, every
+few seconds while they hold work); its rows and `output_tokens` count committed units. A
+sample's size does not grow with the number of replicas (per-replica figures go to Ray's
+metrics, runtime/metrics.py). Both files are
+rewritten whole (local or object store alike); a run keeps at most MAX_SAMPLES samples, thinning
+old ones two to one, so a week-long run's file stays small. Writing them never fails a job: an
+output that cannot take them fails at the next commit anyway, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from synth_ray.io.filesystem import Location
+from synth_ray.io.output_store import PROGRESS_FILE, TIMELINE_DIR
+from synth_ray.runtime.progress import JobProgress
+from synth_ray.runtime.scheduler import Scheduler
+
+MAX_SAMPLES = 2000
+
+
+def engine_tokens(mark: Any) -> int | None:
+    """Tokens a replica's engine generated, from its progress probe's answer, if it says."""
+    if isinstance(mark, tuple | list) and mark and isinstance(mark[0], int):
+        return mark[0]
+    return None
+
+
+class Timeline:
+    def __init__(
+        self,
+        location: Location,
+        stage: str,
+        progress: JobProgress,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.location = location
+        self.stage = stage
+        self.progress = progress
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.samples: list[dict[str, Any]] = []
+        self.name = f"{TIMELINE_DIR}/{int(self.started * 1000)}-{stage or 'main'}.jsonl"
+        self._last = float("-inf")
+        self.engine_tokens = 0  # generated this run, summed over replicas' probe answers
+        self._seen: dict[int, int] = {}
+
+    def tick(self, scheduler: Scheduler) -> None:
+        """Sample when `every_s` passed since the last sample (the scheduler calls this on
+        every loop)."""
+        if self.clock() - self._last >= self.every_s:
+            self.record(scheduler, "running")
+
+    def record(self, scheduler: Scheduler, state: str) -> None:
+        now = self.clock()
+        self._last = now
+        p = self.progress
+        for rid, r in scheduler.replicas.items():
+            tokens = engine_tokens(r.mark)
+            if tokens is not None:
+                self.engine_tokens += max(0, tokens - self._seen.get(rid, 0))
+                self._seen[rid] = tokens
+        replicas = scheduler.replicas.values()
+        sample = {
+            "t": round(now, 2),
+            "units_done": p.units_done,
+            "rows_in": p.stats.rows_in,
+            "rows_out": p.stats.rows_out,
+            "rows_errored": p.stats.rows_errored,
+            "output_tokens": p.stats.output_tokens,
+            "engine_tokens": self.engine_tokens,
+            "replicas_starting": sum(not r.ready for r in replicas),
+            "replicas_busy": sum(r.ready and bool(r.in_flight) for r in replicas),
+            "replicas_idle": sum(r.ready and not r.in_flight for r in replicas),
+            "requests_in_flight": sum(r.outstanding for r in replicas),
+            "replica_failures": len(scheduler.failures),
+            "requests_resent": scheduler.requests_resent,
+        }
+        self.samples.append(sample)
+        if len(self.samples) > MAX_SAMPLES:
+            self.samples = self.samples[:-1:2] + self.samples[-1:]
+        p.failures = len(scheduler.failures)
+        self._write(sample, state)
+
+    def _write(self, sample: dict[str, Any], state: str) -> None:
+        p = self.progress
+        elapsed = max(sample["t"] - self.started, 1e-9)
+        summary = {
+            "state": state,
+            "stage": self.stage,
+            "run_started": round(self.started, 2),
+            "updated": sample["t"],
+            "units_done": p.units_done,
+            "units_total": p.units_total,
+            "rows_per_s": round(p.stats.rows_out / elapsed, 2),
+            "output_tokens_per_s": round(p.stats.output_tokens / elapsed, 1),
+            "acceptance": round(p.stats.rows_out / p.stats.rows_in, 4) if p.stats.rows_in else None,
+            "eta_s": p.eta_s(),
+            **{k: sample[k] for k in ("rows_in", "rows_out", "rows_errored", "output_tokens")},
+            **{k: sample[k] for k in ("engine_tokens", "requests_in_flight")},
+            **{k: sample[k] for k in ("replica_failures", "requests_resent")},
+            "timeline": self.name,
+        }
+        try:
+            body = "".join(json.dumps(s) + "\n" for s in self.samples).encode()
+            self.location.write_bytes_atomic(self.name, body)
+            self.location.write_bytes_atomic(PROGRESS_FILE, json.dumps(summary, indent=1).encode())
+        except OSError:
+            pass  # the next commit to this output reports what is wrong with it
+
+
+def set_state(location: Location, state: str) -> None:
+    """Mark the job's `_progress.json` with how it ended ("done"); no file, nothing to mark."""
+    raw = location.read_bytes(PROGRESS_FILE)
+    if raw is None:
+        return
+    progress = json.loads(raw)
+    progress.update(state=state, updated=round(time.time(), 2), eta_s=None)
+    location.write_bytes_atomic(PROGRESS_FILE, json.dumps(progress, indent=1).encode())
