@@ -28,6 +28,7 @@ from synth_ray.methods.base import Method
 from synth_ray.methods.stages import DocumentSource
 from synth_ray.plan import WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
+from synth_ray.runtime.metrics import JobMetrics
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import (
     JobFailed,
@@ -350,7 +351,7 @@ class StageRunner:
         )
         run_started = time.time()
         backend = self._ensure_backend()
-        timeline = Timeline(self.output, progress.label, progress)
+        timeline = Timeline(self.output, progress.label, progress, metrics=self._metrics(progress))
         scheduler = Scheduler(
             backend,
             work,
@@ -386,6 +387,14 @@ class StageRunner:
         summary.engine = summary.engine or scheduler.engine_info
         timeline.record(scheduler, "stage done")
         store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
+
+    def _metrics(self, progress: JobProgress) -> JobMetrics | None:
+        """Ray metrics of this stage, where this process is connected to Ray."""
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return JobMetrics(self.output.uri.rstrip("/").rsplit("/", 1)[-1], progress.label)
 
     @staticmethod
     def _run_record(

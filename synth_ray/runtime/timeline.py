@@ -23,6 +23,7 @@ from typing import Any
 
 from synth_ray.io.filesystem import Location
 from synth_ray.io.output_store import PROGRESS_FILE, TIMELINE_DIR
+from synth_ray.runtime.metrics import JobMetrics
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import Scheduler
 
@@ -44,8 +45,10 @@ class Timeline:
         progress: JobProgress,
         every_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.location = location
+        self.metrics = metrics
         self.stage = stage
         self.progress = progress
         self.every_s = every_s
@@ -67,15 +70,19 @@ class Timeline:
         now = self.clock()
         self._last = now
         p = self.progress
+        per_replica: dict[str, dict[str, float]] = {}
         for rid, r in scheduler.replicas.items():
             tokens = engine_tokens(r.mark)
+            new = max(0, tokens - self._seen.get(rid, 0)) if tokens is not None else 0
             if tokens is not None:
-                self.engine_tokens += max(0, tokens - self._seen.get(rid, 0))
                 self._seen[rid] = tokens
+            self.engine_tokens += new
+            per_replica[str(rid)] = {"new_tokens": new, "in_flight": r.outstanding}
         replicas = scheduler.replicas.values()
         sample = {
             "t": round(now, 2),
             "units_done": p.units_done,
+            "units_pending": p.units_total - p.units_done,
             "rows_in": p.stats.rows_in,
             "rows_out": p.stats.rows_out,
             "rows_errored": p.stats.rows_errored,
@@ -92,6 +99,8 @@ class Timeline:
         if len(self.samples) > MAX_SAMPLES:
             self.samples = self.samples[:-1:2] + self.samples[-1:]
         p.failures = len(scheduler.failures)
+        if self.metrics is not None:
+            self.metrics.update(sample, per_replica)
         self._write(sample, state)
 
     def _write(self, sample: dict[str, Any], state: str) -> None:
