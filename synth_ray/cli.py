@@ -3,6 +3,7 @@
     synth-ray run configs/quickstart.yaml --set input.limit=20
     synth-ray status out/quickstart
     synth-ray inspect out/quickstart --where "style = 'qa'" --n 3
+    synth-ray report out/quickstart      (report/index.html; run writes it when a job completes)
     synth-ray submit configs/generate.yaml --address http://HEAD:8265   (then logs/status/stop)
     synth-ray prepare-model
     synth-ray bench configs/generate.yaml --systems synth-ray,vllm,ray-data --lengths skewed
@@ -144,19 +145,38 @@ def run(
         )
     commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
-    _write_card(summary.output_path)
     if samples:
         _print_samples(summary.output_path, samples)
+    _write_card(summary.output_path)
 
 
 def _write_card(output: str) -> None:
-    """The dataset card of a completed job; the data is done even if the card cannot be."""
+    """The dataset card and the report of a completed job; the data is done even if they
+    cannot be written."""
     from synth_ray.dataset.card import write_card
+    from synth_ray.dataset.report import write_report
 
     try:
-        console.print(f"dataset card: {write_card(output)}")
+        console.print(f"dataset card: {write_card(output)}", soft_wrap=True)
+        console.print(f"report: {write_report(output)}", soft_wrap=True)
     except UserError as err:
-        err_console.print(f"warning: no dataset card: {escape(str(err))}", highlight=False)
+        err_console.print(f"warning: no card or report: {escape(str(err))}", highlight=False)
+
+
+@app.command()
+def report(
+    output: Annotated[str, typer.Argument(help="Output folder or URI of a job.")],
+) -> None:
+    """Write the run report (report/index.html, PNGs) and the dataset card (README.md) of an
+    output, finished, running or killed."""
+    from synth_ray.dataset.card import write_card
+    from synth_ray.dataset.report import write_report
+
+    try:
+        console.print(f"report: {write_report(output)}", soft_wrap=True)
+        console.print(f"dataset card: {write_card(output)}", soft_wrap=True)
+    except UserError as err:
+        _fail(str(err), err.exit_code)
 
 
 SOURCE_COLUMNS = ("source_text", "prompt", "question", "instruction")

@@ -129,7 +129,6 @@ def test_ratios_are_to_raw_vllm_of_the_same_sweep_value(tmp_path):
     md = markdown("title", "context", records, tmp_path / "p.png")
     assert "| engine.max_num_seqs=64 | synth-ray | 100.0 |" in md and "Plot: p.png" in md
 
-    pytest.importorskip("matplotlib")
     png = plot(records, tmp_path / "sweep.png", "a sweep")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
 

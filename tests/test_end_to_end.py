@@ -588,3 +588,8 @@ def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_mod
         frame = read_output(tmp_path / "out")
         assert set(frame["judge_model"]) == {"judge-135m"}
         assert set(frame["response_model"]) == {"SmolLM2-135M-Instruct"}
+    # a completed run ends with its dataset card (citing both models) and its report
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "judge_engine model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card
+    assert f"report: {tmp_path / 'out' / 'report' / 'index.html'}" in proc.stdout
+    assert "img alt='funnel'" in (tmp_path / "out" / "report" / "index.html").read_text()

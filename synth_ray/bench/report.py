@@ -141,7 +141,7 @@ def append_results(
 
 def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Bars per system (steady and whole-process tokens/s); with a sweep, a line per system
-    across the sweep values. Needs matplotlib (the `bench` extra)."""
+    across the sweep values."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -193,11 +193,8 @@ def run_bench(
     )
     plot_path = None
     if any("skipped" not in r for r in records):
-        try:
-            name = f"bench-{time.strftime('%Y%m%d-%H%M%S')}.png"
-            plot_path = report.plot(records, opts.results_dir / name, what)
-        except ImportError:
-            say("plot: skipped, matplotlib is not installed (pip install 'synth-ray[bench]')")
+        name = f"bench-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        plot_path = report.plot(records, opts.results_dir / name, what)
     header = {
         "date": stamp,
         "label": opts.label,

@@ -1,0 +1,136 @@
+"""The run report: its figures from a finished output, the page in a real headless Chromium
+(no console errors, every plot decoded, a screenshot that is not blank), and `synth-ray report`.
+
+    pytest tests/test_report.py
+
+Chromium is Debian's package (/usr/bin/chromium), driven by Playwright; `.ci/run` installs it.
+Without it the browser test skips here and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from conftest import job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend
+from typer.testing import CliRunner
+
+from synth_ray.cli import app
+from synth_ray.dataset.report import write_report
+from synth_ray.io.filesystem import open_location
+from synth_ray.runtime.job import run_job
+from synth_ray.runtime.progress import JobProgress
+from synth_ray.runtime.timeline import Timeline
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _add_a_timeline(out: Path) -> None:
+    """Samples of a 5-minute run (a fake engine finishes in milliseconds): two replicas, one
+    starting late, tokens and commits growing."""
+    from types import SimpleNamespace
+
+    clock = [time.time()]
+    progress = JobProgress(units_total=30, units_done=0, enabled=False)
+    timeline = Timeline(open_location(out), "units", progress, every_s=5, clock=lambda: clock[0])
+    for step in range(60):
+        clock[0] += 5
+        progress.units_done = step // 2
+        progress.stats.rows_in = progress.stats.rows_out = 8 * (step // 2)
+        progress.stats.output_tokens = 900 * (step // 2)
+        replicas = {
+            0: SimpleNamespace(ready=True, in_flight={0: []}, outstanding=32, mark=(400 * step, 1)),
+            1: SimpleNamespace(
+                ready=step > 10, in_flight={0: []} if 10 < step < 55 else {},
+                outstanding=16, mark=(300 * max(0, step - 10), 1),
+            ),
+        }  # fmt: skip
+        timeline.tick(SimpleNamespace(replicas=replicas, failures=[], requests_resent=0))
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, embedded_model) -> tuple[Path, str]:
+    """A rephrase job with the diversity filter (two styles: a per-style plot, the similarity
+    histogram) and a too-long document (an error), then its report."""
+    tmp = tmp_path_factory.mktemp("report")
+    docs = make_docs(12) + [{"id": "long", "text": " ".join(["word"] * 3000)}]
+    path = write_jsonl(tmp / "docs.jsonl", docs)
+    config = job_config(
+        tmp,
+        path,
+        engine={"max_model_len": 256, "enforce_eager": True},
+        filters={"diversity": {"enabled": True, "threshold": 0.9}},
+        rephrase={"styles": ["easy", "qa"], "max_chunk_tokens": 64},
+    )
+    run_job(config, show_progress=False, backend=FakeBackend())
+    out = tmp / "out"
+    _add_a_timeline(out)
+    return out, write_report(out)
+
+
+def test_the_report_has_each_figure_as_png_and_inline(reported):
+    out, page = reported
+    assert page == f"{out}/report/index.html"
+    text = Path(page).read_text()
+    names = ["throughput", "replicas", "funnel", "n_output_tokens", "n_input_tokens"]
+    for name in [*names, "similarity", "by_style"]:
+        assert f"<figure id='{name}'>" in text, name
+        assert (out / "report" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    assert "src='data:image/png;base64," in text and "http" not in text.split("<body>")[1]
+    assert "<h2>Sample rows</h2>" in text and "Errors by stage: " in text
+
+
+def test_a_report_of_an_output_with_nothing_committed(tmp_path):
+    from synth_ray.io.output_store import OutputStore
+
+    OutputStore(tmp_path / "out").prepare(
+        "f" * 16, {"method": "generate", "engine": {"model": "m"}}, False
+    )
+    page = Path(write_report(tmp_path / "out")).read_text()
+    assert "<figure" not in page and "<th>method</th><td>generate</td>" in page
+
+
+def test_synth_ray_report_from_the_command_line(reported, tmp_path):
+    out, _ = reported
+    done = CliRunner().invoke(app, ["report", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "report/index.html" in done.output and "README.md" in done.output
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no synth-ray job here" in missing.output
+
+
+def test_the_page_renders_in_headless_chromium(reported, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: .ci/run installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from PIL import Image, ImageStat
+    from playwright.sync_api import sync_playwright
+
+    _, page_path = reported
+    problems: list[str] = []
+    shot = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda err: problems.append(str(err)))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto(Path(page_path).as_uri(), wait_until="load")
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert problems == []
+    assert len(widths) == 7 and all(w > 300 for w in widths), widths
+    image = Image.open(shot).convert("L")
+    assert image.height > 2000  # the whole page: seven figures and the rows
+    assert ImageStat.Stat(image).stddev[0] > 20  # not a blank page
