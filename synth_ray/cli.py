@@ -40,7 +40,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -151,16 +151,23 @@ def run(
 
 
 def _write_card(output: str) -> None:
-    """The dataset card and the report of a completed job; the data is done even if they
-    cannot be written."""
+    """The dataset card and the report of a completed job. The data is committed and the
+    job done whatever happens here, so a failure is a warning naming it, never an exit 1."""
     from synth_ray.dataset.card import write_card
     from synth_ray.dataset.report import write_report
+    from synth_ray.io.output_store import OutputStore
 
-    try:
-        console.print(f"dataset card: {write_card(output)}", soft_wrap=True)
-        console.print(f"report: {write_report(output)}", soft_wrap=True)
-    except UserError as err:
-        err_console.print(f"warning: no card or report: {escape(str(err))}", highlight=False)
+    store = OutputStore(output)  # one read of the commit log for both
+    for what, write in (("dataset card", write_card), ("report", write_report)):
+        try:
+            console.print(f"{what}: {write(store)}", soft_wrap=True)
+        except Exception as err:  # noqa: BLE001 - the job is done; say why this part is not
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            err_console.print(
+                f"warning: no {what}: {escape(first)} (synth-ray report {escape(output)} retries)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command()
@@ -171,10 +178,12 @@ def report(
     output, finished, running or killed."""
     from synth_ray.dataset.card import write_card
     from synth_ray.dataset.report import write_report
+    from synth_ray.io.output_store import OutputStore
 
     try:
-        console.print(f"report: {write_report(output)}", soft_wrap=True)
-        console.print(f"dataset card: {write_card(output)}", soft_wrap=True)
+        store = OutputStore(output)
+        console.print(f"report: {write_report(store)}", soft_wrap=True)
+        console.print(f"dataset card: {write_card(store)}", soft_wrap=True)
     except UserError as err:
         _fail(str(err), err.exit_code)
 
@@ -239,7 +248,9 @@ def inspect(
             cut = f" [dim]... ({len(text):,} chars)[/]" if len(text) > width else ""
             console.print(f"[bold]{escape(key)}[/]: {escape(text[:width])}{cut}", highlight=False)
     console.print(
-        f"{len(rows)} {'error ' if errors else ''}rows" + (f" where {where}" if where else "")
+        f"{len(rows)} {'error ' if errors else ''}rows" + (f" where {where}" if where else ""),
+        markup=False,
+        highlight=False,
     )
 
 

@@ -40,10 +40,13 @@ def test_the_progress_line_has_share_eta_and_failures(capsys, monkeypatch):
     progress.failures = 1
     progress.unit_committed(UnitStats(rows_in=4, rows_out=3, errored={"prompt": 1}))
     line = capsys.readouterr().err
-    # one unit in 30 s, 7 left: 210 s
+    # one unit in 30 s (engine start included), 7 left: 210 s
     assert progress.eta_s() == 210.0
     assert "units 3/10 (30%)" in line and "1 errored, 1 replica failures" in line
     assert "ETA 3m30s" in line
+    now[0] += 10  # then one unit in 10 s: the rate since the first commit, 6 left
+    progress.unit_committed(UnitStats(rows_in=4, rows_out=4))
+    assert progress.eta_s() == 60.0
 
 
 def _scheduler(replicas: dict, failures: int = 0, resent: int = 0) -> SimpleNamespace:
@@ -68,10 +71,14 @@ def test_the_timeline_samples_on_its_own_clock_and_sums_engine_tokens(tmp_path):
     clock[0] += 2
     timeline.tick(_scheduler({0: (True, 8, (90, 1))}))  # too soon: no sample
     clock[0] += 4
-    # replica 0 advanced to 120; replica 2 replaced a failed one and is at 30
-    timeline.tick(_scheduler({0: (True, 0, (120, 2)), 2: (True, 4, (30, 0))}, failures=1))
+    # replica 0 advanced to 120; replica 2 replaced a failed one (a warm actor of an earlier
+    # stage, at 3000 in its lifetime: its first answer is its baseline)
+    timeline.tick(_scheduler({0: (True, 0, (120, 2)), 2: (True, 4, (3000, 0))}, failures=1))
+    clock[0] += 5
+    timeline.tick(_scheduler({0: (True, 0, (120, 2)), 2: (True, 4, (3030, 0))}, failures=1))
+    timeline.writer.flush()
     samples = [json.loads(x) for x in location.read_bytes(timeline.name).decode().splitlines()]
-    assert [s["engine_tokens"] for s in samples] == [50, 150]
+    assert [s["engine_tokens"] for s in samples] == [0, 70, 100]
     assert samples[0]["replicas_starting"] == 1 and samples[0]["replicas_busy"] == 1
     assert samples[1]["replicas_idle"] == 1 and samples[1]["requests_in_flight"] == 4
     live = json.loads(location.read_bytes(PROGRESS_FILE))
@@ -141,7 +148,7 @@ def test_each_sample_feeds_the_metrics_per_replica(tmp_path):
     clock[0] += 1
     timeline.tick(_scheduler({0: (True, 2, (65, 1)), 1: (True, 0, 8)}))
     (first, r1), (second, r2) = metrics.updates
-    assert r1 == {"0": {"new_tokens": 40, "in_flight": 3}, "1": {"new_tokens": 0, "in_flight": 0}}
+    assert r1 == {"0": {"new_tokens": 0, "in_flight": 3}, "1": {"new_tokens": 0, "in_flight": 0}}
     assert r2["0"] == {"new_tokens": 25, "in_flight": 2}
     assert first["units_pending"] == second["units_pending"] == 4
 

@@ -5,7 +5,9 @@
 Written by `synth-ray run` when a job completes (and by `synth-ray report`). The YAML header
 lists the features of the data shards and a `default` config whose data files are
 `data/*.parquet`, so `datasets.load_dataset(OUTPUT)` and the Hub read the rows and nothing else
-(an `errors` config is added when error shards exist). The body says how the data was made:
+(an `errors` config is added when error shards exist). While a job runs, or after it was
+killed, the data folder may hold shards not committed yet: the configs then name the committed
+shards one by one, so a reader never sees an uncommitted or duplicated row. The body says how the data was made:
 the method and its papers, the model, sampling, the method's settings, filters and their
 thresholds, row and token counts, and how to cite. The license is left for the user, who knows
 what the model's and the input's licenses allow. Rewriting the card replaces it whole: edits
@@ -25,7 +27,7 @@ import yaml
 from synth_ray import __version__
 from synth_ray.engine.models import model_display_name
 from synth_ray.errors import UserError
-from synth_ray.io.output_store import CARD_FILE, STATS_FILE, OutputStore
+from synth_ray.io.output_store import CARD_FILE, DATA_DIR, ERRORS_DIR, STATS_FILE, OutputStore
 from synth_ray.methods.papers import PAPERS, Paper
 
 SYNTH_RAY_CITATION = (
@@ -68,12 +70,16 @@ def feature(field: pa.Field) -> dict[str, Any]:
 
 def _feature_type(t: pa.DataType) -> dict[str, Any]:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
+        kind = "list" if pa.types.is_list(t) else "large_list"
         inner = _feature_type(t.value_type)
-        return {"list": inner["dtype"] if "dtype" in inner else inner}
+        if "dtype" in inner:
+            return {kind: inner["dtype"]}
+        return {kind: inner["struct"] if "struct" in inner else inner}
     if pa.types.is_struct(t):
         return {"struct": [feature(t.field(i)) for i in range(t.num_fields)]}
     if pa.types.is_timestamp(t):
-        return {"dtype": f"timestamp[{t.unit}]"}
+        zone = f", tz={t.tz}" if t.tz else ""
+        return {"dtype": f"timestamp[{t.unit}{zone}]"}
     if str(t) in _DTYPES:
         return {"dtype": _DTYPES[str(t)]}
     raise UserError(f"dataset card: column type {t} has no Hugging Face feature type")
@@ -91,8 +97,10 @@ def card_text(store: OutputStore) -> str:
     config: dict[str, Any] = job["config"]
     stats: dict[str, Any] = store.read_json(STATS_FILE) or {}
     method = config["method"]
-    schema = _data_schema(store)
-    has_errors = any(r.error_shards() for r in store.committed().values())
+    records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
+    schema = store.location.read_table(records[0].data_shard).schema if records else None
+    data_files = _files(store, DATA_DIR, [s for r in records for s in r.data_shards()])
+    error_files = _files(store, ERRORS_DIR, [s for r in records for s in r.error_shards()])
     rows = int(stats.get("rows_out", 0))
     header = {
         "pretty_name": f"synth-ray {method}: {Path(str(config['output']['path'])).name}",
@@ -104,17 +112,12 @@ def card_text(store: OutputStore) -> str:
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [{"split": "train", "path": "data/*.parquet"}],
+                "data_files": [{"split": "train", "path": data_files}],
                 "default": True,
             },
             *(
-                [
-                    {
-                        "config_name": "errors",
-                        "data_files": [{"split": "train", "path": "errors/*.parquet"}],
-                    }
-                ]
-                if has_errors
+                [{"config_name": "errors", "data_files": [{"split": "train", "path": error_files}]}]
+                if error_files
                 else []
             ),
         ],
@@ -184,12 +187,14 @@ def write_card(output: str | Path | OutputStore) -> str:
     return f"{store.location.uri.rstrip('/')}/{CARD_FILE}"
 
 
-def _data_schema(store: OutputStore) -> pa.Schema | None:
-    """The schema every data shard shares (an empty unit's shard has it too)."""
-    records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
-    if not records:
-        return None
-    return store.location.read_table(records[0].data_shard).schema
+def _files(store: OutputStore, folder: str, committed: list[str]) -> str | list[str]:
+    """`folder/*.parquet` when the folder holds exactly the committed shards (a completed
+    stage removed any other); else the committed ones by name, so a reader of a running or
+    killed job's output sees only rows that are committed, once."""
+    present = {f"{folder}/{n}" for n in store.location.listdir(folder) if n.endswith(".parquet")}
+    if not committed:
+        return []
+    return f"{folder}/*.parquet" if present == set(committed) else sorted(committed)
 
 
 def _papers(config: dict[str, Any]) -> list[Paper]:

@@ -10,9 +10,9 @@ also while the job runs or after it was killed. What each figure is made of:
   starting/busy/idle over time: the `_timeline/` samples of every run of every stage;
 - the acceptance funnel (rows in, past errors, past each filter, kept) and errors by stage:
   stats.json, exact;
-- output/input length histograms, counts per style/operation/format..., sample rows: the kept
-  rows of at most MAX_SHARDS committed shards spread evenly over the output (the page says
-  when it sampled);
+- output/input length histograms, counts per style/operation/format...: those columns of the
+  kept rows of at most MAX_SHARDS committed shards spread evenly over the output (the page
+  says when it sampled); sample rows: the first rows of the first committed shard;
 - the nearest-neighbour similarity histogram: the diversity filter's, over every row it saw.
 """
 
@@ -40,7 +40,7 @@ from synth_ray.io.output_store import (
 )
 
 MAX_SHARDS = 64
-RATE_WINDOW_S = 30.0
+RATE_WINDOW_S = 15.0
 SAMPLE_ROWS = 5
 CATEGORY_COLUMNS = ("style", "operation", "format", "audience", "source", "label", "rubric")
 LENGTH_COLUMNS = ("n_output_tokens", "n_input_tokens")
@@ -54,7 +54,7 @@ def write_report(output: str | Path | OutputStore) -> str:
     if job is None:
         raise UserError(f"output folder {store.location.uri}: no synth-ray job here")
     stats = store.read_json(STATS_FILE) or {}
-    rows, sampled = _sample_rows(store)
+    rows, sample, sampled = _sample_rows(store)
     figures: list[tuple[str, str, bytes]] = []  # (name, caption, png)
     samples = _timeline(store)
     if samples:
@@ -74,7 +74,7 @@ def write_report(output: str | Path | OutputStore) -> str:
                 figures.append((f"by_{column}", *_categories(column, counts, sampled)))
     for name, _, png in figures:
         store.location.write_bytes_atomic(f"{REPORT_DIR}/{name}.png", png)
-    page = _page(store, job, stats, figures, rows, sampled)
+    page = _page(store, job, stats, figures, sample)
     store.location.write_bytes_atomic(f"{REPORT_DIR}/index.html", page.encode())
     return f"{store.location.uri.rstrip('/')}/{REPORT_DIR}/index.html"
 
@@ -94,17 +94,24 @@ def _timeline(store: OutputStore) -> list[list[dict[str, Any]]]:
     return sorted(runs, key=lambda s: s[0]["t"])
 
 
-def _sample_rows(store: OutputStore) -> tuple[pa.Table | None, bool]:
-    """The kept rows of up to MAX_SHARDS committed shards, evenly spread; and whether that
-    is a sample (fewer shards than the output has)."""
+def _sample_rows(store: OutputStore) -> tuple[pa.Table | None, pa.Table | None, bool]:
+    """The length and category columns of the kept rows of up to MAX_SHARDS committed shards,
+    evenly spread (only those columns are read: a shard of long documents stays on disk);
+    SAMPLE_ROWS whole rows of the first non-empty shard; and whether the columns are a sample
+    (fewer shards than the output has)."""
     records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
-    shards = [s for r in records for s in r.data_shards()]
+    shards = [(s, r.rows_out) for r in records for s in r.data_shards()]
     if not shards:
-        return None, False
+        return None, None, False
     step = max(1, len(shards) / MAX_SHARDS)
-    picked = sorted({shards[int(i * step)] for i in range(min(MAX_SHARDS, len(shards)))})
-    tables = [store.location.read_table(s) for s in picked]
-    return pa.concat_tables(tables, promote_options="permissive"), len(picked) < len(shards)
+    picked = sorted({shards[int(i * step)][0] for i in range(min(MAX_SHARDS, len(shards)))})
+    names = store.location.read_table(shards[0][0]).schema.names
+    wanted = [c for c in (*LENGTH_COLUMNS, *CATEGORY_COLUMNS) if c in names]
+    tables = [store.location.read_table(s, columns=wanted) for s in picked]
+    columns = pa.concat_tables(tables, promote_options="permissive")
+    first = next((s for s, n in shards if n), shards[0][0])
+    sample = store.location.read_table(first).slice(0, SAMPLE_ROWS)
+    return columns, sample, len(picked) < len(shards)
 
 
 def _category_counts(rows: pa.Table, column: str) -> list[tuple[str, int]]:
@@ -273,7 +280,7 @@ def _categories(column: str, counts: list[tuple[str, int]], sampled: bool) -> tu
     ax.bar_label(bars, fontsize=8, padding=3)
     ax.set_xlabel("kept rows")
     ax.set_title(f"Rows per {column}")
-    return f"Kept rows by `{column}`{' (a sample of the shards)' if sampled else ''}.", _png(fig)
+    return f"Kept rows by {column}{' (a sample of the shards)' if sampled else ''}.", _png(fig)
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -284,8 +291,7 @@ def _page(
     job: dict[str, Any],
     stats: dict[str, Any],
     figures: list[tuple[str, str, bytes]],
-    rows: pa.Table | None,
-    sampled: bool,
+    sample: pa.Table | None,
 ) -> str:
     config = job["config"]
     e = html.escape
@@ -324,9 +330,9 @@ def _page(
             f"<figure id='{e(name)}'><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
             f"<figcaption>{e(caption)}</figcaption></figure>"
         )
-    if rows is not None and rows.num_rows:
-        parts.append(f"<h2>Sample rows{' (from a sample of the shards)' if sampled else ''}</h2>")
-        for row in rows.slice(0, SAMPLE_ROWS).to_pylist():
+    if sample is not None and sample.num_rows:
+        parts.append("<h2>Sample rows</h2><p>The first rows of the first committed shard.</p>")
+        for row in sample.to_pylist():
             parts += [
                 "<table class='row'>",
                 *(f"<tr><th>{e(k)}</th><td>{e(_cell(v))}</td></tr>" for k, v in row.items()),

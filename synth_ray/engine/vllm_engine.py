@@ -69,19 +69,22 @@ class VllmEngine:
         self.finished_tokens = 0
 
     def progress(self) -> int:
-        """Output tokens generated so far: grows while the engine decodes anything, so a
-        replica whose value stops moving while it holds requests is stuck.
+        """A value that grows while the engine decodes anything or finishes a request (even
+        one of 0 tokens), so a replica whose value stops moving while it holds requests is
+        stuck: output tokens plus finished requests."""
+        return self.output_tokens() + self.finished_requests
 
-        Counts finished requests' tokens plus the tokens of requests still decoding, read from
-        vLLM's output processor (not a stable interface: where it is missing, only finished
-        requests count, and a stall is seen one request later)."""
+    def output_tokens(self) -> int:
+        """Output tokens generated so far by this engine: finished requests' tokens plus those
+        of requests still decoding, read from vLLM's output processor (not a stable
+        interface: where it is missing, only finished requests count)."""
         decoding = 0
         try:
             states = list(self._engine.output_processor.request_states.values())
             decoding = sum(state.detokenizer.num_output_tokens() for state in states)
         except (AttributeError, RuntimeError):
             pass
-        return self.finished_tokens + decoding + self.finished_requests
+        return self.finished_tokens + decoding
 
     async def generate_one(self, request: EngineRequest) -> EngineResult:
         from vllm import SamplingParams

@@ -16,24 +16,34 @@ from dataclasses import dataclass
 class Paper:
     key: str  # the BibTeX key
     title: str
-    first_author: str  # "Last, First"
+    first_author: str  # "Last, First", or an organisation (no comma), or an organisation (no comma)
     year: int
     url: str
     arxiv: str | None = None
 
+    @property
+    def organisation(self) -> bool:
+        return "," not in self.first_author
+
     def bibtex(self) -> str:
+        """The title in double braces, so no style lowercases STaR or WizardLM."""
         eprint = (
             f"  eprint = {{{self.arxiv}}},\n  archivePrefix = {{arXiv}},\n" if self.arxiv else ""
         )
+        author = (
+            f"{{{self.first_author}}}" if self.organisation else f"{self.first_author} and others"
+        )
         return (
-            f"@misc{{{self.key},\n  title = {{{self.title}}},\n"
-            f"  author = {{{self.first_author} and others}},\n  year = {{{self.year}}},\n"
+            f"@misc{{{self.key},\n  title = {{{{{self.title}}}}},\n"
+            f"  author = {{{author}}},\n  year = {{{self.year}}},\n"
             f"{eprint}  url = {{{self.url}}}\n}}"
         )
 
     def line(self) -> str:
-        last = self.first_author.split(",")[0]
-        return f"{last} et al. {self.year}, [{self.title}]({self.url})"
+        who = self.first_author
+        if not self.organisation:
+            who = who.split(",")[0] + " et al."
+        return f"{who} {self.year}, [{self.title}]({self.url})"
 
 
 def _arxiv(key: str, title: str, first_author: str, year: int, arxiv: str) -> Paper:

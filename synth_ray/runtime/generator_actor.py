@@ -66,11 +66,12 @@ class GeneratorActor:
                 other.cancel()
             raise
 
-    async def progress(self) -> tuple[int, int]:
-        """How far this replica got: (tokens its engine generated, per-row phases finished).
-        Cheap, answered on the actor's event loop; the driver's stall detection compares it
-        between probes (an engine that stops answering leaves it unchanged)."""
-        return self.engine.progress(), self.slices.steps_done
+    async def progress(self) -> tuple[int, int, int]:
+        """How far this replica got: (output tokens its engine generated in its lifetime,
+        the engine's progress value, per-row phases finished). Cheap, answered on the actor's
+        event loop; the driver's stall detection compares it between probes (an engine that
+        stops answering leaves it unchanged), and the run's timeline reads its first figure."""
+        return self.engine.output_tokens(), self.engine.progress(), self.slices.steps_done
 
     def pid(self) -> int:
         return os.getpid()

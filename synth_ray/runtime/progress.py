@@ -2,8 +2,9 @@
 rows and replica failures so far, and the time left.
 
 On a terminal it is a rich progress bar; elsewhere (CI, logs, `ray job logs`) one plain line
-every `log_every_s` seconds, so logs stay readable. The ETA is this run's rate of committed
-units applied to the units left: none before the first commit of the run.
+when a unit commits, at most every `log_every_s` seconds, so logs stay readable. The ETA is the
+time the running stage needs for its units left, at the rate units committed since this run's
+first commit (engine start-up left out); from the run's start after its first commit only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class JobProgress:
         self.log_every_s = log_every_s
         self._last_log = 0.0
         self.failures = 0  # replica failures so far (the timeline keeps it current)
+        self.first_commit_at: float | None = None
         self.console = Console(stderr=True)
         self.bar: Progress | None = None
         if enabled and sys.stderr.isatty():
@@ -67,7 +69,11 @@ class JobProgress:
         done = self.units_done - self.units_at_start
         if done <= 0:
             return None
-        rate = done / max(time.monotonic() - self.started, 1e-9)
+        now = time.monotonic()
+        if done >= 2 and self.first_commit_at is not None:
+            rate = (done - 1) / max(now - self.first_commit_at, 1e-9)
+        else:
+            rate = done / max(now - self.started, 1e-9)
         return round((self.units_total - self.units_done) / rate, 1)
 
     def describe(self) -> str:
@@ -87,6 +93,8 @@ class JobProgress:
 
     def unit_committed(self, stats: UnitStats) -> None:
         self.units_done += 1
+        if self.first_commit_at is None:
+            self.first_commit_at = time.monotonic()
         self.stats.merge(stats)
         if self.bar is not None:
             self.bar.update(self.task, completed=self.units_done, rate=self.describe())

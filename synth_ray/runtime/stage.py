@@ -347,7 +347,8 @@ class StageRunner:
             max_replica_restarts=sc.max_replica_restarts,
             start_timeout_s=sc.start_timeout_s,
             stall_timeout_s=stall_timeout,
-            probe_interval_s=min(10.0, stall_timeout / 4),
+            # its answers are also the timeline's engine tokens, sampled every 5 s
+            probe_interval_s=min(5.0, stall_timeout / 4),
         )
         run_started = time.time()
         backend = self._ensure_backend()

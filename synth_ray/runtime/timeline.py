@@ -6,17 +6,22 @@ stage, one JSONL per run: the report's throughput and replica-busy plots).
 
 A sample counts replicas starting, busy (holding requests) and idle, the requests they hold,
 and the tokens their engines generated this run (from their answers to the stall probe, every
-few seconds while they hold work); its rows and `output_tokens` count committed units. A
+few seconds while they hold work; a replica's first answer in a stage is its baseline, so the
+tokens of its first probe interval are not counted); its rows and `output_tokens` count
+committed units. A
 sample's size does not grow with the number of replicas (per-replica figures go to Ray's
 metrics, runtime/metrics.py). Both files are
-rewritten whole (local or object store alike); a run keeps at most MAX_SAMPLES samples, thinning
-old ones two to one, so a week-long run's file stays small. Writing them never fails a job: an
-output that cannot take them fails at the next commit anyway, with the reason.
+rewritten whole (local or object store alike) by a background thread, so a slow filesystem or a
+throttling object store never holds up the scheduler's loop; a run keeps at most MAX_SAMPLES
+samples, halving them evenly when full, so a week-long run's file stays small. Writing them
+never fails a job: an output that cannot take them fails at the next commit anyway, with the
+reason.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +42,49 @@ def engine_tokens(mark: Any) -> int | None:
     return None
 
 
+class LatestWriter:
+    """Writes files on a thread of its own; a newer version of a file replaces one not yet
+    written. `flush` waits until everything given so far is written."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.pending: dict[str, bytes] = {}
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.closing = False
+
+    def put(self, files: dict[str, bytes]) -> None:
+        with self.cond:
+            self.pending.update(files)
+            if self.thread is None:
+                self.closing = False
+                self.thread = threading.Thread(target=self._run, name="timeline", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        with self.cond:
+            thread, self.closing = self.thread, True
+            self.cond.notify()
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if not self.pending:
+                    self.thread = None
+                    return
+                files, self.pending = self.pending, {}
+            for name, data in files.items():
+                try:
+                    self.location.write_bytes_atomic(name, data)
+                except OSError:
+                    pass  # the next commit to this output reports what is wrong with it
+
+
 class Timeline:
     def __init__(
         self,
@@ -48,6 +96,7 @@ class Timeline:
         metrics: JobMetrics | None = None,
     ) -> None:
         self.location = location
+        self.writer = LatestWriter(location)
         self.metrics = metrics
         self.stage = stage
         self.progress = progress
@@ -73,7 +122,9 @@ class Timeline:
         per_replica: dict[str, dict[str, float]] = {}
         for rid, r in scheduler.replicas.items():
             tokens = engine_tokens(r.mark)
-            new = max(0, tokens - self._seen.get(rid, 0)) if tokens is not None else 0
+            # a replica's first answer is its baseline: a warm actor kept from an earlier
+            # stage counts its whole lifetime
+            new = max(0, tokens - self._seen.get(rid, tokens)) if tokens is not None else 0
             if tokens is not None:
                 self._seen[rid] = tokens
             self.engine_tokens += new
@@ -122,19 +173,21 @@ class Timeline:
             **{k: sample[k] for k in ("replica_failures", "requests_resent")},
             "timeline": self.name,
         }
-        try:
-            body = "".join(json.dumps(s) + "\n" for s in self.samples).encode()
-            self.location.write_bytes_atomic(self.name, body)
-            self.location.write_bytes_atomic(PROGRESS_FILE, json.dumps(summary, indent=1).encode())
-        except OSError:
-            pass  # the next commit to this output reports what is wrong with it
+        body = "".join(json.dumps(s) + "\n" for s in self.samples).encode()
+        self.writer.put({self.name: body, PROGRESS_FILE: json.dumps(summary, indent=1).encode()})
+        if state != "running":
+            self.writer.flush()
 
 
 def set_state(location: Location, state: str) -> None:
-    """Mark the job's `_progress.json` with how it ended ("done"); no file, nothing to mark."""
-    raw = location.read_bytes(PROGRESS_FILE)
-    if raw is None:
-        return
-    progress = json.loads(raw)
-    progress.update(state=state, updated=round(time.time(), 2), eta_s=None)
-    location.write_bytes_atomic(PROGRESS_FILE, json.dumps(progress, indent=1).encode())
+    """Mark the job's `_progress.json` with how it ended ("done"); no file (or one that
+    cannot be read or written), nothing to mark: it never fails a finished job."""
+    try:
+        raw = location.read_bytes(PROGRESS_FILE)
+        if raw is None:
+            return
+        progress = json.loads(raw)
+        progress.update(state=state, updated=round(time.time(), 2), eta_s=None)
+        location.write_bytes_atomic(PROGRESS_FILE, json.dumps(progress, indent=1).encode())
+    except (OSError, ValueError):
+        pass
