@@ -156,8 +156,10 @@ def test_each_sample_feeds_the_metrics_per_replica(tmp_path):
 METRICS_SCRIPT = """
 import json, sys, time, urllib.request
 import ray
-ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
-         _metrics_export_port=int(sys.argv[1]))
+# Ray picks the metrics port itself: a port chosen free beforehand was once taken by one of
+# the node's own services before its metrics agent bound it ("Address already in use")
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+port = ray.nodes()[0]["MetricsExportPort"]
 from synth_ray.runtime.metrics import JobMetrics
 m = JobMetrics("quick", "units")
 sample = dict(units_pending=3, rows_in=10, rows_out=6, rows_errored=1, output_tokens=120,
@@ -166,7 +168,7 @@ m.update(sample, {"0": {"new_tokens": 70, "in_flight": 5}})
 m.update({**sample, "rows_out": 8, "rows_in": 13}, {"0": {"new_tokens": 30, "in_flight": 2}})
 deadline = time.time() + 90
 while time.time() < deadline:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     lines = [x for x in body.splitlines() if x.startswith("ray_synth_ray_")]
     if len({x.split("{")[0] for x in lines}) >= 7:
         print(json.dumps(lines))
@@ -180,13 +182,11 @@ def test_metrics_reach_rays_prometheus_endpoint(tmp_path):
     import subprocess
     import sys
 
-    from test_cluster_address import free_port
-
     done = subprocess.run(
-        [sys.executable, "-c", METRICS_SCRIPT, str(free_port())],
+        [sys.executable, "-c", METRICS_SCRIPT],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert done.returncode == 0 and done.stdout.strip(), done.stderr[-3000:]
     lines = json.loads(done.stdout.strip().splitlines()[-1])
