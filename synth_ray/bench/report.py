@@ -12,6 +12,7 @@ table: same machine, same workload, one run.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
     systems = list(dict.fromkeys(r["system"] for r in ran))
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     if len(sweeps) > 1:
+        positions = range(len(sweeps))  # values may be long mappings: wrapped tick labels
         for system in systems:
             ys = [
                 next(
@@ -160,7 +162,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
                 )
                 for s in sweeps
             ]
-            (whole_line,) = ax.plot(sweeps, ys, marker="o", label=f"{system} (whole process)")
+            (whole_line,) = ax.plot(positions, ys, marker="o", label=f"{system} (whole process)")
             st = [
                 next(
                     (r["steady_tok_s"] for r in ran if r["system"] == system and r["sweep"] == s),
@@ -170,13 +172,14 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
             ]
             if any(v is not None for v in st):
                 ax.plot(
-                    sweeps,
+                    positions,
                     st,
                     marker="s",
                     linestyle="--",
                     color=whole_line.get_color(),  # one colour per system
                     label=f"{system} (steady)",
                 )
+        ax.set_xticks(list(positions), [textwrap.fill(s, 32) for s in sweeps], fontsize=7)
         ax.set_xlabel("setting")
     else:
         width = 0.38
@@ -189,7 +192,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.bar([x + width / 2 for x in xs], whole, width, label="whole process")
         ax.set_xticks(list(xs), systems)
     ax.set_ylabel("output tokens/s")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 100), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
