@@ -53,6 +53,10 @@ class InstantEngine:
     def progress(self) -> int:
         return self.answered
 
+    def output_tokens(self) -> int:
+        """The generator actor's progress probe reads it (runtime/generator_actor.py)."""
+        return self.answered
+
     async def generate_many(self, requests: list[Any]) -> list[Any]:
         from synth_ray.engine.requests import EngineResult
 
