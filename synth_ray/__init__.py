@@ -10,10 +10,12 @@ Layers, each importing only from those below it:
     plan      deterministic work units
     methods   registry (every method registers itself), stages (what a driver may ask of the
               runtime); rephrase, generate, self_improve (+ _star), self_instruct (+ _rounds),
-              evol_instruct (+ _rounds); checkers, filters
+              evol_instruct (+ _rounds), judge, preference, magpie, textbook, tinystories,
+              metamath, oss_instruct; checkers, filters
     diversity embedding, index, decide, partitioning (pure parts of the diversity filter)
     engine    vllm_engine, prompts, models, requests
     io        inputs, shards, manifest, commits, filesystem, vectors, output_store
+    verify    sandbox (runs generated programs confined), confine (the confinement itself)
     config    config, sections, filter_config, errors, stats
 """
 

@@ -14,6 +14,7 @@ LAYER = {
     "filter_config": 0,
     "engine": 1,
     "io": 1,
+    "verify": 1,
     "methods": 2,
     "diversity": 2,
     "plan": 3,

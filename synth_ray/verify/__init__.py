@@ -1,0 +1,2 @@
+"""Checks that run generated code: the sandbox (verify/sandbox.py) and its confinement
+(verify/confine.py)."""

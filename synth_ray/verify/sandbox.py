@@ -1,0 +1,291 @@
+"""Run untrusted generated Python programs and say whether they passed: the code checker.
+
+    python -c "from synth_ray.verify.sandbox import *; print(CodeRunner(SandboxConfig()).run(['print(6 * 7)']))"
+
+Each program runs in its own fresh interpreter (verify/confine.py confines it before its first
+instruction), in a new temporary working folder that is deleted afterwards, with:
+- a wall-time limit (`timeout_s`; the whole process group is killed), a CPU-time backstop, an
+  address-space limit (`memory_mb`), a cap on what it prints (`output_kb`; stdout and stderr
+  are files the kernel stops at `file_mb`, and only the first `output_kb` is read back) and on
+  each file it writes (`file_mb`) and on its folder's total size (`folder_mb`, checked every
+  0.1 s);
+- no network (no sockets at all), no new processes, no signals but to itself;
+- read access to the Python installation and system libraries only: not the job's config,
+  input, output or any other file; write access to its working folder only;
+- an environment of a few fixed variables: none of the job's (no tokens, no keys).
+A program's verdict is `pass` (exit status 0), `fail` (it raised or exited non-zero: the reason
+is its last error line, e.g. `AssertionError`), `timeout` or `crash` (killed by a limit or a
+signal: the reason names which), and goes into the row. `CodeRunner.run` runs many at once in
+a bounded pool (`workers`, default a quarter of the node's CPUs), at nice 10, so checking
+never starves the engine it runs beside.
+What it does not protect against: kernel exploits (the confinement is the kernel's own: seccomp
+and Landlock; it is not a VM), reading world-readable system files under the Python prefix and
+system library folders, and CPU or memory bandwidth taken from the node within the limits.
+It needs Linux >= 5.13 with Landlock enabled, on x86_64; elsewhere `CodeRunner` refuses at once
+with one line saying what is missing, rather than run programs less confined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from synth_ray.errors import ConfigError
+from synth_ray.sections import RUNTIME, Section
+from synth_ray.verify.confine import CONFINE_FAILED
+
+CONFINE_SCRIPT = str(Path(__file__).with_name("confine.py"))
+_REASON_CHARS = 200
+_POLL_S = 0.1
+_SYSTEM_LIBRARIES = ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"]
+_SYSTEM_FILES = ["/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo"]
+_DEVICES = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
+_ENVIRONMENT = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "OPENBLAS_NUM_THREADS": "1",  # a numpy import must not start a thread per core
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (no Landlock, not x86_64): no program was run."""
+
+
+class SandboxConfig(Section):
+    """Limits for each generated program the checker runs."""
+
+    timeout_s: float = Field(10.0, gt=0, le=600, description="Wall time per program.")
+    memory_mb: int = Field(512, ge=64, description="Address space per program, in MiB.")
+    output_kb: int = Field(64, ge=1, description="Output read back per program, in KiB.")
+    file_mb: int = Field(16, ge=1, description="Largest file (or output) a program may write.")
+    folder_mb: int = Field(64, ge=1, description="Total size of a program's working folder.")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Programs run at once on a node; 0: a quarter of its CPUs, at least 1.",
+        json_schema_extra=RUNTIME,
+    )
+
+
+Status = Literal["pass", "fail", "timeout", "crash"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    reason: str  # one short line; "" for a pass
+    stdout: str  # at most output_kb of it
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+def read_paths() -> list[str]:
+    """What a program may read and execute: this Python (prefix, stdlib, site-packages, the
+    interpreter's real folder) and the system's shared libraries, each also by its real path
+    (Landlock follows the file, not the link). Never `/`."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths |= {p for k, p in sysconfig.get_paths().items() if k != "scripts"}
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    paths.add(os.path.dirname(sys.executable))
+    paths.update(_SYSTEM_LIBRARIES + _SYSTEM_FILES)
+    resolved = paths | {os.path.realpath(p) for p in paths}
+    return sorted(p for p in resolved if p != "/" and os.path.exists(p))
+
+
+class CodeRunner:
+    """Runs programs under one `SandboxConfig`; safe to share between threads."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.workers = config.workers or max(1, (os.cpu_count() or 1) // 4)
+        self._read_paths = read_paths()
+        self._checked = False
+
+    def run(self, programs: list[str]) -> list[Verdict]:
+        """A verdict per program, in order; identical programs run once. Raises SandboxError
+        when the sandbox cannot confine anything on this node."""
+        self.check_available()
+        unique = list(dict.fromkeys(programs))
+        if len(unique) <= 1 or self.workers == 1:
+            verdicts = [self.run_one(p) for p in unique]
+        else:
+            with ThreadPoolExecutor(min(self.workers, len(unique))) as pool:
+                verdicts = list(pool.map(self.run_one, unique))
+        by_program = dict(zip(unique, verdicts, strict=True))
+        return [by_program[p] for p in programs]
+
+    def check_available(self) -> None:
+        """Run an empty program once: a node without Landlock or seccomp fails here."""
+        if self._checked:
+            return
+        verdict = self.run_one("")
+        if not verdict.passed:
+            raise SandboxError(f"the code sandbox cannot run here: {verdict.reason}")
+        self._checked = True
+
+    def run_one(self, program: str) -> Verdict:
+        config = self.config
+        workdir = tempfile.mkdtemp(prefix="synth-ray-sandbox-")
+        captured = tempfile.mkdtemp(prefix="synth-ray-sandbox-out-")  # outside its reach
+        try:
+            main = Path(workdir, "main.py")
+            main.write_text(program)
+            settings = {
+                "workdir": workdir,
+                "read_paths": self._read_paths,
+                "devices": _DEVICES,
+                "limits": {
+                    "memory_bytes": config.memory_mb << 20,
+                    "cpu_s": int(config.timeout_s) + 1,
+                    "file_bytes": config.file_mb << 20,
+                    "open_files": 64,
+                    "nice": 10,
+                },
+            }
+            out_path, err_path = Path(captured, "stdout"), Path(captured, "stderr")
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                process = subprocess.Popen(
+                    [sys.executable, "-I", "-B", CONFINE_SCRIPT, json.dumps(settings), "main.py"],
+                    cwd=workdir,
+                    env={**_ENVIRONMENT, "HOME": workdir, "TMPDIR": workdir},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                limit = self._wait(process, workdir)
+            return self._verdict(process.returncode, limit, out_path, err_path)
+        finally:
+            _remove(workdir)
+            _remove(captured)
+
+    def _wait(self, process: subprocess.Popen, workdir: str) -> str | None:
+        """Wait for the program; kill its process group at a limit and return that limit's
+        reason."""
+        deadline = time.monotonic() + self.config.timeout_s
+        reason = None
+        while process.poll() is None:
+            if time.monotonic() >= deadline:
+                reason = f"timeout: ran past {self.config.timeout_s:g} s"
+            elif folder_bytes(workdir) > self.config.folder_mb << 20:
+                reason = f"crash: wrote over {self.config.folder_mb} MiB in its folder"
+            if reason is not None:
+                break
+            try:
+                process.wait(_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+        return reason
+
+    def _verdict(self, code: int, limit: str | None, out_path: Path, err_path: Path) -> Verdict:
+        cap = self.config.output_kb << 10
+        with out_path.open("rb") as f:
+            stdout = f.read(cap + 1)
+        stdout_text = stdout[:cap].decode("utf-8", "replace")
+        error_line = _last_line(err_path)
+        if limit is not None:
+            status, reason = limit.split(": ", 1)
+            return Verdict(status, reason, stdout_text)  # type: ignore[arg-type]
+        if code == CONFINE_FAILED and error_line.startswith("sandbox: "):
+            raise SandboxError(f"the code sandbox cannot run here: {error_line[9:]}")
+        if code < 0:
+            return Verdict("crash", _signal_reason(-code, self.config), stdout_text)
+        too_big = len(stdout) > cap or max(out_path.stat().st_size, err_path.stat().st_size) > cap
+        if too_big:
+            return Verdict("crash", f"printed over {self.config.output_kb} KiB", stdout_text)
+        if error_line.startswith("MemoryError"):
+            return Verdict("crash", f"over its {self.config.memory_mb} MiB memory", stdout_text)
+        if code != 0:
+            return Verdict("fail", error_line or f"exit status {code}", stdout_text)
+        return Verdict("pass", "", stdout_text)
+
+
+def _signal_reason(number: int, config: SandboxConfig) -> str:
+    if number == signal.SIGXFSZ:
+        return f"wrote or printed over {config.file_mb} MiB"
+    if number == signal.SIGXCPU:
+        return f"used over {int(config.timeout_s) + 1} s of CPU"
+    if number == signal.SIGKILL:
+        return "killed (out of memory?)"
+    return f"killed by {signal.Signals(number).name}"
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a file (reading only its end): a traceback's error line."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 4096))
+        tail = f.read().decode("utf-8", "replace")
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[-1][:_REASON_CHARS] if lines else ""
+
+
+def folder_bytes(folder: str, max_entries: int = 10_000) -> int:
+    """Bytes in a folder tree; a tree of more than `max_entries` entries counts as unbounded."""
+    total, seen, stack = 0, 0, [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > max_entries:
+                return 1 << 62
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def _remove(folder: str) -> None:
+    """Delete a working folder, whatever permissions the program left on it."""
+
+    def make_writable(func, path, _exc) -> None:  # noqa: ANN001
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
+
+    shutil.rmtree(folder, onerror=make_writable)
+
+
+def program_digest(program: str) -> str:
+    return hashlib.sha256(program.encode()).hexdigest()[:16]
+
+
+def sandbox_or_config_error(config: SandboxConfig, key: str) -> CodeRunner:
+    """A CodeRunner, checked on this node: a node that cannot confine programs is a one-line
+    ConfigError naming the config key that asked for code checking."""
+    runner = CodeRunner(config)
+    try:
+        runner.check_available()
+    except SandboxError as err:
+        raise ConfigError(f"config key {key}: {err}") from None
+    return runner
