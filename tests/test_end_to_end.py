@@ -206,6 +206,33 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
         assert frame["id"].is_unique
 
 
+def test_program_of_thought_recipe_on_real_engine(tmp_path, shared_engine):
+    """The recipe's programs, written by the real model, run in the real sandbox: every kept
+    row's program computes the reference answer; every other sample is a counted drop."""
+    from synth_ray.config import load_config
+
+    config = load_config(
+        REPO / "configs" / "program_of_thought.yaml",
+        [
+            f"output.path={tmp_path / 'out'}",
+            f"input.path={REPO / 'examples' / 'arith_questions.jsonl'}",
+            "input.limit=3",
+            "sampling.max_tokens=64",
+            "self_improve.n=3",
+            "ray.num_cpus=2",
+        ],
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == 9 and stats["rows_errored"] == 0
+    allowed = {"incorrect", "over_k", "program_fail", "program_timeout", "program_crash"}
+    assert set(stats["dropped_by_filter"]) <= allowed
+    if stats["rows_out"]:
+        frame = read_output(tmp_path / "out")
+        assert (frame["answer"] == frame["reference_answer"]).all()
+        assert "ans" in " ".join(frame["rationale"])
+
+
 def test_self_instruct_on_real_engine(tmp_path, shared_engine):
     from synth_ray.config import validate_config
 

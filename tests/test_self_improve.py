@@ -278,3 +278,87 @@ def test_rationalized_rationale_that_mentions_its_hint_is_dropped(text):
     method, candidate = _method(stage="direct")
     [outcome] = _finish(method, candidate, text)
     assert outcome.row["correct"] is True
+
+
+class ProgramEngine(ScriptedEngine):
+    """Programs of thought: a correct one (computed, or the hinted answer written out), a
+    wrong one, one that never ends and one that raises."""
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        last_q = prompt.split("Question: ")[-1]
+        hinted = "(Hint:" in last_q
+        qid = self.questions[last_q.split(" (Hint:")[0].split("\n#")[0].strip()]
+        right = int(REFERENCES[qid])
+        programs = [
+            f"half = {right} / 2\nans = half * 2\n\nQuestion: an invented next one\nans = 0",
+            "```python\nans = 999\n```",
+            "while True:\n    pass",
+            "ans = 1 / 0",
+        ]
+        if hinted:
+            programs = [f"ans = {right}"]
+        elif self.samples == "odd_wrong" and int(qid[1:]) % 2:
+            programs = ["ans = 999"]
+        samples = tuple((p, 9, "stop") for p in programs[: request.sampling.n])
+        return EngineResult(
+            request.request_id,
+            samples[0][0],
+            len(request.prompt_token_ids),
+            9 * len(samples),
+            "stop",
+            samples=samples if len(samples) > 1 else (),
+        )
+
+
+def test_program_of_thought_keeps_programs_whose_result_is_right(tmp_path, embedded_model):
+    engine = ProgramEngine(embedded_model)
+    cfg = config(
+        tmp_path,
+        mode="rejection",
+        n=4,
+        k=4,
+        checker="program",
+        sandbox={"timeout_s": 1, "workers": 2},
+    )
+    cfg.input.limit = 3
+    summary = run_job(cfg, show_progress=False, backend=FakeBackend(responder=engine))
+    out = rows(tmp_path / "out")
+    assert len(out) == 3 and all(r["correct"] for r in out)
+    assert all(r["rationale"] == f"half = {r['answer']} / 2\nans = half * 2" for r in out)
+    assert summary.stats["dropped_by_filter"] == {
+        "incorrect": 3,
+        "program_timeout": 3,
+        "program_fail": 3,
+    }
+    assert summary.stats["accounted"]
+
+
+def test_program_star_drops_rationalized_programs_that_write_the_hint(tmp_path, embedded_model):
+    engine = ProgramEngine(embedded_model, samples="odd_wrong")
+    cfg = config(tmp_path, mode="star", checker="program", sandbox={"timeout_s": 2})
+    cfg.input.limit = 2
+    summary = run_job(cfg, show_progress=False, backend=FakeBackend(responder=engine))
+    direct, rationalized = rows(tmp_path / "out", "direct"), rows(tmp_path / "out", "rationalize")
+    assert len(direct) == 1 and direct[0]["source_id"] == "q00"
+    assert rationalized == []  # q01's rationalized program is `ans = 17`: the hint, written out
+    assert summary.stats["dropped_by_filter"]["answer_hardcoded"] == 1
+
+
+def test_program_prompt_and_cut():
+    from synth_ray.methods.self_improve import (
+        SelfImproveConfig,
+        SelfImproveMethod,
+        cut_program,
+        hardcodes_answer,
+    )
+
+    method = SelfImproveMethod(SelfImproveConfig(checker="program"), "m")
+    prompt = method.prompt("What is 6 times 7?", "42")
+    assert prompt.endswith("Question: What is 6 times 7?\n# Python code, return ans\n")
+    assert "ans = muffins_per_tray * trays - sold" in prompt
+    assert cut_program("```python\nans = 6 * 7\n```\nSo 42.") == "ans = 6 * 7"
+    assert cut_program("# Python code, return ans\nx = 1\nans = x\nQ: next") == "x = 1\nans = x"
+    assert hardcodes_answer("ans = 42", "What is 6 times 7?", "42")
+    assert not hardcodes_answer("ans = 6 * 7", "What is 6 times 7?", "42")
+    assert not hardcodes_answer("ans = 42 - 0", "I have 42 apples", "42")

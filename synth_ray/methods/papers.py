@@ -111,6 +111,14 @@ PAPERS: dict[str, Paper] = {
             "2210.11610",
         ),
         _arxiv(
+            "chen2022pot",
+            "Program of Thoughts Prompting: Disentangling Computation from Reasoning for "
+            "Numerical Reasoning Tasks",
+            "Chen, Wenhu",
+            2022,
+            "2211.12588",
+        ),
+        _arxiv(
             "chen2024alpagasus",
             "AlpaGasus: Training a Better Alpaca with Fewer Data",
             "Chen, Lichang",

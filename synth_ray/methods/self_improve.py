@@ -17,6 +17,16 @@ Three modes (`self_improve.mode`), one row per sample:
   majority vote on the final answer, keep the agreeing rationales when the majority's share
   reaches `min_agreement`; no labels needed (source `majority`).
 Answers are extracted and compared by a named checker (methods/checkers.py).
+
+`self_improve.checker: program` is program-of-thought (Chen et al. 2022, "Program of Thoughts
+Prompting"; the format of its GSM8K prompt, wenhuchen/Program-of-Thoughts: "Question: ...",
+"# Python code, return ans", a program assigning `ans`; MathInstruct's PoT half is made so):
+the rationale is a Python program, run in the code sandbox (verify/sandbox.py, limits under
+`self_improve.sandbox`), and its answer is what it computes for `ans`, compared with the
+reference by the numeric checker. Any mode works with it. A program that fails, times out or
+crashes is dropped as `program_fail`, `program_timeout` or `program_crash`; a rationalized
+program that writes the hinted answer as a literal the question does not contain is dropped
+as `answer_hardcoded` (it printed the hint rather than computing it).
 """
 
 from __future__ import annotations
@@ -43,10 +53,11 @@ from synth_ray.methods.base import (
     Outcome,
     row_id,
 )
-from synth_ray.methods.checkers import get_checker
+from synth_ray.methods.checkers import get_checker, normalize_number
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
-from synth_ray.sections import Section, check_templates
+from synth_ray.sections import ADDED, Section, check_templates
+from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict, sandbox_or_config_error
 
 
 class SelfImproveConfig(Section):
@@ -59,7 +70,16 @@ class SelfImproveConfig(Section):
     answer_column: str | None = Field(
         "answer", description="Raw reference (e.g. GSM8K's full answer); the checker extracts it."
     )
-    checker: Literal["numeric", "exact", "choice"] = Field("numeric")
+    checker: Literal["numeric", "exact", "choice", "program"] = Field(
+        "numeric",
+        description="How answers are found and compared; program: the rationale is a Python "
+        "program, run in the sandbox, whose `ans` is the answer (program of thought).",
+    )
+    sandbox: SandboxConfig = Field(
+        default_factory=SandboxConfig,
+        description="Limits for each program run (checker: program).",
+        json_schema_extra=ADDED,
+    )
     # 4 samples already lift self-consistency well above one; more cost linearly.
     n: int = Field(
         4, ge=1, le=64, description="Samples per question (rejection, self_consistency)."
@@ -115,6 +135,36 @@ FEW_SHOT = [
     },
 ]
 HINT = " (Hint: the correct answer is {answer}.)"
+PROGRAM_INSTRUCTION = (
+    "Solve each problem by writing a Python program that computes the answer and stores it "
+    "in a variable named ans."
+)
+PROGRAM_HEADER = "# Python code, return ans"
+# The same problems as FEW_SHOT, each as a program of thought.
+PROGRAM_FEW_SHOT = [
+    {
+        "question": FEW_SHOT[0]["question"],
+        "rationale": "muffins_per_tray = 12\ntrays = 4\nsold = 30\n"
+        "ans = muffins_per_tray * trays - sold",
+        "answer": "18",
+    },
+    {
+        "question": FEW_SHOT[1]["question"],
+        "rationale": "pages_per_day = 15\nbook_pages = 120\nans = book_pages / pages_per_day",
+        "answer": "8",
+    },
+    {
+        "question": FEW_SHOT[2]["question"],
+        "rationale": "adult_price = 7\nchild_price = 4\nans = 2 * adult_price + 3 * child_price",
+        "answer": "26",
+    },
+]
+# Where a program ends: the next problem the model invents, or the end of a markdown fence.
+_PROGRAM_END = re.compile(r"^\s*(?:Question:|Q:|```\s*$)", re.MULTILINE)
+_FENCE_START = re.compile(r"^\s*```(?:python|py)?\s*$", re.MULTILINE)
+_NUMBER_LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+# run after the program: its answer on a line of its own, whatever it printed before
+_PRINT_ANS = "\n\nprint()\nprint(ans)\n"
 # The next few-shot problem a model goes on to invent ("Q: ..." on a line of its own).
 _NEXT_QUESTION = re.compile(r"^\s*Q:", re.MULTILINE)
 # A rationalized rationale that talks about its hint was not reasoned out: STaR saves the
@@ -138,14 +188,45 @@ def cut_at_first_answer(text: str) -> str:
     return (text[: match.start()] if match and match.start() > 0 else text).strip()
 
 
+def cut_program(text: str) -> str:
+    """The program in a completion: inside a markdown fence if it opened one, up to the next
+    invented question or the fence's end, without the `# Python code` header line."""
+    fence = _FENCE_START.search(text)
+    if fence is not None and not text[: fence.start()].strip():
+        text = text[fence.end() :]
+    end = _PROGRAM_END.search(text)
+    program = text[: end.start()] if end else text
+    lines = [ln for ln in program.strip("\n").split("\n") if ln.strip() != PROGRAM_HEADER]
+    return "\n".join(lines).strip("\n")
+
+
+def program_answer(verdict: Verdict) -> str | None:
+    """The numeric answer a passing program computed: the last line it printed (`ans`)."""
+    if not verdict.passed:
+        return None
+    lines = [ln for ln in verdict.stdout.splitlines() if ln.strip()]
+    return normalize_number(lines[-1]) if lines else None
+
+
+def hardcodes_answer(program: str, question: str, answer: str | None) -> bool:
+    """Whether a program writes the answer as a number the question does not contain."""
+    if answer is None:
+        return False
+    written = {normalize_number(n) for n in _NUMBER_LITERAL.findall(program)}
+    given = {normalize_number(n) for n in _NUMBER_LITERAL.findall(question)}
+    return answer in written and answer not in given
+
+
 def mentions_hint(rationale: str) -> bool:
     """Whether a rationale refers to the hint it was given ("the hint says 33")."""
     return _MENTIONS_HINT.search(rationale) is not None
 
 
-def load_few_shot(path: str | None) -> list[dict[str, str]]:
+def load_few_shot(path: str | None, programs: bool = False) -> list[dict[str, str]]:
+    """The few-shot examples: built in, or a JSONL file's (with `checker: program`, each
+    example's `rationale` is its program)."""
     if path is None:
-        return FEW_SHOT
+        return PROGRAM_FEW_SHOT if programs else FEW_SHOT
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config key self_improve.few_shot_path: no such file {path}")
@@ -182,8 +263,11 @@ class SelfImproveMethod(Method):
         self.config = config
         self.model_name = model_name
         self.stage = stage
-        self.checker = get_checker(config.checker)
-        self.examples = load_few_shot(config.few_shot_path)
+        self.programs = config.checker == "program"
+        self.checker = get_checker("numeric" if self.programs else config.checker)
+        self.examples = load_few_shot(config.few_shot_path, self.programs)
+        self._runner: CodeRunner | None = None  # made on the node that runs the programs
+        self._verdicts: dict[str, Verdict] = {}
         self.width = config.n if config.mode in ("rejection", "self_consistency") else 1
         self.counts_input_documents = stage != "rationalize"
 
@@ -194,6 +278,8 @@ class SelfImproveMethod(Method):
         return self.width
 
     def prompt(self, question: str, reference: str | None) -> str:
+        if self.programs:
+            return self.program_prompt(question, reference)
         hinted = self.stage == "rationalize"
         instruction = self.config.templates.get("instruction", INSTRUCTION)
         hint_template = self.config.templates.get("hint", HINT)
@@ -209,6 +295,40 @@ class SelfImproveMethod(Method):
         hint = hint_template.format(answer=reference) if hinted else ""
         parts += [f"Q: {question}{hint}", "A:"]
         return "\n".join(parts)
+
+    def program_prompt(self, question: str, reference: str | None) -> str:
+        """Program of Thoughts' GSM8K format: each problem, the header line, its program."""
+        hinted = self.stage == "rationalize"
+        hint_template = self.config.templates.get("hint", HINT)
+        parts = [self.config.templates.get("instruction", PROGRAM_INSTRUCTION), ""]
+        for ex in self.examples:
+            hint = hint_template.format(answer=ex["answer"]) if hinted else ""
+            parts += [f"Question: {ex['question']}{hint}", PROGRAM_HEADER, ex["rationale"], ""]
+        hint = hint_template.format(answer=reference) if hinted else ""
+        parts += [f"Question: {question}{hint}", PROGRAM_HEADER]
+        return "\n".join(parts) + "\n"
+
+    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:
+        """Run every sample's program of this slice at once, in the sandbox's pool."""
+        self._verdicts = {}
+        if not self.programs or not pairs:
+            return
+        programs = [cut_program(t) for _, r in pairs for t, _, _ in r.all_samples()]
+        self._verdicts = dict(zip(programs, self._run(programs), strict=True))
+
+    def _run(self, programs: list[str]) -> list[Verdict]:
+        if self._runner is None:
+            self._runner = CodeRunner(self.config.sandbox)
+        return self._runner.run([p + _PRINT_ANS for p in programs])
+
+    def _verdict(self, program: str) -> Verdict:
+        if program not in self._verdicts:
+            self._verdicts[program] = self._run([program])[0]
+        return self._verdicts[program]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the runner knows this node's Python paths: each node makes its own
+        return {**self.__dict__, "_runner": None, "_verdicts": {}}
 
     def expand(self, doc: Document) -> list[Candidate]:
         rid = row_id(doc.source_id, "self_improve", self.stage)
@@ -262,22 +382,38 @@ class SelfImproveMethod(Method):
 
     def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
         candidate.fields["n_input_tokens"] = result.n_input_tokens
-        samples = [(cut_at_first_answer(t), n, why) for t, n, why in result.all_samples()]
-        answers = [self.checker.extract(text) for text, _, _ in samples]
+        failed: list[str | None] = []
+        if self.programs:
+            samples = [(cut_program(t), n, why) for t, n, why in result.all_samples()]
+            verdicts = [self._verdict(text) for text, _, _ in samples]
+            answers = [program_answer(v) for v in verdicts]
+            failed = [None if v.passed else f"program_{v.status}" for v in verdicts]
+        else:
+            samples = [(cut_at_first_answer(t), n, why) for t, n, why in result.all_samples()]
+            answers = [self.checker.extract(text) for text, _, _ in samples]
         reference = candidate.fields["reference_answer"]
         mode = self.config.mode
         if mode == "self_consistency":
             return self._vote(candidate, samples, answers)
         outcomes: list[Outcome] = []
         kept = 0
+        question = candidate.fields["question"]
         for i, (sample, answer) in enumerate(zip(samples, answers, strict=True)):
             correct = self.checker.is_correct(answer, reference)
-            if not correct:
+            if failed and failed[i] is not None:
+                outcomes.append(Dropped(str(failed[i])))
+            elif not correct:
                 outcomes.append(
                     Dropped("incorrect_with_hint" if self.stage == "rationalize" else "incorrect")
                 )
             elif self.stage == "rationalize" and mentions_hint(sample[0]):
                 outcomes.append(Dropped("mentions_hint"))
+            elif (
+                self.stage == "rationalize"
+                and self.programs
+                and hardcodes_answer(sample[0], question, answer)
+            ):
+                outcomes.append(Dropped("answer_hardcoded"))
             elif mode == "rejection" and kept >= self.config.k:
                 outcomes.append(Dropped("over_k"))
             else:
@@ -327,20 +463,29 @@ def self_improve_files(config: JobConfig) -> dict[tuple[str, str], str]:
     return {("self_improve", "few_shot_path"): path} if path else {}
 
 
+def check_self_improve(config: JobConfig) -> None:
+    """Before any work: the few-shot file reads, and programs can be confined on this node."""
+    section = config.section_as(SelfImproveConfig)
+    load_few_shot(section.few_shot_path)
+    if section.checker == "program":
+        sandbox_or_config_error(section.sandbox, "self_improve.checker")
+
+
+def self_improve_papers(config: JobConfig) -> list[str]:
+    section = config.section_as(SelfImproveConfig)
+    mode = {"star": "zelikman2022star", "rejection": "yuan2023rft"}
+    papers = [mode.get(section.mode, "huang2022selfimprove")]
+    return papers + (["chen2022pot"] if section.checker == "program" else [])
+
+
 register(
     MethodSpec(
         "self_improve",
         run=run_self_improve,
         input_spec=self_improve_input,
         section=SelfImproveConfig,
-        check=lambda config: (
-            load_few_shot(config.section_as(SelfImproveConfig).few_shot_path) and None
-        ),
+        check=check_self_improve,
         files=self_improve_files,
-        papers=lambda config: [
-            {"star": "zelikman2022star", "rejection": "yuan2023rft"}.get(
-                config.section_as(SelfImproveConfig).mode, "huang2022selfimprove"
-            )
-        ],
+        papers=self_improve_papers,
     )
 )

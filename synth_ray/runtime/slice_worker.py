@@ -142,8 +142,10 @@ class SliceWorker:
         """Parse and write the slice; a filtered slice's rows are staged, and the texts the
         diversity filter decides on are returned with their positions."""
         candidates = {c.row_id: c for c in pending.candidates}
-        for result in results:
-            pending.add_result(spec.method, candidates[result.request_id], result)
+        pairs = [(candidates[result.request_id], result) for result in results]
+        spec.method.prepare_finish([(c, r) for c, r in pairs if r.error is None])
+        for candidate, result in pairs:
+            pending.add_result(spec.method, candidate, result)
         filtering = spec.embedders is not None
         out = collect_rows(pending, spec.annotate_nn or filtering)
         rows = (task.start - task.unit_start, task.stop - task.unit_start)
