@@ -8,7 +8,7 @@ import pytest
 from conftest import write_jsonl
 
 from synth_ray.errors import InputError
-from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
+from synth_ray.io.inputs import InputSpec, iter_document_range, iter_documents, validate_inputs
 
 
 def test_folder_of_parquet_and_jsonl_in_sorted_order_with_limit(tmp_path):
@@ -25,6 +25,42 @@ def test_derived_ids_are_file_and_row(tmp_path):
     write_jsonl(tmp_path / "sub" / "f.jsonl", [{"text": "x"}, {"text": "y"}])
     docs = list(iter_documents(InputSpec(str(tmp_path / "**" / "*.jsonl"))))
     assert [d.source_id for d in docs] == ["f.jsonl:0", "f.jsonl:1"]
+
+
+def test_folder_of_source_files_is_one_row_per_file_with_relative_ids(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "main.py").write_text("print('hi')\n")
+    (tmp_path / "lib.rs").write_text("fn main() {}\n")
+    (tmp_path / "notes.txt").write_text("not source")  # not a source suffix: skipped
+    (tmp_path / ".hidden.py").write_text("x = 1\n")  # hidden: skipped
+    (tmp_path / "blob.c").write_bytes(b"\xff\xfe\x00\x01binary")
+    (tmp_path / "empty.go").write_text("  \n")
+    spec = InputSpec(str(tmp_path))
+    assert [f.name for f in validate_inputs(spec)] == [
+        "blob.c", "empty.go", "lib.rs", "main.py", "util.py"
+    ]  # fmt: skip
+    docs = list(iter_documents(spec))
+    assert [d.source_id for d in docs] == ["blob.c", "empty.go", "lib.rs", "main.py", "pkg/util.py"]
+    assert [d.ordinal for d in docs] == [0, 1, 2, 3, 4]
+    assert docs[4].text == "def add(a, b):\n    return a + b\n" and docs[4].error is None
+    assert docs[0].text is None and docs[0].error.startswith("not UTF-8 text")
+    assert docs[1].error == "empty file"
+    # a slice of the rows, as a generator reads its unit, and a single file
+    assert [d.source_id for d in iter_document_range(spec, 3, 5)] == ["main.py", "pkg/util.py"]
+    one = list(iter_documents(InputSpec(str(tmp_path / "pkg" / "util.py"))))
+    assert [(d.source_id, d.error) for d in one] == [("util.py", None)]
+    # a folder holding any data file is read as data files only
+    write_jsonl(tmp_path / "rows.jsonl", [{"text": "x"}])
+    assert [d.source_id for d in iter_documents(spec)] == ["rows.jsonl:0"]
+
+
+def test_source_files_have_no_columns(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    with pytest.raises(InputError, match="input.id_column 'id': source file .* has no columns"):
+        validate_inputs(InputSpec(str(tmp_path), id_column="id"))
+    glob_docs = list(iter_documents(InputSpec(str(tmp_path / "*.py"))))
+    assert [d.source_id for d in glob_docs] == ["a.py"]
 
 
 def test_bad_rows_become_error_documents(tmp_path):
@@ -46,7 +82,11 @@ def test_bad_rows_become_error_documents(tmp_path):
     ("setup", "spec_kwargs", "message"),
     [
         (lambda p: None, {}, "no such file or folder"),
-        (lambda p: (p / "d").mkdir(), {"path": "d"}, "folder holds no .parquet or .jsonl files"),
+        (
+            lambda p: (p / "d").mkdir(),
+            {"path": "d"},
+            "folder holds no .parquet, .jsonl or source files",
+        ),
         (
             lambda p: (p / "f.csv").write_text("a"),
             {"path": "f.csv"},

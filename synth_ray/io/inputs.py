@@ -1,4 +1,5 @@
-"""Input discovery, validation and streaming: Parquet and JSONL files, a folder or a glob.
+"""Input discovery, validation and streaming: Parquet and JSONL files, source files, a folder
+or a glob.
 
     python -c "from synth_ray.io.inputs import *; print(list(iter_documents(InputSpec('data.jsonl'))))"
 
@@ -7,6 +8,11 @@ path, an unreadable file or a missing column. `iter_documents` then streams rows
 (files sorted by path, rows in file order), so planning and execution see the same sequence.
 A single bad row (unparsable JSON line, null or non-string text) becomes a `Document` with
 `error` set: it is reported in the errors shard and never fails its batch.
+Source files (`SOURCE_SUFFIXES`: seed code, as OSS-Instruct reads) are one row per file: its
+UTF-8 content, id = its path relative to the input folder; an undecodable, binary or empty file
+is an error row. They have no columns, so `input.text_column` is unused and `input.id_column`
+must be unset. A folder (or glob) holding any .parquet/.jsonl file is read as data files only;
+otherwise as source files (a folder's hidden files and folders are skipped).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from synth_ray.errors import InputError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+SOURCE_SUFFIXES = (
+    ".py", ".js", ".ts", ".java", ".c", ".cc", ".cpp", ".h", ".hpp", ".go", ".rs", ".rb", ".php",
+    ".cs", ".swift", ".kt", ".scala", ".sh", ".lua", ".r", ".jl", ".sql",
+)  # fmt: skip
 _BATCH_ROWS = 4096
 
 
@@ -58,6 +68,16 @@ def _is_input_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in PARQUET_SUFFIXES + JSONL_SUFFIXES
 
 
+def _is_source_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in SOURCE_SUFFIXES
+
+
+def _data_or_source(paths: list[Path]) -> list[Path]:
+    """The data files among `paths`; where there are none, the source files."""
+    data = [p for p in paths if _is_input_file(p)]
+    return data or [p for p in paths if _is_source_file(p)]
+
+
 def _hidden(relative: Path) -> bool:
     """A dot-file or anything in a dot-folder (.git/, temp files): never an input."""
     return any(part.startswith(".") for part in relative.parts)
@@ -67,25 +87,24 @@ def resolve_input_files(path: str) -> tuple[Path, list[Path]]:
     """Return (root used for relative names, sorted input files). Raises InputError if none."""
     candidate = Path(path).expanduser()
     if candidate.is_file():
-        if not _is_input_file(candidate):
+        if not (_is_input_file(candidate) or _is_source_file(candidate)):
             raise InputError(
-                f"input.path {path}: expected a .parquet or .jsonl file, got {candidate.suffix or 'no suffix'}"
+                f"input.path {path}: expected a .parquet or .jsonl file or a source file, got "
+                f"{candidate.suffix or 'no suffix'}"
             )
         return candidate.parent, [candidate]
     if candidate.is_dir():
-        files = sorted(
-            p
-            for p in candidate.rglob("*")
-            if _is_input_file(p) and not _hidden(p.relative_to(candidate))
+        files = _data_or_source(
+            sorted(p for p in candidate.rglob("*") if not _hidden(p.relative_to(candidate)))
         )
         if not files:
-            raise InputError(f"input.path {path}: folder holds no .parquet or .jsonl files")
+            raise InputError(f"input.path {path}: folder holds no .parquet, .jsonl or source files")
         return candidate, files
     if any(ch in path for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True))
-        files = [p for p in files if _is_input_file(p)]
+        files = _data_or_source(files)
         if not files:
-            raise InputError(f"input.path {path}: glob matches no .parquet or .jsonl files")
+            raise InputError(f"input.path {path}: glob matches no .parquet, .jsonl or source files")
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
         return root, files
     raise InputError(f"input.path {path}: no such file or folder")
@@ -137,12 +156,23 @@ def _check_jsonl(file: Path, spec: InputSpec) -> None:
             )
 
 
+def _check_source(file: Path, spec: InputSpec) -> None:
+    """A source file is its text alone: a column it was asked for cannot exist."""
+    for key, column in _required_columns(spec)[1:]:
+        if column is not None:
+            raise InputError(
+                f"{key} {column!r}: source file {file} has no columns (its id is its path)"
+            )
+
+
 def validate_inputs(spec: InputSpec) -> list[Path]:
     """Check every input file is readable and has the columns; return the files in read order."""
     _, files = resolve_input_files(spec.path)
     for file in files:
         if file.suffix.lower() in PARQUET_SUFFIXES:
             _check_parquet(file, spec)
+        elif file.suffix.lower() in SOURCE_SUFFIXES:
+            _check_source(file, spec)
         else:
             _check_jsonl(file, spec)
     return files
@@ -213,6 +243,28 @@ def _rows_jsonl(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
             yield record[spec.text_column], row_id, None, extra
 
 
+def _rows_source(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
+    """The file's whole text as one row (none when it is skipped)."""
+    if skip:
+        return
+    try:
+        data = file.read_bytes()
+    except OSError as err:
+        yield None, None, f"unreadable file ({type(err).__name__})", {}
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        yield None, None, f"not UTF-8 text (byte {err.start})", {}
+        return
+    if "\x00" in text:
+        yield None, None, "binary file (holds NUL bytes)", {}
+    elif not text.strip():
+        yield None, None, "empty file", {}
+    else:
+        yield text, None, None, {}
+
+
 def iter_documents(spec: InputSpec) -> Iterator[Document]:
     """Stream every input row, in a fixed order, up to `spec.limit` rows."""
     return iter_document_range(spec, 0, None)
@@ -233,22 +285,25 @@ def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterat
         if stop is not None and ordinal >= stop:
             return
         parquet = file.suffix.lower() in PARQUET_SUFFIXES
+        source = file.suffix.lower() in SOURCE_SUFFIXES
         skip = 0
         if start > ordinal:
-            rows = _parquet_rows(file) if parquet else _jsonl_rows(file)
+            rows = _parquet_rows(file) if parquet else 1 if source else _jsonl_rows(file)
             if ordinal + rows <= start:
                 ordinal += rows
                 continue
             skip = start - ordinal
             ordinal = start
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
-        reader = _rows_parquet if parquet else _rows_jsonl
+        reader = _rows_parquet if parquet else _rows_source if source else _rows_jsonl
         for row_number, (text, row_id, error, extra) in enumerate(
             reader(file, spec, skip), start=skip
         ):
             if stop is not None and ordinal >= stop:
                 return
-            source_id = f"{name}:{row_number}" if row_id is None else str(row_id)
+            source_id = (
+                name if source else f"{name}:{row_number}" if row_id is None else str(row_id)
+            )
             if error is None and text is not None and not isinstance(text, str):
                 error = f"text is {type(text).__name__}, expected a string"
             elif error is None and text is None:
