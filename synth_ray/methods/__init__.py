@@ -10,6 +10,7 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     generate,
     judge,
     magpie,
+    oss_instruct,
     preference,
     rephrase,
     self_improve,

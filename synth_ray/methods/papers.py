@@ -181,5 +181,12 @@ PAPERS: dict[str, Paper] = {
             2023,
             "2305.07759",
         ),
+        _arxiv(
+            "wei2023magicoder",
+            "Magicoder: Empowering Code Generation with OSS-Instruct",
+            "Wei, Yuxiang",
+            2023,
+            "2312.02120",
+        ),
     )
 }
