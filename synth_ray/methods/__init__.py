@@ -10,6 +10,7 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     generate,
     judge,
     magpie,
+    metamath,
     oss_instruct,
     preference,
     rephrase,

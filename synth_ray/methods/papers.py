@@ -104,6 +104,13 @@ PAPERS: dict[str, Paper] = {
             "2308.01825",
         ),
         _arxiv(
+            "yu2023metamath",
+            "MetaMath: Bootstrap Your Own Mathematical Questions for Large Language Models",
+            "Yu, Longhui",
+            2023,
+            "2309.12284",
+        ),
+        _arxiv(
             "huang2022selfimprove",
             "Large Language Models Can Self-Improve",
             "Huang, Jiaxin",
