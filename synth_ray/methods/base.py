@@ -100,7 +100,7 @@ class Method(ABC):
         """Turn a completion into an output row (or one outcome per sample when the candidate's
         width is above 1), or say why it is dropped or errored."""
 
-    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:
+    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:  # noqa: B027
         """Called once per slice, with all its completions, before `finish` is called on each:
         a method whose check is slow per row (running generated code in the sandbox) runs all
         of them at once here, in parallel, and its `finish` reads the verdicts. An exception
