@@ -146,8 +146,11 @@ class SchedulerConfig(_Section):
     batch_size: int = Field(
         8, ge=1, description="Slices (or, diversity-filtered, requests) per actor call, at most."
     )
-    max_in_flight_per_replica: int = Field(
-        256, ge=1, description="Requests outstanding per replica; more keeps a fast GPU busier."
+    max_in_flight_per_replica: int | None = Field(
+        None,
+        ge=1,
+        description="Requests outstanding per replica; empty: twice what its engine decodes at "
+        "once (vLLM's max_num_seqs), at least 256, so its batch never waits for a round trip.",
     )
     min_slice_rows: int = Field(
         32,

@@ -253,3 +253,31 @@ def test_stop_request_gives_up_on_work_in_flight_after_the_grace_period():
     with pytest.raises(JobStopped, match=r"grace period \(30s\) ran out with \d+ requests"):
         scheduler.run()
     assert 30 <= clock() < 40
+
+
+def test_in_flight_follows_what_each_replicas_engine_decodes_at_once():
+    """Without a configured cap, a replica is kept at twice its engine's max_num_seqs (an
+    H100's offline vLLM decodes 1024 at once: a fixed 256 left its batch a quarter full)."""
+    from synth_ray.runtime.backend import ReplicaReady
+    from synth_ray.runtime.scheduler import in_flight_for
+
+    assert in_flight_for({"max_num_seqs": 1024}) == 2048
+    assert in_flight_for({"max_num_seqs": 64}) == 256
+    assert in_flight_for({}) == 256 and in_flight_for({"max_num_seqs": None}) == 256
+
+    class BigEngines(FakeBackend):
+        def poll(self, timeout):
+            events = super().poll(timeout)
+            return [
+                ReplicaReady(e.replica_id, e.info, {"max_num_seqs": 300})
+                if isinstance(e, ReplicaReady)
+                else e
+                for e in events
+            ]
+
+    backend = BigEngines(latency_polls=5)
+    run(backend, work(2000), replicas=1, batch_size=50)
+    assert backend.max_outstanding_seen[0] == 600
+    configured = BigEngines(latency_polls=5)
+    run(configured, work(500), replicas=1, batch_size=10, max_in_flight=100)
+    assert configured.max_outstanding_seen[0] == 100

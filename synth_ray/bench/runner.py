@@ -188,7 +188,8 @@ def run_bench(
         f"(ran {next((r['dtype'] for r in records if r.get('dtype')), '?')}), {engine}; "
         f"synth-ray replicas {first_job.resources.replicas}, batch_size "
         f"{first_job.scheduler.batch_size}, max_in_flight_per_replica "
-        f"{first_job.scheduler.max_in_flight_per_replica}. Each system in a fresh process, "
+        f"{first_job.scheduler.max_in_flight_per_replica or 'auto (2 x max_num_seqs)'}. "
+        "Each system in a fresh process, "
         f"one after another; config {opts.config}."
     )
     plot_path = None

@@ -49,6 +49,7 @@ class GeneratorActor:
             "dtype": self.engine.dtype_choice.dtype,
             "dtype_reason": self.engine.dtype_choice.reason,
             "niceness": self.niceness,
+            "max_num_seqs": self.engine.max_num_seqs,
         }
 
     async def run_slices(

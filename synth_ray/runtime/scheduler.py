@@ -6,7 +6,8 @@ Plain Python over the `Backend` protocol, no Ray here. A work item is a slice of
 (runtime/slices.py: what jobs send) or a single engine request (the diversity-filtered path),
 weighted by the requests it stands for. Policy:
 - Work is pulled lazily from an iterator (so memory stays bounded), in batches of up to
-  `batch_size` items, until each ready replica has `max_in_flight` requests outstanding, and
+  `batch_size` items, until each ready replica has `max_in_flight` requests outstanding
+  (by default twice its engine's `max_num_seqs`, reported when it is ready), and
   always at least two batches: a replica keeps accepting work while earlier batches decode,
   so there is no batch barrier, not even at the end of one large slice.
 - A replica that dies loses its in-flight batches; their items go back to the front of the
@@ -77,7 +78,7 @@ class WorkItem:
 class SchedulerSettings:
     replicas: int = 1
     batch_size: int = 8
-    max_in_flight: int = 256
+    max_in_flight: int | None = None  # None: in_flight_for(the replica's engine)
     max_attempts: int = 3
     max_replica_restarts: int = 3
     start_timeout_s: float = 900.0
@@ -88,6 +89,14 @@ class SchedulerSettings:
     # no progress for this long while holding work: stalled (None: never declared)
     stall_timeout_s: float | None = None
     probe_interval_s: float = 10.0  # how often replicas holding work are asked for progress
+
+
+def in_flight_for(engine: dict[str, Any]) -> int:
+    """Requests to keep outstanding on a replica whose engine reported `engine`: twice the
+    sequences it decodes at once, so finished sequences are replaced from its own queue without
+    waiting for results to travel back; at least 256 (an engine that does not say)."""
+    seqs = engine.get("max_num_seqs")
+    return max(256, 2 * int(seqs)) if isinstance(seqs, int) and seqs > 0 else 256
 
 
 def default_stall_timeout_s(max_tokens: int) -> float:
@@ -101,6 +110,7 @@ def default_stall_timeout_s(max_tokens: int) -> float:
 class _Replica:
     started_at: float
     ready: bool = False
+    max_in_flight: int = 256  # decided when it is ready
     in_flight: dict[int, list[WorkItem]] = field(default_factory=dict)
     outstanding: int = 0  # weight of the items in flight
     isolating: bool = False  # running a suspect alone; gets nothing else meanwhile
@@ -253,7 +263,7 @@ class Scheduler:
 
     def _has_room(self, replica: _Replica) -> bool:
         return (
-            replica.outstanding < self.settings.max_in_flight
+            replica.outstanding < replica.max_in_flight
             or len(replica.in_flight) < self.settings.min_batches_in_flight
         )
 
@@ -277,7 +287,7 @@ class Scheduler:
         for replica_id in sorted(self.hungry):
             replica = self.replicas[replica_id]
             while self._has_room(replica):
-                batch = self._take(max(1, self.settings.max_in_flight - replica.outstanding))
+                batch = self._take(max(1, replica.max_in_flight - replica.outstanding))
                 if not batch:
                     break
                 self._send(replica_id, replica, batch)
@@ -293,6 +303,7 @@ class Scheduler:
             return  # a late event from a replica already written off
         if isinstance(event, ReplicaReady):
             replica.ready = True
+            replica.max_in_flight = self.settings.max_in_flight or in_flight_for(event.engine)
             self.hungry.add(event.replica_id)
             self.ever_ready = True
             if self.first_ready_at is None:
