@@ -85,15 +85,75 @@ def test_fork_bomb_cannot_start_a_single_process(runner):
     assert verdict.stdout.split("\n")[:2] == ["refused 1", "started 0"]
 
 
-def test_subprocess_and_threads(runner):
-    """No new process, by any route; threads still work (libraries use them)."""
+def test_no_process_and_no_thread_by_any_route(runner):
+    """Not a process (subprocess) and not a thread: nothing else bounds a thread bomb, which
+    would take the host's pids. numpy still imports (its BLAS is told to use one thread)."""
     spawn = runner.run_one("import subprocess\nsubprocess.run(['/bin/true'])")
     assert spawn.status == "fail" and "PermissionError" in spawn.reason
-    threads = runner.run_one(
-        "import threading\nout = []\nt = threading.Thread(target=out.append, args=(7,))\n"
-        "t.start(); t.join(); print(out[0])"
+    bomb = runner.run_one(
+        "import threading, time\nstarted = 0\ntry:\n"
+        "    for _ in range(50):\n"
+        "        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "        started += 1\n"
+        "finally:\n    print('started', started)\n"
     )
-    assert threads.passed and threads.stdout == "7\n"
+    assert bomb.status == "fail" and bomb.stdout == "started 0\n"
+    numpy = runner.run_one("import numpy\nprint(int(numpy.arange(4).sum()))")
+    assert numpy.passed and numpy.stdout == "6\n"
+
+
+def test_files_outside_cannot_be_chmodded_or_chowned(runner, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("x")
+    os.chmod(victim, 0o644)
+    verdict = runner.run_one(
+        f"import os\nfor call in (lambda: os.chmod({str(victim)!r}, 0o4777),\n"
+        f"             lambda: os.chown({str(victim)!r}, 0, 0),\n"
+        f"             lambda: os.utime({str(victim)!r}, (0, 0))):\n"
+        "    try:\n        call()\n        print('changed')\n"
+        "    except PermissionError:\n        print('refused')\n"
+    )
+    assert verdict.passed and verdict.stdout == "refused\nrefused\nrefused\n"
+    assert victim.stat().st_mode & 0o7777 == 0o644 and victim.stat().st_mtime > 0
+
+
+def test_limits_of_other_processes_cannot_be_changed(runner):
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    verdict = runner.run_one(
+        "import os, resource\nresource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (77, 77))"
+    )
+    assert verdict.status == "fail" and "PermissionError" in verdict.reason
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
+    own = runner.run_one("import resource\nresource.prlimit(0, resource.RLIMIT_CORE, (0, 0))")
+    assert own.passed
+
+
+def test_no_signal_through_f_setown(runner):
+    """fcntl(F_SETOWN) + O_ASYNC makes the kernel signal a chosen process: refused (on kernels
+    whose Landlock cannot scope signals this is the only guard)."""
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        verdict = runner.run_one(
+            "import fcntl, os, signal\nr, w = os.pipe()\n"
+            f"fcntl.fcntl(r, fcntl.F_SETOWN, {victim.pid})\n"
+            "fcntl.fcntl(r, 10, signal.SIGTERM)\n"
+            "fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC)\nos.write(w, b'x')\n"
+        )
+        time.sleep(0.2)
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+    assert verdict.status == "fail" and "PermissionError" in verdict.reason
+
+
+def test_a_program_cannot_fake_a_confinement_failure(runner):
+    verdict = runner.run_one(
+        "import sys\nprint('sandbox: Landlock is not available', file=sys.stderr)\nsys.exit(121)"
+    )
+    assert verdict.status == "fail" and "Landlock" in verdict.reason
 
 
 def test_socket_connect_never_reaches_a_live_server(runner):
@@ -193,9 +253,13 @@ def test_signals_to_other_processes_are_refused(runner):
     assert group.status == "fail" and "PermissionError" in group.reason
 
 
-def test_working_folders_are_deleted_even_when_made_read_only(runner, monkeypatch, tmp_path):
+def test_working_folders_are_deleted_even_when_made_unreadable(runner, monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))
-    runner.run_one("import os\nos.mkdir('d')\nopen('d/f', 'w').write('x')\nos.chmod('d', 0o500)")
+    verdict = runner.run_one(
+        "import os\nos.mkdir('d')\nopen('d/f', 'w').write('x')\nos.mkdir('d/locked', 0)\n"
+        "os.mkdir('hidden', 0o300)\nprint('made')"
+    )
+    assert verdict.stdout == "made\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -209,7 +273,8 @@ def test_many_programs_run_in_a_bounded_pool_in_order():
 def test_a_node_that_cannot_confine_is_refused_with_one_line(monkeypatch, tmp_path):
     fake = tmp_path / "confine.py"
     fake.write_text(
-        "import sys\nprint('sandbox: Landlock is not available on this kernel', file=sys.stderr)\n"
+        "import json, sys\nsettings = json.loads(sys.argv[1])\n"
+        "open(settings['failure_file'], 'w').write('Landlock is not available on this kernel')\n"
         "sys.exit(121)\n"
     )
     monkeypatch.setattr(sandbox, "CONFINE_SCRIPT", str(fake))

@@ -14,10 +14,13 @@ before the program's first instruction, applies in this order:
 - Landlock (Linux >= 5.13): read and execute only the Python installation and the system
   libraries, read and write only the working folder; no TCP bind or connect (ABI >= 4); no
   signals to or abstract sockets of processes outside (ABI >= 6);
-- seccomp: no sockets (so no network of any kind), no new processes (threads are allowed), no
-  signals but to itself, no ptrace, mounts, namespaces, kernel keyrings, io_uring, BPF.
-If any step fails, it exits with CONFINE_FAILED and one line on stderr, and the program never
-runs: the sandbox never runs a program less confined than it says.
+- seccomp: no sockets (so no network of any kind), no new processes or threads, no signals
+  but to itself (nor by F_SETOWN), no changing another process's limits or scheduling, no
+  chmod, chown, utimes or xattrs (Landlock does not cover metadata), no ptrace, mounts,
+  namespaces, kernel keyrings, io_uring, BPF.
+If any step fails, it writes why to `failure_file` (outside the program's reach) and exits
+with CONFINE_FAILED, and the program never runs: the sandbox never runs a program less
+confined than it says.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2
 AUDIT_ARCH_X86_64 = 0xC000003E
 RET_ALLOW, RET_KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 EPERM, ENOSYS = 1, 38
-CLONE_THREAD = 0x00010000
 LD_ABS_W, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
 DENIED = {
     "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "accept4": 288,
@@ -71,9 +73,30 @@ DENIED = {
     "io_uring_register": 427, "open_by_handle_at": 304, "name_to_handle_at": 303,
     "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "mknod": 133,
     "mknodat": 259, "acct": 163, "quotactl": 179, "execveat": 322,
+    # Landlock does not govern a file's metadata: without these a program could chmod or
+    # chown any file its user owns (as root: any file), e.g. make one setuid
+    "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
+    "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "utimensat": 280,
+    "futimesat": 261, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
+    "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463,
+    "removexattrat": 466,
+    # other processes' priority, I/O priority, memory or state
+    "setpriority": 141, "ioprio_set": 251, "get_robust_list": 274, "kcmp": 312,
+    "process_madvise": 440, "process_mrelease": 448,
 }  # fmt: skip
 CLONE, CLONE3 = 56, 435
-SIGNALLING = {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297}  # fmt: skip
+# allowed only on the program itself (first argument 0 or its own pid): signals, and the
+# calls that change a process's limits, scheduling or memory placement
+SELF_ONLY = {
+    "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    "prlimit64": 302, "sched_setaffinity": 203, "sched_setscheduler": 144,
+    "sched_setparam": 142, "sched_setattr": 314, "migrate_pages": 256, "move_pages": 279,
+}  # fmt: skip
+# fcntl/ioctl commands that make the kernel signal another process (F_SETOWN + O_ASYNC),
+# and TIOCSTI (typing into a terminal); refused whatever the fd
+FCNTL, IOCTL = 72, 16
+FCNTL_DENIED = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
+IOCTL_DENIED = (0x8901, 0x8902, 0x5412)  # FIOSETOWN, SIOCSPGRP, TIOCSTI
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -87,6 +110,13 @@ def _check(result: int, what: str) -> int:
     if result < 0:
         raise ConfineError(f"{what}: {os.strerror(ctypes.get_errno())}")
     return result
+
+
+def write_failure(path: str, message: str) -> None:
+    """Tell the parent the confinement failed, where the program cannot write (it could print
+    anything to stderr and exit with any status)."""
+    with open(path, "w") as f:
+        f.write(message)
 
 
 def set_limits(limits: dict) -> None:
@@ -186,14 +216,22 @@ def seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
         (LD_ABS_W, 0, 0, 0),  # syscall number
         (JGE, "kill", 0, 0x40000000),  # the x32 ABI's numbers
         *[(JEQ, "eperm", 0, nr) for nr in DENIED.values()],
-        (JEQ, "enosys", 0, CLONE3),  # glibc then falls back to clone, whose flags we can see
-        (JEQ, "clone", 0, CLONE),
-        *[(JEQ, "signal", 0, nr) for nr in SIGNALLING.values()],
+        (JEQ, "enosys", 0, CLONE3),  # glibc then falls back to clone, which is refused
+        (JEQ, "eperm", 0, CLONE),  # no processes and no threads: a thread bomb would
+        # exhaust the host's pids, and nothing else bounds the number of threads
+        (JEQ, "fcntl", 0, FCNTL),
+        (JEQ, "ioctl", 0, IOCTL),
+        *[(JEQ, "self", 0, nr) for nr in SELF_ONLY.values()],
         (RET, 0, 0, RET_ALLOW),
-        ("clone", None, None, 0),
-        (LD_ABS_W, 0, 0, 16),  # args[0], low word: the clone flags
-        (JSET, "allow", "eperm", CLONE_THREAD),
-        ("signal", None, None, 0),
+        ("fcntl", None, None, 0),
+        (LD_ABS_W, 0, 0, 24),  # args[1], low word: the command
+        *[(JEQ, "eperm", 0, cmd) for cmd in FCNTL_DENIED],
+        (RET, 0, 0, RET_ALLOW),
+        ("ioctl", None, None, 0),
+        (LD_ABS_W, 0, 0, 24),
+        *[(JEQ, "eperm", 0, cmd) for cmd in IOCTL_DENIED],
+        (RET, 0, 0, RET_ALLOW),
+        ("self", None, None, 0),
         (LD_ABS_W, 0, 0, 20),  # args[0], high word: nonzero for a negative pid (a group)
         (JEQ, 0, "eperm", 0),
         (LD_ABS_W, 0, 0, 16),
@@ -219,7 +257,10 @@ def seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
     def offset(target: object, at: int) -> int:
         return target if isinstance(target, int) else labels[str(target)] - at - 1
 
-    return [(c, offset(jt, i), offset(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)]
+    program = [(c, offset(jt, i), offset(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)]
+    if any(not 0 <= jt <= 255 or not 0 <= jf <= 255 for _, jt, jf, _ in program):
+        raise ConfineError("seccomp filter: a jump is out of range")  # a BPF jump is 8 bits
+    return program
 
 
 def apply_seccomp() -> None:
@@ -251,8 +292,7 @@ def main(argv: list[str]) -> None:
         apply_landlock(settings["read_paths"], [settings["workdir"]], settings["devices"])
         apply_seccomp()
     except (ConfineError, OSError, ValueError) as err:
-        print(f"sandbox: {err}", file=sys.stderr)
-        sys.stderr.flush()
+        write_failure(settings["failure_file"], str(err))
         os._exit(CONFINE_FAILED)
     os.execv(sys.executable, [sys.executable, "-I", "-B", program])
 

@@ -9,7 +9,8 @@ instruction), in a new temporary working folder that is deleted afterwards, with
   are files the kernel stops at `file_mb`, and only the first `output_kb` is read back) and on
   each file it writes (`file_mb`) and on its folder's total size (`folder_mb`, checked every
   0.1 s);
-- no network (no sockets at all), no new processes, no signals but to itself;
+- no network (no sockets at all), no new processes or threads, no signals but to itself, no
+  changing another process's limits or scheduling, no chmod/chown/utimes/xattrs;
 - read access to the Python installation and system libraries only: not the job's config,
   input, output or any other file; write access to its working folder only;
 - an environment of a few fixed variables: none of the job's (no tokens, no keys).
@@ -19,15 +20,16 @@ signal: the reason names which), and goes into the row. `CodeRunner.run` runs ma
 a bounded pool (`workers`, default a quarter of the node's CPUs), at nice 10, so checking
 never starves the engine it runs beside.
 What it does not protect against: kernel exploits (the confinement is the kernel's own: seccomp
-and Landlock; it is not a VM), reading world-readable system files under the Python prefix and
-system library folders, and CPU or memory bandwidth taken from the node within the limits.
+and Landlock; it is not a VM), reading files under the Python prefix and system library
+folders, the metadata (stat) of any file, files deleted while kept open (bounded by 32 open
+files x `file_mb`, unseen by the folder check), and CPU or memory bandwidth taken from the node
+within the limits.
 It needs Linux >= 5.13 with Landlock enabled, on x86_64; elsewhere `CodeRunner` refuses at once
 with one line saying what is missing, rather than run programs less confined.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +39,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +49,11 @@ from pydantic import Field
 
 from synth_ray.errors import ConfigError
 from synth_ray.sections import RUNTIME, Section
-from synth_ray.verify.confine import CONFINE_FAILED
 
 CONFINE_SCRIPT = str(Path(__file__).with_name("confine.py"))
 _REASON_CHARS = 200
 _POLL_S = 0.1
+_MAX_ENTRIES = 10_000  # files and folders a program may make in its working folder
 _SYSTEM_LIBRARIES = ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"]
 _SYSTEM_FILES = ["/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo"]
 _DEVICES = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
@@ -119,16 +122,24 @@ class CodeRunner:
         self._read_paths = read_paths()
         self._checked = False
 
-    def run(self, programs: list[str]) -> list[Verdict]:
-        """A verdict per program, in order; identical programs run once. Raises SandboxError
+    def run(self, programs: list[str], on_each: Callable[[], None] | None = None) -> list[Verdict]:
+        """A verdict per program, in order; identical programs run once. `on_each` is called
+        after each one (progress, for the replica's stall detection). Raises SandboxError
         when the sandbox cannot confine anything on this node."""
         self.check_available()
         unique = list(dict.fromkeys(programs))
+
+        def one(program: str) -> Verdict:
+            verdict = self.run_one(program)
+            if on_each is not None:
+                on_each()
+            return verdict
+
         if len(unique) <= 1 or self.workers == 1:
-            verdicts = [self.run_one(p) for p in unique]
+            verdicts = [one(p) for p in unique]
         else:
             with ThreadPoolExecutor(min(self.workers, len(unique))) as pool:
-                verdicts = list(pool.map(self.run_one, unique))
+                verdicts = list(pool.map(one, unique))
         by_program = dict(zip(unique, verdicts, strict=True))
         return [by_program[p] for p in programs]
 
@@ -156,11 +167,15 @@ class CodeRunner:
                     "memory_bytes": config.memory_mb << 20,
                     "cpu_s": int(config.timeout_s) + 1,
                     "file_bytes": config.file_mb << 20,
-                    "open_files": 64,
+                    # with file_mb, this bounds what files deleted but kept open can hold
+                    # (the folder check cannot see them): 32 x 16 MiB by default
+                    "open_files": 32,
                     "nice": 10,
                 },
             }
             out_path, err_path = Path(captured, "stdout"), Path(captured, "stderr")
+            failure = Path(captured, "confine-failed")
+            settings["failure_file"] = str(failure)
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 process = subprocess.Popen(
                     [sys.executable, "-I", "-B", CONFINE_SCRIPT, json.dumps(settings), "main.py"],
@@ -173,6 +188,8 @@ class CodeRunner:
                     close_fds=True,
                 )
                 limit = self._wait(process, workdir)
+            if failure.exists():
+                raise SandboxError(f"the code sandbox cannot run here: {failure.read_text()}")
             return self._verdict(process.returncode, limit, out_path, err_path)
         finally:
             _remove(workdir)
@@ -182,24 +199,28 @@ class CodeRunner:
         """Wait for the program; kill its process group at a limit and return that limit's
         reason."""
         deadline = time.monotonic() + self.config.timeout_s
-        reason = None
-        while process.poll() is None:
-            if time.monotonic() >= deadline:
-                reason = f"timeout: ran past {self.config.timeout_s:g} s"
-            elif folder_bytes(workdir) > self.config.folder_mb << 20:
-                reason = f"crash: wrote over {self.config.folder_mb} MiB in its folder"
-            if reason is not None:
-                break
+        while True:
             try:
                 process.wait(_POLL_S)
+                return None  # it ended by itself (it cannot have started any other process)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        process.wait()
-        return reason
+            reason = None
+            size, entries = folder_usage(workdir)
+            if time.monotonic() >= deadline:
+                reason = f"timeout: ran past {self.config.timeout_s:g} s"
+            elif size > self.config.folder_mb << 20:
+                reason = f"crash: wrote over {self.config.folder_mb} MiB in its folder"
+            elif entries > _MAX_ENTRIES:
+                reason = f"crash: made over {_MAX_ENTRIES:,} files in its folder"
+            if reason is not None:
+                # still running, not reaped: its pid (and group) cannot have been reused
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                process.wait()
+                return reason
 
     def _verdict(self, code: int, limit: str | None, out_path: Path, err_path: Path) -> Verdict:
         cap = self.config.output_kb << 10
@@ -210,14 +231,11 @@ class CodeRunner:
         if limit is not None:
             status, reason = limit.split(": ", 1)
             return Verdict(status, reason, stdout_text)  # type: ignore[arg-type]
-        if code == CONFINE_FAILED and error_line.startswith("sandbox: "):
-            raise SandboxError(f"the code sandbox cannot run here: {error_line[9:]}")
         if code < 0:
             return Verdict("crash", _signal_reason(-code, self.config), stdout_text)
-        too_big = len(stdout) > cap or max(out_path.stat().st_size, err_path.stat().st_size) > cap
-        if too_big:
+        if len(stdout) > cap:  # what it printed to stderr is only searched for its error line
             return Verdict("crash", f"printed over {self.config.output_kb} KiB", stdout_text)
-        if error_line.startswith("MemoryError"):
+        if code != 0 and error_line.startswith("MemoryError"):
             return Verdict("crash", f"over its {self.config.memory_mb} MiB memory", stdout_text)
         if code != 0:
             return Verdict("fail", error_line or f"exit status {code}", stdout_text)
@@ -230,7 +248,7 @@ def _signal_reason(number: int, config: SandboxConfig) -> str:
     if number == signal.SIGXCPU:
         return f"used over {int(config.timeout_s) + 1} s of CPU"
     if number == signal.SIGKILL:
-        return "killed (out of memory?)"
+        return "killed by SIGKILL (its CPU limit, or the kernel out of memory)"
     return f"killed by {signal.Signals(number).name}"
 
 
@@ -243,8 +261,8 @@ def _last_line(path: Path) -> str:
     return lines[-1][:_REASON_CHARS] if lines else ""
 
 
-def folder_bytes(folder: str, max_entries: int = 10_000) -> int:
-    """Bytes in a folder tree; a tree of more than `max_entries` entries counts as unbounded."""
+def folder_usage(folder: str) -> tuple[int, int]:
+    """(bytes, entries) of a folder tree, counting stops past _MAX_ENTRIES entries."""
     total, seen, stack = 0, 0, [folder]
     while stack:
         try:
@@ -253,8 +271,8 @@ def folder_bytes(folder: str, max_entries: int = 10_000) -> int:
             continue
         for entry in entries:
             seen += 1
-            if seen > max_entries:
-                return 1 << 62
+            if seen > _MAX_ENTRIES:
+                return total, seen
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
@@ -262,22 +280,23 @@ def folder_bytes(folder: str, max_entries: int = 10_000) -> int:
                     total += entry.stat(follow_symlinks=False).st_blocks * 512
             except OSError:
                 continue
-    return total
+    return total, seen
 
 
 def _remove(folder: str) -> None:
-    """Delete a working folder, whatever permissions the program left on it."""
-
-    def make_writable(func, path, _exc) -> None:  # noqa: ANN001
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
-        func(path)
-
-    shutil.rmtree(folder, onerror=make_writable)
-
-
-def program_digest(program: str) -> str:
-    return hashlib.sha256(program.encode()).hexdigest()[:16]
+    """Delete a working folder whatever the program left in it (it cannot chmod, but it can
+    make a folder with mode 0): everything inside made accessible, then removed. Never raises:
+    a folder that cannot be removed must not fail the job."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if not os.path.exists(folder):
+        return
+    for root, dirs, _ in os.walk(folder):
+        for name in dirs:
+            try:
+                os.chmod(os.path.join(root, name), 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def sandbox_or_config_error(config: SandboxConfig, key: str) -> CodeRunner:
