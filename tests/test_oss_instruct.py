@@ -189,7 +189,7 @@ class FakeRunner:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
 
-    def run(self, programs: list[str]) -> list[Verdict]:
+    def run(self, programs: list[str], on_each=None) -> list[Verdict]:
         FakeRunner.calls.append(list(programs))
         out = []
         for program in programs:
@@ -220,7 +220,7 @@ def test_tests_mode_runs_a_slice_at_once_and_keeps_passing_rows(monkeypatch):
         TESTS_RESPONSE.replace("assert", "print"),
     ]
     pairs = [(c, result(t)) for c, t in zip(candidates, texts, strict=True)]
-    m.prepare_finish(pairs)
+    m.prepare_finish(pairs, lambda: None)
     assert len(FakeRunner.calls) == 1 and len(FakeRunner.calls[0]) == 4  # checkable ones
     outcomes = [m.finish(c, r) for c, r in pairs]
     assert len(FakeRunner.calls) == 1  # finish read the verdicts
@@ -256,7 +256,7 @@ def test_tests_mode_on_the_real_sandbox():
         (candidates[0], result(TESTS_RESPONSE)),
         (candidates[1], result(TESTS_RESPONSE.replace("return a + b", "return a - b"))),
     ]
-    m.prepare_finish(pairs)
+    m.prepare_finish(pairs, lambda: None)
     outcomes = [m.finish(c, r) for c, r in pairs]
     assert isinstance(outcomes[0], Kept) and outcomes[0].row["check_status"] == "pass"
     assert outcomes[1] == Dropped("tests_failed")
@@ -398,3 +398,11 @@ def test_oss_instruct_on_real_engine(tmp_path, shared_engine):
         assert row["seed_snippet"] in (folder / row["source_id"]).read_text()
         assert row["problem"].strip() and row["solution"].strip()
         assert row["model"] == "SmolLM2-135M-Instruct"
+
+
+def test_only_python_blocks_of_a_solution_are_run():
+    from synth_ray.methods.oss_instruct import code_blocks
+
+    text = "```bash\npip install x\n```\n```python\nx = 1\n```\n```\ny = 2\n```\n```text\nout\n```"
+    assert code_blocks(text, python_only=True) == ["x = 1\n", "y = 2\n"]
+    assert len(code_blocks(text)) == 4

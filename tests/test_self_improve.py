@@ -362,3 +362,11 @@ def test_program_prompt_and_cut():
     assert hardcodes_answer("ans = 42", "What is 6 times 7?", "42")
     assert not hardcodes_answer("ans = 6 * 7", "What is 6 times 7?", "42")
     assert not hardcodes_answer("ans = 42 - 0", "I have 42 apples", "42")
+    # a float answer is rounded before it is compared: 1.1 * 3 is 3.3, 16 / 2 is 8
+    from synth_ray.methods.self_improve import _PRINT_ANS, program_answer
+    from synth_ray.verify.sandbox import CodeRunner, SandboxConfig
+
+    verdicts = CodeRunner(SandboxConfig()).run(
+        [f"ans = {e}{_PRINT_ANS}" for e in ("1.1 * 3", "16 / 2")]
+    )
+    assert [program_answer(v) for v in verdicts] == ["3.3", "8"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,12 +101,15 @@ class Method(ABC):
         """Turn a completion into an output row (or one outcome per sample when the candidate's
         width is above 1), or say why it is dropped or errored."""
 
-    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:  # noqa: B027
+    def prepare_finish(  # noqa: B027
+        self, pairs: list[tuple[Candidate, EngineResult]], progress: Callable[[], None]
+    ) -> None:
         """Called once per slice, with all its completions, before `finish` is called on each:
         a method whose check is slow per row (running generated code in the sandbox) runs all
-        of them at once here, in parallel, and its `finish` reads the verdicts. An exception
-        here fails the slice (and the job) with its message: it is the checker that failed,
-        not a row. Default: nothing."""
+        of them at once here, in parallel, and its `finish` reads the verdicts. Call
+        `progress()` after each check: a replica whose engine is idle while it checks would
+        otherwise look stalled. An exception here fails the slice (and the job) with its
+        message: it is the checker that failed, not a row. Default: nothing."""
 
     def sampling_overrides(self) -> dict[str, Any]:
         """Changes to the job's sampling for this method's requests (e.g. n samples)."""

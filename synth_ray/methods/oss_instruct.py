@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,22 +194,25 @@ def parse_sections(text: str, tests: bool = False) -> Sections | None:
     )
 
 
-def code_blocks(text: str) -> list[str]:
+def code_blocks(text: str, python_only: bool = False) -> list[str]:
     """The contents of the ``` code blocks of `text` (magicoder clean_data.py's
-    `detect_codeblocks`), plus a last block left open."""
+    `detect_codeblocks`), plus a last block left open. `python_only`: only those tagged
+    python/py or untagged (a ```bash `pip install` or an example-output block is not run)."""
     lines = text.splitlines(keepends=True)
-    blocks: list[str] = []
+    blocks: list[tuple[str, str]] = []
     start: int | None = None
+    tag = ""
     for idx, line in enumerate(lines):
         if _FENCE.match(line):
             if start is None:
-                start = idx
+                start, tag = idx, line.strip()[3:].strip().lower()
             else:
-                blocks.append("".join(lines[start + 1 : idx]))
+                blocks.append((tag, "".join(lines[start + 1 : idx])))
                 start = None
     if start is not None:
-        blocks.append("".join(lines[start + 1 :]))
-    return [b for b in blocks if b.strip()]
+        blocks.append((tag, "".join(lines[start + 1 :])))
+    runnable = ("", "python", "py", "python3")
+    return [b for t, b in blocks if b.strip() and (not python_only or t in runnable)]
 
 
 _ASSERT = re.compile(r"^\s*assert\b", re.MULTILINE)
@@ -216,12 +220,12 @@ _ASSERT = re.compile(r"^\s*assert\b", re.MULTILINE)
 
 def checked_program(sections: Sections) -> tuple[str, str] | Dropped:
     """(the tests' code, the program to run: solution code then tests), or why not."""
-    solution = code_blocks(sections.solution)
+    solution = code_blocks(sections.solution, python_only=True)
     if not solution:
         return Dropped("no_code")
     if sections.tests is None:
         return Dropped("no_tests")
-    tests = "\n".join(code_blocks(sections.tests)) or sections.tests
+    tests = "\n".join(code_blocks(sections.tests, python_only=True)) or sections.tests
     if not _ASSERT.search(tests):
         return Dropped("no_tests")
     tests = tests.strip() + "\n"
@@ -316,7 +320,9 @@ class OSSInstructMethod(Method):
             return Dropped("empty_solution")
         return sections
 
-    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:
+    def prepare_finish(
+        self, pairs: list[tuple[Candidate, EngineResult]], progress: Callable[[], None]
+    ) -> None:
         """Tests mode: run every parsed completion's solution + tests of the slice at once, in
         the sandbox's pool; `finish` reads the verdicts by row id."""
         self._verdicts = {}
@@ -330,13 +336,15 @@ class OSSInstructMethod(Method):
                 if not isinstance(checked, Dropped):
                     programs[candidate.row_id] = checked[1]
         if programs:
-            verdicts = self._run(list(programs.values()))
+            verdicts = self._run(list(programs.values()), progress)
             self._verdicts = dict(zip(programs, verdicts, strict=True))
 
-    def _run(self, programs: list[str]) -> list[Verdict]:
+    def _run(
+        self, programs: list[str], progress: Callable[[], None] | None = None
+    ) -> list[Verdict]:
         if self.runner is None:
             self.runner = CodeRunner(self.config.sandbox)
-        return self.runner.run(programs)
+        return self.runner.run(programs, progress)
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
         sections = self.examine(result)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,8 +164,15 @@ PROGRAM_FEW_SHOT = [
 _PROGRAM_END = re.compile(r"^\s*(?:Question:|Q:|```\s*$)", re.MULTILINE)
 _FENCE_START = re.compile(r"^\s*```(?:python|py)?\s*$", re.MULTILINE)
 _NUMBER_LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
-# run after the program: its answer on a line of its own, whatever it printed before
-_PRINT_ANS = "\n\nprint()\nprint(ans)\n"
+# run after the program: its answer on a line of its own, whatever it printed before; a float
+# rounded, so 1.1 * 3 is 3.3 (not 3.3000000000000003) and 8.0 is 8
+_PRINT_ANS = (
+    "\n\nprint()\n"
+    "if isinstance(ans, float) and ans == ans and abs(ans) != float('inf'):\n"
+    "    ans = round(ans, 6)\n"
+    "    ans = int(ans) if ans.is_integer() else ans\n"
+    "print(ans)\n"
+)
 # The next few-shot problem a model goes on to invent ("Q: ..." on a line of its own).
 _NEXT_QUESTION = re.compile(r"^\s*Q:", re.MULTILINE)
 # A rationalized rationale that talks about its hint was not reasoned out: STaR saves the
@@ -308,18 +316,22 @@ class SelfImproveMethod(Method):
         parts += [f"Question: {question}{hint}", PROGRAM_HEADER]
         return "\n".join(parts) + "\n"
 
-    def prepare_finish(self, pairs: list[tuple[Candidate, EngineResult]]) -> None:
+    def prepare_finish(
+        self, pairs: list[tuple[Candidate, EngineResult]], progress: Callable[[], None]
+    ) -> None:
         """Run every sample's program of this slice at once, in the sandbox's pool."""
         self._verdicts = {}
         if not self.programs or not pairs:
             return
         programs = [cut_program(t) for _, r in pairs for t, _, _ in r.all_samples()]
-        self._verdicts = dict(zip(programs, self._run(programs), strict=True))
+        self._verdicts = dict(zip(programs, self._run(programs, progress), strict=True))
 
-    def _run(self, programs: list[str]) -> list[Verdict]:
+    def _run(
+        self, programs: list[str], progress: Callable[[], None] | None = None
+    ) -> list[Verdict]:
         if self._runner is None:
             self._runner = CodeRunner(self.config.sandbox)
-        return self._runner.run([p + _PRINT_ANS for p in programs])
+        return self._runner.run([p + _PRINT_ANS for p in programs], progress)
 
     def _verdict(self, program: str) -> Verdict:
         if program not in self._verdicts:

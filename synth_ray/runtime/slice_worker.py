@@ -135,15 +135,19 @@ class SliceWorker:
         )
         return builder.build(task.as_unit(), docs)
 
-    @staticmethod
+    def _step(self) -> None:
+        """One piece of per-row work done (a checked program): progress the engine does not
+        see, so a replica checking code while its engine idles is not taken for stalled."""
+        self.steps_done += 1
+
     def _write(
-        spec: StageSpec, task: SliceTask, pending: PendingUnit, results: list[EngineResult]
+        self, spec: StageSpec, task: SliceTask, pending: PendingUnit, results: list[EngineResult]
     ) -> tuple[SliceDone, list[str]]:
         """Parse and write the slice; a filtered slice's rows are staged, and the texts the
         diversity filter decides on are returned with their positions."""
         candidates = {c.row_id: c for c in pending.candidates}
         pairs = [(candidates[result.request_id], result) for result in results]
-        spec.method.prepare_finish([(c, r) for c, r in pairs if r.error is None])
+        spec.method.prepare_finish([(c, r) for c, r in pairs if r.error is None], self._step)
         for candidate, result in pairs:
             pending.add_result(spec.method, candidate, result)
         filtering = spec.embedders is not None
