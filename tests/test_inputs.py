@@ -50,6 +50,11 @@ def test_folder_of_source_files_is_one_row_per_file_with_relative_ids(tmp_path):
     assert [d.source_id for d in iter_document_range(spec, 3, 5)] == ["main.py", "pkg/util.py"]
     one = list(iter_documents(InputSpec(str(tmp_path / "pkg" / "util.py"))))
     assert [(d.source_id, d.error) for d in one] == [("util.py", None)]
+    # a project's package.json / tsconfig.json beside the code is not data
+    (tmp_path / "package.json").write_text('{"name": "x"}')
+    assert "package.json" not in [d.source_id for d in iter_documents(spec)]
+    assert len(list(iter_documents(spec))) == 5
+    (tmp_path / "package.json").unlink()
     # a folder holding any data file is read as data files only
     write_jsonl(tmp_path / "rows.jsonl", [{"text": "x"}])
     assert [d.source_id for d in iter_documents(spec)] == ["rows.jsonl:0"]

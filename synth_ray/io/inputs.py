@@ -73,9 +73,14 @@ def _is_source_file(path: Path) -> bool:
 
 
 def _data_or_source(paths: list[Path]) -> list[Path]:
-    """The data files among `paths`; where there are none, the source files."""
+    """The data files among `paths`; where there are none, the source files. A `.json` file
+    beside source files is a project's config (package.json, tsconfig.json), not data: it
+    makes a folder data only with no source file in it."""
     data = [p for p in paths if _is_input_file(p)]
-    return data or [p for p in paths if _is_source_file(p)]
+    source = [p for p in paths if _is_source_file(p)]
+    if source and all(p.suffix.lower() == ".json" for p in data):
+        return source
+    return data or source
 
 
 def _hidden(relative: Path) -> bool:
