@@ -49,6 +49,7 @@ class InstantEngine:
 
         self.dtype_choice = DtypeChoice("none", "engine stand-in (benchmarks/bench_driver.py)")
         self.answered = 0
+        self.max_num_seqs = None  # the scheduler keeps its default in flight (256), or the config's
 
     def progress(self) -> int:
         return self.answered
