@@ -256,12 +256,8 @@ class OSSInstructMethod(Method):
         self.config = config
         self.model_name = model_name
         self.seed = seed
-        self.runner: CodeRunner | None = None  # made on the node that runs the programs
-        self._verdicts: dict[str, Verdict] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the runner knows this node's Python paths: each node makes its own
-        return {**self.__dict__, "runner": None, "_verdicts": {}}
+        self.runner = CodeRunner(config.sandbox) if config.tests else None
+        self._verdicts: dict[str, Verdict] = {}  # of the slice being finished, by row id
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": 1}
@@ -342,8 +338,7 @@ class OSSInstructMethod(Method):
     def _run(
         self, programs: list[str], progress: Callable[[], None] | None = None
     ) -> list[Verdict]:
-        if self.runner is None:
-            self.runner = CodeRunner(self.config.sandbox)
+        assert self.runner is not None  # made in tests mode
         return self.runner.run(programs, progress)
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:

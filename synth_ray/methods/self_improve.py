@@ -274,8 +274,8 @@ class SelfImproveMethod(Method):
         self.programs = config.checker == "program"
         self.checker = get_checker("numeric" if self.programs else config.checker)
         self.examples = load_few_shot(config.few_shot_path, self.programs)
-        self._runner: CodeRunner | None = None  # made on the node that runs the programs
-        self._verdicts: dict[str, Verdict] = {}
+        self.runner = CodeRunner(config.sandbox) if self.programs else None
+        self._verdicts: dict[str, Verdict] = {}  # of the slice being finished
         self.width = config.n if config.mode in ("rejection", "self_consistency") else 1
         self.counts_input_documents = stage != "rationalize"
 
@@ -329,18 +329,13 @@ class SelfImproveMethod(Method):
     def _run(
         self, programs: list[str], progress: Callable[[], None] | None = None
     ) -> list[Verdict]:
-        if self._runner is None:
-            self._runner = CodeRunner(self.config.sandbox)
-        return self._runner.run([p + _PRINT_ANS for p in programs], progress)
+        assert self.runner is not None  # made when checker is program
+        return self.runner.run([p + _PRINT_ANS for p in programs], progress)
 
     def _verdict(self, program: str) -> Verdict:
         if program not in self._verdicts:
             self._verdicts[program] = self._run([program])[0]
         return self._verdicts[program]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the runner knows this node's Python paths: each node makes its own
-        return {**self.__dict__, "_runner": None, "_verdicts": {}}
 
     def expand(self, doc: Document) -> list[Candidate]:
         rid = row_id(doc.source_id, "self_improve", self.stage)

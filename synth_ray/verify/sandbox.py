@@ -114,13 +114,27 @@ def read_paths() -> list[str]:
 
 
 class CodeRunner:
-    """Runs programs under one `SandboxConfig`; safe to share between threads."""
+    """Runs programs under one `SandboxConfig`; safe to share between threads. It may be made
+    on the driver and pickled to a generator's node: what it knows of a node (its Python's
+    paths, its CPUs, whether it can confine) is found on the node that runs the programs."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.workers = config.workers or max(1, (os.cpu_count() or 1) // 4)
-        self._read_paths = read_paths()
+        self._node: tuple[int, list[str]] | None = None  # (workers, read paths) of this node
         self._checked = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_node": None, "_checked": False}
+
+    @property
+    def workers(self) -> int:
+        return self._node_facts()[0]
+
+    def _node_facts(self) -> tuple[int, list[str]]:
+        if self._node is None:
+            workers = self.config.workers or max(1, (os.cpu_count() or 1) // 4)
+            self._node = (workers, read_paths())
+        return self._node
 
     def run(self, programs: list[str], on_each: Callable[[], None] | None = None) -> list[Verdict]:
         """A verdict per program, in order; identical programs run once. `on_each` is called
@@ -161,7 +175,7 @@ class CodeRunner:
             main.write_text(program)
             settings = {
                 "workdir": workdir,
-                "read_paths": self._read_paths,
+                "read_paths": self._node_facts()[1],
                 "devices": _DEVICES,
                 "limits": {
                     "memory_bytes": config.memory_mb << 20,
@@ -190,14 +204,16 @@ class CodeRunner:
                 limit = self._wait(process, workdir)
             if failure.exists():
                 raise SandboxError(f"the code sandbox cannot run here: {failure.read_text()}")
-            return self._verdict(process.returncode, limit, out_path, err_path)
+            if limit is not None:
+                return Verdict(*limit, _read_capped(out_path, self.config.output_kb << 10))
+            return self._verdict(process.returncode, out_path, err_path)
         finally:
             _remove(workdir)
             _remove(captured)
 
-    def _wait(self, process: subprocess.Popen, workdir: str) -> str | None:
+    def _wait(self, process: subprocess.Popen, workdir: str) -> tuple[Status, str] | None:
         """Wait for the program; kill its process group at a limit and return that limit's
-        reason."""
+        (status, reason)."""
         deadline = time.monotonic() + self.config.timeout_s
         while True:
             try:
@@ -208,11 +224,11 @@ class CodeRunner:
             reason = None
             size, entries = folder_usage(workdir)
             if time.monotonic() >= deadline:
-                reason = f"timeout: ran past {self.config.timeout_s:g} s"
+                reason = ("timeout", f"ran past {self.config.timeout_s:g} s")
             elif size > self.config.folder_mb << 20:
-                reason = f"crash: wrote over {self.config.folder_mb} MiB in its folder"
+                reason = ("crash", f"wrote over {self.config.folder_mb} MiB in its folder")
             elif entries > _MAX_ENTRIES:
-                reason = f"crash: made over {_MAX_ENTRIES:,} files in its folder"
+                reason = ("crash", f"made over {_MAX_ENTRIES:,} files in its folder")
             if reason is not None:
                 # still running, not reaped: its pid (and group) cannot have been reused
                 try:
@@ -222,15 +238,13 @@ class CodeRunner:
                 process.wait()
                 return reason
 
-    def _verdict(self, code: int, limit: str | None, out_path: Path, err_path: Path) -> Verdict:
+    def _verdict(self, code: int, out_path: Path, err_path: Path) -> Verdict:
+        """The verdict of a program that ended by itself."""
         cap = self.config.output_kb << 10
         with out_path.open("rb") as f:
             stdout = f.read(cap + 1)
         stdout_text = stdout[:cap].decode("utf-8", "replace")
         error_line = _last_line(err_path)
-        if limit is not None:
-            status, reason = limit.split(": ", 1)
-            return Verdict(status, reason, stdout_text)  # type: ignore[arg-type]
         if code < 0:
             return Verdict("crash", _signal_reason(-code, self.config), stdout_text)
         if len(stdout) > cap:  # what it printed to stderr is only searched for its error line
@@ -240,6 +254,11 @@ class CodeRunner:
         if code != 0:
             return Verdict("fail", error_line or f"exit status {code}", stdout_text)
         return Verdict("pass", "", stdout_text)
+
+
+def _read_capped(path: Path, cap: int) -> str:
+    with path.open("rb") as f:
+        return f.read(cap).decode("utf-8", "replace")
 
 
 def _signal_reason(number: int, config: SandboxConfig) -> str:
