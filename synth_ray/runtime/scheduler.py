@@ -19,7 +19,11 @@ weighted by the requests it stands for. Policy:
   `probe` answers does not change: its engine's token count, its per-row phases) for
   `stall_timeout_s` is stalled: it is killed with its engine, replaced and its work re-sent,
   exactly as if it had died, and the reason is announced (`notice`) and kept in `stalls`. So
-  is a replica still starting `start_timeout_s` after another became ready.
+  is a replica still starting `start_timeout_s` after another became ready. Quiet time is
+  proven, never inferred from the driver's own clock: a replica is stalled only when a probe
+  *sent* `stall_timeout_s` after its last progress comes back unchanged, or when it leaves a
+  probe unanswered that long. A driver loop that was busy, or a probe answer still on its way,
+  never makes a healthy replica look stalled (a loaded machine slows both sides alike).
 - Once `stop` is requested (a signal), nothing more is dispatched; the batches in flight may
   finish until its grace runs out (their units commit), then `JobStopped` is raised.
 - A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
@@ -116,6 +120,7 @@ class _Replica:
     isolating: bool = False  # running a suspect alone; gets nothing else meanwhile
     last_progress_at: float = 0.0  # last result or changed progress value while holding work
     mark: Any = None  # the last progress value it answered
+    probe_sent_at: float | None = None  # when the probe now outstanding was sent
 
 
 Sink = Callable[[WorkItem, Any], None]
@@ -310,9 +315,14 @@ class Scheduler:
                 self.first_ready_at = self.clock()
                 self.engine_info = dict(event.engine)
         elif isinstance(event, ReplicaProgress):
+            sent_at, replica.probe_sent_at = replica.probe_sent_at, None
             if event.mark != replica.mark:
                 replica.mark = event.mark
                 replica.last_progress_at = self.clock()
+            elif sent_at is not None and replica.in_flight:
+                self._stalled_if_quiet(
+                    event.replica_id, replica, sent_at - replica.last_progress_at
+                )
         elif isinstance(event, BatchDone):
             batch = replica.in_flight.pop(event.batch_id, None)
             if batch is None:
@@ -391,27 +401,32 @@ class Scheduler:
             EngineResult(item.key, "", len(request.prompt_token_ids), 0, None, error=reason),
         )
 
+    def _probe_every_s(self) -> float:
+        """Probes go out at least three times per stall timeout, so a stall is declared
+        between one timeout and a third more after the replica's last progress."""
+        timeout = self.settings.stall_timeout_s
+        interval = self.settings.probe_interval_s
+        return interval if timeout is None else min(interval, timeout / 3)
+
     def _check_stalls(self) -> None:
-        """Every `probe_interval_s`: probe the replicas that hold work, and replace those that
-        made no progress for `stall_timeout_s`, or are still starting `start_timeout_s` after
-        another replica became ready (a replica that never starts must not hold its slot)."""
+        """Every probe interval: probe the replicas that hold work; replace those that left a
+        probe unanswered for `stall_timeout_s` without other progress (an actor that answers
+        nothing), or are still starting `start_timeout_s` after another replica became ready
+        (a replica that never starts must not hold its slot). Replicas that answer are judged
+        when their answer arrives (`_handle`)."""
         timeout = self.settings.stall_timeout_s
         now = self.clock()
-        if now - self._last_stall_check < self.settings.probe_interval_s:
+        if now - self._last_stall_check < self._probe_every_s():
             return
         self._last_stall_check = now
         for replica_id, replica in list(self.replicas.items()):
             if replica.ready and replica.in_flight:
-                quiet = now - replica.last_progress_at
-                if timeout is not None and quiet > timeout:
-                    held = sum(item.weight for b in replica.in_flight.values() for item in b)
-                    self._stalled(
-                        replica_id,
-                        f"replica {replica_id} stalled: no progress for {quiet:.0f}s while "
-                        f"holding {held} requests (scheduler.stall_timeout_s={timeout:g})",
-                    )
-                else:
+                sent_at = replica.probe_sent_at
+                if sent_at is None:
+                    replica.probe_sent_at = now
                     self.backend.probe(replica_id)
+                elif timeout is not None and now - max(sent_at, replica.last_progress_at) > timeout:
+                    self._stalled_if_quiet(replica_id, replica, now - replica.last_progress_at)
             elif not replica.ready and self.ever_ready and timeout is not None:
                 waited = now - replica.started_at
                 if waited > self.settings.start_timeout_s:
@@ -421,6 +436,20 @@ class Scheduler:
                         f"while others run (scheduler.start_timeout_s="
                         f"{self.settings.start_timeout_s:g})",
                     )
+
+    def _stalled_if_quiet(self, replica_id: int, replica: _Replica, proven_quiet: float) -> None:
+        """Replace the replica when it has been proven quiet (no progress over a whole probe
+        window, or no answer) for longer than `stall_timeout_s`."""
+        timeout = self.settings.stall_timeout_s
+        if timeout is None or proven_quiet <= timeout:
+            return
+        quiet = self.clock() - replica.last_progress_at
+        held = sum(item.weight for b in replica.in_flight.values() for item in b)
+        self._stalled(
+            replica_id,
+            f"replica {replica_id} stalled: no progress for {quiet:.0f}s while "
+            f"holding {held} requests (scheduler.stall_timeout_s={timeout:g})",
+        )
 
     def _stalled(self, replica_id: int, reason: str) -> None:
         self.stalls.append(reason)
