@@ -136,7 +136,13 @@ class ResourcesConfig(_Section):
         ge=0,
         description="GPUs per replica (tensor-parallel size); None: 1 if the cluster has GPUs, else 0.",
     )
-    cpus_per_replica: float = Field(1.0, gt=0, description="Ray CPUs reserved per replica.")
+    cpus_per_replica: float | None = Field(
+        None,
+        gt=0,
+        description="Ray CPUs reserved per replica; a CPU engine computes on as many threads. "
+        "None: 1 beside a GPU; on CPU, an even share of the cluster's CPUs (after the "
+        "diversity filter's embedders), at most one node's.",
+    )
 
 
 class SchedulerConfig(_Section):

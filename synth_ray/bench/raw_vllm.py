@@ -27,7 +27,7 @@ def main(spec_path: str, result_path: str) -> None:
 
     on_cpu = current_platform.is_cpu()
     if on_cpu:
-        os.environ.update(cpu_engine_env(spec.cpu_kv_cache_gib))
+        os.environ.update(cpu_engine_env(spec.cpu_kv_cache_gib, spec.cpu_threads))
     choice = choose_dtype(spec.dtype, on_cpu, read_cpu_flags())
     requests = spec.requests()
     tokenizer = PromptRenderer.from_model(spec.model).tokenizer

@@ -29,7 +29,7 @@ def main(spec_path: str, result_path: str) -> None:
     from synth_ray.engine.vllm_engine import cpu_engine_env
 
     on_gpu = torch.cuda.is_available()
-    env = {} if on_gpu else cpu_engine_env(spec.cpu_kv_cache_gib)
+    env = {} if on_gpu else cpu_engine_env(spec.cpu_kv_cache_gib, spec.cpu_threads)
     os.environ.update(env)
     dtype = choose_dtype(spec.dtype, not on_gpu, read_cpu_flags()).dtype
     ray.init(

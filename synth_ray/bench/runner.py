@@ -104,6 +104,11 @@ def spec_for(job: Any, prompts_path: Path, ignore_eos: bool) -> RunSpec:
     from synth_ray.engine.models import resolve_model
 
     cores = os.cpu_count() or 1
+    # the share of a local Ray's CPUs each synth-ray replica reserves and computes on
+    # (runtime/cluster.py replica_cpus); every system's CPU engine gets as many threads
+    threads = (
+        job.resources.cpus_per_replica or (job.ray.num_cpus or cores) // job.resources.replicas
+    )
     return RunSpec(
         model=resolve_model(job.engine.model),
         dtype=job.engine.dtype,
@@ -117,6 +122,7 @@ def spec_for(job: Any, prompts_path: Path, ignore_eos: bool) -> RunSpec:
         replicas=job.resources.replicas,
         # Ray Data LLM's CPU stages and its engine each hold a CPU; on 2 it waits forever
         ray_num_cpus=max(4, job.ray.num_cpus or cores),
+        cpu_threads=max(1, int(threads)),
     )
 
 

@@ -31,6 +31,8 @@ class RunSpec:
     prompts_path: str  # JSONL of {"prompt": rendered text, "max_tokens": int}
     replicas: int = 1
     ray_num_cpus: int | None = None
+    # a CPU engine's OpenMP threads: what synth-ray's replica gets (cluster.replica_cpus)
+    cpu_threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> Path:

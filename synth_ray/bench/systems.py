@@ -64,6 +64,19 @@ def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
     return wall
 
 
+def _cpu_engine_env(spec: RunSpec) -> dict[str, str]:
+    """A CPU engine's environment, set before the process imports torch (OpenMP reads its
+    thread count once, at load), so raw vLLM computes on the threads synth-ray's replica
+    does; nothing on a GPU machine."""
+    import torch
+
+    from synth_ray.engine.vllm_engine import cpu_engine_env
+
+    if torch.cuda.is_available():
+        return {}
+    return cpu_engine_env(spec.cpu_kv_cache_gib, spec.cpu_threads)
+
+
 def run_program(system: str, spec: RunSpec, work: Path) -> SystemResult:
     """raw vLLM or Ray Data LLM, one fresh process."""
     module = {"vllm": "synth_ray.bench.raw_vllm", "ray-data": "synth_ray.bench.ray_data_llm"}
@@ -72,6 +85,7 @@ def run_program(system: str, spec: RunSpec, work: Path) -> SystemResult:
     wall = _run(
         [sys.executable, "-m", module[system], str(spec_path), str(result_path)],
         work / f"{system}.log",
+        _cpu_engine_env(spec),
     )
     result = SystemResult.read(result_path)
     result.wall_s = wall

@@ -170,16 +170,31 @@ class VllmEngine:
         self._engine.shutdown()
 
 
-def cpu_engine_env(kv_cache_gib: int) -> dict[str, str]:
-    """Environment a CPU engine needs before vLLM is imported (unused by the GPU build)."""
-    return {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "TOKENIZERS_PARALLELISM": "false"}
+def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
+    """Environment a CPU engine needs before vLLM is imported (unused by the GPU build).
+
+    vLLM's CPU build otherwise runs its model in a worker process of its own, pinned to one
+    core per NUMA node minus one core it leaves to the engine core process, which busy-waits
+    on the worker (on a 2-core machine: one core computes, one spins). Here the model runs in
+    the engine core process itself (`VLLM_ENABLE_V1_MULTIPROCESSING=0` selects vLLM's
+    single-process executor; the async engine still keeps its engine core apart), on
+    `threads` OpenMP threads, the CPUs Ray reserved for the replica. Measured on 2 AVX-512
+    cores (benchmarks/results.md, 2026-12-05): engine start 18 s -> 11 s, decoding 1.7x with
+    2 threads, the same with 1. A tensor-parallel engine keeps its worker processes."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs only when unset; say it explicitly
+        "OMP_NUM_THREADS": str(max(1, threads)),
+    }
 
 
 if __name__ == "__main__":
     from synth_ray.engine.models import prepare_embedded_model
     from synth_ray.engine.prompts import PromptRenderer
 
-    os.environ.update(cpu_engine_env(2))
+    os.environ.update(cpu_engine_env(2, len(os.sched_getaffinity(0))))
     model = str(prepare_embedded_model())
     ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
     engine = VllmEngine(EngineSettings(model=model, args={"enforce_eager": True}))

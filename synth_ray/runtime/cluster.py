@@ -7,6 +7,7 @@ the backend with the engine settings from the config.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from typing import Any
@@ -74,6 +75,27 @@ def replica_gpus(config: JobConfig) -> int:
     return gpus
 
 
+def replica_cpus(config: JobConfig, gpus: int) -> float:
+    """Ray CPUs each replica reserves: `resources.cpus_per_replica`, or when unset 1 beside a
+    GPU, and on CPU an even share of the cluster's CPUs less the embedders' (at least 1, at
+    most the largest node's), because a CPU engine computes on the CPUs it reserves: one
+    replica on a 2-core machine decodes on both cores, two share them one each, and
+    nothing oversubscribes a core."""
+    import ray
+
+    cpus = config.resources.cpus_per_replica
+    if cpus is not None:
+        return cpus
+    if gpus:
+        return 1.0
+    total = ray.cluster_resources().get("CPU", 0)
+    diversity = config.filters.diversity
+    if diversity.enabled:
+        total -= diversity.embedders * diversity.cpus_per_embedder
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    return float(max(1, min(math.floor(total / config.resources.replicas), math.floor(largest))))
+
+
 def ray_backend_for(
     config: JobConfig, keep_alive: bool = False, actor_class: type | None = None
 ) -> Any:
@@ -83,8 +105,9 @@ def ray_backend_for(
     from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
 
     gpus = replica_gpus(config)
-    env = cpu_engine_env(config.engine.cpu_kv_cache_gib) if gpus == 0 else {}
-    resources = ReplicaResources(config.resources.cpus_per_replica, gpus, env)
+    cpus = replica_cpus(config, gpus)
+    env = cpu_engine_env(config.engine.cpu_kv_cache_gib, int(cpus)) if gpus == 0 else {}
+    resources = ReplicaResources(cpus, gpus, env)
     check_cluster_fits(config.resources.replicas, resources)
     extra = {"actor_class": actor_class} if actor_class is not None else {}
     return RayBackend(engine_settings(config, gpus), resources, keep_alive=keep_alive, **extra)
