@@ -20,7 +20,7 @@ quickstart: env
 # Lint, format check, then the whole test suite (one shared CPU engine plus a three-node loopback
 # cluster for the cluster-job tests). --durations shows the slowest tests in every CI log.
 test: env lint
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest --durations=25
 
 lint: env
 	$(VENV)/bin/ruff check .

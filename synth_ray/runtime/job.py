@@ -65,24 +65,27 @@ def run_job(
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
     if config.filters.diversity.enabled:
         check_diversity_config(config.filters.diversity)
-    renderer = load_renderer(config)
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=store.location.uri)
-    runner = StageRunner(config, renderer, summary, show_progress, backend, store.location)
+    runner = StageRunner(config, None, summary, show_progress, backend, store.location)
     runner.stop = stop
     runner.diversity_sample = sample
-    ctx = JobContext(
-        config=config,
-        runner=runner,
-        store=store,
-        renderer=renderer,
-        model_name=model_display_name(config.engine.model),
-        fingerprint=fingerprint,
-        docs=docs,
-        prepare=lambda: store.prepare(fingerprint, config.model_dump(mode="json"), overwrite),
-    )
     try:
+        if overwrite or not store.commits.has_commits():
+            runner.start_replicas_early()  # a first run generates: engines load meanwhile
+        renderer = load_renderer(config)
+        runner.renderer = renderer
+        ctx = JobContext(
+            config=config,
+            runner=runner,
+            store=store,
+            renderer=renderer,
+            model_name=model_display_name(config.engine.model),
+            fingerprint=fingerprint,
+            docs=docs,
+            prepare=lambda: store.prepare(fingerprint, config.model_dump(mode="json"), overwrite),
+        )
         summary.stats = method.run(ctx)
         set_state(store.location, "done")
     except JobStopped as stopped:

@@ -90,6 +90,13 @@ class RayBackend:
         self.next_replica_id = 0
         self.probing: set[int] = set()  # replicas with a progress probe outstanding
 
+    def prestart(self, replicas: int) -> None:
+        """Create `replicas` actors now, parked until the scheduler starts its replicas: their
+        engines load (the longest part of a short job's start) while the driver still loads
+        the tokenizer and plans."""
+        while len(self.idle) < replicas:
+            self.idle.append(self._new_actor())
+
     def start_replica(self) -> int:
         replica_id = self.next_replica_id
         self.next_replica_id += 1

@@ -85,7 +85,7 @@ class StageRunner:
     def __init__(
         self,
         config: JobConfig,
-        renderer: PromptRenderer,
+        renderer: PromptRenderer | None,
         summary: RunSummary,
         show_progress: bool = True,
         backend: Backend | None = None,
@@ -93,7 +93,9 @@ class StageRunner:
     ) -> None:
         """With `backend` given the caller owns it (and Ray); otherwise Ray and the replicas are
         started on the first stage with work and stopped by `close()`. `output` is the job's
-        output location (opened from output.path when not given)."""
+        output location (opened from output.path when not given). `renderer` may be set after
+        construction (`start_replicas_early` runs before the tokenizer is loaded), but before
+        the first stage."""
         self.config = config
         self.renderer = renderer
         self.summary = summary
@@ -179,6 +181,16 @@ class StageRunner:
             self.renderer = load_renderer(self.config)
             print(f"engine for the next stages: {name} (in place of {old})", file=sys.stderr)
         return name
+
+    def start_replicas_early(self) -> None:
+        """Start Ray and this job's replicas now (a job sure to generate: a first run), so
+        their engines load while the driver loads the tokenizer and plans. A caller-owned
+        backend is left alone."""
+        if self.owns_backend:
+            backend = self._ensure_backend()
+            prestart = getattr(backend, "prestart", None)
+            if prestart is not None:
+                prestart(self.config.resources.replicas)
 
     def _ensure_ray(self) -> None:
         from synth_ray.runtime.cluster import connect_ray
