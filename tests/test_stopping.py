@@ -69,6 +69,26 @@ def _wait_for_commits(proc: subprocess.Popen[str], out: Path, n: int) -> None:
     raise AssertionError(f"no {n} commits before the run ended: {proc.communicate()[1][-2000:]}")
 
 
+def _read_until(proc: subprocess.Popen[str], text: str, timeout: float = 120) -> str:
+    """stderr read line by line until a line holds `text` (or the run ends); what was read."""
+    import threading
+
+    lines: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if text in line:
+                found.set()
+                return
+        found.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert found.wait(timeout), f"no line with {text!r} after {timeout}s: {''.join(lines)[-2000:]}"
+    return "".join(lines)
+
+
 def _ray_and_engine_pids() -> set[int]:
     """Ray's daemons and workers and vLLM's engine processes now alive (not zombies)."""
     found = set()
@@ -120,7 +140,9 @@ def test_ctrl_c_drains_commits_and_exits_75(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     took = time.monotonic() - signalled_at
     assert proc.returncode == EXIT_STOPPED, stderr[-3000:]
-    assert took < 25 + 15, f"stopping took {took:.0f}s"
+    # the grace (25 s) plus a generous ceiling for Ray's shutdown on a loaded machine: what
+    # matters is that it does not wait for the whole job (minutes here)
+    assert took < 25 + 60, f"stopping took {took:.0f}s"
     name = "SIGINT"
     assert f"{name}: stopping; no new work is sent" in stderr
     last = stderr.strip().splitlines()[-1]
@@ -147,11 +169,13 @@ def test_second_signal_exits_at_once(tmp_path):
     proc = _start(config, "--grace", "300")
     _wait_for_commits(proc, out, 1)
     os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(1)
+    seen = _read_until(proc, "stopping; no new work is sent")  # the first one was handled
     second_at = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - second_at < 10, "the second signal did not exit at once"
+    _, rest = proc.communicate(timeout=120)
+    stderr = seen + rest
+    # at once, against a grace of 300 s (a generous ceiling for a loaded machine)
+    assert time.monotonic() - second_at < 60, "the second signal did not exit at once"
     assert proc.returncode == EXIT_STOPPED, stderr[-2000:]
     assert "SIGINT again: exiting now" in stderr
     store = OutputStore(out)
