@@ -314,3 +314,32 @@ def test_engine_that_stops_answering_is_replaced_and_counted(tmp_path, embedded_
     assert stats["replicas_stalled"] == 1 and stats["requests_resent"] > 0
     assert "replica 0 stalled: no progress" in stats["last_stall"]
     assert stats["accounted"] is True
+
+
+def test_a_first_run_starts_its_replicas_before_the_tokenizer_a_resume_does_not(
+    tmp_path, docs_file, embedded_model, monkeypatch
+):
+    """Engines load while the driver loads the tokenizer and plans, on a run sure to generate
+    (nothing committed yet, or --overwrite); a resume starts them only for a stage with work
+    left, so a resume with nothing left never starts an engine."""
+    import synth_ray.runtime.job as job_mod
+    from synth_ray.runtime.stage import StageRunner
+
+    calls: list[str] = []
+    monkeypatch.setattr(StageRunner, "start_replicas_early", lambda self: calls.append("engines"))
+    real_load = job_mod.load_renderer
+
+    def load(config):
+        calls.append("tokenizer")
+        return real_load(config)
+
+    monkeypatch.setattr(job_mod, "load_renderer", load)
+    config = job_config(tmp_path, docs_file)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    assert calls == ["engines", "tokenizer"]
+    calls.clear()
+    run_job(config, show_progress=False, backend=FakeBackend())  # resume: all committed
+    assert calls == ["tokenizer"]
+    calls.clear()
+    run_job(config, overwrite=True, show_progress=False, backend=FakeBackend())
+    assert calls == ["engines", "tokenizer"]
