@@ -65,6 +65,7 @@ def run_job(
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
     if config.filters.diversity.enabled:
         check_diversity_config(config.filters.diversity)
+    resolve_model(config.engine.model)  # a missing model folder fails before Ray starts
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     summary = RunSummary(output_path=store.location.uri)

@@ -10,6 +10,7 @@ changed is refused rather than mixed.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -183,10 +184,13 @@ class StageRunner:
         return name
 
     def start_replicas_early(self) -> None:
-        """Start Ray and this job's replicas now (a job sure to generate: a first run), so
-        their engines load while the driver loads the tokenizer and plans. A caller-owned
-        backend is left alone."""
-        if self.owns_backend:
+        """Start a local Ray and this job's replicas now (a job sure to generate: a first run),
+        so their engines load while the driver loads the tokenizer and plans. A caller-owned
+        backend, and a job joining a cluster, are left alone: a submitted job's driver loses
+        its working directory at some moment after joining (Ray unpacks the job's files
+        again), and transformers resolves a relative path at import."""
+        address = self.config.ray.address or os.environ.get("RAY_ADDRESS")
+        if self.owns_backend and not address:
             backend = self._ensure_backend()
             prestart = getattr(backend, "prestart", None)
             if prestart is not None:
