@@ -36,6 +36,7 @@ format: env
 bench: env
 	$(PY) -m synth_ray bench configs/bench.yaml --results benchmarks
 	$(PY) benchmarks/bench_prefix_cache.py
+	$(PY) benchmarks/bench_engine_start.py
 	$(PY) benchmarks/bench_diversity.py
 	$(PY) benchmarks/bench_driver.py
 	$(PY) benchmarks/bench_scheduler_sim.py

@@ -71,12 +71,15 @@ def shared_engine(embedded_model, tmp_path_factory):
 
     # 2048 tokens: the judge's FineWeb-Edu rubric alone is ~550; each job checks its prompts
     # against its own engine.max_model_len before they reach the engine
+    # The replica computes on 2 threads (the machine's cores) and reserves 2 of Ray's 3 CPUs:
+    # the third holds the diversity filter's embedder in the jobs that turn it on.
     config = job_config(
         tmp_path_factory.mktemp("engine"),
         REPO / "examples" / "web_docs.jsonl",
         engine={"max_model_len": 2048},
+        resources={"cpus_per_replica": 2},
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     backend = ray_backend_for(config, keep_alive=True)
     yield backend
     backend.close()

@@ -273,6 +273,25 @@ def test_unloadable_model_fails_before_any_row(tmp_path, embedded_model, ray_loc
         run_job(missing, show_progress=False, backend=echo_backend(renderer))
 
 
+def test_embedders_the_cluster_cannot_hold_fail_the_job_instead_of_waiting(
+    tmp_path, embedded_model, ray_local
+):
+    """An embedder actor Ray can never place (it asks for more CPUs than the cluster has, or
+    they are all taken) fails the job within scheduler.start_timeout_s, naming what it needs,
+    instead of waiting for it forever."""
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.errors import ResourceError
+    from synth_ray.runtime.job import run_job
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    config = generate_config(tmp_path, TEXTS, name="nocpu", cpus_per_embedder=64)
+    config = config.model_copy(
+        update={"scheduler": config.scheduler.model_copy(update={"start_timeout_s": 3})}
+    )
+    with pytest.raises(ResourceError, match=r"embedder\(s\) not started within 3s.*'CPU': 64"):
+        run_job(config, show_progress=False, backend=echo_backend(renderer))
+
+
 def test_sliced_units_are_decided_as_whole_units(tmp_path, embedded_model, ray_local):
     """Units cut into slices at the tail (and staged, embedded next to the generator) reach
     the same decisions as units sent whole, end as one data shard each, and leave nothing

@@ -33,7 +33,7 @@ from synth_ray.diversity.decide import BatchDecision, OrderedBatch, decide_batch
 from synth_ray.diversity.embedding import Embedder, resolve_embedding_model
 from synth_ray.diversity.index import PartitionIndex
 from synth_ray.diversity.partitioning import route, train_centroids
-from synth_ray.errors import ConfigError, InputError
+from synth_ray.errors import ConfigError, InputError, ResourceError
 from synth_ray.filter_config import DiversityConfig
 from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
@@ -99,11 +99,13 @@ class DiversityFilter:
         state: Location | str | Path,
         sample_texts: Callable[[], list[str]],
         gpus_taken: float = 0.0,
+        start_timeout_s: float = 900.0,
     ) -> None:
         """`state` is the job's `_diversity/` folder (a Location, a path or a URI);
         `sample_texts` gives the texts that train the centroids when there are several
         partitions; `gpus_taken` is what the generator replicas hold, so embedders take a GPU
-        only where one is left."""
+        only where one is left. Embedders that cannot start within `start_timeout_s` (the
+        cluster has no room for them) fail the job with a line naming what they need."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -126,7 +128,16 @@ class DiversityFilter:
             for _ in range(cfg.embedders)
         ]
         try:
-            dims = ray.get([e.dim.remote() for e in self.embedders])
+            dims = ray.get([e.dim.remote() for e in self.embedders], timeout=start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            need = {"CPU": cfg.cpus_per_embedder, **({"GPU": gpus} if gpus else {})}
+            available = {k: v for k, v in ray.available_resources().items() if k in need}
+            raise ResourceError(
+                f"filters.diversity: {cfg.embedders} embedder(s) not started within "
+                f"{start_timeout_s:g}s (scheduler.start_timeout_s): each needs {need}; the "
+                f"cluster has {available} available"
+            ) from None
         except ray.exceptions.RayError as err:
             self.close()
             raise ConfigError(_failure_line(err)) from None

@@ -226,6 +226,7 @@ class StageRunner:
                 self.output.child(DIVERSITY_DIR),
                 self.diversity_sample,
                 gpus_taken=self.config.resources.replicas * replica_gpus(self.config),
+                start_timeout_s=self.config.scheduler.start_timeout_s,
             )
         for store, stage in self._filtered_stages:
             self._diversity.restore_stage(store, stage)
