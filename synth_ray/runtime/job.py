@@ -41,6 +41,15 @@ def load_renderer(config: JobConfig) -> PromptRenderer:
         ) from None
 
 
+def _nothing_committed(store: OutputStore) -> bool:
+    """True for an output with no commit yet; False when the output cannot be read (claiming
+    it reports why, in one line, before any work)."""
+    try:
+        return not store.commits.has_commits()
+    except OSError:
+        return False
+
+
 def run_job(
     config: JobConfig,
     overwrite: bool = False,
@@ -73,7 +82,7 @@ def run_job(
     runner.stop = stop
     runner.diversity_sample = sample
     try:
-        if overwrite or not store.commits.has_commits():
+        if overwrite or _nothing_committed(store):
             runner.start_replicas_early()  # a first run generates: engines load meanwhile
         renderer = load_renderer(config)
         runner.renderer = renderer
