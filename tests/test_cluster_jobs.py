@@ -209,7 +209,7 @@ def job_file(tmp_path: Path, n_prompts: int, **engine) -> tuple[Path, Path, list
         f"input: {{path: {data}, id_column: id}}\n"
         f"output: {{path: {out}, rows_per_shard: 4}}\n"
         f"engine: {{{engine_yaml}}}\n"
-        "sampling: {max_tokens: 48, temperature: 0.7, ignore_eos: true}\n"
+        "sampling: {max_tokens: 24, temperature: 0.7, ignore_eos: true}\n"
         "resources: {replicas: 2}\n"
         "scheduler: {batch_size: 2, max_in_flight_per_replica: 4, start_timeout_s: 600}\n"
     )
