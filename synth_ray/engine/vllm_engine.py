@@ -2,6 +2,9 @@
 
     python -m synth_ray.engine.vllm_engine   # loads the embedded model and generates once
 
+Also what both engines share (sampling parameters, results, the CPU environment) and
+`build_engine`, which picks the async engine on a GPU and the in-process one on a CPU.
+
 No batch barrier: `generate` may be called again while earlier calls are still decoding, and
 vLLM's continuous batching mixes them. A request the engine rejects (bad prompt) comes back as
 an `EngineResult` with `error` set; a dead engine raises `EngineDead` so its owner can be replaced.
@@ -46,6 +49,46 @@ class EngineSettings:
             # those GPUs; the Ray executor would try to schedule a second placement group.
             engine["distributed_executor_backend"] = "mp"
         return {**engine, **self.args}
+
+
+def sampling_params(request: EngineRequest, per_request_seed: bool) -> Any:
+    """vLLM's SamplingParams for one request; only the finished request comes back (no
+    per-token streaming out of the engine)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    sampling = request.sampling
+    return SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=request.max_tokens,
+        seed=request.seed if per_request_seed else None,
+        ignore_eos=sampling.ignore_eos,
+        n=sampling.n,
+        stop=list(sampling.stop) or None,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def rejected(request: EngineRequest, error: str) -> EngineResult:
+    """The result of a request the engine refused (the row is errored, the engine lives on)."""
+    return EngineResult(request.request_id, "", len(request.prompt_token_ids), 0, None, error=error)
+
+
+def engine_result(request: EngineRequest, final: Any) -> EngineResult:
+    """An EngineResult from vLLM's final RequestOutput of `request` (None: no output)."""
+    if final is None or not final.outputs:
+        return rejected(request, "engine returned no output")
+    completions = sorted(final.outputs, key=lambda c: c.index)
+    samples = tuple((c.text, len(c.token_ids), c.finish_reason) for c in completions)
+    return EngineResult(
+        request_id=request.request_id,
+        text=completions[0].text,
+        n_input_tokens=len(request.prompt_token_ids),
+        n_output_tokens=sum(n for _, n, _ in samples),
+        finish_reason=completions[0].finish_reason,
+        samples=samples if len(samples) > 1 else (),
+    )
 
 
 class VllmEngine:
@@ -103,23 +146,10 @@ class VllmEngine:
         return self.finished_tokens + decoding
 
     async def generate_one(self, request: EngineRequest) -> EngineResult:
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        sampling = request.sampling
-        params = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=request.max_tokens,
-            seed=request.seed if self.per_request_seed else None,
-            ignore_eos=sampling.ignore_eos,
-            n=sampling.n,
-            stop=list(sampling.stop) or None,
-            # Only the finished request comes back: no per-token streaming to this process.
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
+        params = sampling_params(request, self.per_request_seed)
         prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
         final = None
         try:
@@ -132,35 +162,12 @@ class VllmEngine:
         except Exception as err:  # vLLM rejects bad requests with ValueError and friends
             if self._engine.errored:
                 raise EngineDead(str(self._engine.dead_error)) from err
-            return EngineResult(
-                request.request_id,
-                "",
-                len(request.prompt_token_ids),
-                0,
-                None,
-                error=f"{type(err).__name__}: {err}",
-            )
-        if final is None or not final.outputs:
-            return EngineResult(
-                request.request_id,
-                "",
-                len(request.prompt_token_ids),
-                0,
-                None,
-                error="engine returned no output",
-            )
-        completions = sorted(final.outputs, key=lambda c: c.index)
-        samples = tuple((c.text, len(c.token_ids), c.finish_reason) for c in completions)
-        self.finished_requests += 1
-        self.finished_tokens += sum(n for _, n, _ in samples)
-        return EngineResult(
-            request_id=request.request_id,
-            text=completions[0].text,
-            n_input_tokens=len(request.prompt_token_ids),
-            n_output_tokens=sum(n for _, n, _ in samples),
-            finish_reason=completions[0].finish_reason,
-            samples=samples if len(samples) > 1 else (),
-        )
+            return rejected(request, f"{type(err).__name__}: {err}")
+        result = engine_result(request, final)
+        if result.error is None:
+            self.finished_requests += 1
+            self.finished_tokens += result.n_output_tokens
+        return result
 
     async def generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:
         """All requests at once into the engine; results in the order of `requests`."""
@@ -170,15 +177,29 @@ class VllmEngine:
         self._engine.shutdown()
 
 
+def build_engine(settings: EngineSettings) -> Any:
+    """The engine a replica runs: on a CPU (one process, no tensor parallelism) vLLM's engine
+    inside this process (engine/inprocess_engine.py: no second process importing vLLM and
+    loading the model again, 8 s of a 2-core machine's replica start); elsewhere the async
+    engine, whose separate engine core process overlaps scheduling with the GPU's work."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu() and settings.tensor_parallel_size == 1:
+        from synth_ray.engine.inprocess_engine import InProcessEngine
+
+        return InProcessEngine(settings)
+    return VllmEngine(settings)
+
+
 def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
     """Environment a CPU engine needs before vLLM is imported (unused by the GPU build).
 
     vLLM's CPU build otherwise runs its model in a worker process of its own, pinned to one
     core per NUMA node minus one core it leaves to the engine core process, which busy-waits
     on the worker (on a 2-core machine: one core computes, one spins). Here the model runs in
-    the engine core process itself (`VLLM_ENABLE_V1_MULTIPROCESSING=0` selects vLLM's
-    single-process executor; the async engine still keeps its engine core apart), on
-    `threads` OpenMP threads, the CPUs Ray reserved for the replica. Measured on 2 AVX-512
+    the engine core itself (`VLLM_ENABLE_V1_MULTIPROCESSING=0` selects vLLM's single-process
+    executor, and keeps `LLMEngine`'s engine core in its own process: the in-process engine),
+    on `threads` OpenMP threads, the CPUs Ray reserved for the replica. Measured on 2 AVX-512
     cores (benchmarks/results.md, 2026-12-05): engine start 18 s -> 11 s, decoding 1.7x with
     2 threads, the same with 1. A tensor-parallel engine keeps its worker processes."""
     return {

@@ -1,4 +1,4 @@
-"""The generator replica: a Ray async actor hosting one vLLM async engine and the per-row work.
+"""The generator replica: a Ray async actor hosting one vLLM engine and the per-row work.
 
 Ray runs many `run_slices` calls on it at once (an async actor), each awaiting its own
 requests inside the one engine, so new slices enter the engine while earlier ones are still
@@ -21,7 +21,7 @@ from typing import Any
 
 from synth_ray.engine.models import resolve_model
 from synth_ray.engine.prompts import renderer_for
-from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
+from synth_ray.engine.vllm_engine import EngineSettings, build_engine
 from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
 from synth_ray.runtime.slice_worker import SliceWorker
@@ -35,7 +35,7 @@ class GeneratorActor:
         self.niceness = run_at_normal_priority()
         configured_model = settings.model
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
-        self.engine = VllmEngine(settings)
+        self.engine = build_engine(settings)
         self.slices = SliceWorker(self.engine.generate_many)
         # Load the tokenizer slices render with now, not inside the first slice: a stage's
         # renderer unpickles to this same cached one (its source is the configured model).

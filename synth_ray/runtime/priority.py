@@ -3,8 +3,8 @@
     python -c "from synth_ray.runtime.priority import run_at_normal_priority as r; print(r())"
 
 Ray starts every worker process at nice 15 (its `worker_niceness`), below the driver, raylet,
-GCS and dashboard agent at nice 0, and vLLM's EngineCore and Worker processes inherit it from
-the actor that spawns them. On a machine where those share the engine's cores (a 2-core laptop,
+GCS and dashboard agent at nice 0; a GPU engine's EngineCore and Worker processes inherit it
+from the actor that spawns them, and a CPU engine's step thread from the actor's thread. On a machine where those share the engine's cores (a 2-core laptop,
 a CPU node, a GPU node whose engine core process busy-loops), every wake-up of a nice-0 process
 preempts the engine: CFS weighs nice 0 about 28x nice 15. So the actor lowers itself to nice 0
 before it builds the engine. Linux keeps a nice value per thread, so every thread of the

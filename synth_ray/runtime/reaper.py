@@ -2,7 +2,8 @@
 
     python -m synth_ray.runtime.reaper PID [RECORD_FILE]
 
-vLLM runs its engine in child processes of the generator actor (EngineCore, workers). When
+On a GPU, vLLM runs its engine in child processes of the generator actor (EngineCore,
+tensor-parallel workers; a CPU engine runs inside the actor and needs none of this). When
 the actor is SIGKILLed (ray.kill, a lost raylet, the OOM killer), those children are
 reparented and live on with their memory; on a GPU that is the GPU memory a replacement
 replica needs, so it cannot start. The actor starts this watcher on itself before building the
