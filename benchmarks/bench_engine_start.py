@@ -3,13 +3,15 @@
     python benchmarks/bench_engine_start.py [--prompts 128] [--tokens 64]
 
 Each configuration runs in a fresh process (so imports and OpenMP start cold, as a replica's
-do): import vLLM, build the async engine (`AsyncLLM`, what a replica runs) on the embedded
-model, then decode `--prompts` requests of `--tokens` tokens (ignore_eos) all at once.
-- `vllm default`: vLLM's CPU layout, the environment a plain process gets: the model in a
-  worker process pinned to one core per NUMA node less one core left to the engine core
-  process, which busy-waits on it.
-- `synth-ray, N threads`: `cpu_engine_env` (engine/vllm_engine.py): the single-process
-  executor inside the engine core, on N OpenMP threads.
+do): import vLLM, build one of synth-ray's engines on the embedded model, then decode
+`--prompts` requests of `--tokens` tokens (ignore_eos) all at once through it.
+- `async engine` (engine/vllm_engine.py, the GPU replica's): vLLM's `AsyncLLM`, whose engine
+  core is a second process. `vllm default`: vLLM's CPU layout, the environment a plain process
+  gets: the model in a worker process pinned to one core per NUMA node less one core left to
+  the engine core process, which busy-waits on it. `synth-ray env`: `cpu_engine_env`, the
+  single-process executor inside the engine core, on N OpenMP threads.
+- `in-process engine` (engine/inprocess_engine.py, the CPU replica's): `LLMEngine` in this
+  process, stepped by a thread, with `cpu_engine_env`.
 Results are appended to benchmarks/results.md and results.jsonl with the machine.
 """
 
@@ -28,47 +30,36 @@ from common import HERE, append_results, machine, machine_line
 CHILD = r"""
 import asyncio, json, sys, time
 t0 = time.monotonic()
-from vllm import AsyncEngineArgs, SamplingParams
-from vllm.inputs import TokensPrompt
-from vllm.sampling_params import RequestOutputKind
-from vllm.usage.usage_lib import UsageContext
-from vllm.v1.engine.async_llm import AsyncLLM
-from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
+import vllm
+from synth_ray.engine.inprocess_engine import InProcessEngine
+from synth_ray.engine.requests import EngineRequest, SamplingSpec
+from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 imported = time.monotonic()
-model, prompts, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-dtype = choose_dtype("auto", True, read_cpu_flags()).dtype
-engine = AsyncLLM.from_engine_args(
-    AsyncEngineArgs(model=model, dtype=dtype, max_model_len=512, enforce_eager=True,
-                    disable_log_stats=True),
-    usage_context=UsageContext.LLM_CLASS,
-)
+kind, model, prompts, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+settings = EngineSettings(model=model, args={"max_model_len": 512, "enforce_eager": True})
+engine = (InProcessEngine if kind == "inprocess" else VllmEngine)(settings)
 built = time.monotonic()
-
-async def one(i):
-    params = SamplingParams(max_tokens=tokens, ignore_eos=True, temperature=0.7, top_p=0.9,
-                            output_kind=RequestOutputKind.FINAL_ONLY)
-    ids = [1] + [(i * 37 + j * 11) % 40000 + 100 for j in range(60)]
-    async for out in engine.generate(TokensPrompt(prompt_token_ids=ids), params, f"r{i}"):
-        last = out
-    return len(last.outputs[0].token_ids)
-
-async def everything():
-    return sum(await asyncio.gather(*(one(i) for i in range(prompts))))
-
+spec = SamplingSpec(temperature=0.7, top_p=0.9, max_tokens=tokens, ignore_eos=True)
+requests = [
+    EngineRequest(f"r{i}", [1] + [(i * 37 + j * 11) % 40000 + 100 for j in range(60)], spec, i,
+                  tokens)
+    for i in range(prompts)
+]
 start = time.monotonic()
-generated = asyncio.run(everything())
+results = asyncio.run(engine.generate_many(requests))
 done = time.monotonic()
 print("RESULT " + json.dumps({"import_s": imported - t0, "engine_build_s": built - imported,
-      "decode_s": done - start, "output_tokens": generated, "dtype": dtype}), flush=True)
+      "decode_s": done - start, "output_tokens": sum(r.n_output_tokens for r in results),
+      "dtype": engine.dtype_choice.dtype}), flush=True)
 engine.shutdown()
 """
 
 
-def run(label: str, env: dict[str, str], model: str, prompts: int, tokens: int) -> dict:
+def run(label: str, kind: str, env: dict[str, str], model: str, prompts: int, tokens: int) -> dict:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "OMP_"))}
     began = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, model, str(prompts), str(tokens)],
+        [sys.executable, "-c", CHILD, kind, model, str(prompts), str(tokens)],
         env={**base, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,
         text=True,
@@ -99,17 +90,17 @@ def main() -> None:
     args = parser.parse_args()
     model = str(prepare_embedded_model())
     cores = len(os.sched_getaffinity(0))
-    configs = [("vllm default", {"VLLM_CPU_KVCACHE_SPACE": "2"})]
-    configs += [
-        (f"synth-ray, {n} thread{'s' if n > 1 else ''}", cpu_engine_env(2, n))
-        for n in sorted({1, cores})
-    ]
-    rows = [run(label, env, model, args.prompts, args.tokens) for label, env in configs]
+    configs = [("async engine, vllm default", "async", {"VLLM_CPU_KVCACHE_SPACE": "2"})]
+    for n in sorted({1, cores}):
+        threads = f"{n} thread{'s' if n > 1 else ''}"
+        configs.append((f"async engine, synth-ray env, {threads}", "async", cpu_engine_env(2, n)))
+    configs.append((f"in-process engine, {cores} threads", "inprocess", cpu_engine_env(2, cores)))
+    rows = [run(label, kind, env, model, args.prompts, args.tokens) for label, kind, env in configs]
     info = machine()
     when = time.strftime("%Y-%m-%d %H:%M")
     md = [
         f"\n## {when} CPU engine start and decoding by process layout (bench_engine_start.py)\n",
-        f"Machine: {machine_line(info)}. Async engine on the embedded model, dtype "
+        f"Machine: {machine_line(info)}. synth-ray's engines on the embedded model, dtype "
         f"{rows[0]['dtype']}, {args.prompts} requests x {args.tokens} tokens at once, "
         "temperature 0.7, top_p 0.9; each row a fresh process.\n",
         "| layout | import vLLM s | build engine s | decode tok/s | process s |",
