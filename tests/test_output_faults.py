@@ -112,14 +112,14 @@ def test_read_only_output_fails_with_one_line_then_resumes(
 
         return write
 
-    import synth_ray.io.manifest as manifest_mod
+    import synth_ray.io.jsonl_log as jsonl_log
 
     if where == "shard":
         monkeypatch.setattr(
             shards_mod.pq, "write_table", read_only_after(shards_mod.pq.write_table)
         )
-    else:
-        monkeypatch.setattr(manifest_mod, "record_json", read_only_after(manifest_mod.record_json))
+    else:  # the append of a commit line (or of the run log's line), where it opens the file
+        monkeypatch.setattr(jsonl_log, "open", read_only_after(open), raising=False)
     config = job_config(tmp_path, docs)
     with pytest.raises((JobFailed, OSError)) as failed:
         run_job(config, show_progress=False, backend=FakeBackend())

@@ -123,7 +123,9 @@ def run_synth_ray(job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResul
         [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", "--overwrite"],
         work / "synth-ray.log",
     )
-    run = json.loads((out / "_runs.jsonl").read_text().splitlines()[-1])
+    from synth_ray.io.output_store import OutputStore
+
+    run = OutputStore(out).runs()[-1]
     stats = json.loads((out / "stats.json").read_text())
     shards = [p.stat().st_mtime for p in (out / "data").glob("*.parquet")]
     first = (min(shards) - started) if shards else wall

@@ -87,8 +87,14 @@ def _timeline(store: OutputStore) -> list[list[dict[str, Any]]]:
     runs = []
     for name in store.location.listdir(TIMELINE_DIR):
         raw = store.location.read_bytes(f"{TIMELINE_DIR}/{name}")
-        lines = raw.decode().splitlines() if raw else []
-        samples = [json.loads(x) for x in lines if x.strip()]
+        samples = []
+        for line in raw.decode(errors="replace").splitlines() if raw else []:
+            try:
+                sample = json.loads(line)
+            except ValueError:
+                continue  # written whole and renamed, so only a damaged disk gets here
+            if isinstance(sample, dict) and "t" in sample:
+                samples.append(sample)
         if samples:
             runs.append(samples)
     return sorted(runs, key=lambda s: s[0]["t"])

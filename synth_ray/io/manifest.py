@@ -12,12 +12,11 @@ rerun rewrites it under the same name. A torn last line (killed mid-append) is i
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from synth_ray.io.storage_errors import naming
+from synth_ray.io.jsonl_log import append_line, read_lines
 
 MANIFEST_NAME = "_manifest.jsonl"
 
@@ -68,17 +67,12 @@ class Manifest:
         self.path = Path(output_dir) / MANIFEST_NAME
 
     def read(self) -> dict[str, UnitRecord]:
-        """Committed units by unit id."""
+        """Committed units by unit id (a torn last line is a unit never committed)."""
         records: dict[str, UnitRecord] = {}
-        if not self.path.exists():
-            return records
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn final append: that unit was never committed
-                record = parse_record(line)
-                if record is not None:
-                    records[record.unit_id] = record
+        for line in read_lines(self.path):
+            record = parse_record(line)
+            if record is not None:
+                records[record.unit_id] = record
         return records
 
     def has_commits(self) -> bool:
@@ -88,26 +82,6 @@ class Manifest:
         """Nothing cached here: every `read` reads the file."""
 
     def append(self, record: UnitRecord) -> None:
-        """Commit a unit: one line, flushed and fsync'd before this returns."""
-        with naming(self.path):  # a full disk may leave a torn line: cut by the next append
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._drop_torn_tail()
-            line = record_json(record) + "\n"
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-    def _drop_torn_tail(self) -> None:
-        """Cut a partial last line so the next append starts on a line of its own."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) == b"\n":
-                return
-            fh.seek(0)
-            data = fh.read()
-            fh.truncate(data.rfind(b"\n") + 1)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Commit a unit: one line, fsync'd (and the file's name with its first line) before
+        this returns; a torn line a full disk left is cut first (io/jsonl_log.py)."""
+        append_line(self.path, record_json(record))

@@ -38,9 +38,9 @@ import pyarrow as pa
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
+from synth_ray.io.jsonl_log import append_line, read_records
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
 from synth_ray.io.shards import write_shard_atomic
-from synth_ray.io.storage_errors import naming
 from synth_ray.io.vectors import table_vectors
 from synth_ray.stats import UnitStats
 
@@ -231,18 +231,13 @@ class OutputStore:
             name = f"{RUNS_DIR}/run-{time.time_ns():020d}-{os.getpid()}.json"
             self.location.write_bytes_atomic(name, (line + "\n").encode())
             return
-        path = self.location.local / RUNS_FILE
-        with naming(path), open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        append_line(self.location.local / RUNS_FILE, line)
 
     def runs(self) -> list[dict[str, Any]]:
         if self.location.local is None:
             found = [self.read_json(f"{RUNS_DIR}/{n}") for n in self.location.listdir(RUNS_DIR)]
             return [run for run in found if isinstance(run, dict)]
-        path = self.location.local / RUNS_FILE
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_records(self.location.local / RUNS_FILE)  # a torn tail is skipped
 
     def totals(self, stage: str | None = None) -> UnitStats:
         total = UnitStats()
