@@ -241,6 +241,43 @@ def test_killed_run_resumes_to_the_same_decisions(tmp_path, embedded_model, ray_
     assert summary.units_skipped == 3 and summary.stats["dropped_by_filter"] == {"diversity": 3}
 
 
+def test_a_stop_commits_the_units_already_decided(tmp_path, embedded_model, ray_local, monkeypatch):
+    """A graceful stop with the filter on: every unit decided before or during the grace is
+    written and committed (its write is sent although no new work is), and the resume ends
+    with the clean run's rows."""
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.io.output_store import OutputStore
+    from synth_ray.runtime.job import run_job
+    from synth_ray.runtime.slices import FilteredSliceTracker
+    from synth_ray.runtime.stopping import JobStopped, StopRequest
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    spread = UNRELATED + [a for a, _ in PARAPHRASES] + [b for _, b in PARAPHRASES]
+    clean = generate_config(tmp_path, spread, name="clean")
+    run_job(clean, show_progress=False, backend=echo_backend(renderer))
+    expected = kept_rows(clean.output.path)
+
+    stop = StopRequest(grace_s=600)
+    decided: list[int] = []
+    real_decide = FilteredSliceTracker._decide
+
+    def decide_then_stop(self, unit):
+        real_decide(self, unit)
+        decided.append(unit.unit.index)
+        stop.request("SIGTERM")  # as a signal arriving right after the first decision
+
+    monkeypatch.setattr(FilteredSliceTracker, "_decide", decide_then_stop)
+    config = generate_config(tmp_path, spread, name="stopped")
+    with pytest.raises(JobStopped):
+        run_job(config, show_progress=False, backend=echo_backend(renderer), stop=stop)
+    committed = OutputStore(config.output.path).committed()
+    assert decided and sorted(r.unit_index for r in committed.values()) == sorted(decided)
+    monkeypatch.undo()
+    summary = run_job(config, show_progress=False, backend=echo_backend(renderer, seed=4))
+    assert summary.units_skipped == len(decided)
+    assert kept_rows(config.output.path) == expected
+
+
 def test_partitions_and_reference_corpus(tmp_path, embedded_model, ray_local):
     import pyarrow as pa
 

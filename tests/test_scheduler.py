@@ -269,6 +269,56 @@ def test_stop_request_stops_dispatch_and_lets_work_in_flight_finish():
     assert 50 < len(got) < 600  # the in-flight batches finished; nothing more was sent
 
 
+def test_a_stop_still_sends_the_writes_of_work_already_generated():
+    """With the diversity filter a unit commits only after a second item writes it (sent once
+    the unit is decided): a stop must send those writes within its grace, not drop them."""
+    from collections import deque
+
+    from synth_ray.runtime.stopping import JobStopped, StopRequest
+
+    backend = FakeBackend(latency_polls=3)
+    clock = clock_until(backend, 10_000)
+    stop = StopRequest(grace_s=60, clock=clock)
+    to_write: deque[WorkItem] = deque()
+    generated: set[str] = set()
+    written: set[str] = set()
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        rid = result.request_id
+        if rid.startswith("write-"):
+            written.add(rid.removeprefix("write-"))
+            return
+        generated.add(rid)
+        to_write.append(WorkItem(EngineRequest(f"write-{rid}", [1], SAMPLING, 0, 8), 0, safe=True))
+        if len(generated) == 30:
+            stop.request("SIGTERM")
+
+    def items():
+        fresh = iter(work(600))
+        while True:
+            if to_write:
+                yield to_write.popleft()
+            else:
+                item = next(fresh, None)
+                if item is None:
+                    return
+                yield item
+
+    def finishing() -> list[WorkItem]:
+        taken = list(to_write)
+        to_write.clear()
+        return taken
+
+    settings = SchedulerSettings(replicas=2, batch_size=5, max_in_flight=20, poll_interval_s=1.0)
+    scheduler = Scheduler(
+        backend, items(), sink, settings, clock=clock, stop=stop, finishing=finishing
+    )
+    with pytest.raises(JobStopped, match="work in flight finished"):
+        scheduler.run()
+    assert 30 <= len(generated) < 600
+    assert written == generated  # every generated item was written before the stop
+
+
 def test_stop_request_gives_up_on_work_in_flight_after_the_grace_period():
     from synth_ray.runtime.stopping import JobStopped, StopRequest
 

@@ -183,3 +183,36 @@ def test_second_signal_exits_at_once(tmp_path):
         for shard in record.data_shards():
             pq.read_table(out / shard)
     assert _leftovers(before) == [], "processes of the killed run outlived it"
+
+
+def test_the_first_signal_only_sets_a_flag_and_the_loop_announces_it(monkeypatch):
+    """The handler runs between any two bytecodes of the main thread, the commit path
+    included: it must not write (a stream it interrupts mid-write raises), so the loop that
+    notices the flag announces the stop, once."""
+    from synth_ray.runtime.stopping import StopRequest
+
+    class NoWrites:
+        def write(self, *_):
+            raise AssertionError("the signal handler wrote to stderr")
+
+        def flush(self):
+            raise AssertionError("the signal handler flushed stderr")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    lines: list[str] = []
+    stop = StopRequest(grace_s=5)
+    try:
+        stop.install_signal_handlers(lines.append)
+        monkeypatch.setattr(sys, "stderr", NoWrites())
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs at the next bytecode boundary of this thread
+        monkeypatch.undo()
+        assert stop.requested and stop.signal_name == "SIGTERM" and lines == []
+        stop.acknowledge()
+        stop.acknowledge()
+        assert len(lines) == 1 and lines[0].startswith("SIGTERM: stopping")
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

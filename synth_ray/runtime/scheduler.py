@@ -24,8 +24,10 @@ weighted by the requests it stands for. Policy:
   *sent* `stall_timeout_s` after its last progress comes back unchanged, or when it leaves a
   probe unanswered that long. A driver loop that was busy, or a probe answer still on its way,
   never makes a healthy replica look stalled (a loaded machine slows both sides alike).
-- Once `stop` is requested (a signal), nothing more is dispatched; the batches in flight may
-  finish until its grace runs out (their units commit), then `JobStopped` is raised.
+- Once `stop` is requested (a signal), no new work is dispatched; the batches in flight may
+  finish until its grace runs out (their units commit), then `JobStopped` is raised. Work
+  that only writes what was already generated (`finishing`: a diversity-filtered unit that
+  has been decided) is still sent meanwhile, so it commits within the grace too.
 - A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
   alone is replaced without counting: bisecting costs a few per poison row). The job fails fast, with the
   reason, when no replica is left, when replicas fail to start before any became ready (a bad
@@ -141,13 +143,15 @@ class Scheduler:
         notice: Callable[[str], None] | None = None,
         stop: StopRequest | None = None,
         on_tick: Callable[[Scheduler], None] | None = None,
+        finishing: Callable[[], list[WorkItem]] | None = None,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
         pieces; `on_exhausted(item, reason)` gives the item that writes a lost item as error
         rows (None: the sink gets an EngineResult with the error). `notice(line)` is told
         of each stalled replica as it is replaced. `on_tick(self)` is called on every loop
-        (the run's timeline samples it)."""
+        (the run's timeline samples it). `finishing()` hands over, while a stop drains, the
+        items that write already generated rows (otherwise `work` yields them)."""
         self.backend = backend
         self.work = work
         self.sink = sink
@@ -158,6 +162,8 @@ class Scheduler:
         self.notice = notice
         self.stop = stop
         self.on_tick = on_tick
+        self.finishing = finishing
+        self.finishing_queue: deque[WorkItem] = deque()  # taken from `finishing`, not yet sent
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
         self.draining: int | None = None  # emptied to run a suspect alone
@@ -200,9 +206,12 @@ class Scheduler:
                 self.on_tick(self)
 
     def _check_stopped(self) -> None:
-        """Stop dispatching; raise once nothing is in flight or the grace period is over."""
+        """Stop dispatching new work (finishing work still goes out); raise once nothing is in
+        flight or waiting to finish, or when the grace period is over."""
         assert self.stop is not None
-        if self.batches_in_flight == 0:
+        self.stop.acknowledge()
+        self._send_finishing()
+        if self.batches_in_flight == 0 and not self.finishing_queue:
             raise JobStopped(f"stopped by {self.stop.signal_name}; work in flight finished")
         if self.stop.expired():
             held = sum(
@@ -216,6 +225,18 @@ class Scheduler:
                 f"({self.stop.grace_s:g}s) ran out with {held} requests in flight, "
                 "left uncommitted"
             )
+
+    def _send_finishing(self) -> None:
+        """Send the finishing items to ready replicas with room, one item per batch."""
+        if self.finishing is not None:
+            self.finishing_queue.extend(self.finishing())
+        if not self.finishing_queue:
+            return
+        for replica_id, replica in sorted(self.replicas.items()):
+            if not replica.ready or replica.isolating:
+                continue
+            while self.finishing_queue and self._has_room(replica):
+                self._send(replica_id, replica, [self.finishing_queue.popleft()])
 
     def _finished(self) -> bool:
         return self.work_exhausted and not self.retry and self.batches_in_flight == 0

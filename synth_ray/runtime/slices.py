@@ -279,6 +279,11 @@ class SliceTracker:
         """The scheduler's work: the slices (plus, when filtering, each decided unit's write)."""
         return slices
 
+    def finishing(self) -> list[WorkItem]:
+        """Items that only write rows already generated, taken out of `work` while a stop
+        drains (the scheduler then sends nothing else); none without the filter."""
+        return []
+
 
 class FilteredSliceTracker(SliceTracker):
     """A diversity-filtered stage: slices come back staged with their rows' vectors; units are
@@ -325,6 +330,12 @@ class FilteredSliceTracker(SliceTracker):
                 yield None
             else:
                 return
+
+    def finishing(self) -> list[WorkItem]:
+        """The decided units' writes not yet handed out: a stop commits them in its grace."""
+        items = list(self.to_write)
+        self.to_write.clear()
+        return items
 
     def add_result(self, item: WorkItem, done: Any) -> None:
         if isinstance(item.payload, FinalizeTask) and isinstance(done, SliceDone):

@@ -312,7 +312,13 @@ class StageRunner:
         )
         work = tracker.work(tracker.register(slices, {u.index: u for u in remaining}))
         self._schedule(
-            store, work, tracker.add_result, progress, split=split_slice, exhausted=failed_slice
+            store,
+            work,
+            tracker.add_result,
+            progress,
+            split=split_slice,
+            exhausted=failed_slice,
+            finishing=tracker.finishing,
         )
         tracker.check_done()
 
@@ -349,6 +355,7 @@ class StageRunner:
         progress: JobProgress,
         split: Callable[[WorkItem], list[WorkItem]] | None = None,
         exhausted: Callable[[WorkItem, str], WorkItem | None] | None = None,
+        finishing: Callable[[], list[WorkItem]] | None = None,
     ) -> None:
         """Run the work on the replicas to the end, then record the run in `store`."""
         summary = self.summary
@@ -380,6 +387,7 @@ class StageRunner:
             notice=progress.notice,
             stop=self.stop,
             on_tick=timeline.tick,
+            finishing=finishing,
         )
         try:
             scheduler.run()

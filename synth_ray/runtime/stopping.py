@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -32,8 +31,10 @@ class JobStopped(Exception):
 
 
 class StopRequest:
-    """Set by the first signal; read by the scheduler between polls (a flag, no locks: the
-    handler runs in the main thread between bytecodes)."""
+    """Set by the first signal; read by the scheduler between polls. The handler only sets
+    the flag: it runs in the main thread between any two bytecodes, commit path included, so
+    it does no I/O that could raise there or re-enter a stream; the loop that notices the
+    flag announces it (`acknowledge`)."""
 
     def __init__(
         self, grace_s: float = DEFAULT_GRACE_S, clock: Callable[[], float] = time.monotonic
@@ -42,6 +43,8 @@ class StopRequest:
         self.clock = clock
         self.signal_name: str | None = None
         self.deadline: float | None = None
+        self._announce: Callable[[str], None] | None = None
+        self._acknowledged = False
 
     @property
     def requested(self) -> bool:
@@ -51,6 +54,17 @@ class StopRequest:
         if self.signal_name is None:
             self.signal_name = signal_name
             self.deadline = self.clock() + self.grace_s
+
+    def acknowledge(self) -> None:
+        """Announce the stop, once, from the loop that noticed it (not from the handler)."""
+        if not self.requested or self._acknowledged:
+            return
+        self._acknowledged = True
+        if self._announce is not None:
+            self._announce(
+                f"{self.signal_name}: stopping; no new work is sent, work in flight has "
+                f"{self.grace_s:g}s (--grace) to finish and commit. Send it again to exit at once."
+            )
 
     def expired(self) -> bool:
         return self.deadline is not None and self.clock() >= self.deadline
@@ -63,17 +77,14 @@ class StopRequest:
 
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
-            if self.requested:
-                sys.stderr.write(f"\n{name} again: exiting now; committed units are kept\n")
-                sys.stderr.flush()
+            if self.requested:  # never returns: nothing it does can reach the commit path
+                # a raw write: sys.stderr may be in the middle of a write of the main thread
+                os.write(2, f"\n{name} again: exiting now; committed units are kept\n".encode())
                 _kill_descendants()
                 os._exit(EXIT_STOPPED)
             self.request(name)
-            announce(
-                f"{name}: stopping; no new work is sent, work in flight has {self.grace_s:g}s "
-                "(--grace) to finish and commit. Send it again to exit at once."
-            )
 
+        self._announce = announce
         self._handler = handle
         self.reinstall()
 
@@ -87,6 +98,7 @@ class StopRequest:
     def check(self) -> None:
         """Raise JobStopped if a stop was requested (between stages, before planning)."""
         if self.requested:
+            self.acknowledge()
             raise JobStopped(f"stopped by {self.signal_name} before more work started")
 
 
