@@ -69,6 +69,7 @@ def run(
 ) -> None:
     """Run a job, or resume it: units already committed in the output are skipped."""
     from synth_ray.config import load_config
+    from synth_ray.io.lease import LeaseLost
     from synth_ray.runtime.job import run_job
     from synth_ray.runtime.scheduler import JobFailed
 
@@ -81,6 +82,8 @@ def run(
         _fail(str(err), err.exit_code)
     except JobFailed as err:
         _fail(f"job failed: {err} (committed units are kept; rerun to resume)", 1)
+    except LeaseLost as err:
+        _fail(f"job failed: {err}", 1)
     except OSError as err:
         storage = find_storage_error(err)
         if storage is None:

@@ -39,6 +39,7 @@ from synth_ray.errors import OutputConflictError
 from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.jsonl_log import append_line, read_records
+from synth_ray.io.lease import OutputLease
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
 from synth_ray.io.shards import write_shard_atomic
 from synth_ray.io.vectors import table_vectors
@@ -105,6 +106,8 @@ class OutputStore:
         open is a one-line ConfigError naming output.path."""
         self.location = path if isinstance(path, Location) else open_location(path)
         self.commits = open_commit_log(self.location)
+        # the run's hold on the output (io/lease.py), set by run_job: checked before a commit
+        self.lease: OutputLease | None = None
 
     @property
     def root(self) -> Path:
@@ -114,8 +117,10 @@ class OutputStore:
         return self.location.local
 
     def child(self, name: str) -> OutputStore:
-        """The store in a sub-folder (a multi-round method's `stages/`)."""
-        return OutputStore(self.location.child(name))
+        """The store in a sub-folder (a multi-round method's `stages/`), under the same lease."""
+        child = OutputStore(self.location.child(name))
+        child.lease = self.lease
+        return child
 
     def read_json(self, name: str) -> Any:
         """A small JSON file of this folder; None when absent or torn (a killed file:// PUT)."""
@@ -195,7 +200,10 @@ class OutputStore:
         self._write_shard(name, table)
 
     def commit(self, record: UnitRecord) -> None:
-        """Commit a unit whose shards the generators wrote: call only once all are written."""
+        """Commit a unit whose shards the generators wrote: call only once all are written.
+        Raises LeaseLost, committing nothing, once another run has taken the output over."""
+        if self.lease is not None:
+            self.lease.check()
         if not UnitStats.from_dict(record.stats).is_balanced():
             raise AssertionError(f"unit {record.unit_index}: row accounting does not balance")
         self.commits.append(record)

@@ -19,6 +19,7 @@ from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import validate_inputs
+from synth_ray.io.lease import OutputLease
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import method_spec
 from synth_ray.methods.stages import JobContext
@@ -77,8 +78,16 @@ def run_job(
     resolve_model(config.engine.model)  # a missing model folder fails before Ray starts
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
+    # one writer per output, taken before anything is written (io/lease.py)
+    lease = OutputLease(store.location)
+    lease.acquire()
+    store.lease = lease
     summary = RunSummary(output_path=store.location.uri)
-    runner = StageRunner(config, None, summary, show_progress, backend, store.location)
+    try:
+        runner = StageRunner(config, None, summary, show_progress, backend, store.location)
+    except BaseException:
+        lease.release()
+        raise
     runner.stop = stop
     runner.diversity_sample = sample
     try:
@@ -102,6 +111,9 @@ def run_job(
         stopped.summary = summary
         raise
     finally:
-        runner.close()
+        try:
+            runner.close()
+        finally:
+            lease.release()
         summary.wall_s = time.monotonic() - started
     return summary

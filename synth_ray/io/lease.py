@@ -1,0 +1,232 @@
+"""One writer per output: a lease the job's driver holds from before its first write to its end.
+
+    python -m pytest tests/test_lease.py
+
+Two runs on one output (a resubmit, a Kubernetes retry, a second `synth-ray run`) would both
+commit units and sweep each other's uncommitted shards. So a run takes the output's lease
+first; a second run, or an `--overwrite`, on a held output stops with one line naming the
+holder (`OutputBusyError`, exit 2) before it writes anything.
+
+- A local output: an OS lock (`flock` on `_lease.lock`, released by the kernel however the
+  holder dies) plus a holder record, `_lease.json`: run id, host, pid, start, heartbeat.
+- The record's heartbeat is rewritten every `HEARTBEAT_S`. A record from another host (a
+  shared filesystem whose locks do not cross hosts, or an object-store output, which has no
+  lock) whose heartbeat is fresh is a live holder: the run waits at most `STALE_AFTER_S`, and
+  takes the output over once the heartbeat is that old (a killed driver, a lost node), or
+  refuses as soon as the heartbeat moves. So a resubmit after a driver kill resumes after at
+  most a minute.
+- A holder that finds the record rewritten by another run (it was paused past the stale
+  window and taken over) stops committing: `check` raises `LeaseLost` before each commit.
+
+Not covered: on object stores the check and the write of the record are two steps, not a
+conditional create, so two runs started within the same second can both take it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from synth_ray.errors import UserError
+from synth_ray.io.filesystem import Location
+
+LOCK_FILE = "_lease.lock"
+HOLDER_FILE = "_lease.json"
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 60.0
+
+
+class OutputBusyError(UserError):
+    """Another live run holds the output."""
+
+
+class LeaseLost(RuntimeError):
+    """Another run took this output over: this run must not commit anything more."""
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class OutputLease:
+    def __init__(
+        self,
+        location: Location,
+        run_id: str | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_after_s: float = STALE_AFTER_S,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.location = location
+        self.run_id = run_id or new_run_id()
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self.sleep = sleep
+        self.host = socket.gethostname()
+        self.started = clock()
+        self.lost: str | None = None
+        self._fd: int | None = None
+        self._created = False  # this lease created the output folder
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- taking and giving back ---------------------------------------------------------------
+    def acquire(self) -> None:
+        """Take the output or raise OutputBusyError naming its holder (see the module)."""
+        local = self.location.local
+        if local is not None:
+            if local.exists() and not local.is_dir():
+                return  # not a folder: OutputStore.prepare refuses it with its own line
+            self._created = not local.exists()
+            local.mkdir(parents=True, exist_ok=True)
+            self._lock(local / LOCK_FILE)
+        try:
+            self._wait_for_other_holder()
+            self._write_record()
+        except BaseException:
+            self.release()
+            raise
+        self._thread = threading.Thread(target=self._beat, name="output-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Give the output back: the holder record goes (when it is still ours), then the lock."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        holder = self.holder()
+        if holder is not None and holder.get("run_id") == self.run_id:
+            try:
+                self.location.delete(HOLDER_FILE)
+            except OSError:
+                pass  # stale once its heartbeat stops: the next run takes it over
+        if self._fd is not None:
+            import fcntl
+
+            self._remove_if_nothing_written()
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def _remove_if_nothing_written(self) -> None:
+        """A run that created the output folder and failed before writing anything (a
+        duplicate id in the input, a bad model) leaves no folder behind."""
+        local = self.location.local
+        if local is None or not self._created:
+            return
+        try:
+            if [p.name for p in local.iterdir()] == [LOCK_FILE]:
+                (local / LOCK_FILE).unlink()
+                local.rmdir()
+        except OSError:
+            pass  # something else appeared meanwhile: keep it all
+
+    def check(self) -> None:
+        """Raise LeaseLost when another run has taken this output over (before a commit)."""
+        if self.lost is not None:
+            raise LeaseLost(self.lost)
+
+    def holder(self) -> dict[str, Any] | None:
+        """The holder record on the output, None when absent or unreadable."""
+        try:
+            data = self.location.read_bytes(HOLDER_FILE)
+        except OSError:
+            return None
+        try:
+            record = json.loads(data) if data else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    # -- how ----------------------------------------------------------------------------------
+    def _lock(self, path: Any) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputBusyError(self._busy_line(self.holder())) from None
+            except OSError:
+                os.close(fd)  # a filesystem without locks: the holder record alone decides
+                return
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)  # a failed first run removed it meanwhile: lock the file now there
+
+    def _wait_for_other_holder(self) -> None:
+        """Return once no other live run holds the record; raise OutputBusyError when one does.
+        A record of this host that survived its lock is a dead run's: taken over at once."""
+        holder = self.holder()
+        if holder is None or holder.get("run_id") == self.run_id:
+            return
+        if self._fd is not None and holder.get("host") == self.host:
+            return  # its process would still hold the lock if it were alive
+        first_beat = holder.get("heartbeat")
+        deadline = self.clock() + self.stale_after_s
+        while True:
+            beat = holder.get("heartbeat")
+            if not isinstance(beat, int | float) or self.clock() - beat >= self.stale_after_s:
+                return  # a dead holder: its heartbeat stopped long enough ago
+            if beat != first_beat or self.clock() >= deadline:
+                raise OutputBusyError(self._busy_line(holder))
+            self.sleep(min(2.0, self.heartbeat_s / 2))
+            holder = self.holder()
+            if holder is None:
+                return  # released meanwhile
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "host": self.host,
+            "pid": os.getpid(),
+            "started": round(self.started, 3),
+            "heartbeat": round(self.clock(), 3),
+        }
+
+    def _write_record(self) -> None:
+        self.location.write_bytes_atomic(HOLDER_FILE, json.dumps(self._record()).encode())
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            holder = self.holder()
+            if holder is not None and holder.get("run_id") not in (None, self.run_id):
+                self.lost = (
+                    f"output {self.location.uri}: taken over by run {holder.get('run_id')} "
+                    f"on {holder.get('host')} (pid {holder.get('pid')}) while this run was "
+                    "paused past its lease; this run commits nothing more"
+                )
+                return
+            try:
+                self._write_record()
+            except OSError:
+                continue  # a full disk or a hiccup: the next beat tries again
+
+    def _busy_line(self, holder: dict[str, Any] | None) -> str:
+        where = self.location.uri
+        if holder is None:
+            return f"output.path {where}: another run holds its lock (no holder record yet)"
+        age = self.clock() - float(holder.get("heartbeat") or 0)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started") or 0))
+        return (
+            f"output.path {where}: being written by run {holder.get('run_id')} on "
+            f"{holder.get('host')} (pid {holder.get('pid')}, since {since}, heartbeat "
+            f"{age:.0f}s ago); wait for it to finish or stop it (a dead run's output is "
+            f"taken over once its heartbeat is {self.stale_after_s:g}s old)"
+        )

@@ -1,0 +1,156 @@
+"""One writer per output: a second run is refused, a dead holder is taken over, a run taken
+over commits nothing more.
+
+    python -m pytest tests/test_lease.py
+
+Whole runs use the simulated engine (the lease is the driver's, before any engine starts);
+the holders are real processes, killed for real; another host's holder is its record, with
+a virtual clock for its heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO, job_config, make_docs, write_jsonl
+from fake_backend import FakeBackend, VirtualClock
+
+from synth_ray.io.filesystem import open_location
+from synth_ray.io.lease import HOLDER_FILE, LeaseLost, OutputBusyError, OutputLease
+from synth_ray.io.manifest import UnitRecord
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+
+HOLD = """
+import sys, time
+from synth_ray.io.filesystem import open_location
+from synth_ray.io.lease import OutputLease
+lease = OutputLease(open_location(sys.argv[1]))
+lease.acquire()
+print(lease.run_id, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    return write_jsonl(tmp_path / "docs.jsonl", make_docs(12))
+
+
+def listing(folder) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_run_or_overwrite_on_a_held_output_is_refused(tmp_path, docs, embedded_model):
+    config = job_config(tmp_path, docs)
+    out = tmp_path / "out"
+    run_job(config, show_progress=False, backend=FakeBackend())
+    holder = OutputLease(open_location(str(out)))
+    holder.acquire()
+    try:
+        before = listing(out)
+        with pytest.raises(OutputBusyError, match=f"being written by run {holder.run_id} on "):
+            run_job(config, show_progress=False, backend=FakeBackend(), overwrite=True)
+        # the command line: exit 2, one line naming the holder, nothing deleted or written
+        path = tmp_path / "job.yaml"
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        cli = subprocess.run(
+            [sys.executable, "-m", "synth_ray", "run", str(path), "--overwrite", "--no-progress"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+        assert cli.returncode == 2, cli.stderr
+        lines = [line for line in cli.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: output.path "), cli.stderr
+        assert f"run {holder.run_id}" in lines[0] and f"pid {os.getpid()}" in lines[0]
+        assert listing(out) == before
+    finally:
+        holder.release()
+    assert not (out / HOLDER_FILE).exists()
+
+
+def test_a_killed_holder_is_taken_over_at_once_on_its_host(tmp_path, docs, embedded_model):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        dead_run = proc.stdout.readline().strip()
+        assert json.loads((out / HOLDER_FILE).read_text())["run_id"] == dead_run
+        with pytest.raises(OutputBusyError):  # alive: refused
+            run_job(job_config(tmp_path, docs), show_progress=False, backend=FakeBackend())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    # its record is still there, its lock went with it: taken over without waiting
+    assert json.loads((out / HOLDER_FILE).read_text())["run_id"] == dead_run
+    started = time.monotonic()
+    summary = run_job(job_config(tmp_path, docs), show_progress=False, backend=FakeBackend())
+    assert summary.stats["accounted"] and time.monotonic() - started < 60
+    assert not (out / HOLDER_FILE).exists()
+
+
+def other_host_record(folder, clock: VirtualClock, age_s: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": "elsewhere1", "host": "node-7", "pid": 4242, "started": 0.0}
+    (folder / HOLDER_FILE).write_text(json.dumps({**record, "heartbeat": clock() - age_s}))
+
+
+def test_another_hosts_dead_holder_is_taken_over_once_its_heartbeat_is_stale(tmp_path):
+    clock = VirtualClock()
+    clock.advance(1_000)
+    other_host_record(tmp_path, clock, age_s=15)
+    lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=clock.advance)
+    lease.acquire()
+    try:
+        assert 44 <= clock() - 1_000 <= 47  # waited until the heartbeat was 60 s old
+        assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == lease.run_id
+    finally:
+        lease.release()
+
+
+def test_another_hosts_live_holder_is_refused_as_soon_as_its_heartbeat_moves(tmp_path):
+    clock = VirtualClock()
+    clock.advance(1_000)
+    other_host_record(tmp_path, clock, age_s=3)
+
+    def sleep(seconds: float) -> None:  # the other run beats meanwhile
+        clock.advance(seconds)
+        if clock() - 1_000 >= 8:
+            other_host_record(tmp_path, clock, age_s=0)
+
+    lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=sleep)
+    with pytest.raises(OutputBusyError, match="being written by run elsewhere1 on node-7"):
+        lease.acquire()
+    assert clock() - 1_000 < 12
+    assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == "elsewhere1"
+
+
+def test_a_run_taken_over_commits_nothing_more(tmp_path):
+    store = OutputStore(tmp_path)
+    lease = OutputLease(store.location, heartbeat_s=0.02)
+    lease.acquire()
+    store.lease = lease
+    try:
+        taker = {"run_id": "taker00001", "host": "node-9", "pid": 1, "started": 0.0}
+        (tmp_path / HOLDER_FILE).write_text(json.dumps({**taker, "heartbeat": time.time()}))
+        deadline = time.monotonic() + 30
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        record = UnitRecord(0, "u0", "data/part-000000.parquet", None, 0, {"rows_in": 0})
+        with pytest.raises(LeaseLost, match="taken over by run taker00001 on node-9"):
+            store.child("stages").commit(record)
+        assert store.committed() == {}
+    finally:
+        lease.release()
+    assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == "taker00001"
