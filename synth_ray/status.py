@@ -7,7 +7,7 @@ Reads only the output folder, local or a URI (`_job.json`; the commit log, `_man
 `_commits/`; the run log, `_runs.jsonl` or `_runs/`), so it works while a job is running and
 after it was killed. `live` is the running stage's latest sample (`_progress.json`,
 rewritten every few seconds): a "running" state not updated for minutes means the driver is
-gone. Pending units are the planned total (recorded in stats.json by the last
+gone. `held_by` is the run holding the output's lease (io/lease.py), with its heartbeat's age. Pending units are the planned total (recorded in stats.json by the last
 run that planned) minus the committed ones.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synth_ray.errors import UserError
+from synth_ray.io.lease import HOLDER_FILE
 from synth_ray.io.output_store import PROGRESS_FILE, STATS_FILE, OutputStore
 
 
@@ -42,6 +43,12 @@ def collect_status(output: str | Path) -> dict[str, Any]:
         "runs": len(runs),
         "generation_wall_s": round(sum(r.get("generation_wall_s", 0.0) for r in runs), 1),
     }
+    holder = store.read_json(HOLDER_FILE)
+    if isinstance(holder, dict):  # a run holds the output now (or died holding it)
+        report["held_by"] = {
+            **{k: holder.get(k) for k in ("run_id", "host", "pid")},
+            "heartbeat_s_ago": round(time.time() - float(holder.get("heartbeat") or 0), 1),
+        }
     live = store.read_json(PROGRESS_FILE)
     if live:
         report["live"] = {

@@ -73,6 +73,10 @@ def test_a_second_run_or_overwrite_on_a_held_output_is_refused(tmp_path, docs, e
         assert len(lines) == 1 and lines[0].startswith("error: output.path "), cli.stderr
         assert f"run {holder.run_id}" in lines[0] and f"pid {os.getpid()}" in lines[0]
         assert listing(out) == before
+        from synth_ray.status import collect_status
+
+        held = collect_status(str(out))["held_by"]
+        assert held["run_id"] == holder.run_id and held["pid"] == os.getpid()
     finally:
         holder.release()
     assert not (out / HOLDER_FILE).exists()
