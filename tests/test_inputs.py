@@ -136,3 +136,36 @@ def test_bad_inputs_raise_one_line(tmp_path, setup, spec_kwargs, message):
     with pytest.raises(InputError) as err:
         validate_inputs(InputSpec(**kwargs))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_read_checks_the_input_files_against_the_planned_snapshot(tmp_path):
+    """An appended JSONL, a file added to the folder, a file removed: the next read (planning
+    or a generator's slice) fails with one line naming the file, never a shifted row."""
+    import os
+
+    from synth_ray.io.inputs import InputChangedError, snapshot_inputs
+
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", [{"text": f"a{i}"} for i in range(4)])
+    write_jsonl(folder / "b.jsonl", [{"text": f"b{i}"} for i in range(4)])
+    spec = snapshot_inputs(InputSpec(str(folder)))
+    assert [d.text for d in iter_document_range(spec, 2, 6)] == ["a2", "a3", "b0", "b1"]
+
+    with open(folder / "a.jsonl", "a") as fh:  # still being written
+        fh.write('{"text": "a4"}\n')
+    with pytest.raises(InputChangedError, match=r"a\.jsonl changed after the job planned"):
+        list(iter_document_range(spec, 4, 6))
+    spec = snapshot_inputs(InputSpec(str(folder)))
+    write_jsonl(folder / "0-new.jsonl", [{"text": "new"}])  # sorts first: shifts every row
+    with pytest.raises(InputChangedError, match=r"0-new\.jsonl appeared after the job planned"):
+        list(iter_document_range(spec, 0, 2))
+    os.remove(folder / "0-new.jsonl")
+    os.remove(folder / "b.jsonl")
+    with pytest.raises(InputChangedError, match=r"b\.jsonl is gone since the job planned"):
+        list(iter_document_range(spec, 0, 2))
+    message = ""
+    try:
+        list(iter_document_range(spec, 0, 2))
+    except InputChangedError as err:
+        message = str(err)
+    assert "\n" not in message and message.startswith(f"input.path {folder}:")

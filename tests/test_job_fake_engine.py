@@ -168,6 +168,39 @@ def test_changed_input_under_same_config_is_refused(tmp_path, docs_file, embedde
         run_job(config, show_progress=False, backend=FakeBackend())
 
 
+def test_input_appended_while_the_run_goes_fails_it_without_a_shifted_row(
+    tmp_path, docs_file, embedded_model, monkeypatch
+):
+    """A JSONL still being written: after the first commit the input grows. The next slice
+    read fails the job with one line naming the file; every committed unit holds exactly the
+    rows a clean run gives it."""
+    from synth_ray.runtime.scheduler import JobFailed
+
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    run_job(job_config(clean_dir, docs_file), show_progress=False, backend=FakeBackend())
+    clean = {r.unit_id: r for r in OutputStore(clean_dir / "out").committed().values()}
+    real_commit = store_mod.OutputStore.commit
+
+    def commit_then_append(self, record):
+        real_commit(self, record)
+        with open(docs_file, "a") as fh:
+            fh.write(json.dumps({"id": f"late{record.unit_index}", "text": "late row"}) + "\n")
+
+    monkeypatch.setattr(store_mod.OutputStore, "commit", commit_then_append)
+    config = job_config(tmp_path, docs_file, scheduler={"batch_size": 1})
+    with pytest.raises(JobFailed, match=r"docs\.jsonl changed after the job planned") as failed:
+        run_job(config, show_progress=False, backend=FakeBackend(latency_polls=2))
+    assert "\n" not in str(failed.value)
+    committed = OutputStore(tmp_path / "out").committed()
+    assert committed and len(committed) < len(clean)
+    for unit_id, record in committed.items():
+        assert unit_id in clean and record.rows_out == clean[unit_id].rows_out
+        mine = pq.read_table(tmp_path / "out" / record.data_shard).column("id").to_pylist()
+        theirs = pq.read_table(clean_dir / "out" / clean[unit_id].data_shard)
+        assert mine == theirs.column("id").to_pylist()
+
+
 def test_duplicate_ids_stop_the_run_before_work(tmp_path, embedded_model):
     docs = make_docs(5)
     docs[3]["id"] = docs[1]["id"]

@@ -17,6 +17,7 @@ otherwise as source files (a folder's hidden files and folders are skipped).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -45,6 +46,52 @@ class InputSpec:
     id_column: str | None = None
     limit: int | None = None
     extra_columns: tuple[str, ...] = ()  # read too, into Document.extra (e.g. a reference answer)
+    # the input files as planned (path, size, mtime_ns): every read checks them (snapshot_inputs)
+    files: tuple[tuple[str, int, int], ...] | None = None
+
+
+class InputChangedError(InputError):
+    """An input file changed, appeared or vanished after the job planned its units."""
+
+
+def _stat(file: Path) -> tuple[str, int, int]:
+    st = file.stat()
+    return (str(file), st.st_size, st.st_mtime_ns)
+
+
+def snapshot_inputs(spec: InputSpec) -> InputSpec:
+    """`spec` with its input files as they are now (path, size, mtime). Every later read of
+    it, planning and each generator's slices alike, first checks the files still match, so a
+    file added to the folder, or a JSONL still being written, can never shift a unit's rows
+    into another unit: the read fails with one line naming the file instead."""
+    _, files = resolve_input_files(spec.path)
+    return dataclasses.replace(spec, files=tuple(_stat(f) for f in files))
+
+
+def check_snapshot(spec: InputSpec, files: list[Path]) -> None:
+    """Raise InputChangedError naming the first file that differs from `spec.files`."""
+    if spec.files is None:
+        return
+    planned = {path: (size, mtime) for path, size, mtime in spec.files}
+    now = {str(f) for f in files}
+    advice = "its rows no longer match the planned units; rerun once the input is final"
+    for path, _, _ in spec.files:
+        if path not in now:
+            raise InputChangedError(
+                f"input.path {spec.path}: {path} is gone since the job planned; {advice}"
+            )
+    for file in files:
+        if str(file) not in planned:
+            raise InputChangedError(
+                f"input.path {spec.path}: {file} appeared after the job planned; {advice}"
+            )
+        size, mtime = planned[str(file)]
+        _, size_now, mtime_now = _stat(file)
+        if (size_now, mtime_now) != (size, mtime):
+            what = f"size {size} -> {size_now} bytes" if size_now != size else "modified"
+            raise InputChangedError(
+                f"input.path {spec.path}: {file} changed after the job planned ({what}); {advice}"
+            )
 
 
 @dataclass(frozen=True)
@@ -283,6 +330,7 @@ def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterat
     a Parquet file, so are whole row groups, so reading a unit costs about the unit, not the
     input before it."""
     root, files = resolve_input_files(spec.path)
+    check_snapshot(spec, files)
     if spec.limit is not None:
         stop = spec.limit if stop is None else min(stop, spec.limit)
     ordinal = 0

@@ -18,7 +18,7 @@ from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import validate_inputs
+from synth_ray.io.inputs import snapshot_inputs, validate_inputs
 from synth_ray.io.lease import OutputLease
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import method_spec
@@ -71,7 +71,8 @@ def run_job(
     else:
         spec = method.input_spec(config)
         validate_inputs(spec)
-        docs = InputDocuments(spec)  # generators read their own slices of it
+        # generators read their own slices of it, each read checked against this snapshot
+        docs = InputDocuments(snapshot_inputs(spec))
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
     if config.filters.diversity.enabled:
         check_diversity_config(config.filters.diversity)
