@@ -12,6 +12,8 @@ through the real SliceWorker (reading, rendering, parsing, writing shards) aroun
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import random
 from dataclasses import dataclass, field
 
@@ -68,6 +70,7 @@ class FakeBackend:
     latency_polls: int = 2
     seed: int = 0
     responder: object = None  # EngineRequest -> EngineResult, instead of fake_completion
+    broken_storage: set[int] = field(default_factory=set)  # their shard writes fail with EIO
     submitted: list[tuple[int, int, list[str]]] = field(default_factory=list)
     max_outstanding_seen: dict[int, int] = field(default_factory=dict)
 
@@ -95,10 +98,30 @@ class FakeBackend:
     def add_stage(self, spec: StageSpec) -> None:
         self.worker.add_stage(spec)
 
-    def _run(self, payloads: list) -> list:
+    def _run(self, payloads: list, replica_id: int = 0) -> list:
         if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
-            return [asyncio.run(self.worker.run(task)) for task in payloads]
+            with self._storage_of(replica_id):
+                return [asyncio.run(self.worker.run(task)) for task in payloads]
         return asyncio.run(self._generate_many(payloads))
+
+    @contextlib.contextmanager
+    def _storage_of(self, replica_id: int):
+        """While a replica in `broken_storage` runs, every Parquet write fails as a dead disk's."""
+        if replica_id not in self.broken_storage:
+            yield
+            return
+        import synth_ray.io.shards as shards
+
+        real = shards.pq.write_table
+
+        def broken(table, where, *args, **kwargs):
+            raise OSError(errno.EIO, "Input/output error", str(getattr(where, "name", where)))
+
+        shards.pq.write_table = broken
+        try:
+            yield
+        finally:
+            shards.pq.write_table = real
 
     def start_replica(self) -> int:
         rid = self.next_id
@@ -166,7 +189,7 @@ class FakeBackend:
                     self._kill(rid, f"replica {rid} lost its node")
                     break
                 try:
-                    results = self._run(requests)
+                    results = self._run(requests, rid)
                 except _Poisoned:
                     self._kill(rid, "engine crashed on a poison request")
                     break

@@ -158,3 +158,31 @@ def test_cli_prints_one_line_for_a_storage_failure(tmp_path, monkeypatch):
     assert len(lines) == 1, result.output
     assert f"output {tmp_path / 'out' / 'x'}: no space left on device (ENOSPC)" in lines[0]
     assert "rerun the same command to resume" in lines[0]
+
+
+def test_one_replicas_broken_storage_resends_its_slices_elsewhere(tmp_path, docs, embedded_model):
+    """One replica's disk fails every write (EIO): its slices are re-sent to the other and
+    the job ends exactly once; when every replica's storage fails, the job fails with the
+    storage line after a few attempts, committing nothing half-written."""
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
+
+    two = {"replicas": 2}
+    config = job_config(tmp_path, docs, resources=two, scheduler={"batch_size": 1})
+    backend = FakeBackend(broken_storage={0})
+    summary = run_job(config, show_progress=False, backend=backend)
+    ids = _ids(tmp_path / "out")
+    assert sorted(ids) == sorted(_ids(clean / "out")) and len(ids) == len(set(ids))
+    assert summary.stats["accounted"]
+    assert {rid for rid, _, _ in backend.submitted} == {0, 1}  # replica 0 was tried, and failed
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    config = job_config(broken, docs, resources=two)
+    with pytest.raises(JobFailed) as failed:
+        run_job(config, show_progress=False, backend=FakeBackend(broken_storage={0, 1}))
+    line = str(failed.value)
+    assert "input/output error (EIO)" in line and "failed 3 times, on 2 replica(s)" in line, line
+    assert "\n" not in line
+    assert OutputStore(broken / "out").committed() == {}

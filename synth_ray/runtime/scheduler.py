@@ -69,6 +69,9 @@ class WorkItem:
     attempts: int = 0
     weight: int = 1
     safe: bool = False
+    # replicas whose storage failed this item's write (SliceWriteFailed), and how often
+    failed_on: set[int] = field(default_factory=set)
+    write_failures: int = 0
 
     @property
     def request(self) -> EngineRequest:
@@ -78,6 +81,13 @@ class WorkItem:
     def key(self) -> str:
         payload = self.payload
         return payload.request_id if isinstance(payload, EngineRequest) else payload.key
+
+
+class SliceWriteFailed(Exception):
+    """Raised by a sink: the replica could not store the item's result (its disk, its mount,
+    its network to the object store); the item is re-sent to a replica that has not failed
+    it, and fails the job only after failing on `max_attempts` replicas (or as often on all
+    there are)."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,29 @@ class Scheduler:
             while self.finishing_queue and self._has_room(replica):
                 self._send(replica_id, replica, [self.finishing_queue.popleft()])
 
+    def _untried(self, item: WorkItem) -> list[int]:
+        """Ready replicas whose storage has not failed `item`."""
+        return [rid for rid, r in self.replicas.items() if r.ready and rid not in item.failed_on]
+
+    def _for_another_replica(self, item: WorkItem, replica_id: int | None) -> bool:
+        return replica_id in item.failed_on and bool(self._untried(item))
+
+    def _write_failed(self, item: WorkItem, replica_id: int, reason: str) -> None:
+        """Re-send `item` (see SliceWriteFailed) or fail the job when it failed often enough."""
+        item.write_failures += 1
+        item.failed_on.add(replica_id)
+        limit = self.settings.max_attempts
+        if len(item.failed_on) >= limit or (
+            not self._untried(item) and item.write_failures >= limit
+        ):
+            raise JobFailed(
+                f"{reason} (its write failed {item.write_failures} times, on "
+                f"{len(item.failed_on)} replica(s))"
+            )
+        if self.notice is not None:
+            self.notice(f"{reason}; re-sending it to another replica")
+        self.retry.append(item)
+
     def _finished(self) -> bool:
         return self.work_exhausted and not self.retry and self.batches_in_flight == 0
 
@@ -249,15 +282,16 @@ class Scheduler:
     def _is_suspect(self, item: WorkItem) -> bool:
         return not item.safe and item.attempts >= max(1, self.settings.max_attempts - 1)
 
-    def _take(self, room: int) -> list[WorkItem]:
+    def _take(self, room: int, replica_id: int | None = None) -> list[WorkItem]:
         """Up to `batch_size` items weighing about `room` (at least one item): retries first
-        (suspects left in place), then fresh work."""
+        (suspects, and items whose write failed on this replica while another could take
+        them, left in place), then fresh work."""
         batch: list[WorkItem] = []
         weight = 0
         suspects: deque[WorkItem] = deque()
         while len(batch) < self.settings.batch_size and weight < room and self.retry:
             item = self.retry.popleft()
-            if self._is_suspect(item):
+            if self._is_suspect(item) or self._for_another_replica(item, replica_id):
                 suspects.append(item)
                 continue
             batch.append(item)
@@ -313,7 +347,7 @@ class Scheduler:
         for replica_id in sorted(self.hungry):
             replica = self.replicas[replica_id]
             while self._has_room(replica):
-                batch = self._take(max(1, replica.max_in_flight - replica.outstanding))
+                batch = self._take(max(1, replica.max_in_flight - replica.outstanding), replica_id)
                 if not batch:
                     break
                 self._send(replica_id, replica, batch)
@@ -358,7 +392,10 @@ class Scheduler:
                 result = by_key.get(item.key) or EngineResult(
                     item.key, "", 0, 0, None, error="replica returned no result"
                 )
-                self.sink(item, result)
+                try:
+                    self.sink(item, result)
+                except SliceWriteFailed as failed:
+                    self._write_failed(item, event.replica_id, str(failed))
         elif isinstance(event, ReplicaFailed):
             self._replica_failed(event.replica_id, event.reason)
 

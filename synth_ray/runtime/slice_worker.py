@@ -189,10 +189,20 @@ class SliceWorker:
     @staticmethod
     def _failed(task: SliceTask | FinalizeTask, doing: str, err: Exception) -> SliceDone:
         where = f"{socket.gethostname()}"
-        cause = find_storage_error(err) or f"{type(err).__name__}: {err}"
+        storage = find_storage_error(err)
+        cause = storage or f"{type(err).__name__}: {err}"
         error = f"{doing} failed on {where}: {cause}".splitlines()[0][:500]
         start = task.start if isinstance(task, SliceTask) else -1
-        return SliceDone(task.key, task.unit_index, start, "", None, {}, error=error)
+        return SliceDone(
+            task.key,
+            task.unit_index,
+            start,
+            "",
+            None,
+            {},
+            error=error,
+            storage_failed=storage is not None,
+        )
 
 
 ROW_ID_COLUMN = "__synth_ray_row_id"  # staged rows only: each row's id, for the embeddings

@@ -35,7 +35,7 @@ from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
 from synth_ray.plan import WorkUnit
-from synth_ray.runtime.scheduler import JobFailed, WorkItem
+from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -154,6 +154,7 @@ class SliceDone:
     error_shard: str | None
     stats: dict[str, Any]
     error: str | None = None  # the per-row code or the storage failed: the job stops
+    storage_failed: bool = False  # the error is this replica's storage: re-sent elsewhere
     vectors: np.ndarray | None = None  # filtered slice: vectors of the rows to decide on
     decided: np.ndarray | None = None  # filtered slice: their positions among its rows
     embedding_shard: str | None = None  # a finalized unit's kept vectors
@@ -245,7 +246,8 @@ class SliceTracker:
         if not isinstance(done, SliceDone):  # e.g. an EngineResult saying nothing came back
             raise JobFailed(f"slice {item.key}: {getattr(done, 'error', None) or done}")
         if done.error is not None:
-            raise JobFailed(f"unit {done.unit_index}: {done.error}")
+            failure = SliceWriteFailed if done.storage_failed else JobFailed
+            raise failure(f"unit {done.unit_index}: {done.error}")
         unit = self.open[done.unit_index]
         task: SliceTask = item.payload
         if done.start in unit.done:
@@ -340,7 +342,8 @@ class FilteredSliceTracker(SliceTracker):
     def add_result(self, item: WorkItem, done: Any) -> None:
         if isinstance(item.payload, FinalizeTask) and isinstance(done, SliceDone):
             if done.error is not None:
-                raise JobFailed(f"unit {done.unit_index}: {done.error}")
+                failure = SliceWriteFailed if done.storage_failed else JobFailed
+                raise failure(f"unit {done.unit_index}: {done.error}")
             self.written[done.unit_index] = (done, item.payload)
             while self.to_commit and self.to_commit[0] in self.written:
                 index = self.to_commit.popleft()
