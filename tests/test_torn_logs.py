@@ -101,3 +101,24 @@ def _ids(out) -> list[str]:
     for file in OutputStore(out).data_files():
         ids.extend(pq.read_table(file, columns=["id"]).column("id").to_pylist())
     return ids
+
+
+def test_new_files_and_folders_are_fsynced_into_their_parents(tmp_path, monkeypatch):
+    """A commit line or a shard that survives a power loss needs its name to survive too:
+    the folder it was created in is fsync'd, and so is that folder's parent when the folder
+    itself is new."""
+    import pyarrow as pa
+
+    import synth_ray.io.jsonl_log as jsonl_log
+    import synth_ray.io.shards as shards
+
+    synced: list[str] = []
+    monkeypatch.setattr(jsonl_log, "fsync_folder", lambda folder: synced.append(str(folder)))
+    monkeypatch.setattr(shards, "fsync_dir", lambda folder: synced.append(str(folder)))
+    append_line(tmp_path / "new" / "_manifest.jsonl", "{}")
+    assert synced == [str(tmp_path / "new"), str(tmp_path)]
+    synced.clear()
+    append_line(tmp_path / "new" / "_manifest.jsonl", "{}")
+    assert synced == []  # an existing file in an existing folder: its data fsync is enough
+    shards.write_shard_atomic(pa.table({"a": [1]}), tmp_path / "out" / "data" / "part.parquet")
+    assert synced == [str(tmp_path / "out" / "data"), str(tmp_path / "out")]

@@ -63,6 +63,7 @@ def append_line(path: Path, line: str) -> None:
     if "\n" in line:
         raise ValueError("a log line must not contain a newline")
     with naming(path):
+        new_folder = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
         created = not path.exists()
         cut_torn_tail(path)
@@ -72,6 +73,8 @@ def append_line(path: Path, line: str) -> None:
             os.fsync(fh.fileno())
         if created:
             fsync_folder(path.parent)
+        if new_folder:
+            fsync_folder(path.parent.parent)
 
 
 def cut_torn_tail(path: Path) -> None:

@@ -68,6 +68,7 @@ def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
     """
     path = Path(path)
     with naming(path):
+        new_folder = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
         # unique per writer: on a shared filesystem two nodes may write the same shard name
         tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
@@ -81,6 +82,8 @@ def write_shard_atomic(table: pa.Table, path: str | Path) -> int:
             tmp.unlink(missing_ok=True)  # a full disk gets its space back; never a half file
             raise
         fsync_dir(path.parent)
+        if new_folder:  # the folder's own name must survive a power loss too
+            fsync_dir(path.parent.parent)
         return path.stat().st_size
 
 
