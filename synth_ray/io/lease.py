@@ -88,6 +88,8 @@ class OutputLease:
             self._created = not local.exists()
             local.mkdir(parents=True, exist_ok=True)
             self._lock(local / LOCK_FILE)
+        elif self.location.kind() == "file":  # an unreachable store: its one ConfigError line
+            return  # not a folder: OutputStore.prepare refuses it with its own line
         try:
             self._wait_for_other_holder()
             self._write_record()

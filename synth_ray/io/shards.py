@@ -18,17 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth_ray.io.jsonl_log import fsync_folder as fsync_dir
 from synth_ray.io.storage_errors import naming
 
 TEMP_PREFIX = ".tmp-"
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> None:
@@ -36,7 +29,8 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> None:
     path = Path(path)
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{path.name}"
+        # unique per writer: threads of one process, or two nodes, may write the same name
+        tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
