@@ -46,51 +46,49 @@ class InputSpec:
     id_column: str | None = None
     limit: int | None = None
     extra_columns: tuple[str, ...] = ()  # read too, into Document.extra (e.g. a reference answer)
-    # the input files as planned (path, size, mtime_ns): every read checks them (snapshot_inputs)
-    files: tuple[tuple[str, int, int], ...] | None = None
+    # the input files as planned (name under the input's root, size): reads check them
+    files: tuple[tuple[str, int], ...] | None = None
 
 
 class InputChangedError(InputError):
-    """An input file changed, appeared or vanished after the job planned its units."""
+    """An input file grew, shrank, appeared or vanished after the job planned its units."""
 
 
-def _stat(file: Path) -> tuple[str, int, int]:
-    st = file.stat()
-    return (str(file), st.st_size, st.st_mtime_ns)
+def _names_and_sizes(root: Path, files: list[Path]) -> list[tuple[str, int]]:
+    return [
+        (f.relative_to(root).as_posix() if f.is_relative_to(root) else str(f), f.stat().st_size)
+        for f in files
+    ]
 
 
 def snapshot_inputs(spec: InputSpec) -> InputSpec:
-    """`spec` with its input files as they are now (path, size, mtime). Every later read of
-    it, planning and each generator's slices alike, first checks the files still match, so a
-    file added to the folder, or a JSONL still being written, can never shift a unit's rows
-    into another unit: the read fails with one line naming the file instead."""
-    _, files = resolve_input_files(spec.path)
-    return dataclasses.replace(spec, files=tuple(_stat(f) for f in files))
+    """`spec` with its input files as they are now (name and size). Every later read of it,
+    planning and each generator's slices alike, first checks the files still match, so a file
+    added to the folder, or a JSONL still being written, can never shift a unit's rows into
+    another unit: the read fails with one line naming the file instead. Sizes, not mtimes:
+    a cluster job's input is unpacked again on every node, with new mtimes."""
+    root, files = resolve_input_files(spec.path)
+    return dataclasses.replace(spec, files=tuple(_names_and_sizes(root, files)))
 
 
-def check_snapshot(spec: InputSpec, files: list[Path]) -> None:
+def check_snapshot(spec: InputSpec, root: Path, files: list[Path]) -> None:
     """Raise InputChangedError naming the first file that differs from `spec.files`."""
     if spec.files is None:
         return
-    planned = {path: (size, mtime) for path, size, mtime in spec.files}
-    now = {str(f) for f in files}
+    planned = dict(spec.files)
+    now = dict(_names_and_sizes(root, files))
     advice = "its rows no longer match the planned units; rerun once the input is final"
-    for path, _, _ in spec.files:
-        if path not in now:
+    where = f"input.path {spec.path}"
+    for name in planned:
+        if name not in now:
+            raise InputChangedError(f"{where}: {name} is gone since the job planned; {advice}")
+    for name, size in now.items():
+        if name not in planned:
+            raise InputChangedError(f"{where}: {name} appeared after the job planned; {advice}")
+        if size != planned[name]:
             raise InputChangedError(
-                f"input.path {spec.path}: {path} is gone since the job planned; {advice}"
-            )
-    for file in files:
-        if str(file) not in planned:
-            raise InputChangedError(
-                f"input.path {spec.path}: {file} appeared after the job planned; {advice}"
-            )
-        size, mtime = planned[str(file)]
-        _, size_now, mtime_now = _stat(file)
-        if (size_now, mtime_now) != (size, mtime):
-            what = f"size {size} -> {size_now} bytes" if size_now != size else "modified"
-            raise InputChangedError(
-                f"input.path {spec.path}: {file} changed after the job planned ({what}); {advice}"
+                f"{where}: {name} changed after the job planned (size {planned[name]} -> "
+                f"{size} bytes); {advice}"
             )
 
 
@@ -330,7 +328,7 @@ def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterat
     a Parquet file, so are whole row groups, so reading a unit costs about the unit, not the
     input before it."""
     root, files = resolve_input_files(spec.path)
-    check_snapshot(spec, files)
+    check_snapshot(spec, root, files)
     if spec.limit is not None:
         stop = spec.limit if stop is None else min(stop, spec.limit)
     ordinal = 0
