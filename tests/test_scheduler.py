@@ -319,6 +319,53 @@ def test_a_stop_still_sends_the_writes_of_work_already_generated():
     assert written == generated  # every generated item was written before the stop
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_a_write_failed_on_one_replica_goes_to_another_even_at_the_very_end(seed):
+    """Replica 0's storage fails every write: each of its items is re-sent to replica 1, also
+    after replica 1 ran out of work (it must be woken for the re-sent item, not left idle
+    while the job waits forever)."""
+    from synth_ray.runtime.scheduler import SliceWriteFailed
+
+    backend = FakeBackend(seed=seed, latency_polls=seed % 4)
+    clock = clock_until(backend, 5_000)
+    got: Counter[str] = Counter()
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        ran_on = next(r for r, _, keys in reversed(backend.submitted) if item.key in keys)
+        if ran_on == 0:
+            raise SliceWriteFailed(f"{item.key}: output /out: input/output error (EIO)")
+        got[result.request_id] += 1
+
+    settings = SchedulerSettings(replicas=2, batch_size=1, max_in_flight=1, poll_interval_s=1.0)
+    items = work(40)
+    Scheduler(backend, iter(items), sink, settings, clock=clock).run()
+    assert set(got) == {item.key for item in items} and set(got.values()) == {1}
+    assert any(r == 0 for r, _, _ in backend.submitted)
+
+
+def test_a_suspect_whose_write_failed_runs_alone_on_a_replica_that_has_not_failed_it():
+    """A slice already lost with replicas twice is run alone on a drained replica; when its
+    write then fails there, it goes to the other replica, not back to the same one forever."""
+    from synth_ray.runtime.scheduler import SliceWriteFailed
+
+    backend = FakeBackend(latency_polls=1)
+    clock = clock_until(backend, 5_000)
+    got: Counter[str] = Counter()
+
+    def sink(item: WorkItem, result: EngineResult) -> None:
+        ran_on = next(r for r, _, keys in reversed(backend.submitted) if item.key in keys)
+        if ran_on == 0 and item.key == "r0":
+            raise SliceWriteFailed("r0: output /out: input/output error (EIO)")
+        got[result.request_id] += 1
+
+    items = work(6)
+    items[0].attempts = 2  # the next failure makes it a suspect (max_attempts 3)
+    settings = SchedulerSettings(replicas=2, batch_size=1, max_in_flight=1, poll_interval_s=1.0)
+    Scheduler(backend, iter(items), sink, settings, clock=clock).run()
+    assert got["r0"] == 1 and set(got) == {item.key for item in items}
+    assert [r for r, _, keys in backend.submitted if "r0" in keys][-1] == 1
+
+
 def test_stop_request_gives_up_on_work_in_flight_after_the_grace_period():
     from synth_ray.runtime.stopping import JobStopped, StopRequest
 

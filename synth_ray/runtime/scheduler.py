@@ -246,7 +246,11 @@ class Scheduler:
             if not replica.ready or replica.isolating:
                 continue
             while self.finishing_queue and self._has_room(replica):
-                self._send(replica_id, replica, [self.finishing_queue.popleft()])
+                item = self.finishing_queue.popleft()
+                if self._for_another_replica(item, replica_id):
+                    self.finishing_queue.append(item)
+                    break
+                self._send(replica_id, replica, [item])
 
     def _untried(self, item: WorkItem) -> list[int]:
         """Ready replicas whose storage has not failed `item`."""
@@ -260,8 +264,10 @@ class Scheduler:
         item.write_failures += 1
         item.failed_on.add(replica_id)
         limit = self.settings.max_attempts
-        if len(item.failed_on) >= limit or (
-            not self._untried(item) and item.write_failures >= limit
+        if (
+            len(item.failed_on) >= limit
+            or (not self._untried(item) and item.write_failures >= limit)
+            or item.write_failures >= 2 * limit  # bounded, whoever it was sent to
         ):
             raise JobFailed(
                 f"{reason} (its write failed {item.write_failures} times, on "
@@ -270,6 +276,7 @@ class Scheduler:
         if self.notice is not None:
             self.notice(f"{reason}; re-sending it to another replica")
         self.retry.append(item)
+        self._wake_ready()  # a replica that ran out of work may be the one to take it
 
     def _finished(self) -> bool:
         return self.work_exhausted and not self.retry and self.batches_in_flight == 0
@@ -332,6 +339,9 @@ class Scheduler:
             # one replica stops taking work until empty, then runs the suspect alone
             if self.draining not in self.replicas:
                 ready = [rid for rid, r in self.replicas.items() if r.ready and not r.isolating]
+                # a replica whose storage has not failed the suspect's write, where there is one
+                suspect = next(i for i in self.retry if self._is_suspect(i))
+                ready = [rid for rid in ready if rid not in suspect.failed_on] or ready
                 self.draining = min(ready) if ready else None
             if self.draining is not None:
                 self.hungry.discard(self.draining)

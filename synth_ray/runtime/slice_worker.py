@@ -77,7 +77,7 @@ class SliceWorker:
             try:
                 return await self._cpu(lambda: finalize_unit(spec, task))
             except Exception as err:
-                return self._failed(task, "writing its filtered rows", err)
+                return self._failed(task, "writing its filtered rows", err, writing=True)
         try:
             pending = await self._cpu(lambda: self._build(spec, task))
         except Exception as err:
@@ -86,7 +86,7 @@ class SliceWorker:
         try:
             done, texts = await self._cpu(lambda: self._write(spec, task, pending, results))
         except Exception as err:
-            return self._failed(task, "parsing or writing its rows", err)
+            return self._failed(task, "parsing or writing its rows", err, writing=True)
         if spec.embedders is None:
             return done
         try:
@@ -187,7 +187,11 @@ class SliceWorker:
         return done, texts
 
     @staticmethod
-    def _failed(task: SliceTask | FinalizeTask, doing: str, err: Exception) -> SliceDone:
+    def _failed(
+        task: SliceTask | FinalizeTask, doing: str, err: Exception, writing: bool = False
+    ) -> SliceDone:
+        """`writing`: the failure was in writing the rows, so a storage error there is this
+        replica's storage (re-sent elsewhere); elsewhere it is the job's (input, per-row code)."""
         where = f"{socket.gethostname()}"
         storage = find_storage_error(err)
         cause = storage or f"{type(err).__name__}: {err}"
@@ -201,7 +205,7 @@ class SliceWorker:
             None,
             {},
             error=error,
-            storage_failed=storage is not None,
+            storage_failed=writing and storage is not None,
         )
 
 
