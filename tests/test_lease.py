@@ -158,3 +158,26 @@ def test_a_run_taken_over_commits_nothing_more(tmp_path):
     finally:
         lease.release()
     assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == "taker00001"
+
+
+def test_a_run_paused_past_its_lease_rereads_it_before_committing(tmp_path):
+    """A driver suspended past the stale window (its heartbeat thread with it) must not
+    commit on resuming before its next beat: the commit itself reads the record."""
+    clock = VirtualClock()
+    clock.advance(1_000)
+    store = OutputStore(tmp_path)
+    lease = OutputLease(store.location, heartbeat_s=3_600, clock=clock)
+    lease.acquire()
+    store.lease = lease
+    try:
+        record = UnitRecord(0, "u0", "data/part-000000.parquet", None, 0, {"rows_in": 0})
+        clock.advance(120)  # paused; meanwhile another host took the output over
+        taker = {"run_id": "taker00002", "host": "node-3", "pid": 9, "started": 0.0}
+        (tmp_path / HOLDER_FILE).write_text(json.dumps({**taker, "heartbeat": clock()}))
+        with pytest.raises(LeaseLost, match="taken over by run taker00002"):
+            store.commit(record)
+        with pytest.raises(LeaseLost):
+            store.sweep_unreferenced("")
+        assert store.committed() == {}
+    finally:
+        lease.release()

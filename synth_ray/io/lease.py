@@ -75,6 +75,7 @@ class OutputLease:
         self.lost: str | None = None
         self._fd: int | None = None
         self._created = False  # this lease created the output folder
+        self._last_beat = float("inf")  # when the record was last written (not yet: never)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,9 +134,24 @@ class OutputLease:
             pass  # something else appeared meanwhile: keep it all
 
     def check(self) -> None:
-        """Raise LeaseLost when another run has taken this output over (before a commit)."""
+        """Raise LeaseLost when another run has taken this output over (before a commit or a
+        sweep). When this process's last heartbeat is as old as the stale window (it was
+        paused: a suspended VM, SIGSTOP), the record is read now rather than trusted."""
+        if self.lost is None and self.clock() - self._last_beat >= self.stale_after_s:
+            self._note_takeover(self.holder())
         if self.lost is not None:
             raise LeaseLost(self.lost)
+
+    def _note_takeover(self, holder: dict[str, Any] | None) -> bool:
+        """Set `lost` when `holder` is another run's record; True if so."""
+        if holder is None or holder.get("run_id") in (None, self.run_id):
+            return False
+        self.lost = (
+            f"output {self.location.uri}: taken over by run {holder.get('run_id')} on "
+            f"{holder.get('host')} (pid {holder.get('pid')}) while this run was paused past "
+            "its lease; this run commits nothing more"
+        )
+        return True
 
     def holder(self) -> dict[str, Any] | None:
         """The holder record on the output, None when absent or unreadable."""
@@ -204,16 +220,11 @@ class OutputLease:
 
     def _write_record(self) -> None:
         self.location.write_bytes_atomic(HOLDER_FILE, json.dumps(self._record()).encode())
+        self._last_beat = self.clock()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            holder = self.holder()
-            if holder is not None and holder.get("run_id") not in (None, self.run_id):
-                self.lost = (
-                    f"output {self.location.uri}: taken over by run {holder.get('run_id')} "
-                    f"on {holder.get('host')} (pid {holder.get('pid')}) while this run was "
-                    "paused past its lease; this run commits nothing more"
-                )
+            if self._note_takeover(self.holder()):
                 return
             try:
                 self._write_record()

@@ -213,6 +213,8 @@ class OutputStore:
         unit a killed run left half done, cut differently on the rerun) and its staged rows,
         so a plain listing of data/ holds committed rows only. Call when the stage has
         committed every unit."""
+        if self.lease is not None:  # another run's uncommitted shards are not strays
+            self.lease.check()
         named: set[str] = set()
         for record in self.committed(stage).values():
             named.update(record.data_shards())
