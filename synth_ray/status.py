@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synth_ray.errors import UserError
-from synth_ray.io.lease import HOLDER_FILE
+from synth_ray.io.lease import HOLDER_FILE, seconds
 from synth_ray.io.output_store import PROGRESS_FILE, STATS_FILE, OutputStore
 
 
@@ -47,7 +47,7 @@ def collect_status(output: str | Path) -> dict[str, Any]:
     if isinstance(holder, dict):  # a run holds the output now (or died holding it)
         report["held_by"] = {
             **{k: holder.get(k) for k in ("run_id", "host", "pid")},
-            "heartbeat_s_ago": round(time.time() - float(holder.get("heartbeat") or 0), 1),
+            "heartbeat_s_ago": round(time.time() - seconds(holder.get("heartbeat")), 1),
         }
     live = store.read_json(PROGRESS_FILE)
     if live:

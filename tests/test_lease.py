@@ -181,3 +181,17 @@ def test_a_run_paused_past_its_lease_rereads_it_before_committing(tmp_path):
         assert store.committed() == {}
     finally:
         lease.release()
+
+
+def test_a_damaged_holder_record_is_read_as_a_dead_holder(tmp_path, docs, embedded_model):
+    """A record with a heartbeat that is not a number (a disk that damaged it): `status`
+    still answers, and a run takes the output over instead of failing on it."""
+    from synth_ray.status import collect_status
+
+    config = job_config(tmp_path, docs)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    damaged = {"run_id": "x", "host": "node-1", "pid": 3, "started": "?", "heartbeat": "soon"}
+    (tmp_path / "out" / HOLDER_FILE).write_text(json.dumps(damaged))
+    assert collect_status(str(tmp_path / "out"))["held_by"]["run_id"] == "x"
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.units_skipped == summary.units_total

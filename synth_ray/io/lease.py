@@ -50,6 +50,11 @@ class LeaseLost(RuntimeError):
     """Another run took this output over: this run must not commit anything more."""
 
 
+def seconds(value: Any) -> float:
+    """A time from a holder record; 0 for a damaged field (read as long ago)."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -235,8 +240,8 @@ class OutputLease:
         where = self.location.uri
         if holder is None:
             return f"output.path {where}: another run holds its lock (no holder record yet)"
-        age = self.clock() - float(holder.get("heartbeat") or 0)
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started") or 0))
+        age = self.clock() - seconds(holder.get("heartbeat"))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds(holder.get("started"))))
         return (
             f"output.path {where}: being written by run {holder.get('run_id')} on "
             f"{holder.get('host')} (pid {holder.get('pid')}, since {since}, heartbeat "
