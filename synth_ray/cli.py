@@ -56,6 +56,13 @@ def run(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an output folder that holds a different job's output.")
     ] = False,
+    replan: Annotated[
+        bool,
+        typer.Option(
+            help="Resume although the input files changed since the output's last run: keep "
+            "the committed units whose rows still match, generate the rest."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress while running.")] = True,
     samples: Annotated[int, typer.Option(help="Sample rows to print at the end.")] = 0,
     grace: Annotated[
@@ -77,7 +84,9 @@ def run(
     stop.install_signal_handlers(lambda line: err_console.print(escape(line), highlight=False))
     try:
         job = load_config(config, set_ or [])
-        summary = run_job(job, overwrite=overwrite, show_progress=progress, stop=stop)
+        summary = run_job(
+            job, overwrite=overwrite, show_progress=progress, stop=stop, replan=replan
+        )
     except UserError as err:
         _fail(str(err), err.exit_code)
     except JobFailed as err:
@@ -331,6 +340,10 @@ def submit(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an output that holds a different job's output.")
     ] = False,
+    replan: Annotated[
+        bool,
+        typer.Option(help="Resume although the input files changed (see `run --replan`)."),
+    ] = False,
     follow: Annotated[bool, typer.Option(help="Stream the job's log until it ends.")] = False,
     grace: Annotated[
         float,
@@ -343,7 +356,7 @@ def submit(
     from synth_ray.jobs import submit as submit_job
 
     try:
-        job_id, url, output = submit_job(config, address, set_ or [], overwrite, grace)
+        job_id, url, output = submit_job(config, address, set_ or [], overwrite, grace, replan)
     except UserError as err:
         _fail(str(err), err.exit_code)
     console.print(f"submitted job {job_id} to {url}", highlight=False)

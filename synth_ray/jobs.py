@@ -147,6 +147,7 @@ def submit(
     overrides: list[str] | None = None,
     overwrite: bool = False,
     grace_s: float = DEFAULT_GRACE_S,
+    replan: bool = False,
 ) -> tuple[str, str, str]:
     """Submit the job; returns (job id, dashboard URL, output path). `synth-ray stop` (Ray's
     SIGTERM) gives the run `grace_s` to commit its work in flight: Ray's own wait before
@@ -155,8 +156,10 @@ def submit(
     with tempfile.TemporaryDirectory(prefix="synth-ray-submit-") as tmp:
         workdir = Path(tmp)
         config, data = prepare_submission(config_path, overrides or [], workdir)
-        entrypoint = f"synth-ray run job.yaml --no-progress --grace {grace_s:g}" + (
-            " --overwrite" if overwrite else ""
+        entrypoint = (
+            f"synth-ray run job.yaml --no-progress --grace {grace_s:g}"
+            + (" --overwrite" if overwrite else "")
+            + (" --replan" if replan else "")
         )
         request = {
             "entrypoint": entrypoint,

@@ -23,6 +23,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def one_shard(folder: Path) -> Path:
+    """The one shard in `folder` (its name carries the attempt that wrote it)."""
+    [shard] = sorted(folder.glob("*.parquet"))
+    return shard
+
+
 def make_docs(n: int, words: int = 40) -> list[dict]:
     """n distinct documents of about `words` words, some with two paragraphs."""
     vocab = "river stone market winter garden signal copper lantern harbor meadow".split()

@@ -87,6 +87,9 @@ class FakeBackend:
         self.progress: dict[int, int] = {}  # per replica: grows while it decodes anything
         self.probes = 0
         self.stopped: list[int] = []
+        # batches a stopped replica held: `finish_late` runs them, as a replica declared dead
+        # that was only cut off (a partition) would still finish and write
+        self.held_when_stopped: list[list] = []
 
     async def _generate_many(self, requests: list[EngineRequest]) -> list[EngineResult]:
         if self.poison_request in {r.request_id for r in requests}:
@@ -205,7 +208,15 @@ class FakeBackend:
     def stop_replica(self, replica_id: int) -> None:
         self.stopped.append(replica_id)
         self.alive.discard(replica_id)
-        self.in_flight.pop(replica_id, None)
+        held = self.in_flight.pop(replica_id, None) or []
+        self.held_when_stopped.extend(requests for _, _, requests in held)
+
+    def finish_late(self) -> int:
+        """Run the batches stopped replicas held through the real SliceWorker (writing their
+        shards) now; returns how many slices were written."""
+        done = [self._run(batch) for batch in self.held_when_stopped]
+        self.held_when_stopped = []
+        return sum(len(results) for results in done)
 
     def describe_pending(self) -> str:
         return "each replica needs {'GPU': 1}; the cluster has {'GPU': 0} available"

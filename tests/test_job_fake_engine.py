@@ -5,18 +5,25 @@ promises are checked end to end on the real engine in test_end_to_end.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import job_config, make_docs, write_jsonl
+from conftest import job_config, make_docs, one_shard, write_jsonl
 from fake_backend import FakeBackend
 
 import synth_ray.io.manifest as manifest_mod
 import synth_ray.io.output_store as store_mod
 from synth_ray.errors import InputError, OutputConflictError
+from synth_ray.io.inputs import InputChangedError
 from synth_ray.io.output_store import OutputStore
 from synth_ray.runtime.job import run_job
+
+
+def json_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def output_ids(path) -> list[str]:
@@ -53,9 +60,12 @@ def test_clean_run_accounts_for_every_row(tmp_path, docs_file, embedded_model):
     ids = output_ids(tmp_path / "out")
     assert len(ids) == len(set(ids)) == stats["rows_out"]
     assert summary.units_total == stats["units_committed"] > 3
-    # shards are deterministic names, one per unit, each about rows_per_shard rows
+    # one shard per unit, named by the unit and the attempt (run id, nonce) that wrote it
     names = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
-    assert names == [f"part-{i:06d}.parquet" for i in range(summary.units_total)]
+    [run] = {r.run_id for r in OutputStore(tmp_path / "out").committed().values()}
+    assert [n.split(f"-{run}-")[0] for n in names] == [
+        f"part-{i:06d}" for i in range(summary.units_total)
+    ]
 
 
 def test_rerun_skips_committed_units(tmp_path, docs_file, embedded_model):
@@ -159,13 +169,73 @@ def test_different_config_on_same_output_is_refused_then_overwrite(
 
 
 def test_changed_input_under_same_config_is_refused(tmp_path, docs_file, embedded_model):
+    """Between runs: a file of another size is named by the recorded snapshot; a rewrite that
+    keeps the size is caught by the committed units' ids. `replan` generates the changed
+    units again: the output is then a clean run's of the new input."""
     config = job_config(tmp_path, docs_file)
     run_job(config, show_progress=False, backend=FakeBackend())
-    docs = make_docs(30)
-    docs[0]["id"] = "renamed"
-    write_jsonl(docs_file, docs)
-    with pytest.raises(OutputConflictError, match="input changed"):
+    docs = json_lines(docs_file)
+    write_jsonl(docs_file, [*docs, {"id": "new", "text": "one more document"}])
+    with pytest.raises(InputChangedError, match=r"docs\.jsonl changed after the output's last"):
         run_job(config, show_progress=False, backend=FakeBackend())
+    docs[0]["id"] = docs[0]["id"].replace("d", "x")  # same size, other rows
+    write_jsonl(docs_file, docs)
+    with pytest.raises(OutputConflictError, match="input changed.*--replan"):
+        run_job(config, show_progress=False, backend=FakeBackend())
+    summary = run_job(config, show_progress=False, backend=FakeBackend(), replan=True)
+    assert 0 < summary.units_committed < summary.units_total  # only the changed unit
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs_file), show_progress=False, backend=FakeBackend())
+    assert sorted(output_ids(tmp_path / "out")) == sorted(output_ids(clean / "out"))
+    assert OutputStore(tmp_path / "out").totals() == OutputStore(clean / "out").totals()
+
+
+@pytest.mark.parametrize("where", ["folder", "uri"])
+def test_dropped_units_leave_the_log_and_their_shards_go(tmp_path, where):
+    """What --replan does to a unit whose rows changed, on either kind of commit log."""
+    from synth_ray.io.manifest import UnitRecord
+
+    store = OutputStore(tmp_path if where == "folder" else tmp_path.as_uri())
+    store.location.make_dir()
+    records = []
+    for i in range(3):
+        shard = f"data/part-{i:06d}-x.parquet"
+        store.write_table(shard, pa.table({"id": [str(i)]}))
+        records.append(UnitRecord(i, f"u{i}", shard, None, 1, {"rows_in": 1, "rows_out": 1}))
+        store.commit(records[-1])
+    store.drop_units([records[1]])
+    for reader in (store, OutputStore(store.location)):
+        assert set(reader.committed()) == {"u0", "u2"}
+    assert store.location.listdir("data") == ["part-000000-x.parquet", "part-000002-x.parquet"]
+    store.commit(dataclasses.replace(records[1], unit_id="u1-new"))
+    assert set(OutputStore(store.location).committed()) == {"u0", "u1-new", "u2"}
+
+
+def test_an_input_grown_between_runs_is_refused_unless_replanned(
+    tmp_path, docs_file, embedded_model
+):
+    """A file added to the input folder between a run and its resume: refused with one line
+    naming it, nothing written; `replan` keeps the committed units and generates the new
+    rows, exactly as a clean run of the grown input; later resumes compare with the new
+    snapshot."""
+    config = job_config(tmp_path, docs_file.parent)
+    run_job(config, show_progress=False, backend=FakeBackend())
+    out = tmp_path / "out"
+    before = (out / "_manifest.jsonl").read_bytes()
+    more = [{**doc, "id": f"more-{doc['id']}"} for doc in make_docs(12, words=30)]
+    write_jsonl(docs_file.parent / "more.jsonl", more)
+    with pytest.raises(InputChangedError, match=r"more\.jsonl appeared after .* --replan"):
+        run_job(config, show_progress=False, backend=FakeBackend())
+    assert (out / "_manifest.jsonl").read_bytes() == before
+    summary = run_job(config, show_progress=False, backend=FakeBackend(), replan=True)
+    assert summary.units_skipped > 0 and summary.units_committed > 0
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, docs_file.parent), show_progress=False, backend=FakeBackend())
+    assert sorted(output_ids(out)) == sorted(output_ids(clean / "out"))
+    again = run_job(config, show_progress=False, backend=FakeBackend())
+    assert again.units_committed == 0 and again.units_skipped == again.units_total
 
 
 def test_input_appended_while_the_run_goes_fails_it_without_a_shifted_row(
@@ -222,7 +292,7 @@ def test_too_long_document_chunks_and_too_long_prompt_errors(tmp_path, embedded_
     run_job(tiny, show_progress=False, backend=FakeBackend())
     stats = json.loads((tmp_path / "tiny" / "out" / "stats.json").read_text())
     assert stats["rows_out"] == 0 and stats["errored_by_stage"]["prompt"] == stats["rows_in"]
-    errors = pq.read_table(tmp_path / "tiny" / "out" / "errors" / "part-000000.parquet").to_pylist()
+    errors = pq.read_table(one_shard(tmp_path / "tiny" / "out" / "errors")).to_pylist()
     assert "engine.max_model_len is 60" in errors[0]["error"]
 
 
@@ -284,7 +354,7 @@ def test_generate_raw_prompts_with_their_own_output_caps(tmp_path, embedded_mode
     errors = error_ids(tmp_path / "out")
     assert len(errors) == 1
     error_rows = pq.read_table(
-        tmp_path / "out" / "errors" / "part-000000.parquet", columns=["error"]
+        one_shard(tmp_path / "out" / "errors"), columns=["error"]
     ).to_pylist()
     assert error_rows[0]["error"] == "cap is 0; expected a positive integer"
 
@@ -347,6 +417,38 @@ def test_engine_that_stops_answering_is_replaced_and_counted(tmp_path, embedded_
     assert stats["replicas_stalled"] == 1 and stats["requests_resent"] > 0
     assert "replica 0 stalled: no progress" in stats["last_stall"]
     assert stats["accounted"] is True
+
+
+def test_a_late_writer_never_replaces_a_committed_shard(tmp_path, embedded_model):
+    """A replica declared stalled but only cut off (a partition) still finishes its slices
+    after their re-sent attempts were committed: what it writes lands beside the committed
+    shards, never over them, and the next run's sweep removes it."""
+    from fake_backend import fake_completion
+
+    docs = write_jsonl(tmp_path / "in" / "docs.jsonl", make_docs(60))
+    config = job_config(
+        tmp_path,
+        docs,
+        resources={"replicas": 2},
+        scheduler={"stall_timeout_s": 1.0, "min_slice_rows": 4},
+    )
+    backend = FakeBackend(hang_after_batches={0: 2})
+    run_job(config, show_progress=False, backend=backend)
+    out = tmp_path / "out"
+    committed = OutputStore(out).rows()
+    shards = {p: p.read_bytes() for p in (out / "data").iterdir()}
+
+    def late(request):
+        result = fake_completion(request)
+        return dataclasses.replace(result, text="LATE " + result.text)
+
+    backend.responder = late
+    assert backend.finish_late() > 0, "the stalled replica held no slice"
+    assert OutputStore(out).rows() == committed
+    assert all(path.read_bytes() == data for path, data in shards.items())
+    assert len(list((out / "data").iterdir())) > len(shards)  # the late attempts' strays
+    run_job(config, show_progress=False, backend=FakeBackend())  # a resume sweeps them
+    assert {p: p.read_bytes() for p in (out / "data").iterdir()} == shards
 
 
 def test_a_first_run_starts_its_replicas_before_the_tokenizer_a_resume_does_not(

@@ -195,3 +195,26 @@ def test_a_damaged_holder_record_is_read_as_a_dead_holder(tmp_path, docs, embedd
     assert collect_status(str(tmp_path / "out"))["held_by"]["run_id"] == "x"
     summary = run_job(config, show_progress=False, backend=FakeBackend())
     assert summary.units_skipped == summary.units_total
+
+
+@pytest.mark.parametrize("where", ["folder", "uri"])
+def test_a_fenced_runs_late_commit_never_replaces_a_units_record(tmp_path, where):
+    """A run taken over that still commits (paused between its lease check and its append)
+    names a unit the new holder committed already, maybe with shards it swept: the unit's
+    first record keeps counting, and each record names the run that wrote it."""
+    path = tmp_path / "out"
+    store = OutputStore(path if where == "folder" else path.as_uri())
+    store.location.make_dir()
+    lease = OutputLease(store.location, heartbeat_s=3_600)
+    lease.acquire()
+    store.lease = lease
+    try:
+        first = UnitRecord(0, "u0", "data/part-000000-holder.parquet", None, 0, {"rows_in": 0})
+        store.commit(first)
+    finally:
+        lease.release()
+    fenced = UnitRecord(0, "u0", "data/part-000000-fenced.parquet", None, 0, {"rows_in": 0})
+    OutputStore(store.location).commits.append(fenced)  # the fenced run: no lease check left
+    for reader in (store, OutputStore(store.location)):
+        [record] = reader.committed().values()
+        assert record.data_shard == first.data_shard and record.run_id == lease.run_id

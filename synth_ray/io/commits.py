@@ -31,6 +31,8 @@ class CommitLog(Protocol):
 
     def has_commits(self) -> bool: ...
 
+    def drop(self, unit_ids: set[str]) -> None: ...
+
     def forget(self) -> None: ...
 
 
@@ -60,12 +62,25 @@ class CommitObjects:
         return records
 
     def append(self, record: UnitRecord) -> None:
-        """Commit a unit: call only after every shard it names was written."""
+        """Commit a unit: call only after every shard it names was written. A unit's first
+        commit object stays (a later one can only come from a run fenced off after its lease
+        was taken over, see manifest.py): checked, then PUT, two steps, since pyarrow's
+        filesystems have no conditional create."""
         name = f"{COMMITS_DIR}/{commit_object_name(record)}"
+        existing = parse_record(self.location.read_bytes(name) or b"")
+        if existing is not None and existing.unit_id == record.unit_id:
+            return
         self.location.write_bytes_atomic(name, (record_json(record) + "\n").encode())
 
     def has_commits(self) -> bool:
         return bool(self.location.listdir(COMMITS_DIR))
+
+    def drop(self, unit_ids: set[str]) -> None:
+        """Take units out of the log (a re-plan whose input changed under them)."""
+        for record in list(self.read().values()):
+            if record.unit_id in unit_ids:
+                self.location.delete(f"{COMMITS_DIR}/{commit_object_name(record)}")
+        self._parsed.clear()
 
     def forget(self) -> None:
         self._parsed.clear()

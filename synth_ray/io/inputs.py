@@ -21,9 +21,10 @@ import dataclasses
 import glob
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,21 +76,30 @@ def check_snapshot(spec: InputSpec, root: Path, files: list[Path]) -> None:
     """Raise InputChangedError naming the first file that differs from `spec.files`."""
     if spec.files is None:
         return
-    planned = dict(spec.files)
-    now = dict(_names_and_sizes(root, files))
-    advice = "its rows no longer match the planned units; rerun once the input is final"
-    where = f"input.path {spec.path}"
+    change = first_change(spec.files, _names_and_sizes(root, files), "the job planned")
+    if change is not None:
+        raise InputChangedError(
+            f"input.path {spec.path}: {change}; its rows no longer match the planned units; "
+            "rerun once the input is final"
+        )
+
+
+def first_change(
+    before: Iterable[Sequence[Any]], now: Iterable[Sequence[Any]], since: str
+) -> str | None:
+    """How the first differing file of two snapshots ((name, size) pairs) changed, as a
+    phrase (`docs.jsonl changed after {since} (size A -> B bytes)`); None when they match."""
+    planned = {str(name): size for name, size in before}
+    current = {str(name): size for name, size in now}
     for name in planned:
-        if name not in now:
-            raise InputChangedError(f"{where}: {name} is gone since the job planned; {advice}")
-    for name, size in now.items():
+        if name not in current:
+            return f"{name} is gone since {since}"
+    for name, size in current.items():
         if name not in planned:
-            raise InputChangedError(f"{where}: {name} appeared after the job planned; {advice}")
+            return f"{name} appeared after {since}"
         if size != planned[name]:
-            raise InputChangedError(
-                f"{where}: {name} changed after the job planned (size {planned[name]} -> "
-                f"{size} bytes); {advice}"
-            )
+            return f"{name} changed after {since} (size {planned[name]} -> {size} bytes)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ This is the commit log of a local output folder; a URI output uses commit object
     python -c "from synth_ray.io.manifest import Manifest; print(Manifest('out').read())"
 
 Readers and `synth-ray status` trust the manifest, not a listing of the shard folder: a shard
-renamed into place by a run that died before appending its line is not committed, and the
-rerun rewrites it under the same name. A torn last line (killed mid-append) is ignored.
+renamed into place by a run that died before appending its line is not committed (the rerun
+writes the unit again, under its own attempt's names). A torn last line (killed mid-append) is
+ignored; a unit's first line is the one that counts.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class UnitRecord:
     # the first in `data_shard`, the rest here in row order; the same for error shards
     more_data_shards: list[str] = field(default_factory=list)
     more_error_shards: list[str] = field(default_factory=list)
+    run_id: str = ""  # the run that committed it (its lease's id, io/lease.py)
 
     def data_shards(self) -> list[str]:
         return [self.data_shard, *self.more_data_shards]
@@ -58,6 +60,11 @@ def parse_record(text: str | bytes) -> UnitRecord | None:
         return None
 
 
+def _unit_of(line: str) -> str | None:
+    record = parse_record(line)
+    return record.unit_id if record is not None else None
+
+
 def record_json(record: UnitRecord) -> str:
     return json.dumps(asdict(record), sort_keys=True)
 
@@ -67,12 +74,15 @@ class Manifest:
         self.path = Path(output_dir) / MANIFEST_NAME
 
     def read(self) -> dict[str, UnitRecord]:
-        """Committed units by unit id (a torn last line is a unit never committed)."""
+        """Committed units by unit id (a torn last line is a unit never committed). A unit's
+        first record is the one that counts: a later one can only come from a run fenced off
+        after its lease was taken over (a run skips committed units), whose shards the new
+        holder may already have swept."""
         records: dict[str, UnitRecord] = {}
         for line in read_lines(self.path):
             record = parse_record(line)
             if record is not None:
-                records[record.unit_id] = record
+                records.setdefault(record.unit_id, record)
         return records
 
     def has_commits(self) -> bool:
@@ -80,6 +90,14 @@ class Manifest:
 
     def forget(self) -> None:
         """Nothing cached here: every `read` reads the file."""
+
+    def drop(self, unit_ids: set[str]) -> None:
+        """Take units out of the log (a re-plan whose input changed under them): the file is
+        rewritten without their lines, atomically, so a kill leaves the old log or the new."""
+        from synth_ray.io.shards import write_bytes_atomic
+
+        kept = [line for line in read_lines(self.path) if _unit_of(line) not in unit_ids]
+        write_bytes_atomic("".join(f"{line}\n" for line in kept).encode(), self.path)
 
     def append(self, record: UnitRecord) -> None:
         """Commit a unit: one line, fsync'd (and the file's name with its first line) before

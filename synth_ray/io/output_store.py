@@ -3,31 +3,36 @@
     python -c "from synth_ray.io.output_store import OutputStore; print(OutputStore('out').committed())"
 
 `output.path` is a local (or shared-filesystem) folder, or a URI on a pyarrow filesystem
-(s3://, gs://, abfs://, hdfs://, file://; see filesystem.py). Layout (names are deterministic,
-so a rerun writes the same names):
+(s3://, gs://, abfs://, hdfs://, file://; see filesystem.py). Layout:
     _job.json            fingerprint and config of the job that owns the folder
     _manifest.jsonl      local: one line per committed unit, the commit point (manifest.py)
     _commits/            URI: one object per committed unit, the commit point (commits.py)
     _runs.jsonl          local: one line per finished run: wall time, units and tokens
     _runs/               URI: the same, one object per run (object stores cannot append)
-    data/part-NNNNNN.parquet     output rows of unit NNNNNN (possibly empty)
-    data/part-NNNNNN-SSSSSS-EEEEEE.parquet   the same, for a unit generated in slices (the end
-                                 of a job): one per slice, rows [SSSSSS, EEEEEE) of the unit
-    errors/part-NNNNNN.parquet   error rows of unit NNNNNN (only when it had some)
-    embeddings/part-NNNNNN.parquet   vectors of the unit's kept rows (diversity filter only)
+    data/part-NNNNNN-<attempt>.parquet   output rows of unit NNNNNN (possibly empty)
+    data/part-NNNNNN-SSSSSS-EEEEEE-<attempt>.parquet   the same, for a unit generated in
+                                 slices (the end of a job): rows [SSSSSS, EEEEEE) of the unit
+    errors/part-NNNNNN-<attempt>.parquet   error rows of unit NNNNNN (only when it had some)
+    embeddings/part-NNNNNN-<attempt>.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
     _staging/            filtered slices' rows before their unit is decided (swept per stage)
     stats.json           totals over committed units plus run wall time
 A unit is committed by writing its shards (local: temp, fsync, rename; URI: one PUT each to the
 final name) and then its commit record (local: a manifest line; URI: a commit object). Readers
 go through the commit log, never a listing of data/, so a shard without a record never counts.
+Every write of a shard carries its attempt in its name (`shard_name`): a replica declared dead
+that still finishes writes a stray beside the committed shard, never over it; strays go when
+the stage ends (`sweep_unreferenced`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ import pyarrow as pa
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
+from synth_ray.io.inputs import InputChangedError, InputSpec, first_change
 from synth_ray.io.jsonl_log import append_line, read_records
 from synth_ray.io.lease import OutputLease
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
@@ -92,12 +98,34 @@ _OWNED = (
 )
 
 
-def shard_name(stage: str, unit_index: int, span: tuple[int, int] | None = None) -> str:
-    """`[stage-]part-NNNNNN.parquet`; `span` (first, end) rows within the unit name one slice
-    of a unit generated in slices: different slices never share a name, the same one always
-    does (a late write of a re-sent slice replaces it with the same rows)."""
+def shard_name(
+    stage: str, unit_index: int, span: tuple[int, int] | None = None, attempt: str = ""
+) -> str:
+    """`[stage-]part-NNNNNN[-SSSSSS-EEEEEE][-ATTEMPT].parquet`. `span` (first, end) rows
+    within the unit name one slice of a unit generated in slices; `attempt` (`new_attempt`:
+    the run id and a nonce) makes every write of a slice a file of its own, so a late writer
+    (a replica declared dead that still finishes) never replaces a committed shard: the
+    commit record names the attempt that counted, and the late file is a stray."""
     suffix = f"-{span[0]:06d}-{span[1]:06d}" if span is not None else ""
-    return f"{stage + '-' if stage else ''}part-{unit_index:06d}{suffix}.parquet"
+    tag = f"-{attempt}" if attempt else ""
+    return f"{stage + '-' if stage else ''}part-{unit_index:06d}{suffix}{tag}.parquet"
+
+
+def new_attempt(run_id: str) -> str:
+    """A tag no other write of any run shares: `<run id>-<6 hex>` (the nonce alone when the
+    run has no id: a store used outside `run_job`)."""
+    nonce = uuid.uuid4().hex[:6]
+    return f"{run_id}-{nonce}" if run_id else nonce
+
+
+_ATTEMPT = re.compile(r"-(?P<run>[0-9a-f]{12})-[0-9a-f]{6}\.parquet$")
+
+
+def attempt_run(name: str) -> str | None:
+    """The run id in a shard's name; None for a name without one (written before names
+    carried their attempt, or outside a run)."""
+    found = _ATTEMPT.search(name)
+    return found.group("run") if found else None
 
 
 class OutputStore:
@@ -135,8 +163,17 @@ class OutputStore:
     def read_job(self) -> dict[str, Any] | None:
         return self.read_json(JOB_FILE)
 
-    def prepare(self, fingerprint: str, config: dict[str, Any], overwrite: bool) -> None:
-        """Claim the folder for this job; refuse another job's output unless `overwrite`."""
+    def prepare(
+        self,
+        fingerprint: str,
+        config: dict[str, Any],
+        overwrite: bool,
+        inputs: list[list[Any]] | None = None,
+    ) -> None:
+        """Claim the folder for this job; refuse another job's output unless `overwrite`.
+        `inputs`, the input files' snapshot ((name, size) pairs), is recorded in _job.json for
+        later runs to compare with (`check_recorded_inputs`); a different one replaces it
+        (the caller checked it, or was told to re-plan)."""
         loc = self.location
         if loc.kind() == "file":
             raise OutputConflictError(f"output.path {loc.uri}: exists and is not a folder")
@@ -157,9 +194,31 @@ class OutputStore:
             self.commits.forget()
         loc.make_dir()
         loc.sweep_temp_files()
-        if job is None or overwrite:
-            payload = {"fingerprint": fingerprint, "config": config, "created": time.time()}
+        new_inputs = inputs is not None and (job or {}).get("inputs") != inputs
+        if job is None or overwrite or new_inputs:
+            created = time.time() if job is None or overwrite else job.get("created")
+            payload = {"fingerprint": fingerprint, "config": config, "created": created}
+            if inputs is not None:
+                payload["inputs"] = inputs
             loc.write_bytes_atomic(JOB_FILE, json.dumps(payload, indent=2, default=str).encode())
+
+    def check_recorded_inputs(self, fingerprint: str, spec: InputSpec) -> None:
+        """Raise InputChangedError naming the first input file that differs (appeared, gone,
+        another size) from what the output's earlier runs planned with: a resume must not mix
+        units of two inputs. Outputs of another job, or with no snapshot recorded, pass."""
+        job = self.read_job()
+        if not job or job.get("fingerprint") != fingerprint or spec.files is None:
+            return
+        recorded = job.get("inputs")
+        if not isinstance(recorded, list):
+            return
+        change = first_change(recorded, spec.files, "the output's last run planned")
+        if change is not None:
+            raise InputChangedError(
+                f"input.path {spec.path}: {change}; rerun with --replan to keep the committed "
+                "units whose rows still match and generate the rest, or with --overwrite to "
+                "start over"
+            )
 
     def committed(self, stage: str | None = None) -> dict[str, UnitRecord]:
         """Committed units by id; only those of `stage` when it is given."""
@@ -206,22 +265,50 @@ class OutputStore:
             self.lease.check()
         if not UnitStats.from_dict(record.stats).is_balanced():
             raise AssertionError(f"unit {record.unit_index}: row accounting does not balance")
+        if self.lease is not None:  # which run committed it: an audit trail across resumes
+            record = dataclasses.replace(record, run_id=self.lease.run_id)
         self.commits.append(record)
 
+    @property
+    def run_id(self) -> str:
+        """The id of the run holding this output (empty outside `run_job`)."""
+        return self.lease.run_id if self.lease is not None else ""
+
+    def drop_units(self, records: list[UnitRecord]) -> None:
+        """Uncommit units whose input rows changed (a re-plan on purpose): their records go
+        first, then their shards, so a kill in between leaves strays, never a record naming a
+        missing shard."""
+        if self.lease is not None:
+            self.lease.check()
+        self.commits.drop({r.unit_id for r in records})
+        for record in records:
+            for shard in [*record.data_shards(), *record.error_shards(), record.embedding_shard]:
+                if shard:
+                    self.location.delete(shard)
+
     def sweep_unreferenced(self, stage: str) -> int:
-        """Delete `stage`'s data and error shards that no commit record names (slices of a
-        unit a killed run left half done, cut differently on the rerun) and its staged rows,
-        so a plain listing of data/ holds committed rows only. Call when the stage has
-        committed every unit."""
+        """Delete `stage`'s data and error shards that no commit record names, and its staged
+        rows, so a plain listing of data/ holds committed rows only; returns how many went.
+        Call when the stage has committed every unit.
+
+        What it deletes is provably nobody's live work: the lease is checked first, so this
+        run is the output's only writer; a stray is then this run's own (a slice's failed or
+        late attempt: every attempt writes a name of its own) or a run's that held the output
+        before it (killed, or fenced off: its heartbeat went stale and its next lease check
+        stops it). A fenced run that still appends a record names a unit this run committed
+        already, and a unit's first record is the one that counts (manifest.py), so no shard
+        a reader follows is ever deleted."""
         if self.lease is not None:  # another run's uncommitted shards are not strays
             self.lease.check()
         named: set[str] = set()
         for record in self.committed(stage).values():
             named.update(record.data_shards())
             named.update(record.error_shards())
+            if record.embedding_shard:
+                named.add(record.embedding_shard)
         prefix = f"{stage}-part-" if stage else "part-"
         removed = 0
-        for folder in (DATA_DIR, ERRORS_DIR, STAGING_DIR):
+        for folder in (DATA_DIR, ERRORS_DIR, STAGING_DIR, EMBEDDINGS_DIR):
             for file in self.location.listdir(folder):
                 if file.startswith(prefix) and f"{folder}/{file}" not in named:
                     self.location.delete(f"{folder}/{file}")

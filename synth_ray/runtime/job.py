@@ -57,10 +57,13 @@ def run_job(
     show_progress: bool = True,
     backend: Backend | None = None,
     stop: StopRequest | None = None,
+    replan: bool = False,
 ) -> RunSummary:
     """Run (or resume) `config`. With `backend` given, the caller owns it (and Ray). Once
     `stop` is requested no new work starts and `JobStopped` is raised (its `summary` says
-    what this run committed) after the work in flight finished or its grace ran out."""
+    what this run committed) after the work in flight finished or its grace ran out. An input
+    that differs from the one the output's earlier runs planned with is refused
+    (InputChangedError) unless `replan` (or `overwrite`) says to plan again."""
     started = time.monotonic()
     method = method_spec(config.method)
     method.check(config)  # the method's own files (seeds, exemplars): fail now
@@ -84,12 +87,16 @@ def run_job(
     lease.acquire()
     store.lease = lease
     summary = RunSummary(output_path=store.location.uri)
+    inputs = [list(pair) for pair in docs.spec.files or ()] if docs is not None else None
     try:
+        if docs is not None and not (overwrite or replan):
+            store.check_recorded_inputs(fingerprint, docs.spec)
         runner = StageRunner(config, None, summary, show_progress, backend, store.location)
     except BaseException:
         lease.release()
         raise
     runner.stop = stop
+    runner.replan = replan
     runner.diversity_sample = sample
     try:
         if overwrite or _nothing_committed(store):
@@ -104,7 +111,9 @@ def run_job(
             model_name=model_display_name(config.engine.model),
             fingerprint=fingerprint,
             docs=docs,
-            prepare=lambda: store.prepare(fingerprint, config.model_dump(mode="json"), overwrite),
+            prepare=lambda: store.prepare(
+                fingerprint, config.model_dump(mode="json"), overwrite, inputs
+            ),
         )
         summary.stats = method.run(ctx)
         set_state(store.location, "done")

@@ -6,8 +6,8 @@ A generator replica (runtime/generator_actor.py) owns one `SliceWorker` around i
 each `SliceTask` it reads the slice's input rows, expands them with the stage's method, renders
 and tokenizes every prompt (a prompt that does not fit `max_model_len` becomes an error row,
 stage `prompt`, with its exact token count), sends all requests into the engine at once,
-parses each completion, and writes the slice's data and error shards under their deterministic
-names. It returns a `SliceDone` naming them; the unit is committed by the driver only when all
+parses each completion, and writes the slice's data and error shards under names that carry
+this attempt (a late writer never replaces a committed shard). It returns a `SliceDone` naming them; the unit is committed by the driver only when all
 its slices are back, so a replica dying anywhere in here loses nothing that was committed.
 """
 
@@ -32,6 +32,7 @@ from synth_ray.io.output_store import (
     EMBEDDINGS_DIR,
     STAGING_DIR,
     OutputStore,
+    new_attempt,
     shard_name,
 )
 from synth_ray.io.storage_errors import find_storage_error
@@ -153,7 +154,8 @@ class SliceWorker:
         filtering = spec.embedders is not None
         out = collect_rows(pending, spec.annotate_nn or filtering)
         rows = (task.start - task.unit_start, task.stop - task.unit_start)
-        name = shard_name(spec.stage, task.unit_index, None if task.whole_unit else rows)
+        span = None if task.whole_unit else rows
+        name = shard_name(spec.stage, task.unit_index, span, new_attempt(spec.run_id))
         store = OutputStore(spec.output)
         texts: list[str] = []
         decided = None
@@ -234,7 +236,7 @@ def finalize_unit(spec: StageSpec, task: FinalizeTask) -> SliceDone:
     index = staged.schema.get_field_index("nn_similarity")
     table = staged.set_column(index, NN_FIELD, pa.array(nn, pa.float32()))
     table = table.drop_columns([ROW_ID_COLUMN]).filter(pa.array(keep))
-    name = shard_name(spec.stage, task.unit_index)
+    name = shard_name(spec.stage, task.unit_index, attempt=new_attempt(spec.run_id))
     data_shard = f"{DATA_DIR}/{name}"
     store.write_table(data_shard, table.cast(spec.schema))
     embedding_shard = f"{EMBEDDINGS_DIR}/{name}"

@@ -75,6 +75,7 @@ class StageSpec:
     embedders: list[Any] | None = None
     embedding_dim: int = 0
     embed_chunk: int = 1024
+    run_id: str = ""  # the run's lease id: every shard a replica writes carries it
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
     def read(self, start: int, stop: int) -> list[Document]:

@@ -112,6 +112,7 @@ class StageRunner:
         self.output = output if output is not None else open_location(config.output.path)
         # texts that train the diversity filter's centroids (set by the job: its input)
         self.diversity_sample: Callable[[], list[str]] = list
+        self.replan = False  # committed units whose rows changed are dropped and redone
         self._diversity: DiversityFilter | None = None
         self._filtered_stages: list[tuple[OutputStore, str]] = []
         self._paths_checked = False
@@ -141,11 +142,20 @@ class StageRunner:
         committed = store.committed(stage)
         planned_ids = {u.unit_id for u in units}
         stale = [r for r in committed.values() if r.unit_id not in planned_ids]
-        if stale:
+        if stale and self.replan:  # asked for: the changed units are generated again
+            store.drop_units(stale)
+            print(
+                f"--replan: {len(stale)} committed unit(s){' of stage ' + stage if stage else ''}"
+                " hold rows the input changed; they are generated again",
+                file=sys.stderr,
+            )
+            committed = store.committed(stage)
+        elif stale:
             raise OutputConflictError(
                 f"output.path {self.config.output.path}: unit {stale[0].unit_index}"
                 f"{' of stage ' + stage if stage else ''} was committed from different input "
-                "rows (the input changed); rerun with --overwrite"
+                "rows (the input changed); rerun with --replan to generate the changed units "
+                "again, or --overwrite to start over"
             )
         if self.stop is not None:
             self.stop.check()
@@ -285,6 +295,7 @@ class StageRunner:
             max_model_len=self.config.engine.max_model_len,
             output=store.location,
             annotate_nn=annotate_nn,
+            run_id=store.run_id,
         )
         if diversity is not None:
             from synth_ray.runtime.diversity import EMBED_CHUNK
