@@ -27,6 +27,18 @@ class WorkUnit:
     start: int  # first document ordinal
     stop: int  # one past the last
     estimated_rows: int
+    plan_key: str = ""  # what its id hashes first (`unit_id_of`): the job's and stage's key
+
+
+def unit_id_of(plan_key: str, index: int, start: int, stop: int, source_ids: list[str]) -> str:
+    """The id `plan_units` gives unit `index` holding documents [start, stop) with these
+    source ids: a generator recomputes it from the rows its slice's unit reads, so a unit
+    never commits rows other than the planned ones."""
+    hasher = hashlib.sha256(plan_key.encode())
+    for source_id in source_ids:
+        hasher.update(source_id.encode() + b"\x1f")
+    hasher.update(f"|{index}:{start}:{stop}".encode())
+    return hasher.hexdigest()[:16]
 
 
 def _id_hash(source_id: str) -> int:
@@ -49,8 +61,8 @@ def plan_units(
 
     def close(stop: int) -> None:
         nonlocal hasher, start, rows
-        hasher.update(f"|{len(units)}:{start}:{stop}".encode())
-        units.append(WorkUnit(len(units), hasher.hexdigest()[:16], start, stop, rows))
+        hasher.update(f"|{len(units)}:{start}:{stop}".encode())  # as unit_id_of does
+        units.append(WorkUnit(len(units), hasher.hexdigest()[:16], start, stop, rows, fingerprint))
         hasher = hashlib.sha256(fingerprint.encode())
         start, rows = stop, 0
 

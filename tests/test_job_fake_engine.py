@@ -271,6 +271,41 @@ def test_input_appended_while_the_run_goes_fails_it_without_a_shifted_row(
         assert mine == theirs.column("id").to_pylist()
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_input_rewritten_in_place_while_the_run_goes_fails_it(
+    tmp_path, docs_file, embedded_model, monkeypatch, replicas
+):
+    """A file rewritten at the same size after the first commit (other ids, same bytes
+    count): the snapshot's sizes cannot tell, the slice's own check of its unit's source ids
+    does, before it writes. With 2 replicas the last units go out in slices, each of which
+    checks its whole unit."""
+    from synth_ray.runtime.scheduler import JobFailed
+
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    run_job(job_config(clean_dir, docs_file), show_progress=False, backend=FakeBackend())
+    clean = {r.unit_id: r for r in OutputStore(clean_dir / "out").committed().values()}
+    original = docs_file.read_text()
+    real_commit = store_mod.OutputStore.commit
+
+    def commit_then_rewrite(self, record):
+        real_commit(self, record)
+        docs_file.write_text(original.replace('"id": "d00', '"id": "x00'))
+
+    monkeypatch.setattr(store_mod.OutputStore, "commit", commit_then_rewrite)
+    config = job_config(
+        tmp_path,
+        docs_file,
+        resources={"replicas": replicas},
+        scheduler={"batch_size": 1, "min_slice_rows": 2},
+    )
+    with pytest.raises(JobFailed, match=r"are not the rows the job planned") as failed:
+        run_job(config, show_progress=False, backend=FakeBackend(latency_polls=2))
+    assert "\n" not in str(failed.value)
+    committed = OutputStore(tmp_path / "out").committed()
+    assert committed and all(unit_id in clean for unit_id in committed)
+
+
 def test_duplicate_ids_stop_the_run_before_work(tmp_path, embedded_model):
     docs = make_docs(5)
     docs[3]["id"] = docs[1]["id"]

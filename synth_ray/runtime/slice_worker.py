@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from synth_ray.diversity.decide import nn_value
 from synth_ray.engine.requests import EngineRequest, EngineResult
+from synth_ray.io.inputs import Document, InputChangedError, InputSpec
 from synth_ray.io.output_store import (
     DATA_DIR,
     EMBEDDINGS_DIR,
@@ -37,6 +38,7 @@ from synth_ray.io.output_store import (
 )
 from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.io.vectors import vectors_table
+from synth_ray.plan import unit_id_of
 from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
 from synth_ray.runtime.units import (
     NN_FIELD,
@@ -129,6 +131,7 @@ class SliceWorker:
     @staticmethod
     def _build(spec: StageSpec, task: SliceTask) -> PendingUnit:
         docs = spec.read(task.start, task.stop)
+        check_planned_rows(spec, task, docs)
         if task.fail_reason is not None:
             return failed_unit(spec.method, task.as_unit(), docs, task.fail_reason)
         builder = UnitBuilder(
@@ -208,6 +211,24 @@ class SliceWorker:
             {},
             error=error,
             storage_failed=writing and storage is not None,
+        )
+
+
+def check_planned_rows(spec: StageSpec, task: SliceTask, docs: list[Document]) -> None:
+    """Raise InputChangedError unless the slice's unit holds the rows it was planned with:
+    its id is recomputed from the source ids read now (the whole unit's, for a slice of
+    one). The input snapshot's sizes catch a file grown, cut, added or removed; this also
+    catches one rewritten in place at the same size."""
+    if not isinstance(spec.documents, InputSpec) or not spec.plan_key:
+        return  # a later stage's rows: the driver's own, in memory
+    whole = docs if task.whole_unit else spec.read(task.unit_start, task.unit_stop)
+    ids = [doc.source_id for doc in whole]
+    found = unit_id_of(spec.plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
+    if found != task.unit_id:
+        raise InputChangedError(
+            f"input.path {spec.documents.path}: input rows {task.unit_start}-{task.unit_stop} "
+            f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
+            "while the job ran; rerun once it is final"
         )
 
 

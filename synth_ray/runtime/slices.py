@@ -76,6 +76,7 @@ class StageSpec:
     embedding_dim: int = 0
     embed_chunk: int = 1024
     run_id: str = ""  # the run's lease id: every shard a replica writes carries it
+    plan_key: str = ""  # the units' ids hash it first: a slice's rows are checked against it
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
     def read(self, start: int, stop: int) -> list[Document]:

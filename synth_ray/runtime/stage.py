@@ -296,6 +296,7 @@ class StageRunner:
             output=store.location,
             annotate_nn=annotate_nn,
             run_id=store.run_id,
+            plan_key=remaining[0].plan_key if remaining else "",
         )
         if diversity is not None:
             from synth_ray.runtime.diversity import EMBED_CHUNK
