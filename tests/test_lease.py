@@ -140,6 +140,61 @@ def test_another_hosts_live_holder_is_refused_as_soon_as_its_heartbeat_moves(tmp
     assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == "elsewhere1"
 
 
+def beating_holder(folder, clock: VirtualClock, skew_s: float, host: str = "node-7", **extra):
+    """A live holder on a host whose clock is `skew_s` off ours: a sleep that lets it beat
+    every 10 s of our time while the lease under test watches."""
+    record = {"run_id": "elsewhere2", "host": host, "pid": 77, "started": 0.0, **extra}
+
+    def beat() -> None:
+        (folder / HOLDER_FILE).write_text(json.dumps({**record, "heartbeat": clock() + skew_s}))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    beat()
+    last = [clock()]
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if clock() - last[0] >= 10:
+            last[0] = clock()
+            beat()
+
+    return sleep
+
+
+@pytest.mark.parametrize("skew_s", [-300.0, 300.0])
+def test_a_live_holder_whose_clock_differs_is_refused_a_dead_one_taken_over(tmp_path, skew_s):
+    """Another host's clock 5 minutes behind or ahead of ours: its heartbeat's timestamp says
+    nothing; whether the record moves does."""
+    clock = VirtualClock()
+    clock.advance(1_000)
+    sleep = beating_holder(tmp_path, clock, skew_s)
+    lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=sleep)
+    with pytest.raises(OutputBusyError, match="being written by run elsewhere2"):
+        lease.acquire()
+    # the same holder, dead: its record stops moving, and is taken over within the window
+    start = clock()
+    lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=clock.advance)
+    lease.acquire()
+    try:
+        assert clock() - start <= 61
+        assert json.loads((tmp_path / HOLDER_FILE).read_text())["run_id"] == lease.run_id
+    finally:
+        lease.release()
+
+
+def test_a_holder_under_another_kernel_with_this_host_name_is_not_taken_for_dead(tmp_path):
+    """Two containers may share a host name and a filesystem, not a kernel: the lock this run
+    got proves nothing about a process under another kernel."""
+    import socket
+
+    clock = VirtualClock()
+    clock.advance(1_000)
+    sleep = beating_holder(tmp_path, clock, 0.0, host=socket.gethostname(), kernel="other-boot")
+    lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=sleep)
+    with pytest.raises(OutputBusyError, match="being written by run elsewhere2"):
+        lease.acquire()
+
+
 def test_a_run_taken_over_commits_nothing_more(tmp_path):
     store = OutputStore(tmp_path)
     lease = OutputLease(store.location, heartbeat_s=0.02)

@@ -9,12 +9,13 @@ holder (`OutputBusyError`, exit 2) before it writes anything.
 
 - A local output: an OS lock (`flock` on `_lease.lock`, released by the kernel however the
   holder dies) plus a holder record, `_lease.json`: run id, host, pid, start, heartbeat.
-- The record's heartbeat is rewritten every `HEARTBEAT_S`. A record from another host (a
+- The record's heartbeat is rewritten every `HEARTBEAT_S`. A record from another kernel (a
   shared filesystem whose locks do not cross hosts, or an object-store output, which has no
-  lock) whose heartbeat is fresh is a live holder: the run waits at most `STALE_AFTER_S`, and
-  takes the output over once the heartbeat is that old (a killed driver, a lost node), or
-  refuses as soon as the heartbeat moves. So a resubmit after a driver kill resumes after at
-  most a minute.
+  lock) is watched on this host's clock: a record that changes is a live holder's (refused
+  at once); one unchanged until its heartbeat is `STALE_AFTER_S` old, and for two heartbeats
+  at least, is a dead one's (a killed driver, a lost node) and taken over. So a resubmit
+  after a driver kill resumes after at most a minute, and a live holder whose clock differs
+  from this host's is never taken for dead.
 - A holder that finds the record rewritten by another run (it was paused past the stale
   window and taken over) stops committing: `check` raises `LeaseLost` before each commit.
 
@@ -55,6 +56,17 @@ def seconds(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def kernel_id() -> str:
+    """What tells this kernel from any other: its boot id (Linux), else the host name. Two
+    containers may share a host name, never a boot id; processes of one kernel see each
+    other's locks on its filesystems."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return f"host:{socket.gethostname()}"
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -76,6 +88,7 @@ class OutputLease:
         self.clock = clock
         self.sleep = sleep
         self.host = socket.gethostname()
+        self.kernel = kernel_id()
         self.started = clock()
         self.lost: str | None = None
         self._fd: int | None = None
@@ -195,29 +208,36 @@ class OutputLease:
 
     def _wait_for_other_holder(self) -> None:
         """Return once no other live run holds the record; raise OutputBusyError when one does.
-        A record of this host that survived its lock is a dead run's: taken over at once."""
+
+        A record written under this kernel (same boot id) that survived its lock is a dead
+        run's: taken over at once. Any other is judged by watching it on this host's clock,
+        never by comparing its timestamp with ours (the clocks of two hosts may differ by
+        minutes): a record that changes is a live holder's (refused at once); one unchanged
+        for the rest of the stale window is a dead one's. A record whose timestamp is already
+        that old is still watched for two heartbeats, so a live holder whose clock lags
+        is seen beating, not taken over."""
         holder = self.holder()
         if holder is None or holder.get("run_id") == self.run_id:
             return
-        if self._fd is not None and holder.get("host") == self.host:
+        if self._fd is not None and holder.get("kernel") == self.kernel:
             return  # its process would still hold the lock if it were alive
-        first_beat = holder.get("heartbeat")
-        deadline = self.clock() + self.stale_after_s
-        while True:
-            beat = holder.get("heartbeat")
-            if not isinstance(beat, int | float) or self.clock() - beat >= self.stale_after_s:
-                return  # a dead holder: its heartbeat stopped long enough ago
-            if beat != first_beat or self.clock() >= deadline:
-                raise OutputBusyError(self._busy_line(holder))
+        first = (holder.get("run_id"), holder.get("heartbeat"))
+        age = self.clock() - seconds(holder.get("heartbeat"))
+        watch = min(self.stale_after_s, max(2 * self.heartbeat_s, self.stale_after_s - age))
+        since = self.clock()
+        while self.clock() - since < watch:
             self.sleep(min(2.0, self.heartbeat_s / 2))
             holder = self.holder()
             if holder is None:
                 return  # released meanwhile
+            if (holder.get("run_id"), holder.get("heartbeat")) != first:
+                raise OutputBusyError(self._busy_line(holder))
 
     def _record(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "host": self.host,
+            "kernel": self.kernel,
             "pid": os.getpid(),
             "started": round(self.started, 3),
             "heartbeat": round(self.clock(), 3),
