@@ -269,14 +269,17 @@ def test_stop_request_stops_dispatch_and_lets_work_in_flight_finish():
     assert 50 < len(got) < 600  # the in-flight batches finished; nothing more was sent
 
 
-def test_a_stop_still_sends_the_writes_of_work_already_generated():
+@pytest.mark.parametrize("dies_after", [None, 7, 8, 9])
+def test_a_stop_still_sends_the_writes_of_work_already_generated(dies_after):
     """With the diversity filter a unit commits only after a second item writes it (sent once
-    the unit is decided): a stop must send those writes within its grace, not drop them."""
+    the unit is decided): a stop must send those writes within its grace, not drop them, and
+    re-send one whose replica died under it meanwhile."""
     from collections import deque
 
     from synth_ray.runtime.stopping import JobStopped, StopRequest
 
-    backend = FakeBackend(latency_polls=3)
+    deaths = {} if dies_after is None else {0: dies_after}
+    backend = FakeBackend(latency_polls=3, die_after_batches=deaths)
     clock = clock_until(backend, 10_000)
     stop = StopRequest(grace_s=60, clock=clock)
     to_write: deque[WorkItem] = deque()

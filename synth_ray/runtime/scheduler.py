@@ -237,9 +237,14 @@ class Scheduler:
             )
 
     def _send_finishing(self) -> None:
-        """Send the finishing items to ready replicas with room, one item per batch."""
+        """Send the finishing items to ready replicas with room, one item per batch. Items
+        that only write (`safe`) waiting to be re-sent (their replica died, their write
+        failed) are finishing work too; a lost generation slice stays uncommitted."""
         if self.finishing is not None:
             self.finishing_queue.extend(self.finishing())
+        if any(item.safe for item in self.retry):
+            self.finishing_queue.extend(item for item in self.retry if item.safe)
+            self.retry = deque(item for item in self.retry if not item.safe)
         if not self.finishing_queue:
             return
         for replica_id, replica in sorted(self.replicas.items()):
