@@ -273,3 +273,99 @@ def test_a_fenced_runs_late_commit_never_replaces_a_units_record(tmp_path, where
     for reader in (store, OutputStore(store.location)):
         [record] = reader.committed().values()
         assert record.data_shard == first.data_shard and record.run_id == lease.run_id
+
+
+@pytest.fixture(params=["file", "s3"])
+def uri_output(request, tmp_path, monkeypatch):
+    """An output URI with conditional writes: `file://`, or S3 as moto's server speaks it
+    (real HTTP, If-None-Match and If-Match included)."""
+    if request.param == "file":
+        yield (tmp_path / "out").as_uri()
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="lease-bucket")
+    try:
+        yield "s3://lease-bucket/out"
+    finally:
+        server.stop()
+
+
+def test_runs_racing_for_an_object_store_output_leave_exactly_one_holder(uri_output):
+    """Six runs released at once on an output nobody holds: record-then-write would let
+    several take it; a create-only write lets exactly one."""
+    import threading
+
+    leases = [
+        OutputLease(open_location(uri_output), heartbeat_s=0.3, stale_after_s=5) for _ in range(6)
+    ]
+    start = threading.Barrier(len(leases))
+    outcome: dict[int, str] = {}
+
+    def take(i: int) -> None:
+        start.wait()
+        try:
+            leases[i].acquire()
+            outcome[i] = "held"
+        except OutputBusyError:
+            outcome[i] = "busy"
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(leases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert sorted(outcome.values()) == ["busy"] * 5 + ["held"], outcome
+        [winner] = [leases[i] for i, what in outcome.items() if what == "held"]
+        record = json.loads(open_location(uri_output).read_bytes(HOLDER_FILE))
+        assert record["run_id"] == winner.run_id
+    finally:
+        for lease in leases:
+            lease.release()
+    assert open_location(uri_output).read_bytes(HOLDER_FILE) is None
+
+
+def test_an_object_store_holder_that_stopped_is_taken_over_and_learns_it_lost(uri_output):
+    """A holder whose heartbeat stopped (a killed driver, or one paused) is taken over once
+    its record stood still for the window; if it comes back, its next heartbeat write is
+    refused by the store and it commits nothing more."""
+    paused = OutputLease(open_location(uri_output), heartbeat_s=3_600, stale_after_s=2)
+    paused.acquire()
+    taker = OutputLease(open_location(uri_output), heartbeat_s=0.3, stale_after_s=2)
+    started = time.monotonic()
+    taker.acquire()
+    try:
+        assert 1.5 <= time.monotonic() - started < 30
+        paused._write_record()  # back from its pause: the heartbeat it was due
+        with pytest.raises(LeaseLost, match=f"taken over by run {taker.run_id}"):
+            paused.check()
+        record = json.loads(open_location(uri_output).read_bytes(HOLDER_FILE))
+        assert record["run_id"] == taker.run_id
+    finally:
+        paused.release()
+        taker.release()
+
+
+def test_a_job_on_s3_takes_the_lease_and_gives_it_back(uri_output, tmp_path, embedded_model):
+    docs = write_jsonl(tmp_path / "docs.jsonl", make_docs(6))
+    config = job_config(tmp_path, docs, output={"path": uri_output})
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    assert summary.stats["accounted"] and summary.units_committed == summary.units_total
+    store = OutputStore(uri_output)
+    assert {r.run_id for r in store.committed().values()} != {""}
+    assert store.location.read_bytes(HOLDER_FILE) is None

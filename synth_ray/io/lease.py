@@ -19,8 +19,14 @@ holder (`OutputBusyError`, exit 2) before it writes anything.
 - A holder that finds the record rewritten by another run (it was paused past the stale
   window and taken over) stops committing: `check` raises `LeaseLost` before each commit.
 
-Not covered: on object stores the check and the write of the record are two steps, not a
-conditional create, so two runs started within the same second can both take it.
+- A URI output (S3, GCS, Azure through obstore; `file://`) writes its record only on a
+  condition (io/conditional.py): created when absent, a dead holder's replaced only in the
+  version judged dead, a heartbeat written only over this run's last version. Of two runs
+  racing for an output exactly one gets it; a run whose heartbeat finds another's record has
+  lost the lease.
+
+Not covered: a URI that no conditional write reaches (obstore absent, another scheme) checks
+the record and then writes it, two steps, so two runs started within a second can both take it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from synth_ray.errors import UserError
+from synth_ray.io.conditional import ConditionalObjects, open_conditional
 from synth_ray.io.filesystem import Location
 
 LOCK_FILE = "_lease.lock"
@@ -96,6 +103,10 @@ class OutputLease:
         self._last_beat = float("inf")  # when the record was last written (not yet: never)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # a URI output: its record is written only on a condition (io/conditional.py)
+        self.cas: ConditionalObjects | None = None
+        self._tag: str | None = None  # the version of the record this run wrote last
+        self._seen_tag: str | None = None  # the version `holder()` read last
 
     # -- taking and giving back ---------------------------------------------------------------
     def acquire(self) -> None:
@@ -109,9 +120,14 @@ class OutputLease:
             self._lock(local / LOCK_FILE)
         elif self.location.kind() == "file":  # an unreachable store: its one ConfigError line
             return  # not a folder: OutputStore.prepare refuses it with its own line
+        else:
+            self.cas = open_conditional(self.location)
         try:
-            self._wait_for_other_holder()
-            self._write_record()
+            if self.cas is not None:
+                self._take_conditionally()
+            else:
+                self._wait_for_other_holder()
+                self._write_record()
         except BaseException:
             self.release()
             raise
@@ -127,7 +143,10 @@ class OutputLease:
         holder = self.holder()
         if holder is not None and holder.get("run_id") == self.run_id:
             try:
-                self.location.delete(HOLDER_FILE)
+                if self.cas is not None:
+                    self.cas.delete(HOLDER_FILE)
+                else:
+                    self.location.delete(HOLDER_FILE)
             except OSError:
                 pass  # stale once its heartbeat stops: the next run takes it over
         if self._fd is not None:
@@ -174,7 +193,11 @@ class OutputLease:
     def holder(self) -> dict[str, Any] | None:
         """The holder record on the output, None when absent or unreadable."""
         try:
-            data = self.location.read_bytes(HOLDER_FILE)
+            if self.cas is not None:
+                found = self.cas.read(HOLDER_FILE)
+                data, self._seen_tag = found if found is not None else (None, None)
+            else:
+                data = self.location.read_bytes(HOLDER_FILE)
         except OSError:
             return None
         try:
@@ -243,8 +266,39 @@ class OutputLease:
             "heartbeat": round(self.clock(), 3),
         }
 
+    def _take_conditionally(self) -> None:
+        """Create the record, or replace a dead holder's: each write succeeds only on the
+        version it was decided on, so of two runs racing for one output exactly one wins."""
+        while True:
+            record = json.dumps(self._record()).encode()
+            assert self.cas is not None
+            tag = self.cas.create(HOLDER_FILE, record)
+            if tag is None:
+                self._wait_for_other_holder()  # returns once it is released or dead
+                if self._seen_tag is None:
+                    continue  # released: create it again
+                record = json.dumps(self._record()).encode()
+                tag = self.cas.swap(HOLDER_FILE, record, self._seen_tag)
+                if tag is None:
+                    continue  # another run got there first: judge the new holder
+            self._tag = tag
+            self._last_beat = self.clock()
+            return
+
     def _write_record(self) -> None:
-        self.location.write_bytes_atomic(HOLDER_FILE, json.dumps(self._record()).encode())
+        """Write this run's record (a heartbeat); on a URI with conditional writes, only over
+        the version this run wrote last: LeaseLost's cause is set when another run's is there."""
+        data = json.dumps(self._record()).encode()
+        if self.cas is None or self._tag is None:
+            self.location.write_bytes_atomic(HOLDER_FILE, data)
+        else:
+            tag = self.cas.swap(HOLDER_FILE, data, self._tag)
+            if tag is None:
+                tag = self.cas.create(HOLDER_FILE, data)  # gone: released by mistake
+            if tag is None:
+                self._note_takeover(self.holder())
+                return
+            self._tag = tag
         self._last_beat = self.clock()
 
     def _beat(self) -> None:
@@ -255,6 +309,8 @@ class OutputLease:
                 self._write_record()
             except OSError:
                 continue  # a full disk or a hiccup: the next beat tries again
+            if self.lost is not None:
+                return
 
     def _busy_line(self, holder: dict[str, Any] | None) -> str:
         where = self.location.uri
