@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synth_ray.errors import InputError
+from synth_ray.io.inputs import Seek
 from synth_ray.methods.base import Method
 from synth_ray.methods.stages import DocumentSource
 
@@ -28,6 +29,7 @@ class WorkUnit:
     stop: int  # one past the last
     estimated_rows: int
     plan_key: str = ""  # what its id hashes first (`unit_id_of`): the job's and stage's key
+    seek: Seek | None = None  # where its first document starts in the input files
 
 
 def unit_id_of(plan_key: str, index: int, start: int, stop: int, source_ids: list[str]) -> str:
@@ -57,16 +59,20 @@ def plan_units(
     units: list[WorkUnit] = []
     hasher = hashlib.sha256(fingerprint.encode())
     start, rows, ordinal = 0, 0, 0
+    seek: Seek | None = None
     id_hashes: list[int] = []
 
     def close(stop: int) -> None:
-        nonlocal hasher, start, rows
+        nonlocal hasher, start, rows, seek
         hasher.update(f"|{len(units)}:{start}:{stop}".encode())  # as unit_id_of does
-        units.append(WorkUnit(len(units), hasher.hexdigest()[:16], start, stop, rows, fingerprint))
+        unit_id = hasher.hexdigest()[:16]
+        units.append(WorkUnit(len(units), unit_id, start, stop, rows, fingerprint, seek))
         hasher = hashlib.sha256(fingerprint.encode())
-        start, rows = stop, 0
+        start, rows, seek = stop, 0, None
 
     for doc in docs():
+        if ordinal == start:
+            seek = doc.seek
         ordinal = doc.ordinal + 1
         hasher.update(doc.source_id.encode() + b"\x1f")
         if id_column is not None:

@@ -33,15 +33,20 @@ def test_range_reads_equal_slices_of_the_full_read(tmp_path):
     lines = [json.dumps({"text": f"j{i}"}) for i in range(9)]
     lines.insert(3, "   ")  # a blank line is not a row
     lines.insert(6, "not json")  # a bad row is a row (an error document)
+    lines.insert(8, json.dumps({"text": "é, not ASCII: offsets are bytes"}))
     (folder / "c.jsonl").write_text("\n".join(lines) + "\n")
     for limit in (None, 30):
         spec = InputSpec(str(folder), limit=limit)
         full = list(iter_documents(spec))
-        assert len(full) == (33 if limit is None else 30)
+        assert len(full) == (34 if limit is None else 30)
         for start in range(0, len(full) + 1, 2):
             for stop in (start, start + 1, start + 4, start + 9, None):
                 expected = full[start:stop]
                 assert list(iter_document_range(spec, start, stop)) == expected, (start, stop)
+                for at in {0, start // 2, start - 1, start} & set(range(len(full))):
+                    seek = full[at].seek  # read from where an earlier document starts
+                    got = list(iter_document_range(spec, start, stop, seek))
+                    assert got == expected, (start, stop, at)
 
 
 def units_of(sizes: list[int]) -> list[WorkUnit]:
@@ -254,3 +259,75 @@ def test_filtered_units_commit_in_unit_order_whatever_order_they_are_written(tmp
     tracker.add_result(writes[1], written(1))
     assert sorted(r.unit_index for r in store.committed().values()) == [0, 1, 2]
     tracker.check_done()
+
+
+class _CountingFile:
+    """A binary file that counts the bytes read through it."""
+
+    def __init__(self, path, counter: list[int]) -> None:
+        self.fh = open(path, "rb")  # noqa: SIM115
+        self.counter = counter
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+    def seek(self, offset: int) -> int:
+        return self.fh.seek(offset)
+
+    def __iter__(self):
+        for line in self.fh:
+            self.counter[0] += len(line)
+            yield line
+
+
+@pytest.mark.parametrize("layout", ["one big jsonl", "many jsonl", "many parquet"])
+def test_a_unit_at_the_end_of_a_big_input_costs_what_one_at_the_start_costs(
+    tmp_path, monkeypatch, layout
+):
+    """The plan records where each unit starts; a slice reads from there: the bytes (JSONL)
+    or Parquet footers it reads do not grow with its position in the input."""
+    import synth_ray.io.inputs as inputs
+    from synth_ray.plan import plan_units
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"text": f"document {i} " + "x" * 40, "id": f"r{i}"} for i in range(20_000)]
+    if layout == "one big jsonl":
+        write_jsonl(folder / "all.jsonl", rows)
+    elif layout == "many jsonl":
+        for f in range(200):
+            write_jsonl(folder / f"part-{f:03d}.jsonl", rows[f * 100 : (f + 1) * 100])
+    else:
+        for f in range(200):
+            part = pa.Table.from_pylist(rows[f * 100 : (f + 1) * 100])
+            pq.write_table(part, folder / f"part-{f:03d}.parquet", row_group_size=25)
+    spec = InputSpec(str(folder), id_column="id")
+
+    class OneRowEach:
+        def estimate_rows(self, doc) -> int:
+            return 1
+
+    units = plan_units(lambda: iter_documents(spec), OneRowEach(), "key", 250, "id")
+    read = [0]
+    footers = [0]
+    real_parquet = inputs.pq.ParquetFile
+
+    def counting_parquet(*args, **kwargs):
+        footers[0] += 1
+        return real_parquet(*args, **kwargs)
+
+    monkeypatch.setattr(
+        inputs, "open", lambda path, mode="r", **kw: _CountingFile(path, read), raising=False
+    )
+    monkeypatch.setattr(inputs.pq, "ParquetFile", counting_parquet)
+    cost = {}
+    for unit in (units[0], units[-2]):
+        read[0] = footers[0] = 0
+        docs = list(iter_document_range(spec, unit.start + 10, unit.stop, unit.seek))
+        assert [d.source_id for d in docs] == [f"r{i}" for i in range(unit.start + 10, unit.stop)]
+        cost[unit.index] = (read[0], footers[0])
+    first, last = cost[units[0].index], cost[units[-2].index]
+    assert last[0] <= 2 * first[0] + 4096 and last[1] <= first[1] + 2, cost

@@ -111,6 +111,22 @@ class Document:
     text: str | None
     error: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # where it starts in the input (`Seek`); None for documents not read from input files
+    seek: Seek | None = None
+
+
+@dataclass(frozen=True)
+class Seek:
+    """Where document `ordinal` starts: file `file_index` of the input's files (in read
+    order), its row `row` (non-blank lines of a JSONL file), at byte `offset` of a JSONL
+    file, physical line `line` (1-based, blank lines counted). A reader given one starts
+    there instead of scanning every file and line before it."""
+
+    ordinal: int
+    file_index: int
+    row: int
+    offset: int = 0
+    line: int = 1
 
 
 def absolute_path(path: str) -> str:
@@ -238,7 +254,8 @@ def validate_inputs(spec: InputSpec) -> list[Path]:
     return files
 
 
-Row = tuple[object, object, str | None, dict[str, object]]
+# text, id, error, extra columns, byte offset of a JSONL line, its physical line number
+Row = tuple[object, object, str | None, dict[str, object], int, int]
 
 
 def _rows_parquet(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
@@ -266,41 +283,54 @@ def _rows_parquet(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
         ids = batch.column(spec.id_column).to_pylist() if spec.id_column else [None] * len(texts)
         extras = {c: batch.column(c).to_pylist() for c in spec.extra_columns}
         for i, (text, row_id) in enumerate(zip(texts, ids, strict=True)):
-            yield text, row_id, None, {c: values[i] for c, values in extras.items()}
+            yield text, row_id, None, {c: values[i] for c, values in extras.items()}, 0, 0
 
 
 def _parquet_rows(file: Path) -> int:
     return pq.ParquetFile(file).metadata.num_rows
 
 
-def _jsonl_rows(file: Path) -> int:
-    """Rows of a JSONL file as `_rows_jsonl` yields them: its non-blank lines."""
-    with open(file, encoding="utf-8", errors="replace") as fh:
-        return sum(1 for line in fh if line.strip())
+def _skip_jsonl(file: Path, offset: int, line: int, rows: int) -> tuple[int, int, int]:
+    """Pass over up to `rows` rows (non-blank lines, never parsed) of a JSONL file from byte
+    `offset`, physical line `line`; returns how many it passed, and the offset and line
+    number where it stopped."""
+    passed = 0
+    with open(file, "rb") as fh:
+        fh.seek(offset)
+        for raw in fh:
+            if passed == rows:
+                break
+            offset += len(raw)
+            line += 1
+            passed += 1 if raw.strip() else 0
+    return passed, offset, line
 
 
-def _rows_jsonl(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
-    with open(file, encoding="utf-8", errors="replace") as fh:
-        for line_number, line in enumerate(fh, start=1):
-            if not line.strip():
+def _rows_jsonl(file: Path, spec: InputSpec, offset: int = 0, first_line: int = 1) -> Iterator[Row]:
+    """Rows of a JSONL file from byte `offset`, the start of physical line `first_line`."""
+    with open(file, "rb") as fh:
+        fh.seek(offset)
+        for line_number, raw in enumerate(fh, start=first_line):
+            at = offset
+            offset += len(raw)
+            if not raw.strip():
                 continue
-            if skip:  # rows before the wanted range are counted, never parsed
-                skip -= 1
-                continue
+            line = raw.decode("utf-8", errors="replace")
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                yield None, None, f"line {line_number} is not JSON: {err.msg}", {}
+                yield None, None, f"line {line_number} is not JSON: {err.msg}", {}, at, line_number
                 continue
             if not isinstance(record, dict):
-                yield None, None, f"line {line_number} is not a JSON object", {}
+                yield None, None, f"line {line_number} is not a JSON object", {}, at, line_number
                 continue
             row_id = record.get(spec.id_column) if spec.id_column else None
             extra = {c: record.get(c) for c in spec.extra_columns}
             if spec.text_column not in record:
-                yield None, row_id, f"line {line_number} has no field {spec.text_column!r}", extra
+                error = f"line {line_number} has no field {spec.text_column!r}"
+                yield None, row_id, error, extra, at, line_number
                 continue
-            yield record[spec.text_column], row_id, None, extra
+            yield record[spec.text_column], row_id, None, extra, at, line_number
 
 
 def _rows_source(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
@@ -310,19 +340,19 @@ def _rows_source(file: Path, spec: InputSpec, skip: int = 0) -> Iterator[Row]:
     try:
         data = file.read_bytes()
     except OSError as err:
-        yield None, None, f"unreadable file ({type(err).__name__})", {}
+        yield None, None, f"unreadable file ({type(err).__name__})", {}, 0, 1
         return
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        yield None, None, f"not UTF-8 text (byte {err.start})", {}
+        yield None, None, f"not UTF-8 text (byte {err.start})", {}, 0, 1
         return
     if "\x00" in text:
-        yield None, None, "binary file (holds NUL bytes)", {}
+        yield None, None, "binary file (holds NUL bytes)", {}, 0, 1
     elif not text.strip():
-        yield None, None, "empty file", {}
+        yield None, None, "empty file", {}, 0, 1
     else:
-        yield text, None, None, {}
+        yield text, None, None, {}, 0, 1
 
 
 def iter_documents(spec: InputSpec) -> Iterator[Document]:
@@ -330,35 +360,56 @@ def iter_documents(spec: InputSpec) -> Iterator[Document]:
     return iter_document_range(spec, 0, None)
 
 
-def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterator[Document]:
-    """The documents with ordinals in [start, stop), exactly as `iter_documents` numbers them.
+def iter_document_range(
+    spec: InputSpec, start: int, stop: int | None, seek: Seek | None = None
+) -> Iterator[Document]:
+    """The documents with ordinals in [start, stop), exactly as `iter_documents` numbers them,
+    each with its `Seek`.
 
-    What a generator reads for its slice of a unit: files wholly before `start` are skipped by
-    their row counts (Parquet metadata; a JSONL file is scanned for its non-blank lines) and, in
-    a Parquet file, so are whole row groups, so reading a unit costs about the unit, not the
-    input before it."""
+    What a generator reads for its slice of a unit. With `seek` (where a document at or
+    before `start` begins: the plan records one per unit) the read starts there, so it costs
+    the rows from `seek` to `stop`, wherever they are in the input. Without one, files wholly
+    before `start` are skipped by their row counts (Parquet metadata; a JSONL file's lines are
+    scanned, never parsed), and so are whole Parquet row groups."""
     root, files = resolve_input_files(spec.path)
     check_snapshot(spec, root, files)
     if spec.limit is not None:
         stop = spec.limit if stop is None else min(stop, spec.limit)
-    ordinal = 0
-    for file in files:
+    ordinal, first = 0, 0
+    if seek is not None and seek.ordinal <= start and seek.file_index < len(files):
+        ordinal, first = seek.ordinal, seek.file_index
+    for index in range(first, len(files)):
+        file = files[index]
         if stop is not None and ordinal >= stop:
             return
         parquet = file.suffix.lower() in PARQUET_SUFFIXES
         source = file.suffix.lower() in SOURCE_SUFFIXES
+        row, offset, line = 0, 0, 1
+        if seek is not None and index == first and seek.ordinal == ordinal:
+            row, offset, line = seek.row, seek.offset, seek.line
         skip = 0
-        if start > ordinal:
-            rows = _parquet_rows(file) if parquet else 1 if source else _jsonl_rows(file)
+        if start > ordinal and (parquet or source):  # rows of the file from `row` on
+            rows = _parquet_rows(file) - row if parquet else 1 - row
             if ordinal + rows <= start:
                 ordinal += rows
                 continue
             skip = start - ordinal
-            ordinal = start
+        elif start > ordinal:  # JSONL: count the rows before `start`, as far as they go
+            skipped, offset, line = _skip_jsonl(file, offset, line, start - ordinal)
+            row += skipped
+            ordinal += skipped
+            if ordinal < start:
+                continue  # the file ended first
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
-        reader = _rows_parquet if parquet else _rows_source if source else _rows_jsonl
-        for row_number, (text, row_id, error, extra) in enumerate(
-            reader(file, spec, skip), start=skip
+        if parquet:
+            rows_of = _rows_parquet(file, spec, row + skip)
+        elif source:
+            rows_of = _rows_source(file, spec, skip)
+        else:
+            rows_of = _rows_jsonl(file, spec, offset, line)
+        ordinal += skip
+        for row_number, (text, row_id, error, extra, at, line_number) in enumerate(
+            rows_of, start=row + skip
         ):
             if stop is not None and ordinal >= stop:
                 return
@@ -375,5 +426,6 @@ def iter_document_range(spec: InputSpec, start: int, stop: int | None) -> Iterat
                 text=text if isinstance(text, str) else None,
                 error=error,
                 extra=extra,
+                seek=Seek(ordinal, index, row_number, at, line_number),
             )
             ordinal += 1

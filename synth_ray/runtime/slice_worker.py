@@ -130,7 +130,7 @@ class SliceWorker:
 
     @staticmethod
     def _build(spec: StageSpec, task: SliceTask) -> PendingUnit:
-        docs = spec.read(task.start, task.stop)
+        docs = spec.read(task.start, task.stop, task.unit_seek)
         check_planned_rows(spec, task, docs)
         if task.fail_reason is not None:
             return failed_unit(spec.method, task.as_unit(), docs, task.fail_reason)
@@ -221,7 +221,7 @@ def check_planned_rows(spec: StageSpec, task: SliceTask, docs: list[Document]) -
     catches one rewritten in place at the same size."""
     if not isinstance(spec.documents, InputSpec) or not spec.plan_key:
         return  # a later stage's rows: the driver's own, in memory
-    whole = docs if task.whole_unit else spec.read(task.unit_start, task.unit_stop)
+    whole = docs if task.whole_unit else spec.read(task.unit_start, task.unit_stop, task.unit_seek)
     ids = [doc.source_id for doc in whole]
     found = unit_id_of(spec.plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
     if found != task.unit_id:

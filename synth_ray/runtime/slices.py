@@ -30,7 +30,7 @@ from synth_ray.diversity.decide import histogram
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.io.filesystem import Location
-from synth_ray.io.inputs import Document, InputSpec, iter_document_range
+from synth_ray.io.inputs import Document, InputSpec, Seek, iter_document_range
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
@@ -79,10 +79,11 @@ class StageSpec:
     plan_key: str = ""  # the units' ids hash it first: a slice's rows are checked against it
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
-    def read(self, start: int, stop: int) -> list[Document]:
-        """The documents with ordinals in [start, stop)."""
+    def read(self, start: int, stop: int, seek: Seek | None = None) -> list[Document]:
+        """The documents with ordinals in [start, stop); from `seek` on (the unit's start)
+        when given, so a read costs the unit, not the input before it."""
         if isinstance(self.documents, InputSpec):
-            return list(iter_document_range(self.documents, start, stop))
+            return list(iter_document_range(self.documents, start, stop, seek))
         if not self._ordinals:
             self._ordinals = [d.ordinal for d in self.documents]
         lo = bisect.bisect_left(self._ordinals, start)
@@ -112,6 +113,7 @@ class SliceTask:
     start: int
     stop: int
     fail_reason: str | None = None
+    unit_seek: Seek | None = None  # where the unit's first document starts in the input
 
     @property
     def key(self) -> str:
@@ -185,7 +187,9 @@ def cut_slices(
         remaining -= unit.estimated_rows
         bounds = [unit.start + (docs * i) // pieces for i in range(pieces + 1)]
         for lo, hi in zip(bounds, bounds[1:], strict=False):
-            task = SliceTask(stage_key, unit.index, unit.unit_id, unit.start, unit.stop, lo, hi)
+            task = SliceTask(
+                stage_key, unit.index, unit.unit_id, unit.start, unit.stop, lo, hi, None, unit.seek
+            )
             weight = max(1, round(unit.estimated_rows * (hi - lo) / docs))
             yield WorkItem(task, unit.index, weight=weight)
 
