@@ -17,7 +17,7 @@ from fake_backend import FakeBackend
 import synth_ray.io.manifest as manifest_mod
 import synth_ray.io.output_store as store_mod
 from synth_ray.errors import InputError, OutputConflictError
-from synth_ray.io.inputs import InputChangedError
+from synth_ray.io.inputs import InputChangedError, InputSpec, identify_inputs
 from synth_ray.io.output_store import OutputStore
 from synth_ray.runtime.job import run_job
 
@@ -169,9 +169,10 @@ def test_different_config_on_same_output_is_refused_then_overwrite(
 
 
 def test_changed_input_under_same_config_is_refused(tmp_path, docs_file, embedded_model):
-    """Between runs: a file of another size is named by the recorded snapshot; a rewrite that
-    keeps the size is caught by the committed units' ids. `replan` generates the changed
-    units again: the output is then a clean run's of the new input."""
+    """Between runs: a file of another size, or of the same size with other bytes, is named
+    by the recorded snapshot (sizes and sampled bytes); one the samples miss is caught by the
+    committed units' ids. `replan` generates the changed units again: the output is then a
+    clean run's of the new input."""
     config = job_config(tmp_path, docs_file)
     run_job(config, show_progress=False, backend=FakeBackend())
     docs = json_lines(docs_file)
@@ -180,6 +181,12 @@ def test_changed_input_under_same_config_is_refused(tmp_path, docs_file, embedde
         run_job(config, show_progress=False, backend=FakeBackend())
     docs[0]["id"] = docs[0]["id"].replace("d", "x")  # same size, other rows
     write_jsonl(docs_file, docs)
+    with pytest.raises(InputChangedError, match=r"docs\.jsonl changed .*same size, other bytes"):
+        run_job(config, show_progress=False, backend=FakeBackend())
+    store = OutputStore(tmp_path / "out")  # a change no sample saw: the units' ids tell
+    job = store.read_job()
+    job["inputs"][0][2] = identify_inputs(InputSpec(str(docs_file)))[0][2]
+    store.location.write_bytes_atomic("_job.json", json.dumps(job).encode())
     with pytest.raises(OutputConflictError, match="input changed.*--replan"):
         run_job(config, show_progress=False, backend=FakeBackend())
     summary = run_job(config, show_progress=False, backend=FakeBackend(), replan=True)
@@ -513,3 +520,40 @@ def test_a_first_run_starts_its_replicas_before_the_tokenizer_a_resume_does_not(
     calls.clear()
     run_job(config, overwrite=True, show_progress=False, backend=FakeBackend())
     assert calls == ["engines", "tokenizer"]
+
+
+def test_a_resume_reads_no_input_row_on_the_driver(
+    tmp_path, docs_file, monkeypatch, embedded_model
+):
+    """The first run caches its plan in the output; a resume (after a kill, or with nothing
+    left) loads it: the driver reads no input row, only the generators read their slices."""
+    import threading
+
+    import synth_ray.io.inputs as inputs
+    from conftest import Crash, crash_on_commit
+
+    config = job_config(tmp_path, docs_file)
+    crash_on_commit(monkeypatch, when=lambda record: record.unit_index == 2)
+    with pytest.raises(Crash):
+        run_job(config, show_progress=False, backend=FakeBackend())
+    monkeypatch.undo()
+
+    def driver_must_not_read(real):
+        def read(*args, **kwargs):
+            if threading.current_thread() is threading.main_thread():
+                raise AssertionError("the driver read an input row")
+            return real(*args, **kwargs)
+
+        return read
+
+    for reader in ("_rows_jsonl", "_rows_parquet", "_skip_jsonl"):
+        monkeypatch.setattr(inputs, reader, driver_must_not_read(getattr(inputs, reader)))
+    resumed = run_job(config, show_progress=False, backend=FakeBackend())
+    assert 0 < resumed.units_committed < resumed.units_total
+    again = run_job(config, show_progress=False, backend=FakeBackend())
+    assert again.units_committed == 0 and again.units_skipped == again.units_total
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    monkeypatch.undo()
+    run_job(job_config(clean, docs_file), show_progress=False, backend=FakeBackend())
+    assert sorted(output_ids(tmp_path / "out")) == sorted(output_ids(clean / "out"))

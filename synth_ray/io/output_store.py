@@ -16,6 +16,7 @@
     embeddings/part-NNNNNN-<attempt>.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
     _staging/            filtered slices' rows before their unit is decided (swept per stage)
+    _plans/              each stage's units over the input files: a resume loads, never re-plans
     stats.json           totals over committed units plus run wall time
 A unit is committed by writing its shards (local: temp, fsync, rename; URI: one PUT each to the
 final name) and then its commit record (local: a manifest line; URI: a commit object). Readers
@@ -43,7 +44,7 @@ import pyarrow as pa
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.commits import COMMITS_DIR, open_commit_log
 from synth_ray.io.filesystem import Location, open_location
-from synth_ray.io.inputs import InputChangedError, InputSpec, first_change
+from synth_ray.io.inputs import InputChangedError, first_change
 from synth_ray.io.jsonl_log import append_line, read_records
 from synth_ray.io.lease import OutputLease
 from synth_ray.io.manifest import MANIFEST_NAME, UnitRecord
@@ -77,6 +78,7 @@ PROGRESS_FILE = "_progress.json"  # the latest sample of the running stage (runt
 TIMELINE_DIR = "_timeline"  # every sample, one file per run of each stage
 CARD_FILE = "README.md"  # the dataset card (dataset/card.py)
 REPORT_DIR = "report"  # the run report (dataset/report.py)
+PLANS_DIR = "_plans"  # stages' plans over the input files (runtime/plan_cache.py)
 _OWNED = (
     JOB_FILE,
     MANIFEST_NAME,
@@ -95,6 +97,7 @@ _OWNED = (
     TIMELINE_DIR,
     CARD_FILE,
     REPORT_DIR,
+    PLANS_DIR,
 )
 
 
@@ -202,20 +205,21 @@ class OutputStore:
                 payload["inputs"] = inputs
             loc.write_bytes_atomic(JOB_FILE, json.dumps(payload, indent=2, default=str).encode())
 
-    def check_recorded_inputs(self, fingerprint: str, spec: InputSpec) -> None:
+    def check_recorded_inputs(self, fingerprint: str, path: str, inputs: list[list[Any]]) -> None:
         """Raise InputChangedError naming the first input file that differs (appeared, gone,
-        another size) from what the output's earlier runs planned with: a resume must not mix
-        units of two inputs. Outputs of another job, or with no snapshot recorded, pass."""
+        another size or sampled bytes: `identify_inputs`) from what the output's earlier runs
+        planned with: a resume must not mix units of two inputs. Outputs of another job, or
+        with no snapshot recorded, pass."""
         job = self.read_job()
-        if not job or job.get("fingerprint") != fingerprint or spec.files is None:
+        if not job or job.get("fingerprint") != fingerprint:
             return
         recorded = job.get("inputs")
         if not isinstance(recorded, list):
             return
-        change = first_change(recorded, spec.files, "the output's last run planned")
+        change = first_change(recorded, inputs, "the output's last run planned")
         if change is not None:
             raise InputChangedError(
-                f"input.path {spec.path}: {change}; rerun with --replan to keep the committed "
+                f"input.path {path}: {change}; rerun with --replan to keep the committed "
                 "units whose rows still match and generate the rest, or with --overwrite to "
                 "start over"
             )

@@ -18,7 +18,7 @@ from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import snapshot_inputs, validate_inputs
+from synth_ray.io.inputs import identify_inputs, snapshot_inputs, validate_inputs
 from synth_ray.io.lease import OutputLease
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import method_spec
@@ -87,10 +87,12 @@ def run_job(
     lease.acquire()
     store.lease = lease
     summary = RunSummary(output_path=store.location.uri)
-    inputs = [list(pair) for pair in docs.spec.files or ()] if docs is not None else None
+    inputs = None
+    if docs is not None:  # what later runs compare, and what the cached plans are keyed by
+        inputs = docs.identity = identify_inputs(docs.spec)
     try:
-        if docs is not None and not (overwrite or replan):
-            store.check_recorded_inputs(fingerprint, docs.spec)
+        if inputs is not None and docs is not None and not (overwrite or replan):
+            store.check_recorded_inputs(fingerprint, docs.spec.path, inputs)
         runner = StageRunner(config, None, summary, show_progress, backend, store.location)
     except BaseException:
         lease.release()

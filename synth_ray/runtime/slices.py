@@ -48,6 +48,8 @@ class InputDocuments:
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
+        # every file's name, size and sampled digest (`identify_inputs`), when the job took it
+        self.identity: list[list[Any]] | None = None
 
     def __call__(self) -> Iterator[Document]:
         return iter_document_range(self.spec, 0, None)

@@ -30,6 +30,7 @@ from synth_ray.methods.stages import DocumentSource
 from synth_ray.plan import WorkUnit, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.metrics import JobMetrics
+from synth_ray.runtime.plan_cache import load_units, plan_name, save_units
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import (
     JobFailed,
@@ -113,6 +114,7 @@ class StageRunner:
         # texts that train the diversity filter's centroids (set by the job: its input)
         self.diversity_sample: Callable[[], list[str]] = list
         self.replan = False  # committed units whose rows changed are dropped and redone
+        self._unsaved_plans: dict[str, list[WorkUnit]] = {}  # planned, cached by `execute`
         self._diversity: DiversityFilter | None = None
         self._filtered_stages: list[tuple[OutputStore, str]] = []
         self._paths_checked = False
@@ -121,7 +123,21 @@ class StageRunner:
     def plan(
         self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
     ) -> list[WorkUnit]:
-        return plan_units(docs, method, fingerprint, self.config.output.rows_per_shard, id_column)
+        """The stage's units: over input files, the output's cached plan when it has one for
+        this input (runtime/plan_cache.py: a resume reads no input row), else planned now
+        and cached once the output is claimed (`execute`)."""
+        rows_per_shard = self.config.output.rows_per_shard
+        name = None
+        if isinstance(docs, InputDocuments):
+            name = plan_name(fingerprint, rows_per_shard, docs)
+        if name is not None and not self.replan:
+            cached = load_units(self.output, name)
+            if cached is not None:
+                return cached
+        units = plan_units(docs, method, fingerprint, rows_per_shard, id_column)
+        if name is not None:
+            self._unsaved_plans[name] = units
+        return units
 
     def run_stage(
         self, stage: str, store: OutputStore, docs: DocumentSource, method: Method, fingerprint: str
@@ -139,6 +155,12 @@ class StageRunner:
         stage: str = "",
     ) -> dict[str, Any]:
         """Generate the units not yet committed; returns the folder's stats (all stages)."""
+        for name, planned in list(self._unsaved_plans.items()):  # the output is claimed now
+            try:
+                save_units(self.output, name, planned)
+            except OSError as err:  # a cache: the next run plans again
+                print(f"warning: the plan was not cached ({err})", file=sys.stderr)
+            del self._unsaved_plans[name]
         committed = store.committed(stage)
         planned_ids = {u.unit_id for u in units}
         stale = [r for r in committed.values() if r.unit_id not in planned_ids]
