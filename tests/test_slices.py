@@ -331,3 +331,33 @@ def test_a_unit_at_the_end_of_a_big_input_costs_what_one_at_the_start_costs(
         cost[unit.index] = (read[0], footers[0])
     first, last = cost[units[0].index], cost[units[-2].index]
     assert last[0] <= 2 * first[0] + 4096 and last[1] <= first[1] + 2, cost
+
+
+def test_a_long_read_is_progress_not_a_stall(tmp_path, docs_file, embedded_model, monkeypatch):
+    """The progress mark a replica reports (runtime/generator_actor.py `progress`: its
+    SliceWorker's `steps_done` beside the engine's tokens) moves with every row a slice
+    reads, so a read from a slow filesystem is never taken for a stalled engine."""
+    import threading
+
+    import synth_ray.io.inputs as inputs
+
+    backend = FakeBackend()
+    real = inputs._rows_jsonl
+    marks: list[list[int]] = []
+
+    def slow_rows(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            yield from real(*args, **kwargs)  # the driver planning, not a replica
+            return
+        marks.append([])
+        for row in real(*args, **kwargs):
+            marks[-1].append(backend.worker.steps_done)  # what a probe would see now
+            yield row
+
+    monkeypatch.setattr(inputs, "_rows_jsonl", slow_rows)
+    config = job_config(tmp_path, docs_file, output={"rows_per_shard": 40})
+    run_job(config, show_progress=False, backend=backend)
+    reads = [seen for seen in marks if len(seen) > 3]
+    assert reads, "no slice read several rows"
+    for seen in reads:
+        assert seen == sorted(set(seen)), seen  # the mark moved at every row

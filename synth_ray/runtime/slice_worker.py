@@ -82,7 +82,7 @@ class SliceWorker:
             except Exception as err:
                 return self._failed(task, "writing its filtered rows", err, writing=True)
         try:
-            pending = await self._cpu(lambda: self._build(spec, task))
+            pending = await self._cpu(lambda: self._build(spec, task, self._step))
         except Exception as err:
             return self._failed(task, "reading or rendering its rows", err)
         results = await self.generate_many(pending.requests) if pending.requests else []
@@ -129,15 +129,16 @@ class SliceWorker:
             self.steps_done += 1
 
     @staticmethod
-    def _build(spec: StageSpec, task: SliceTask) -> PendingUnit:
-        docs = spec.read(task.start, task.stop, task.unit_seek)
-        check_planned_rows(spec, task, docs)
+    def _build(spec: StageSpec, task: SliceTask, step: Callable[[], None]) -> PendingUnit:
+        """Read the slice's rows and render its prompts; `step` marks progress per row."""
+        docs = spec.read(task.start, task.stop, task.unit_seek, step)
+        check_planned_rows(spec, task, docs, step)
         if task.fail_reason is not None:
             return failed_unit(spec.method, task.as_unit(), docs, task.fail_reason)
         builder = UnitBuilder(
             spec.method, spec.renderer, spec.max_model_len, spec.sampling, spec.seed
         )
-        return builder.build(task.as_unit(), docs)
+        return builder.build(task.as_unit(), docs, step)
 
     def _step(self) -> None:
         """One piece of per-row work done (a checked program): progress the engine does not
@@ -214,14 +215,21 @@ class SliceWorker:
         )
 
 
-def check_planned_rows(spec: StageSpec, task: SliceTask, docs: list[Document]) -> None:
+def check_planned_rows(
+    spec: StageSpec,
+    task: SliceTask,
+    docs: list[Document],
+    step: Callable[[], None] | None = None,
+) -> None:
     """Raise InputChangedError unless the slice's unit holds the rows it was planned with:
     its id is recomputed from the source ids read now (the whole unit's, for a slice of
     one). The input snapshot's sizes catch a file grown, cut, added or removed; this also
     catches one rewritten in place at the same size."""
     if not isinstance(spec.documents, InputSpec) or not spec.plan_key:
         return  # a later stage's rows: the driver's own, in memory
-    whole = docs if task.whole_unit else spec.read(task.unit_start, task.unit_stop, task.unit_seek)
+    whole = docs
+    if not task.whole_unit:
+        whole = spec.read(task.unit_start, task.unit_stop, task.unit_seek, step)
     ids = [doc.source_id for doc in whole]
     found = unit_id_of(spec.plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
     if found != task.unit_id:

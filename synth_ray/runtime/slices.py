@@ -81,11 +81,23 @@ class StageSpec:
     plan_key: str = ""  # the units' ids hash it first: a slice's rows are checked against it
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
-    def read(self, start: int, stop: int, seek: Seek | None = None) -> list[Document]:
+    def read(
+        self,
+        start: int,
+        stop: int,
+        seek: Seek | None = None,
+        step: Callable[[], None] | None = None,
+    ) -> list[Document]:
         """The documents with ordinals in [start, stop); from `seek` on (the unit's start)
-        when given, so a read costs the unit, not the input before it."""
+        when given, so a read costs the unit, not the input before it. `step` is called for
+        every document read: a long read is progress, never a stall."""
         if isinstance(self.documents, InputSpec):
-            return list(iter_document_range(self.documents, start, stop, seek))
+            docs = []
+            for doc in iter_document_range(self.documents, start, stop, seek):
+                docs.append(doc)
+                if step is not None:
+                    step()
+            return docs
         if not self._ordinals:
             self._ordinals = [d.ordinal for d in self.documents]
         lo = bisect.bisect_left(self._ordinals, start)

@@ -10,6 +10,7 @@ engine, in the generator actor (runtime/slice_worker.py).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,9 @@ def completion_outcomes(
     return outcomes
 
 
+_TOKENIZE_BATCH = 1024  # prompts per tokenizer call: a step of progress each
+
+
 class UnitBuilder:
     def __init__(
         self,
@@ -82,20 +86,29 @@ class UnitBuilder:
         self.sampling = sampling
         self.seed = seed
 
-    def build(self, unit: WorkUnit, docs: list[Document]) -> PendingUnit:
-        candidates = [c for doc in docs for c in self.method.expand(doc)]
+    def build(
+        self, unit: WorkUnit, docs: list[Document], step: Callable[[], None] = lambda: None
+    ) -> PendingUnit:
+        """The unit's candidates and their tokenized requests (a prompt too long for the
+        engine becomes error rows). `step` marks progress per document expanded, per prompt
+        rendered and per batch tokenized, so a big slice's preparation is never a stall."""
+        candidates = []
+        for doc in docs:
+            candidates.extend(self.method.expand(doc))
+            step()
         counted = len(docs) if self.method.counts_input_documents else 0
         pending = PendingUnit(unit, candidates, [], input_documents=counted)
         to_render = [c for c in candidates if c.error is None]
-        texts = [
-            c.raw_prompt
-            if c.raw_prompt is not None
-            else self.renderer.render_text(c.messages or [])
-            for c in to_render
-        ]
-        token_ids = (
-            self.renderer.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        )
+        texts = []
+        for c in to_render:
+            text = c.raw_prompt
+            texts.append(text if text is not None else self.renderer.render_text(c.messages or []))
+            step()
+        token_ids: list[list[int]] = []
+        for i in range(0, len(texts), _TOKENIZE_BATCH):
+            batch = texts[i : i + _TOKENIZE_BATCH]
+            token_ids.extend(self.renderer.tokenizer(batch, add_special_tokens=False)["input_ids"])
+            step()
         for candidate in candidates:
             if candidate.error is not None:
                 error = Errored(candidate.error_stage, candidate.error)
