@@ -529,8 +529,9 @@ def test_a_resume_reads_no_input_row_on_the_driver(
     left) loads it: the driver reads no input row, only the generators read their slices."""
     import threading
 
-    import synth_ray.io.inputs as inputs
     from conftest import Crash, crash_on_commit
+
+    import synth_ray.io.inputs as inputs
 
     config = job_config(tmp_path, docs_file)
     crash_on_commit(monkeypatch, when=lambda record: record.unit_index == 2)

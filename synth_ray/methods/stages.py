@@ -67,6 +67,19 @@ class StageRunnerLike(Protocol):
     ) -> dict[str, Any]:
         """Plan and execute one named stage into `store`."""
 
+    def run_unsettled_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        docs: DocumentSource,
+        earlier_units: list[Any],
+        earlier_stage: str,
+        method: Method,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        """Run `stage` on the input rows `earlier_stage` did not settle (no data or error row
+        with their source id), by reference: the driver reads none of them."""
+
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""
 

@@ -131,7 +131,7 @@ class SliceWorker:
     @staticmethod
     def _build(spec: StageSpec, task: SliceTask, step: Callable[[], None]) -> PendingUnit:
         """Read the slice's rows and render its prompts; `step` marks progress per row."""
-        docs = spec.read(task.start, task.stop, task.unit_seek, step)
+        docs = spec.read_task(task, step)
         check_planned_rows(spec, task, docs, step)
         if task.fail_reason is not None:
             return failed_unit(spec.method, task.as_unit(), docs, task.fail_reason)

@@ -55,18 +55,63 @@ class InputDocuments:
         return iter_document_range(self.spec, 0, None)
 
 
+@dataclass(frozen=True)
+class UnsettledRows:
+    """A later stage's documents by reference: the input's rows of an earlier stage's units
+    that the earlier stage did not settle (none of their source ids is in a data or error
+    row that stage committed). The driver holds only shard names; each replica reads its
+    unit's rows from the input (from the unit's seek) and the `source_id` column of the
+    earlier unit's shards, and drops the settled ones."""
+
+    spec: InputSpec
+    output: Location
+    settled_shards: dict[int, tuple[str, ...]]  # unit index -> the earlier unit's shards
+
+    def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
+        settled: set[str] = set()
+        for shard in self.settled_shards.get(task.unit_index, ()):
+            table = self.output.read_table(shard, columns=["source_id"])
+            settled.update(table.column("source_id").to_pylist())
+        docs = []
+        for doc in iter_document_range(self.spec, task.start, task.stop, task.unit_seek):
+            if doc.source_id not in settled:
+                docs.append(doc)
+            if step is not None:
+                step()
+        return docs
+
+
+class UnsettledDocuments:
+    """The driver's handle on `UnsettledRows` (a DocumentSource that is sent by reference:
+    `by_reference`). Iterating it reads every row: for tests and small tools only."""
+
+    def __init__(self, rows: UnsettledRows, units: list[WorkUnit]) -> None:
+        self.rows = rows
+        self.units = units
+
+    def by_reference(self) -> UnsettledRows:
+        return self.rows
+
+    def __call__(self) -> Iterator[Document]:
+        for unit in self.units:
+            task = SliceTask("", unit.index, unit.unit_id, unit.start, unit.stop, unit.start,
+                             unit.stop, None, unit.seek)  # fmt: skip
+            yield from self.rows.read(task)
+
+
 @dataclass
 class StageSpec:
     """Everything a generator needs to run any slice of one stage; sent once per replica.
 
-    `documents` is the input spec (each replica reads its slices' rows itself) or, for the
-    later stages of multi-round methods, the stage's documents themselves."""
+    `documents` is the input spec (each replica reads its slices' rows itself), an earlier
+    stage's unsettled rows by reference (`UnsettledRows`), or, for the later stages of
+    multi-round methods that build their rows on the driver, the documents themselves."""
 
     key: str
     stage: str
     method: Method
     renderer: PromptRenderer
-    documents: InputSpec | list[Document]
+    documents: InputSpec | UnsettledRows | list[Document]
     sampling: SamplingSpec
     seed: int
     max_model_len: int
@@ -103,6 +148,12 @@ class StageSpec:
         lo = bisect.bisect_left(self._ordinals, start)
         hi = bisect.bisect_left(self._ordinals, stop)
         return self.documents[lo:hi]
+
+    def read_task(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
+        """The documents of `task`'s slice, whatever the stage's documents are."""
+        if isinstance(self.documents, UnsettledRows):
+            return self.documents.read(task, step)
+        return self.read(task.start, task.stop, task.unit_seek, step)
 
     @property
     def schema(self) -> Any:

@@ -10,6 +10,8 @@ changed is refused rather than mixed.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -44,6 +46,8 @@ from synth_ray.runtime.slices import (
     InputDocuments,
     SliceTracker,
     StageSpec,
+    UnsettledDocuments,
+    UnsettledRows,
     cut_slices,
     failed_slice,
     split_slice,
@@ -81,6 +85,16 @@ class RunSummary:
         return (
             self.output_tokens_this_run / self.generation_wall_s if self.generation_wall_s else 0.0
         )
+
+
+def documents_for_replicas(docs: DocumentSource) -> Any:
+    """What a stage's replicas get to read their slices from: a reference (input files, an
+    earlier stage's unsettled rows) where there is one, else the documents themselves."""
+    if isinstance(docs, InputDocuments):
+        return docs.spec
+    if isinstance(docs, UnsettledDocuments):
+        return docs.by_reference()
+    return list(docs())
 
 
 class StageRunner:
@@ -195,6 +209,40 @@ class StageRunner:
         # every unit is committed now: drop what killed runs left (also when none remained)
         store.sweep_unreferenced(stage)
         return store.write_stats(units_total=self.summary.units_total)
+
+    def run_unsettled_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        docs: DocumentSource,
+        earlier_units: list[WorkUnit],
+        earlier_stage: str,
+        method: Method,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        """Run `stage` on the input rows `earlier_stage` did not settle, by reference: one
+        unit per earlier unit (same input rows, same seek), each replica dropping the rows
+        whose source id the earlier unit's committed shards hold. The driver reads no row;
+        unit ids derive from the earlier ones, so a resume plans the same units. Documents
+        that are not input files (built on the driver) are filtered here instead."""
+        plan_key = f"{fingerprint}/{stage}"
+        records = store.committed(earlier_stage)
+        if not isinstance(docs, InputDocuments):
+            settled = {r["source_id"] for r in store.rows(earlier_stage)}
+            settled |= {r["source_id"] for r in store.rows(earlier_stage, errors=True)}
+            wrong = [doc for doc in docs() if doc.source_id not in settled]
+            renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
+            return self.run_stage(stage, store, lambda: iter(renumbered), method, fingerprint)
+        units, shards = [], {}
+        for unit in earlier_units:
+            record = records.get(unit.unit_id)
+            if record is None:
+                raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
+            shards[unit.index] = (*record.data_shards(), *record.error_shards())
+            unit_id = hashlib.sha256(f"{plan_key}|{unit.unit_id}".encode()).hexdigest()[:16]
+            units.append(dataclasses.replace(unit, unit_id=unit_id, plan_key=""))
+        rows = UnsettledRows(docs.spec, store.location, shards)
+        return self.execute(store, UnsettledDocuments(rows, units), method, units, stage=stage)
 
     def use_engine(self, engine: EngineConfig) -> str:
         """Run later stages on `engine` (a judge on another model than the generator): the
@@ -311,7 +359,7 @@ class StageRunner:
             stage=stage,
             method=method,
             renderer=self.renderer,
-            documents=docs.spec if isinstance(docs, InputDocuments) else list(docs()),
+            documents=documents_for_replicas(docs),
             sampling=sampling,
             seed=self.config.sampling.seed,
             max_model_len=self.config.engine.max_model_len,
