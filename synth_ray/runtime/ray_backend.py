@@ -1,4 +1,4 @@
-"""The Ray mechanism under the scheduler: generator actors, object refs, ray.wait.
+"""The Ray mechanism under the scheduler: generator actors, object refs, their completions.
 
     python -c "from synth_ray.runtime.ray_backend import check_cluster_fits; help(check_cluster_fits)"
 
@@ -10,6 +10,7 @@ never keeps receiving work.
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,7 @@ class RayBackend:
         self.stages: dict[str, Any] = {}  # stage key -> object ref of its StageSpec
         self.actors: dict[int, Any] = {}
         self.refs: dict[Any, tuple[str, int, int]] = {}
+        self.completed: queue.SimpleQueue[Any] = queue.SimpleQueue()  # refs done, for `poll`
         self.next_replica_id = 0
         self.probing: set[int] = set()  # replicas with a progress probe outstanding
 
@@ -102,7 +104,7 @@ class RayBackend:
         self.next_replica_id += 1
         actor = self.idle.pop() if self.idle else self._new_actor()
         self.actors[replica_id] = actor
-        self.refs[actor.ready.remote()] = ("ready", replica_id, -1)
+        self._track(actor.ready.remote(), "ready", replica_id, -1)
         return replica_id
 
     def _new_actor(self) -> Any:
@@ -124,26 +126,42 @@ class RayBackend:
         """Jobs send only slices (and diversity-filtered units to write) to real replicas."""
         key = payloads[0].stage_key
         ref = self.actors[replica_id].run_slices.remote(key, [self.stages[key]], payloads)
-        self.refs[ref] = ("batch", replica_id, batch_id)
+        self._track(ref, "batch", replica_id, batch_id)
 
     def probe(self, replica_id: int) -> None:
         """One probe outstanding per replica: a stuck actor must not pile them up."""
         if replica_id in self.probing or replica_id not in self.actors:
             return
         self.probing.add(replica_id)
-        self.refs[self.actors[replica_id].progress.remote()] = ("progress", replica_id, -1)
+        self._track(self.actors[replica_id].progress.remote(), "progress", replica_id, -1)
+
+    def _track(self, ref: Any, kind: str, replica_id: int, batch_id: int) -> None:
+        """Remember what `ref` is; once it completes, Ray's callback queues it for `poll`."""
+        self.refs[ref] = (kind, replica_id, batch_id)
+        ref.future().add_done_callback(lambda _done, ref=ref: self.completed.put(ref))
 
     def poll(self, timeout: float) -> list[Event]:
+        """The events of the calls completed by now, waiting up to `timeout` for a first one.
+        Its cost is the calls completed, not the calls outstanding: completions arrive in a
+        queue (`_track`), where `ray.wait` would scan every outstanding ref each time."""
         if not self.refs:
             return []
-        pending = list(self.refs)
-        done, _ = ray.wait(pending, num_returns=1, timeout=timeout)
-        if done:
-            done, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        try:
+            done = [self.completed.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self.completed.get_nowait())
+            except queue.Empty:
+                break
         events: list[Event] = []
         failed: set[int] = set()
         for ref in done:
-            kind, replica_id, batch_id = self.refs.pop(ref)
+            entry = self.refs.pop(ref, None)
+            if entry is None:
+                continue  # a call of a replica stopped meanwhile, or of an earlier job
+            kind, replica_id, batch_id = entry
             if kind == "progress":
                 self.probing.discard(replica_id)
             if replica_id in failed:
