@@ -155,6 +155,11 @@ def run(
         console.print(
             f"{len(summary.stalls)} stalled replicas replaced; last: {escape(summary.stalls[-1])}"
         )
+    if summary.pool_shrinks:
+        console.print(
+            f"[yellow]the replica pool shrank {len(summary.pool_shrinks)} time(s); last: "
+            f"{escape(summary.pool_shrinks[-1])}[/]"
+        )
     commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
     if samples:

@@ -167,7 +167,10 @@ class SchedulerConfig(_Section):
         3, ge=1, description="Tries per request when its replica dies before answering."
     )
     max_replica_restarts: int = Field(
-        3, ge=0, description="Dead replicas replaced before the job fails with the reason."
+        3,
+        ge=0,
+        description="Dead replicas replaced per replica of the pool per hour; beyond, the "
+        "pool shrinks with a warning, and the job fails with the reason once none is left.",
     )
     start_timeout_s: float = Field(
         900, gt=0, description="A replica not ready within this fails the job, naming why."

@@ -414,3 +414,43 @@ def test_in_flight_follows_what_each_replicas_engine_decodes_at_once():
     configured = BigEngines(latency_polls=5)
     run(configured, work(500), replicas=1, batch_size=10, max_in_flight=100)
     assert configured.max_outstanding_seen[0] == 100
+
+
+def test_the_restart_budget_is_a_rate_not_a_lifetime_total():
+    """One replica dying every hour or two of a long run is replaced every time: the budget
+    (max_replica_restarts per replica per hour) refills, where a lifetime total of 1 would
+    have failed the job at the second death."""
+    from fake_backend import VirtualClock
+
+    clock = VirtualClock()
+    backend = FakeBackend(die_after_batches={i: 3 for i in range(6)}, clock=clock)
+    got = run(
+        backend,
+        work(200),
+        clock=clock,
+        replicas=1,
+        batch_size=5,
+        max_in_flight=10,
+        max_replica_restarts=1,
+        max_attempts=100,
+        poll_interval_s=600.0,  # each poll is ten minutes of the virtual clock
+        probe_interval_s=1e9,
+    )
+    assert set(got.values()) == {1} and len(got) == 200
+    assert run.scheduler.restarts >= 4 and run.scheduler.shrinks == []  # type: ignore[attr-defined]
+
+
+def test_a_pool_past_its_budget_shrinks_with_a_warning():
+    notices: list[str] = []
+    backend = FakeBackend(die_after_batches={i: 0 for i in range(6)})
+    scheduler = Scheduler(
+        backend,
+        iter(work(100)),
+        lambda item, result: None,
+        SchedulerSettings(replicas=4, max_replica_restarts=1, max_attempts=100, poll_interval_s=0),
+        notice=notices.append,
+    )
+    scheduler.run()
+    assert scheduler.restarts == 4 and len(scheduler.shrinks) == 2
+    assert "2 of 4 replicas left" in scheduler.shrinks[-1]
+    assert [n for n in notices if n.startswith("warning: replica")] == scheduler.shrinks

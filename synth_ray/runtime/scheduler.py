@@ -28,9 +28,10 @@ weighted by the requests it stands for. Policy:
   finish until its grace runs out (their units commit), then `JobStopped` is raised. Work
   that only writes what was already generated (`finishing`: a diversity-filtered unit that
   has been decided) is still sent meanwhile, so it commits within the grace too.
-- A dead replica is replaced up to `max_replica_restarts` times (one killed by a suspect it ran
-  alone is replaced without counting: bisecting costs a few per poison row). The job fails fast, with the
-  reason, when no replica is left, when replicas fail to start before any became ready (a bad
+- A dead replica is replaced while the replacements of the last hour stay under
+  `max_replica_restarts` per replica of the pool; beyond, the pool shrinks, with a warning
+  (one killed by a suspect it ran alone is replaced without counting: bisecting costs a few
+  per poison row). The job fails fast, with the reason, when no replica is left, when replicas fail to start before any became ready (a bad
   model path fails every replica alike), or when none is ready within `start_timeout_s`.
 Cost per event is independent of the number of replicas: only replicas with room are visited.
 """
@@ -88,6 +89,9 @@ class SliceWriteFailed(Exception):
     its network to the object store); the item is re-sent to a replica that has not failed
     it, and fails the job only after failing on `max_attempts` replicas (or as often on all
     there are)."""
+
+
+RESTART_WINDOW_S = 3600.0  # the restart budget counts replacements over this window
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,8 @@ class Scheduler:
         self.retry: deque[WorkItem] = deque()
         self.work_exhausted = False
         self.restarts = 0
+        self.restart_times: deque[float] = deque()  # of the replacements in the last hour
+        self.shrinks: list[str] = []  # a replica lost and not replaced: the pool shrank
         self.isolation_deaths = 0  # replicas killed by a suspect they ran alone (not charged)
         self.ever_ready = False
         self.next_batch_id = 0
@@ -449,14 +455,37 @@ class Scheduler:
             # bisection needs a few such deaths per poison row, so it is replaced uncharged
             self.isolation_deaths += 1
             self._start_replica()
-        elif self.restarts < self.settings.max_replica_restarts:
+        elif self._may_restart():
             self.restarts += 1
+            self.restart_times.append(self.clock())
             self._start_replica()
         elif not self.replicas:
             raise JobFailed(
                 f"all generator replicas died ({self.restarts} replaced, "
-                f"max_replica_restarts={self.settings.max_replica_restarts}); last: {reason}"
+                f"max_replica_restarts={self.settings.max_replica_restarts} per replica per "
+                f"hour); last: {reason}"
             )
+        else:
+            line = (
+                f"warning: replica {replica_id} not replaced ({len(self.restart_times)} "
+                f"replacements in the last hour reach max_replica_restarts="
+                f"{self.settings.max_replica_restarts} per replica per hour): "
+                f"{len(self.replicas)} of {self.settings.replicas} replicas left"
+            )
+            self.shrinks.append(line)
+            if self.notice is not None:
+                self.notice(line)
+
+    def _may_restart(self) -> bool:
+        """The restart budget is a rate: `max_replica_restarts` per replica of the pool per
+        hour, so a crash-looping engine still fails the job within minutes while a lost node
+        of a big pool (many replicas at once) or one death a day in a week-long run does not
+        spend it."""
+        window = self.clock() - RESTART_WINDOW_S
+        while self.restart_times and self.restart_times[0] <= window:
+            self.restart_times.popleft()
+        budget = self.settings.max_replica_restarts * self.settings.replicas
+        return len(self.restart_times) < budget
 
     def _wake_ready(self) -> None:
         """Items went back in the queue: replicas that ran out of work may take them."""

@@ -76,6 +76,7 @@ class RunSummary:
     requests_resent: int = 0
     replica_failures: list[str] = field(default_factory=list)
     stalls: list[str] = field(default_factory=list)  # why each stalled replica was replaced
+    pool_shrinks: list[str] = field(default_factory=list)  # replicas lost and not replaced
     # what the replicas' engines ran: dtype, why that dtype, niceness (empty if none started)
     engine: dict[str, Any] = field(default_factory=dict)
 
@@ -485,6 +486,7 @@ class StageRunner:
             summary.requests_resent += scheduler.requests_resent
             summary.replica_failures.extend(scheduler.failures)
             summary.stalls.extend(scheduler.stalls)
+            summary.pool_shrinks.extend(scheduler.shrinks)
         startup = generation = 0.0
         if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
             startup = scheduler.first_ready_at - scheduler.started_at
@@ -525,6 +527,8 @@ class StageRunner:
             "replicas_stalled": len(scheduler.stalls),
             "stalls": scheduler.stalls[-5:],
         }
+        if scheduler.shrinks:
+            record["pool_shrinks"] = scheduler.shrinks[-5:]
         if scheduler.stop is not None and scheduler.stop.requested:
             record["stopped_by"] = scheduler.stop.signal_name
         return record
