@@ -12,6 +12,7 @@ files under the test's folder fail too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -180,7 +181,8 @@ def test_clean_run_writes_shards_and_commit_objects(tmp_path, docs_file, target,
     assert {"_job.json", "stats.json", "data", "errors", COMMITS_DIR, "_runs"} <= set(top)
     shards = [name[: len("part-000000")] for name in target.listdir("out/data")]
     assert shards == [f"part-{i:06d}" for i in range(n)]
-    assert target.listdir(f"out/{COMMITS_DIR}") == [f"unit-{i:06d}.json" for i in range(n)]
+    commit_objects = [f"unit-{i:06d}.json" for i in range(n)]
+    assert target.listdir(f"out/{COMMITS_DIR}") == ["_segments", *commit_objects]
     assert len(target.listdir("out/_runs")) == 1
 
     # every row readable by plain pyarrow, and the same rows as a run into a local folder
@@ -294,7 +296,8 @@ def test_crash_at_any_commit_step_then_resume_equals_clean_run(
     assert sorted(ids_of(uri, errors=True)) == sorted(ids_of(clean_uri, errors=True))
     # the rerun rewrote every uncommitted shard: what is on the store is whole and committed
     n = summary.units_total
-    assert target.listdir(f"out/{COMMITS_DIR}") == [f"unit-{i:06d}.json" for i in range(n)]
+    commit_objects = [f"unit-{i:06d}.json" for i in range(n)]
+    assert target.listdir(f"out/{COMMITS_DIR}") == ["_segments", *commit_objects]
     data = pads.dataset(target.path("out/data"), filesystem=target.fs, format="parquet")
     assert sorted(data.to_table(columns=["id"]).column("id").to_pylist()) == sorted(clean)
     stats = OutputStore(uri).read_json("stats.json")
@@ -317,7 +320,8 @@ def test_different_config_on_same_uri_is_refused_then_overwrite(
     summary = run_job(other, overwrite=True, show_progress=False, backend=FakeBackend())
     assert summary.units_skipped == 0 and summary.units_committed == summary.units_total
     assert summary.units_total == first.units_total
-    assert len(target.listdir(f"out/{COMMITS_DIR}")) == summary.units_total
+    commit_objects = [n for n in target.listdir(f"out/{COMMITS_DIR}") if n.endswith(".json")]
+    assert len(commit_objects) == summary.units_total
     assert len(target.listdir("out/_runs")) == 1  # the old job's run log went with it
     job = OutputStore(uri).read_job()
     assert job["fingerprint"] == other.fingerprint()
@@ -587,3 +591,37 @@ def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
             attempts=4,
             sleep=slept.append,
         )
+
+
+def test_a_new_reader_of_many_commits_fetches_segments_not_every_object(target, monkeypatch):
+    """A resume, `status` or the card of a big output: the commits come from a few segment
+    objects plus the objects no segment covers yet (fetched in parallel), and a dropped
+    unit (--replan) never comes back from a segment."""
+    import synth_ray.io.commits as commits
+
+    monkeypatch.setattr(commits, "SEGMENT_SIZE", 10)
+    store = OutputStore(target.uri("many"))
+    store.location.make_dir()
+    records = [
+        UnitRecord(i, f"u{i}", f"data/part-{i:06d}.parquet", None, 1, {"rows_in": 1, "rows_out": 1})
+        for i in range(25)
+    ]
+    for record in records:
+        store.commit(record)
+    gets: list[str] = []
+    real_get = UriLocation.read_bytes
+
+    def counting_get(self, name):
+        gets.append(name)
+        return real_get(self, name)
+
+    monkeypatch.setattr(UriLocation, "read_bytes", counting_get)
+    assert set(OutputStore(store.location).committed()) == {f"u{i}" for i in range(25)}
+    assert sum("_segments/" in g for g in gets) == 2 and len(gets) == 2 + 5, gets
+    store.commits.checkpoint()  # what a stage's end does: the last 5 go into a segment too
+    gets.clear()
+    assert len(OutputStore(store.location).committed()) == 25 and len(gets) == 3
+    store.drop_units([records[7]])
+    store.commit(dataclasses.replace(records[7], unit_id="u7-new"))
+    fresh = OutputStore(store.location).committed()
+    assert "u7" not in fresh and fresh["u7-new"].unit_index == 7 and len(fresh) == 25

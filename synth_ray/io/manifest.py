@@ -91,6 +91,9 @@ class Manifest:
     def forget(self) -> None:
         """Nothing cached here: every `read` reads the file."""
 
+    def checkpoint(self) -> None:
+        """Nothing to compact: one file, read in one go."""
+
     def drop(self, unit_ids: set[str]) -> None:
         """Take units out of the log (a re-plan whose input changed under them): the file is
         rewritten without their lines, atomically, so a kill leaves the old log or the new."""

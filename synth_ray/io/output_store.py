@@ -369,6 +369,8 @@ class OutputStore:
         `extra` (kept in _driver_stats.json for later readers) adds rows a method's driver
         decided on outside any unit (Self-Instruct's pool filters, Evol-Instruct's judge), so
         the accounting covers them; `sections` adds method-specific figures."""
+        if self.lease is not None:  # the writer: what it committed goes into a segment
+            self.commits.checkpoint()
         committed = self.committed()
         runs = self.runs()
         if extra is not None:
