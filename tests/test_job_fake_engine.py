@@ -17,7 +17,7 @@ from fake_backend import FakeBackend
 import synth_ray.io.manifest as manifest_mod
 import synth_ray.io.output_store as store_mod
 from synth_ray.errors import InputError, OutputConflictError
-from synth_ray.io.inputs import InputChangedError, InputSpec, identify_inputs
+from synth_ray.io.inputs import InputChangedError, InputSpec, identify_inputs, iter_documents
 from synth_ray.io.output_store import OutputStore
 from synth_ray.runtime.job import run_job
 
@@ -311,6 +311,40 @@ def test_input_rewritten_in_place_while_the_run_goes_fails_it(
     assert "\n" not in str(failed.value)
     committed = OutputStore(tmp_path / "out").committed()
     assert committed and all(unit_id in clean for unit_id in committed)
+
+
+@pytest.mark.parametrize("repeat", [None, (3, 1), (39_999, 17)])
+def test_repeated_ids_are_found_in_bounded_memory(tmp_path, monkeypatch, repeat):
+    """Past SPILL_AT the id hashes go to temporary files by their top byte, each checked
+    alone: a repeat in two spills, or none, is told exactly as in memory."""
+    import tempfile
+
+    import synth_ray.plan as plan
+
+    monkeypatch.setattr(plan, "SPILL_AT", 1000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spills = []
+    real_spill = plan.IdHashes._spill
+    monkeypatch.setattr(
+        plan.IdHashes, "_spill", lambda self: (spills.append(1), real_spill(self))[-1]
+    )
+    docs = [{"id": f"id-{i}", "text": "x"} for i in range(40_000)]
+    if repeat is not None:
+        docs[repeat[0]]["id"] = docs[repeat[1]]["id"]
+    path = write_jsonl(tmp_path / "ids.jsonl", docs)
+    spec = InputSpec(str(path), id_column="id")
+
+    class One:
+        def estimate_rows(self, doc):
+            return 1
+
+    source = lambda: iter_documents(spec)  # noqa: E731
+    if repeat is None:
+        assert len(plan.plan_units(source, One(), "k", 5000, "id")) == 8
+    else:
+        with pytest.raises(InputError, match=f"id 'id-{repeat[1]}' appears more than once"):
+            plan.plan_units(source, One(), "k", 5000, "id")
+    assert len(spills) >= 40 and not list(tmp_path.glob("synth-ray-ids-*"))
 
 
 def test_duplicate_ids_stop_the_run_before_work(tmp_path, embedded_model):
