@@ -261,6 +261,34 @@ def test_filtered_units_commit_in_unit_order_whatever_order_they_are_written(tmp
     tracker.check_done()
 
 
+def test_finished_units_never_pile_up_without_bound_behind_a_slow_one(tmp_path):
+    """Units decide in order: while unit 0 is slow, finished later units wait with their
+    vectors in the driver. At `max_ahead` of them no new slice goes out until unit 0 is back."""
+    from synth_ray.runtime.slices import FilteredSliceTracker, SliceDone
+
+    store = OutputStore(tmp_path / "out")
+    tracker = FilteredSliceTracker(store, "", lambda stats: None, _KeepAll(), "k", max_ahead=3)
+    units = {i: WorkUnit(i, f"u{i}", i, i + 1, 1) for i in range(10)}
+    work = tracker.work(tracker.register(cut_slices(units.values(), "k", 10, 1, 1), units))
+    stats = {"rows_in": 1, "rows_out": 1, "input_documents": 1}
+
+    def back(item):
+        done = SliceDone(
+            item.key, item.unit_index, item.payload.start, f"s{item.unit_index}", None, stats,
+            vectors=np.ones((1, 2), np.float16), decided=np.zeros(1, np.int64),
+        )  # fmt: skip
+        tracker.add_result(item, done)
+
+    slow = next(work)  # unit 0: out, not back
+    for _ in range(3):
+        back(next(work))  # units 1-3 finish and wait behind it
+    assert next(work) is None and next(work) is None  # unit 4 waits too
+    back(slow)  # unit 0 is back: 0-3 are decided, their writes go out, then unit 4
+    sent = [next(work) for _ in range(5)]
+    assert [i.unit_index for i in sent] == [0, 1, 2, 3, 4]
+    assert [type(i.payload).__name__ for i in sent] == ["FinalizeTask"] * 4 + ["SliceTask"]
+
+
 class _CountingFile:
     """A binary file that counts the bytes read through it."""
 

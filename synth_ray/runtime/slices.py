@@ -371,10 +371,14 @@ class FilteredSliceTracker(SliceTracker):
         on_commit: OnUnitCommit,
         diversity: DiversityFilter,
         stage_key: str,
+        max_ahead: int = 64,
     ) -> None:
+        """`max_ahead`: units whose slices are all back but that wait for an earlier unit's
+        decision; at that many no new slice goes out (their vectors sit in this process)."""
         super().__init__(store, stage, on_commit)
         self.diversity = diversity
         self.stage_key = stage_key
+        self.max_ahead = max_ahead
         self.order: deque[int] = deque()  # units registered, not yet decided
         self.complete: dict[int, _OpenUnit] = {}  # all slices back, waiting for their turn
         self.finalizing: dict[int, tuple[_OpenUnit, np.ndarray]] = {}
@@ -391,10 +395,16 @@ class FilteredSliceTracker(SliceTracker):
             yield from super().register([item], units)
 
     def work(self, slices: Iterator[WorkItem]) -> Iterator[WorkItem | None]:
-        """Unit writes first, then new slices; None while only decisions are awaited."""
+        """Unit writes first, then new slices; None while only decisions are awaited, or
+        while `max_ahead` units wait behind the unit to decide next (one slow unit must not
+        pile up finished units and their vectors without bound: its own slices went out
+        before any later unit's, so it is never kept waiting by this)."""
         while True:
             if self.to_write:
                 yield self.to_write.popleft()
+                continue
+            if len(self.complete) >= self.max_ahead:
+                yield None
                 continue
             item = next(slices, None)
             if item is not None:

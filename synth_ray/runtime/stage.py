@@ -384,7 +384,14 @@ class StageRunner:
         tracker = (
             SliceTracker(store, stage, on_commit)
             if diversity is None
-            else FilteredSliceTracker(store, stage, on_commit, diversity, spec.key)
+            else FilteredSliceTracker(
+                store,
+                stage,
+                on_commit,
+                diversity,
+                spec.key,
+                max(16, 4 * self.config.resources.replicas),
+            )
         )
         slices = cut_slices(
             remaining,
