@@ -369,3 +369,42 @@ def test_a_job_on_s3_takes_the_lease_and_gives_it_back(uri_output, tmp_path, emb
     store = OutputStore(uri_output)
     assert {r.run_id for r in store.committed().values()} != {""}
     assert store.location.read_bytes(HOLDER_FILE) is None
+
+
+def test_an_unreadable_holder_record_is_refused_after_the_window_never_taken(tmp_path):
+    """A record the store cannot read (here a folder where the file should be) is neither a
+    released lease nor a dead holder's: the run watches it, then stops with one line."""
+    out = tmp_path / "out"
+    (out / HOLDER_FILE).mkdir(parents=True)
+    clock = VirtualClock()
+    lease = OutputLease(open_location(out.as_uri()), clock=clock, sleep=clock.advance)
+    with pytest.raises(OutputBusyError, match="its lease record cannot be read"):
+        lease.acquire()
+    assert 60 <= clock() <= 65
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_a_holder_of_this_process_space_is_taken_at_once_only_when_its_pid_is_gone(tmp_path, alive):
+    """Same kernel and pid namespace, lock won: a gone pid is a dead holder (taken at once);
+    a live one (another mount's emulated lock, a reused pid) is watched like any other."""
+    from synth_ray.io.lease import kernel_id
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    if not alive:
+        proc.kill()
+        proc.wait(timeout=30)
+    try:
+        record = {"run_id": "samebox01", "host": "h", "pid": proc.pid, "started": 0.0}
+        clock = VirtualClock()
+        clock.advance(1_000)
+        tmp_path.mkdir(exist_ok=True)
+        record.update(kernel=kernel_id(), heartbeat=clock())
+        (tmp_path / HOLDER_FILE).write_text(json.dumps(record))
+        lease = OutputLease(open_location(str(tmp_path)), clock=clock, sleep=clock.advance)
+        lease.acquire()
+        lease.release()
+        waited = clock() - 1_000
+        assert (waited >= 59) if alive else (waited == 0), waited
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

@@ -625,3 +625,36 @@ def test_a_new_reader_of_many_commits_fetches_segments_not_every_object(target, 
     store.commit(dataclasses.replace(records[7], unit_id="u7-new"))
     fresh = OutputStore(store.location).committed()
     assert "u7" not in fresh and fresh["u7-new"].unit_index == 7 and len(fresh) == 25
+
+
+def test_a_drop_killed_halfway_leaves_no_segment_over_its_objects(target, monkeypatch):
+    """--replan's drop removes the segments before the commit objects: a kill in between
+    can leave a stale object (the rerun finds it stale again), never a segment whose old
+    record would hide the object committed again under its name."""
+    import synth_ray.io.commits as commits
+
+    monkeypatch.setattr(commits, "SEGMENT_SIZE", 5)
+    store = OutputStore(target.uri("drop"))
+    store.location.make_dir()
+    records = [
+        UnitRecord(i, f"u{i}", f"data/part-{i:06d}.parquet", None, 1, {"rows_in": 1, "rows_out": 1})
+        for i in range(10)
+    ]
+    for record in records:
+        store.commit(record)
+    assert store.location.listdir(commits.SEGMENTS_DIR)
+    real_delete = UriLocation.delete
+
+    class Killed(BaseException):
+        pass
+
+    def delete(self, name):
+        if name.endswith(".json"):
+            raise Killed()
+        return real_delete(self, name)
+
+    monkeypatch.setattr(UriLocation, "delete", delete)
+    with pytest.raises(Killed):
+        store.commits.drop({"u3"})
+    assert store.location.listdir(commits.SEGMENTS_DIR) == []
+    assert set(OutputStore(store.location).committed()) == {f"u{i}" for i in range(10)}

@@ -305,6 +305,11 @@ class _CountingFile:
     def seek(self, offset: int) -> int:
         return self.fh.seek(offset)
 
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.counter[0] += len(data)
+        return data
+
     def __iter__(self):
         for line in self.fh:
             self.counter[0] += len(line)
@@ -389,3 +394,21 @@ def test_a_long_read_is_progress_not_a_stall(tmp_path, docs_file, embedded_model
     assert reads, "no slice read several rows"
     for seen in reads:
         assert seen == sorted(set(seen)), seen  # the mark moved at every row
+
+
+def test_a_seek_into_a_rewritten_file_is_refused_not_read_mid_line(tmp_path):
+    """A planned seek whose file was rewritten at the same size with other line lengths
+    would start mid-line: the read stops with one line instead."""
+    from synth_ray.io.inputs import InputChangedError
+
+    path = tmp_path / "docs.jsonl"
+    rows = [{"text": f"doc {i}", "id": f"id{i}"} for i in range(20)]
+    write_jsonl(path, rows)
+    spec = InputSpec(str(path), id_column="id")
+    seek = list(iter_documents(spec))[10].seek
+    content = path.read_bytes()
+    shifted = content.replace(b'"doc 3"', b'"doc 3 "', 1).replace(b'"doc 15"', b'"doc15"', 1)
+    assert len(shifted) == len(content)
+    path.write_bytes(shifted)
+    with pytest.raises(InputChangedError, match="no line starts at byte"):
+        list(iter_document_range(spec, 10, 12, seek))

@@ -24,6 +24,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from synth_ray.io.conditional import ObstoreConditional, open_conditional
 from synth_ray.io.filesystem import Location
 from synth_ray.io.manifest import Manifest, UnitRecord, parse_record, record_json
 
@@ -60,6 +61,10 @@ class CommitObjects:
 
     def __init__(self, location: Location) -> None:
         self.location = location
+        # create-only writes on the object stores obstore speaks (io/conditional.py); a file://
+        # output keeps the store's own check-then-PUT, like any store pyarrow alone reaches
+        cas = open_conditional(location)
+        self.cas = cas if isinstance(cas, ObstoreConditional) else None
         self._parsed: dict[str, UnitRecord] = {}
         self._segments_read: set[str] = set()
         self._uncovered: list[UnitRecord] = []  # committed by this process, in no segment yet
@@ -89,17 +94,37 @@ class CommitObjects:
     def append(self, record: UnitRecord) -> None:
         """Commit a unit: call only after every shard it names was written. A unit's first
         commit object stays (a later one can only come from a run fenced off after its lease
-        was taken over, see manifest.py): checked, then PUT, two steps, since pyarrow's
-        filesystems have no conditional create."""
+        was taken over, see manifest.py): a create-only PUT where the store has one, else
+        checked, then PUT, two steps (pyarrow's filesystems have no conditional create)."""
         name = f"{COMMITS_DIR}/{commit_object_name(record)}"
-        existing = parse_record(self.location.read_bytes(name) or b"")
-        if existing is not None and existing.unit_id == record.unit_id:
-            return
-        self.location.write_bytes_atomic(name, (record_json(record) + "\n").encode())
+        data = (record_json(record) + "\n").encode()
+        if self.cas is not None:  # create-only: of two writers, the first one wins
+            if not self._create_or_repair(name, data):
+                return
+        else:
+            existing = parse_record(self.location.read_bytes(name) or b"")
+            if existing is not None and existing.unit_id == record.unit_id:
+                return
+            self.location.write_bytes_atomic(name, data)
         self._parsed[commit_object_name(record)] = record
         self._uncovered.append(record)
         if len(self._uncovered) >= SEGMENT_SIZE:
             self.write_segment()
+
+    def _create_or_repair(self, name: str, data: bytes) -> bool:
+        """Create the commit object; False when a whole one is there already (the first
+        wins). A torn one (a killed write on a store that can tear) is replaced, only in the
+        version that was read."""
+        assert self.cas is not None
+        for _ in range(3):
+            if self.cas.create(name, data) is not None:
+                return True
+            found = self.cas.read(name)
+            if found is not None and parse_record(found[0]) is not None:
+                return False
+            if found is not None and self.cas.swap(name, data, found[1]) is not None:
+                return True
+        raise OSError(f"{name}: changed by another writer while this run committed it")
 
     def checkpoint(self) -> None:
         """The records committed since the last segment, into one (a stage's end)."""
@@ -123,10 +148,11 @@ class CommitObjects:
         """Take units out of the log (a re-plan whose input changed under them). The
         segments go too (their records would name objects that may be committed again
         with other units): the objects left are read one by one until the next segment."""
-        for record in list(self.read().values()):
+        records = list(self.read().values())
+        self.location.delete(SEGMENTS_DIR)  # first: a segment must never outlive its objects
+        for record in records:
             if record.unit_id in unit_ids:
                 self.location.delete(f"{COMMITS_DIR}/{commit_object_name(record)}")
-        self.location.delete(SEGMENTS_DIR)
         self.forget()
 
     def forget(self) -> None:

@@ -16,10 +16,13 @@ says so in its docstring.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -80,7 +83,10 @@ def open_conditional(location: Location) -> ConditionalObjects | None:
 
 
 class ObstoreConditional:
-    """Conditional PUTs on an object store through obstore."""
+    """Conditional PUTs on an object store through obstore. A tag is the object's ETag and,
+    where the store has one, its version (GCS's generation: an update is conditional on it).
+    obstore's other errors (a network failure past its retries, access denied) are raised
+    as OSError, what every caller of a store already handles."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -89,34 +95,62 @@ class ObstoreConditional:
         import obstore
         from obstore.exceptions import NotFoundError
 
-        try:
-            result = obstore.get(self.store, name)
-        except (NotFoundError, FileNotFoundError):
-            return None
-        return bytes(result.bytes()), str(result.meta["e_tag"])
+        with _as_oserror(name):
+            try:
+                result = obstore.get(self.store, name)
+            except (NotFoundError, FileNotFoundError):
+                return None
+            return bytes(result.bytes()), _pack(
+                result.meta.get("e_tag"), result.meta.get("version")
+            )
 
     def create(self, name: str, data: bytes) -> str | None:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        try:
-            return str(obstore.put(self.store, name, data, mode="create")["e_tag"])
-        except (AlreadyExistsError, PreconditionError, FileExistsError):
-            return None
+        with _as_oserror(name):
+            try:
+                put = obstore.put(self.store, name, data, mode="create")
+            except (AlreadyExistsError, PreconditionError, FileExistsError):
+                return None
+            return _pack(put.get("e_tag"), put.get("version"))
 
     def swap(self, name: str, data: bytes, tag: str) -> str | None:
         import obstore
         from obstore.exceptions import NotFoundError, PreconditionError
 
-        try:
-            return str(obstore.put(self.store, name, data, mode={"e_tag": tag})["e_tag"])
-        except (PreconditionError, NotFoundError, FileNotFoundError):
-            return None
+        e_tag, version = json.loads(tag)
+        mode: dict[str, str] = {"e_tag": e_tag} if e_tag else {}
+        if version:
+            mode["version"] = version
+        with _as_oserror(name):
+            try:
+                put = obstore.put(self.store, name, data, mode=mode)
+            except (PreconditionError, NotFoundError, FileNotFoundError):
+                return None
+            return _pack(put.get("e_tag"), put.get("version"))
 
     def delete(self, name: str) -> None:
         import obstore
 
-        obstore.delete(self.store, name)
+        with _as_oserror(name):
+            obstore.delete(self.store, name)
+
+
+def _pack(e_tag: str | None, version: str | None) -> str:
+    return json.dumps([e_tag, version])
+
+
+@contextlib.contextmanager
+def _as_oserror(name: str) -> Iterator[None]:
+    """obstore's own errors (not OSError subclasses) as OSError naming the object."""
+    from obstore.exceptions import BaseError
+
+    try:
+        yield
+    except BaseError as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise OSError(f"{name}: {type(err).__name__}: {first}") from err
 
 
 class LocalConditional:
@@ -130,7 +164,7 @@ class LocalConditional:
     def read(self, name: str) -> tuple[bytes, str] | None:
         try:
             data = (self.folder / name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        except FileNotFoundError:
             return None
         return data, _tag(data)
 

@@ -319,6 +319,18 @@ def _parquet_rows(file: Path) -> int:
     return pq.ParquetFile(file).metadata.num_rows
 
 
+def _check_line_start(spec: InputSpec, file: Path, offset: int) -> None:
+    """Raise InputChangedError unless a line of `file` starts at byte `offset` (a planned
+    seek into a file rewritten since at the same size would start mid-line)."""
+    with open(file, "rb") as fh:
+        fh.seek(offset - 1)
+        if fh.read(1) != b"\n":
+            raise InputChangedError(
+                f"input.path {spec.path}: {file.name} changed since the job planned (no line "
+                f"starts at byte {offset} any more); rerun with --replan"
+            )
+
+
 def _skip_jsonl(file: Path, offset: int, line: int, rows: int) -> tuple[int, int, int]:
     """Pass over up to `rows` rows (non-blank lines, never parsed) of a JSONL file from byte
     `offset`, physical line `line`; returns how many it passed, and the offset and line
@@ -416,6 +428,8 @@ def iter_document_range(
         row, offset, line = 0, 0, 1
         if seek is not None and index == first and seek.ordinal == ordinal:
             row, offset, line = seek.row, seek.offset, seek.line
+            if offset and not (parquet or source):
+                _check_line_start(spec, file, offset)
         skip = 0
         if start > ordinal and (parquet or source):  # rows of the file from `row` on
             rows = _parquet_rows(file) - row if parquet else 1 - row

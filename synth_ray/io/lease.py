@@ -64,12 +64,13 @@ def seconds(value: Any) -> float:
 
 
 def kernel_id() -> str:
-    """What tells this kernel from any other: its boot id (Linux), else the host name. Two
-    containers may share a host name, never a boot id; processes of one kernel see each
-    other's locks on its filesystems."""
+    """What tells this process space from any other: the kernel's boot id and this pid
+    namespace (Linux), else the host name. Two containers may share a host name and a
+    kernel, never a pid namespace, so only a holder in this one can be told dead by its pid."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as fh:
-            return fh.read().strip()
+            boot = fh.read().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
     except OSError:
         return f"host:{socket.gethostname()}"
 
@@ -98,6 +99,7 @@ class OutputLease:
         self.kernel = kernel_id()
         self.started = clock()
         self.lost: str | None = None
+        self.unreadable: str | None = None  # why the last `holder()` read failed
         self._fd: int | None = None
         self._created = False  # this lease created the output folder
         self._last_beat = float("inf")  # when the record was last written (not yet: never)
@@ -191,19 +193,22 @@ class OutputLease:
         return True
 
     def holder(self) -> dict[str, Any] | None:
-        """The holder record on the output, None when absent or unreadable."""
+        """The holder record on the output, None when absent or unreadable (`unreadable`
+        then says why: the store failed to answer, which is not a released lease)."""
+        self.unreadable = None
         try:
             if self.cas is not None:
                 found = self.cas.read(HOLDER_FILE)
                 data, self._seen_tag = found if found is not None else (None, None)
             else:
                 data = self.location.read_bytes(HOLDER_FILE)
-        except OSError:
+        except OSError as err:
+            self.unreadable = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             return None
         try:
             record = json.loads(data) if data else None
         except ValueError:
-            return None
+            return None  # a damaged record: a dead holder's (see `seconds`)
         return record if isinstance(record, dict) else None
 
     # -- how ----------------------------------------------------------------------------------
@@ -232,29 +237,56 @@ class OutputLease:
     def _wait_for_other_holder(self) -> None:
         """Return once no other live run holds the record; raise OutputBusyError when one does.
 
-        A record written under this kernel (same boot id) that survived its lock is a dead
-        run's: taken over at once. Any other is judged by watching it on this host's clock,
+        A record written in this process space (same kernel and pid namespace) whose pid is
+        gone and whose lock this run won is a dead run's: taken over at once. A record that
+        cannot be read is watched as a live one, and refused after the stale window. Any other is judged by watching it on this host's clock,
         never by comparing its timestamp with ours (the clocks of two hosts may differ by
         minutes): a record that changes is a live holder's (refused at once); one unchanged
         for the rest of the stale window is a dead one's. A record whose timestamp is already
         that old is still watched for two heartbeats, so a live holder whose clock lags
         is seen beating, not taken over."""
         holder = self.holder()
-        if holder is None or holder.get("run_id") == self.run_id:
+        if (
+            holder is None
+            and self.unreadable is None
+            or (holder is not None and holder.get("run_id") == self.run_id)
+        ):
             return
-        if self._fd is not None and holder.get("kernel") == self.kernel:
+        if holder is not None and self._fd is not None and self._same_space_dead(holder):
             return  # its process would still hold the lock if it were alive
-        first = (holder.get("run_id"), holder.get("heartbeat"))
-        age = self.clock() - seconds(holder.get("heartbeat"))
+        first = (holder or {}).get("run_id"), (holder or {}).get("heartbeat")
+        age = self.clock() - seconds((holder or {}).get("heartbeat"))
         watch = min(self.stale_after_s, max(2 * self.heartbeat_s, self.stale_after_s - age))
         since = self.clock()
-        while self.clock() - since < watch:
+        while self.clock() - since < watch or self.unreadable is not None:
+            if self.unreadable is not None and self.clock() - since >= self.stale_after_s:
+                raise OutputBusyError(
+                    f"output.path {self.location.uri}: its lease record cannot be read "
+                    f"({self.unreadable}); fix the store's access, or remove {HOLDER_FILE}"
+                )
             self.sleep(min(2.0, self.heartbeat_s / 2))
             holder = self.holder()
-            if holder is None:
+            if holder is None and self.unreadable is None:
                 return  # released meanwhile
-            if (holder.get("run_id"), holder.get("heartbeat")) != first:
+            if holder is not None and (holder.get("run_id"), holder.get("heartbeat")) != first:
                 raise OutputBusyError(self._busy_line(holder))
+
+    def _same_space_dead(self, holder: dict[str, Any]) -> bool:
+        """True when `holder` ran under this kernel and pid namespace and its pid is gone:
+        with the lock won as well, it is dead. Containers share a kernel, not a pid
+        namespace; a live pid (or one reused since) is left to the watch instead."""
+        if holder.get("kernel") != self.kernel:
+            return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return not isinstance(pid, int)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False  # alive, another user's
+        return False
 
     def _record(self) -> dict[str, Any]:
         return {
@@ -296,8 +328,12 @@ class OutputLease:
             if tag is None:
                 tag = self.cas.create(HOLDER_FILE, data)  # gone: released by mistake
             if tag is None:
-                self._note_takeover(self.holder())
-                return
+                holder = self.holder()
+                if holder is not None and holder.get("run_id") == self.run_id:
+                    tag = self._seen_tag  # ours after all (a PUT whose answer was lost)
+                else:
+                    self._note_takeover(holder)
+                    return
             self._tag = tag
         self._last_beat = self.clock()
 

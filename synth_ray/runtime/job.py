@@ -83,13 +83,13 @@ def run_job(
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     # one writer per output, taken before anything is written (io/lease.py)
+    inputs = None
+    if docs is not None:  # what later runs compare, and what the cached plans are keyed by
+        inputs = docs.identity = identify_inputs(docs.spec)
     lease = OutputLease(store.location)
     lease.acquire()
     store.lease = lease
     summary = RunSummary(output_path=store.location.uri)
-    inputs = None
-    if docs is not None:  # what later runs compare, and what the cached plans are keyed by
-        inputs = docs.identity = identify_inputs(docs.spec)
     try:
         if inputs is not None and docs is not None and not (overwrite or replan):
             store.check_recorded_inputs(fingerprint, docs.spec.path, inputs)

@@ -226,17 +226,25 @@ def check_planned_rows(
     one). The input snapshot's sizes catch a file grown, cut, added or removed; this also
     catches one rewritten in place at the same size."""
     if not isinstance(spec.documents, InputSpec) or not spec.plan_key:
-        return  # a later stage's rows: the driver's own, in memory
+        return  # a later stage's rows: the driver's own, or checked by their reader
     whole = docs
     if not task.whole_unit:
         whole = spec.read(task.unit_start, task.unit_stop, task.unit_seek, step)
+    check_unit_rows(spec.documents, spec.plan_key, task, task.unit_id, whole)
+
+
+def check_unit_rows(
+    input_spec: InputSpec, plan_key: str, task: SliceTask, unit_id: str, whole: list[Document]
+) -> None:
+    """Raise InputChangedError unless `whole` (the unit's documents) hash to `unit_id`."""
     ids = [doc.source_id for doc in whole]
-    found = unit_id_of(spec.plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
-    if found != task.unit_id:
+    found = unit_id_of(plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
+    if found != unit_id:
         raise InputChangedError(
-            f"input.path {spec.documents.path}: input rows {task.unit_start}-{task.unit_stop} "
+            f"input.path {input_spec.path}: input rows {task.unit_start}-{task.unit_stop} "
             f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
-            "while the job ran; rerun once it is final"
+            "while the job ran (or since it was planned); rerun once it is final, with "
+            "--replan if it changed on purpose"
         )
 
 

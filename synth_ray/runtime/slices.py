@@ -66,14 +66,25 @@ class UnsettledRows:
     spec: InputSpec
     output: Location
     settled_shards: dict[int, tuple[str, ...]]  # unit index -> the earlier unit's shards
+    # the earlier stage's plan key and unit ids: the rows read are checked against them
+    plan_key: str = ""
+    earlier_ids: dict[int, str] = field(default_factory=dict)
 
     def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
+        from synth_ray.runtime.slice_worker import check_unit_rows
+
+        whole = list(
+            iter_document_range(self.spec, task.unit_start, task.unit_stop, task.unit_seek)
+        )
+        earlier = self.earlier_ids.get(task.unit_index)
+        if self.plan_key and earlier is not None:
+            check_unit_rows(self.spec, self.plan_key, task, earlier, whole)
         settled: set[str] = set()
         for shard in self.settled_shards.get(task.unit_index, ()):
             table = self.output.read_table(shard, columns=["source_id"])
             settled.update(table.column("source_id").to_pylist())
         docs = []
-        for doc in iter_document_range(self.spec, task.start, task.stop, task.unit_seek):
+        for doc in whole[task.start - task.unit_start : task.stop - task.unit_start]:
             if doc.source_id not in settled:
                 docs.append(doc)
             if step is not None:

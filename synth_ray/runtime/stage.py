@@ -242,7 +242,9 @@ class StageRunner:
             shards[unit.index] = (*record.data_shards(), *record.error_shards())
             unit_id = hashlib.sha256(f"{plan_key}|{unit.unit_id}".encode()).hexdigest()[:16]
             units.append(dataclasses.replace(unit, unit_id=unit_id, plan_key=""))
-        rows = UnsettledRows(docs.spec, store.location, shards)
+        earlier_key = earlier_units[0].plan_key if earlier_units else ""
+        earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
+        rows = UnsettledRows(docs.spec, store.location, shards, earlier_key, earlier_ids)
         return self.execute(store, UnsettledDocuments(rows, units), method, units, stage=stage)
 
     def use_engine(self, engine: EngineConfig) -> str:
@@ -427,12 +429,15 @@ class StageRunner:
                 "generators write their shards there: use a shared filesystem or an "
                 "object-store URI (s3://, gs://, ...)",
             )
-        if isinstance(docs, InputDocuments):
+        spec = docs.spec if isinstance(docs, InputDocuments) else None
+        if isinstance(docs, UnsettledDocuments):
+            spec = docs.rows.spec
+        if spec is not None:
             from synth_ray.io.inputs import resolve_input_files
 
             check_visible_from_every_node(
                 "input.path",
-                str(resolve_input_files(docs.spec.path)[1][-1]),
+                str(resolve_input_files(spec.path)[1][-1]),
                 "generators read their slices of it: put it on a shared filesystem",
             )
         self._paths_checked = True
