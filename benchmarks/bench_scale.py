@@ -35,12 +35,9 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench_driver import WORDS  # noqa: E402
 from common import append_results, machine, machine_line  # noqa: E402
 
-WORDS = (
-    "river stone market winter garden signal copper lantern harbor meadow village engine "
-    "letter window forest bridge candle theory number planet kitchen music summer voice"
-).split()
 PARQUET_FILES = 1000
 
 

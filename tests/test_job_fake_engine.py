@@ -472,18 +472,24 @@ def test_manifest_lines_with_unknown_fields_still_count(tmp_path):
     assert set(manifest.read()) == {"u0", "u1", "u3"}
 
 
-def test_engine_that_stops_answering_is_replaced_and_counted(tmp_path, embedded_model):
+def stalling_job(tmp_path):
+    """A 2-replica job over 60 documents whose replica 0 stops answering after 2 batches
+    (detected after 1 s): its config and its simulated backend."""
     docs = write_jsonl(tmp_path / "in" / "docs.jsonl", make_docs(60))
-    clean = tmp_path / "clean"
-    clean.mkdir()
-    run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
     config = job_config(
         tmp_path,
         docs,
         resources={"replicas": 2},
         scheduler={"stall_timeout_s": 1.0, "min_slice_rows": 4},
     )
-    backend = FakeBackend(hang_after_batches={0: 2})
+    return config, FakeBackend(hang_after_batches={0: 2})
+
+
+def test_engine_that_stops_answering_is_replaced_and_counted(tmp_path, embedded_model):
+    config, backend = stalling_job(tmp_path)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(job_config(clean, config.input.path), show_progress=False, backend=FakeBackend())
     summary = run_job(config, show_progress=False, backend=backend)
     ids = output_ids(tmp_path / "out")
     assert sorted(ids) == sorted(output_ids(clean / "out")) and len(ids) == len(set(ids))
@@ -501,14 +507,7 @@ def test_a_late_writer_never_replaces_a_committed_shard(tmp_path, embedded_model
     shards, never over them, and the next run's sweep removes it."""
     from fake_backend import fake_completion
 
-    docs = write_jsonl(tmp_path / "in" / "docs.jsonl", make_docs(60))
-    config = job_config(
-        tmp_path,
-        docs,
-        resources={"replicas": 2},
-        scheduler={"stall_timeout_s": 1.0, "min_slice_rows": 4},
-    )
-    backend = FakeBackend(hang_after_batches={0: 2})
+    config, backend = stalling_job(tmp_path)
     run_job(config, show_progress=False, backend=backend)
     out = tmp_path / "out"
     committed = OutputStore(out).rows()

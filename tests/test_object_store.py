@@ -593,6 +593,17 @@ def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
         )
 
 
+def commit_units(store: OutputStore, n: int) -> list[UnitRecord]:
+    """Commit `n` one-row units straight to `store`'s log; their records."""
+    records = [
+        UnitRecord(i, f"u{i}", f"data/part-{i:06d}.parquet", None, 1, {"rows_in": 1, "rows_out": 1})
+        for i in range(n)
+    ]
+    for record in records:
+        store.commit(record)
+    return records
+
+
 def test_a_new_reader_of_many_commits_fetches_segments_not_every_object(target, monkeypatch):
     """A resume, `status` or the card of a big output: the commits come from a few segment
     objects plus the objects no segment covers yet (fetched in parallel), and a dropped
@@ -602,12 +613,7 @@ def test_a_new_reader_of_many_commits_fetches_segments_not_every_object(target, 
     monkeypatch.setattr(commits, "SEGMENT_SIZE", 10)
     store = OutputStore(target.uri("many"))
     store.location.make_dir()
-    records = [
-        UnitRecord(i, f"u{i}", f"data/part-{i:06d}.parquet", None, 1, {"rows_in": 1, "rows_out": 1})
-        for i in range(25)
-    ]
-    for record in records:
-        store.commit(record)
+    records = commit_units(store, 25)
     gets: list[str] = []
     real_get = UriLocation.read_bytes
 
@@ -636,12 +642,7 @@ def test_a_drop_killed_halfway_leaves_no_segment_over_its_objects(target, monkey
     monkeypatch.setattr(commits, "SEGMENT_SIZE", 5)
     store = OutputStore(target.uri("drop"))
     store.location.make_dir()
-    records = [
-        UnitRecord(i, f"u{i}", f"data/part-{i:06d}.parquet", None, 1, {"rows_in": 1, "rows_out": 1})
-        for i in range(10)
-    ]
-    for record in records:
-        store.commit(record)
+    commit_units(store, 10)
     assert store.location.listdir(commits.SEGMENTS_DIR)
     real_delete = UriLocation.delete
 

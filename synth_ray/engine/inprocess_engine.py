@@ -1,6 +1,6 @@
 """A vLLM engine inside this process, stepped by a thread of its own: the CPU replica's engine.
 
-    python -m synth_ray.engine.inprocess_engine   # loads the embedded model and generates once
+    python -m synth_ray.engine.vllm_engine   # on a CPU, builds this engine and generates once
 
 vLLM's async engine always runs its engine core in a second process, which imports vLLM and
 loads the model again: on a 2-core machine that is most of a replica's start (measured in
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import os
 import queue
 import threading
 from typing import Any
@@ -216,19 +215,3 @@ def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future, outcome: A
         loop.call_soon_threadsafe(settle)
     except RuntimeError:  # that loop is closed: nobody waits any more
         pass
-
-
-if __name__ == "__main__":
-    from synth_ray.engine.models import prepare_embedded_model
-    from synth_ray.engine.prompts import PromptRenderer
-    from synth_ray.engine.requests import SamplingSpec
-    from synth_ray.engine.vllm_engine import cpu_engine_env
-
-    os.environ.update(cpu_engine_env(2, len(os.sched_getaffinity(0))))
-    model = str(prepare_embedded_model())
-    ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
-    engine = InProcessEngine(EngineSettings(model=model, args={"enforce_eager": True}))
-    print(engine.dtype_choice.reason)
-    spec = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=16)
-    print(asyncio.run(engine.generate_many([EngineRequest("r0", ids, spec, 0, 16)])))
-    engine.shutdown()

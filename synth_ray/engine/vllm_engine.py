@@ -1,6 +1,7 @@
 """One vLLM async engine (v1 `AsyncLLM`): many requests in flight, results as each finishes.
 
-    python -m synth_ray.engine.vllm_engine   # loads the embedded model and generates once
+    python -m synth_ray.engine.vllm_engine   # builds the engine a replica here would run (the
+                                             # in-process one on a CPU) and generates once
 
 Also what both engines share (sampling parameters, results, the CPU environment) and
 `build_engine`, which picks the async engine on a GPU and the in-process one on a CPU.
@@ -218,8 +219,8 @@ if __name__ == "__main__":
     os.environ.update(cpu_engine_env(2, len(os.sched_getaffinity(0))))
     model = str(prepare_embedded_model())
     ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
-    engine = VllmEngine(EngineSettings(model=model, args={"enforce_eager": True}))
-    print(engine.dtype_choice.reason)
+    engine = build_engine(EngineSettings(model=model, args={"enforce_eager": True}))
+    print(type(engine).__name__, engine.dtype_choice.reason)
     from synth_ray.engine.requests import SamplingSpec
 
     spec = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=16)
