@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -121,16 +120,6 @@ def new_attempt(run_id: str) -> str:
     return f"{run_id}-{nonce}" if run_id else nonce
 
 
-_ATTEMPT = re.compile(r"-(?P<run>[0-9a-f]{12})-[0-9a-f]{6}\.parquet$")
-
-
-def attempt_run(name: str) -> str | None:
-    """The run id in a shard's name; None for a name without one (written before names
-    carried their attempt, or outside a run)."""
-    found = _ATTEMPT.search(name)
-    return found.group("run") if found else None
-
-
 class OutputStore:
     def __init__(self, path: str | Path | Location) -> None:
         """`path`: a folder, a URI (`s3://bucket/run1`), or a Location; a URI pyarrow cannot
@@ -174,9 +163,9 @@ class OutputStore:
         inputs: list[list[Any]] | None = None,
     ) -> None:
         """Claim the folder for this job; refuse another job's output unless `overwrite`.
-        `inputs`, the input files' snapshot ((name, size) pairs), is recorded in _job.json for
-        later runs to compare with (`check_recorded_inputs`); a different one replaces it
-        (the caller checked it, or was told to re-plan)."""
+        `inputs`, the input files' identity ((name, size, digest) lists: `identify_inputs`),
+        is recorded in _job.json for later runs to compare with (`check_recorded_inputs`); a
+        different one replaces it (the caller checked it, or was told to re-plan)."""
         loc = self.location
         if loc.kind() == "file":
             raise OutputConflictError(f"output.path {loc.uri}: exists and is not a folder")
@@ -265,11 +254,10 @@ class OutputStore:
     def commit(self, record: UnitRecord) -> None:
         """Commit a unit whose shards the generators wrote: call only once all are written.
         Raises LeaseLost, committing nothing, once another run has taken the output over."""
-        if self.lease is not None:
-            self.lease.check()
         if not UnitStats.from_dict(record.stats).is_balanced():
             raise AssertionError(f"unit {record.unit_index}: row accounting does not balance")
-        if self.lease is not None:  # which run committed it: an audit trail across resumes
+        if self.lease is not None:  # and which run committed it: an audit trail across resumes
+            self.lease.check()
             record = dataclasses.replace(record, run_id=self.lease.run_id)
         self.commits.append(record)
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from synth_ray.diversity.decide import nn_value
 from synth_ray.engine.requests import EngineRequest, EngineResult
-from synth_ray.io.inputs import Document, InputChangedError, InputSpec
+from synth_ray.io.inputs import Document, InputSpec
 from synth_ray.io.output_store import (
     DATA_DIR,
     EMBEDDINGS_DIR,
@@ -38,8 +38,7 @@ from synth_ray.io.output_store import (
 )
 from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.io.vectors import vectors_table
-from synth_ray.plan import unit_id_of
-from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
+from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec, check_unit_rows
 from synth_ray.runtime.units import (
     NN_FIELD,
     PendingUnit,
@@ -231,21 +230,6 @@ def check_planned_rows(
     if not task.whole_unit:
         whole = spec.read(task.unit_start, task.unit_stop, task.unit_seek, step)
     check_unit_rows(spec.documents, spec.plan_key, task, task.unit_id, whole)
-
-
-def check_unit_rows(
-    input_spec: InputSpec, plan_key: str, task: SliceTask, unit_id: str, whole: list[Document]
-) -> None:
-    """Raise InputChangedError unless `whole` (the unit's documents) hash to `unit_id`."""
-    ids = [doc.source_id for doc in whole]
-    found = unit_id_of(plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
-    if found != unit_id:
-        raise InputChangedError(
-            f"input.path {input_spec.path}: input rows {task.unit_start}-{task.unit_stop} "
-            f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
-            "while the job ran (or since it was planned); rerun once it is final, with "
-            "--replan if it changed on purpose"
-        )
 
 
 ROW_ID_COLUMN = "__synth_ray_row_id"  # staged rows only: each row's id, for the embeddings

@@ -30,11 +30,11 @@ from synth_ray.diversity.decide import histogram
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.io.filesystem import Location
-from synth_ray.io.inputs import Document, InputSpec, Seek, iter_document_range
+from synth_ray.io.inputs import Document, InputChangedError, InputSpec, Seek, iter_document_range
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.plan import WorkUnit
+from synth_ray.plan import WorkUnit, unit_id_of
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
 from synth_ray.stats import UnitStats
 
@@ -55,6 +55,21 @@ class InputDocuments:
         return iter_document_range(self.spec, 0, None)
 
 
+def check_unit_rows(
+    input_spec: InputSpec, plan_key: str, task: SliceTask, unit_id: str, whole: list[Document]
+) -> None:
+    """Raise InputChangedError unless `whole` (the unit's documents) hash to `unit_id`."""
+    ids = [doc.source_id for doc in whole]
+    found = unit_id_of(plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
+    if found != unit_id:
+        raise InputChangedError(
+            f"input.path {input_spec.path}: input rows {task.unit_start}-{task.unit_stop} "
+            f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
+            "while the job ran (or since it was planned); rerun once it is final, with "
+            "--replan if it changed on purpose"
+        )
+
+
 @dataclass(frozen=True)
 class UnsettledRows:
     """A later stage's documents by reference: the input's rows of an earlier stage's units
@@ -71,8 +86,6 @@ class UnsettledRows:
     earlier_ids: dict[int, str] = field(default_factory=dict)
 
     def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
-        from synth_ray.runtime.slice_worker import check_unit_rows
-
         whole = list(
             iter_document_range(self.spec, task.unit_start, task.unit_stop, task.unit_seek)
         )
