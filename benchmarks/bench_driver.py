@@ -118,7 +118,11 @@ def job(method: str, docs: Path, out: Path, n: int, replicas: int) -> Any:
 def measure(method: str, docs: Path, work: Path, n: int, backend: Any, replicas: int) -> dict:
     from synth_ray.runtime.job import run_job
 
-    config = job(method, docs, work / f"{method}-{n}", n, replicas)
+    # a fresh output each time: a rerun on the same one would load its cached plan
+    # (runtime/plan_cache.py) and leave planning, a per-row cost of the driver, unmeasured
+    config = job(
+        method, docs, Path(tempfile.mkdtemp(dir=work, prefix=f"{method}-{n}-")), n, replicas
+    )
     cpu, wall = time.process_time(), time.monotonic()
     summary = run_job(config, overwrite=True, show_progress=False, backend=backend)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
