@@ -31,14 +31,16 @@ format: env
 	$(VENV)/bin/ruff format .
 
 # synth-ray vs raw vLLM vs Ray Data LLM (synth-ray bench), prefix caching on/off for a few-shot
-# method, the diversity filter's costs, the driver's CPU per request (engine stand-in) and the
-# scheduler at 1,000 and 4,096 simulated replicas; all append to benchmarks/results.md
+# method, the diversity filter's costs, the driver's CPU per request and its costs against
+# corpus size (engine stand-in) and the scheduler at 1,000 and 4,096 simulated replicas; all
+# append to benchmarks/results.md
 bench: env
 	$(PY) -m synth_ray bench configs/bench.yaml --results benchmarks
 	$(PY) benchmarks/bench_prefix_cache.py
 	$(PY) benchmarks/bench_engine_start.py
 	$(PY) benchmarks/bench_diversity.py
 	$(PY) benchmarks/bench_driver.py
+	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_scheduler_sim.py
 
 clean:
