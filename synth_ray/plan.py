@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from synth_ray.errors import InputError
+from synth_ray.io.input_scan import PartScan, id_hash
 from synth_ray.io.inputs import Seek
 from synth_ray.methods.base import Method
 from synth_ray.methods.stages import DocumentSource
@@ -46,10 +48,6 @@ def unit_id_of(plan_key: str, index: int, start: int, stop: int, source_ids: lis
         hasher.update(source_id.encode() + b"\x1f")
     hasher.update(f"|{index}:{start}:{stop}".encode())
     return hasher.hexdigest()[:16]
-
-
-def _id_hash(source_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(source_id.encode(), digest_size=8).digest(), "little")
 
 
 def plan_units(
@@ -81,7 +79,7 @@ def plan_units(
         ordinal = doc.ordinal + 1
         hasher.update(doc.source_id.encode() + b"\x1f")
         if id_hashes is not None:
-            id_hashes.add(_id_hash(doc.source_id))
+            id_hashes.add(id_hash(doc.source_id))
         rows += method.estimate_rows(doc)
         if rows >= rows_per_shard:
             close(ordinal)
@@ -89,6 +87,76 @@ def plan_units(
         close(ordinal)
     if id_hashes is not None:
         _check_unique(id_hashes.repeated(), docs, id_column)
+    return units
+
+
+def plan_scanned(
+    scans: Iterable[PartScan],
+    fingerprint: str,
+    rows_per_shard: int,
+    limit: int | None = None,
+    id_column: str | None = None,
+    docs: DocumentSource | None = None,
+) -> list[WorkUnit]:
+    """The units `plan_units` cuts, from the input's parts scanned in order (io/input_scan.py):
+    the same ids, bounds and seeks, but this process touches no row, only arrays; its cost
+    is O(units) Python plus vectorized work over the rows. `limit` keeps the first rows only.
+    `docs` (the input's documents) is read only to name a repeated id."""
+    units: list[WorkUnit] = []
+    hasher = hashlib.sha256(fingerprint.encode())
+    start, pending, ordinal = 0, 0, 0  # the open unit's first document and rows so far
+    seek: Seek | None = None
+    id_hashes = IdHashes() if id_column is not None else None
+    for scan in scans:
+        n = scan.rows if limit is None else min(scan.rows, limit - ordinal)
+        if n <= 0:
+            if limit is not None and ordinal >= limit:
+                break
+            continue
+        if id_hashes is not None and scan.id_hashes is not None:
+            id_hashes.extend(scan.id_hashes[:n])
+        cumulative = np.cumsum(scan.estimated[:n])
+        ends = scan.id_ends
+        position = 0  # the first row of this part not yet in a closed unit
+        while position < n:
+            if ordinal + position == start:
+                part = scan.part
+                seek = Seek(
+                    start,
+                    part.file_index,
+                    part.row + position,
+                    int(scan.offsets[position]),
+                    int(scan.lines[position]),
+                )
+            before = int(cumulative[position - 1]) if position else 0
+            last = int(np.searchsorted(cumulative, before + rows_per_shard - pending))
+            first_byte = int(ends[position - 1]) if position else 0
+            if last >= n:  # the unit goes on into the next part
+                hasher.update(scan.ids[first_byte : int(ends[n - 1])])
+                pending += int(cumulative[n - 1]) - before
+                break
+            hasher.update(scan.ids[first_byte : int(ends[last])])
+            stop = ordinal + last + 1
+            hasher.update(f"|{len(units)}:{start}:{stop}".encode())  # as unit_id_of does
+            rows = pending + int(cumulative[last]) - before
+            units.append(
+                WorkUnit(len(units), hasher.hexdigest()[:16], start, stop, rows, fingerprint, seek)
+            )
+            hasher = hashlib.sha256(fingerprint.encode())
+            start, pending, seek = stop, 0, None
+            position = last + 1
+        ordinal += n
+    if ordinal > start:
+        hasher.update(f"|{len(units)}:{start}:{ordinal}".encode())
+        units.append(
+            WorkUnit(
+                len(units), hasher.hexdigest()[:16], start, ordinal, pending, fingerprint, seek
+            )
+        )
+    if id_hashes is not None:
+        repeated = id_hashes.repeated()
+        if repeated and docs is not None:
+            _check_unique(repeated, docs, id_column)
     return units
 
 
@@ -108,6 +176,11 @@ class IdHashes:
 
     def add(self, value: int) -> None:
         self.buffer.append(value)
+        if len(self.buffer) >= SPILL_AT:
+            self._spill()
+
+    def extend(self, values: np.ndarray) -> None:
+        self.buffer.frombytes(values.astype(np.uint64).tobytes())
         if len(self.buffer) >= SPILL_AT:
             self._spill()
 
@@ -146,7 +219,7 @@ def _check_unique(repeated: set[int], docs: DocumentSource, id_column: str | Non
         return
     seen: set[str] = set()
     for doc in docs():  # rare path: find the repeated id's name for the message
-        if _id_hash(doc.source_id) in repeated:
+        if id_hash(doc.source_id) in repeated:
             if doc.source_id in seen:
                 raise InputError(
                     f"input.id_column {id_column!r}: id {doc.source_id!r} appears more than once"

@@ -347,12 +347,17 @@ def _skip_jsonl(file: Path, offset: int, line: int, rows: int) -> tuple[int, int
     return passed, offset, line
 
 
-def _rows_jsonl(file: Path, spec: InputSpec, offset: int = 0, first_line: int = 1) -> Iterator[Row]:
-    """Rows of a JSONL file from byte `offset`, the start of physical line `first_line`."""
+def _rows_jsonl(
+    file: Path, spec: InputSpec, offset: int = 0, first_line: int = 1, end: int | None = None
+) -> Iterator[Row]:
+    """Rows of a JSONL file from byte `offset`, the start of physical line `first_line`, up
+    to the first line starting at or after byte `end`."""
     with open(file, "rb") as fh:
         fh.seek(offset)
         for line_number, raw in enumerate(fh, start=first_line):
             at = offset
+            if end is not None and at >= end:
+                return
             offset += len(raw)
             if not raw.strip():
                 continue
@@ -443,32 +448,56 @@ def iter_document_range(
             ordinal += skipped
             if ordinal < start:
                 continue  # the file ended first
-        name = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
-        if parquet:
-            rows_of = _rows_parquet(file, spec, row + skip)
-        elif source:
-            rows_of = _rows_source(file, spec, skip)
-        else:
-            rows_of = _rows_jsonl(file, spec, offset, line)
         ordinal += skip
-        for row_number, (text, row_id, error, extra, at, line_number) in enumerate(
-            rows_of, start=row + skip
-        ):
-            if stop is not None and ordinal >= stop:
+        name = input_name(root, file)
+        for doc in file_documents(spec, name, index, file, ordinal, row + skip, offset, line):
+            if stop is not None and doc.ordinal >= stop:
                 return
-            source_id = (
-                name if source else f"{name}:{row_number}" if row_id is None else str(row_id)
-            )
-            if error is None and text is not None and not isinstance(text, str):
-                error = f"text is {type(text).__name__}, expected a string"
-            elif error is None and text is None:
-                error = "text is null"
-            yield Document(
-                ordinal=ordinal,
-                source_id=source_id,
-                text=text if isinstance(text, str) else None,
-                error=error,
-                extra=extra,
-                seek=Seek(ordinal, index, row_number, at, line_number),
-            )
+            yield doc
             ordinal += 1
+
+
+def input_name(root: Path, file: Path) -> str:
+    """A file's name in source ids: its path under the input's root."""
+    return file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
+
+
+def file_documents(
+    spec: InputSpec,
+    name: str,
+    index: int,
+    file: Path,
+    ordinal: int,
+    row: int = 0,
+    offset: int = 0,
+    line: int = 1,
+    end: int | None = None,
+) -> Iterator[Document]:
+    """The documents of input file number `index` (`name` in source ids: `input_name`) from
+    its row `row` on, the first numbered `ordinal`: for a JSONL file `row` starts at byte
+    `offset`, physical line `line`, and the read stops before the first line starting at or
+    after byte `end`. Every reader of the input (slices, planning) makes its documents
+    here, so they agree on ids and errors."""
+    parquet = file.suffix.lower() in PARQUET_SUFFIXES
+    source = file.suffix.lower() in SOURCE_SUFFIXES
+    if parquet:
+        rows_of = _rows_parquet(file, spec, row)
+    elif source:
+        rows_of = _rows_source(file, spec, row)
+    else:
+        rows_of = _rows_jsonl(file, spec, offset, line, end)
+    for row_number, (text, row_id, error, extra, at, line_number) in enumerate(rows_of, start=row):
+        source_id = name if source else f"{name}:{row_number}" if row_id is None else str(row_id)
+        if error is None and text is not None and not isinstance(text, str):
+            error = f"text is {type(text).__name__}, expected a string"
+        elif error is None and text is None:
+            error = "text is null"
+        yield Document(
+            ordinal=ordinal,
+            source_id=source_id,
+            text=text if isinstance(text, str) else None,
+            error=error,
+            extra=extra,
+            seek=Seek(ordinal, index, row_number, at, line_number),
+        )
+        ordinal += 1

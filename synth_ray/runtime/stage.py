@@ -29,10 +29,11 @@ from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
 from synth_ray.methods.stages import DocumentSource
-from synth_ray.plan import WorkUnit, plan_units
+from synth_ray.plan import WorkUnit, plan_scanned, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.metrics import JobMetrics
 from synth_ray.runtime.plan_cache import load_units, plan_name, save_units
+from synth_ray.runtime.plan_tasks import TASKS_FROM_BYTES, input_bytes, scan_input
 from synth_ray.runtime.progress import JobProgress
 from synth_ray.runtime.scheduler import (
     JobFailed,
@@ -140,7 +141,8 @@ class StageRunner:
     ) -> list[WorkUnit]:
         """The stage's units: over input files, the output's cached plan when it has one for
         this input (runtime/plan_cache.py: a resume reads no input row), else planned now
-        and cached once the output is claimed (`execute`)."""
+        from a scan of the input (in Ray tasks for a big one: runtime/plan_tasks.py, so the
+        driver parses no row) and cached once the output is claimed (`execute`)."""
         rows_per_shard = self.config.output.rows_per_shard
         name = None
         if isinstance(docs, InputDocuments):
@@ -149,7 +151,15 @@ class StageRunner:
             cached = load_units(self.output, name)
             if cached is not None:
                 return cached
-        units = plan_units(docs, method, fingerprint, rows_per_shard, id_column)
+        if isinstance(docs, InputDocuments):
+            if self.owns_backend and input_bytes(docs.spec) >= TASKS_FROM_BYTES:
+                self._ensure_ray()  # a big input is scanned by Ray tasks beside the data
+            hash_ids = id_column is not None
+            scans = scan_input(docs.spec, method.estimate_rows, hash_ids)
+            limit = docs.spec.limit
+            units = plan_scanned(scans, fingerprint, rows_per_shard, limit, id_column, docs)
+        else:
+            units = plan_units(docs, method, fingerprint, rows_per_shard, id_column)
         if name is not None:
             self._unsaved_plans[name] = units
         return units
