@@ -241,6 +241,66 @@ def test_killed_run_resumes_to_the_same_decisions(tmp_path, embedded_model, ray_
     assert summary.units_skipped == 3 and summary.stats["dropped_by_filter"] == {"diversity": 3}
 
 
+def test_a_resume_loads_the_index_snapshot_and_re_adds_only_later_units(
+    tmp_path, embedded_model, ray_local, monkeypatch
+):
+    """Snapshots are taken mid-stage (once every decided unit committed) and at its end. A
+    resume loads the last one and reads back only the units committed after it, ending with
+    the clean run's rows; a snapshot that does not match the commits (tampered here) is
+    ignored and every unit is re-added, with the same result."""
+    import json
+    import shutil
+
+    import synth_ray.runtime.diversity as diversity
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.io.output_store import OutputStore
+    from synth_ray.runtime.job import run_job
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    spread = UNRELATED + [a for a, _ in PARAPHRASES] + [b for _, b in PARAPHRASES]
+    parts = {"partitions": 2, "probes": 2}
+    clean = generate_config(tmp_path, spread, name="clean", **parts)
+    run_job(clean, show_progress=False, backend=echo_backend(renderer))
+    expected = kept_rows(clean.output.path)
+
+    monkeypatch.setattr(diversity, "SNAPSHOT_MIN_VECTORS", 1)  # as soon as the index doubled
+    config = generate_config(tmp_path, spread, name="killed", **parts)
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, lambda record: record.unit_index == 4)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=echo_backend(renderer))
+    state = tmp_path / "killed" / "_diversity"
+    pointer = json.loads((state / diversity.SNAPSHOT_FILE).read_text())
+    [(_, stage, covered, _)] = pointer["covered"]
+    assert stage == "" and 1 <= covered < 4
+    assert len(list(state.glob("snapshot-*"))) == 1  # the earlier ones were deleted
+    shutil.copytree(tmp_path / "killed", tmp_path / "tampered")
+
+    read: list[int] = []
+    real_read = diversity.table_vectors
+
+    def counting(table):
+        read.append(len(table))
+        return real_read(table)
+
+    monkeypatch.setattr(diversity, "table_vectors", counting)
+    summary = run_job(config, show_progress=False, backend=echo_backend(renderer, seed=5))
+    assert len(read) == 4 - covered  # the units after the snapshot, and only them
+    assert summary.units_skipped == 4 and kept_rows(config.output.path) == expected
+    final = json.loads((state / diversity.SNAPSHOT_FILE).read_text())
+    assert final["covered"][0][2] == summary.units_total  # the stage's end
+
+    pointer["covered"][0][3] = "0" * 64  # units other than the ones committed
+    (tmp_path / "tampered" / "_diversity" / diversity.SNAPSHOT_FILE).write_text(json.dumps(pointer))
+    tampered = config.model_copy(
+        update={"output": config.output.model_copy(update={"path": str(tmp_path / "tampered")})}
+    )
+    read.clear()
+    run_job(tampered, show_progress=False, backend=echo_backend(renderer, seed=6))
+    assert len(read) == 4 and kept_rows(tmp_path / "tampered") == expected
+    assert len(OutputStore(tmp_path / "tampered").committed()) == summary.units_total
+
+
 def test_a_stop_commits_the_units_already_decided(tmp_path, embedded_model, ray_local, monkeypatch):
     """A graceful stop with the filter on: every unit decided before or during the grace is
     written and committed (its write is sent although no new work is), and the resume ends

@@ -210,12 +210,23 @@ def test_strays_of_killed_runs_are_swept_even_when_nothing_is_left_to_do(
 
 
 class _KeepAll:
+    """A filter keeping every row (these tests are about commit order, not decisions)."""
+
     dim = 2
 
-    def decide(self, vectors):
+    def decide_unit(self, vectors):
         from synth_ray.diversity.decide import BatchDecision
 
         return BatchDecision(np.ones(len(vectors), bool), np.full(len(vectors), 0.5, np.float32))
+
+    def unit_committed(self, output, stage, unit_id):
+        pass
+
+    def snapshot_due(self):
+        return False
+
+    def take_snapshot(self):
+        pass
 
 
 def test_filtered_units_commit_in_unit_order_whatever_order_they_are_written(tmp_path):

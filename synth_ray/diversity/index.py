@@ -71,6 +71,28 @@ class PartitionIndex:
         self.index = hnsw
         self.kind = "hnsw"
 
+    def serialize(self) -> bytes:
+        """The whole index as bytes (`faiss.serialize_index` of a CPU copy): what a snapshot
+        keeps, so a resume loads it instead of adding every kept vector again."""
+        faiss = _faiss()
+        index = self.index
+        if self._gpu_resources is not None and self.kind == "exact":
+            index = faiss.index_gpu_to_cpu(index)
+        return faiss.serialize_index(index).tobytes()
+
+    def load(self, data: bytes) -> None:
+        """Replace the index by one `serialize` gave (of the same dimension)."""
+        faiss = _faiss()
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if index.d != self.dim:
+            raise ValueError(f"a snapshot of dimension {index.d}, expected {self.dim}")
+        self.kind = "hnsw" if isinstance(index, faiss.IndexHNSWFlat) else "exact"
+        if self.kind == "hnsw":
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+        elif self._gpu_resources is not None:
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        self.index = index
+
     def max_similarity(self, vectors: np.ndarray) -> np.ndarray:
         """Highest similarity of each vector to the index; -inf where the index is empty."""
         n = len(vectors)

@@ -23,6 +23,9 @@ import hashlib
 import io
 import itertools
 import json
+import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,13 @@ EMBED_CHUNK = 1024  # texts per embedding call; several calls run on several act
 # rows decided per round trip to the partitions: earlier sub-batches are in the index by then,
 # so the exact in-batch comparison stays small whatever the unit size
 DECIDE_BATCH = 512
+SNAPSHOT_FILE = "snapshot.json"  # names the last snapshot's files and what they hold
+# a snapshot is taken once the index grew by this many vectors and by as many as the last
+# snapshot held (so all snapshots together write about twice the final index), and at the
+# end of every filtered stage
+SNAPSHOT_MIN_VECTORS = 200_000
+_SNAPSHOT_FORMAT = 1
+_RESTORE_READS = 8  # embedding shards read at once while re-adding committed units
 
 
 class EmbedderActor:
@@ -59,7 +69,26 @@ class EmbedderActor:
 
 class PartitionActor:
     def __init__(self, dim: int, exact_max: int) -> None:
+        self.dim, self.exact_max = dim, exact_max
         self.index = PartitionIndex(dim, exact_max)
+
+    def save(self, location: Location, name: str) -> int:
+        """Write the index to `name` under `location` (the actor writes it: an index never
+        passes through the driver); returns its bytes."""
+        data = self.index.serialize()
+        location.write_bytes_atomic(name, data)
+        return len(data)
+
+    def load(self, location: Location, name: str) -> int:
+        """Replace the index by a saved one; returns its size."""
+        data = location.read_bytes(name)
+        if data is None:
+            raise FileNotFoundError(name)
+        self.index.load(data)
+        return self.index.size
+
+    def reset(self) -> None:
+        self.index = PartitionIndex(self.dim, self.exact_max)
 
     def max_similarity(self, vectors: np.ndarray) -> np.ndarray:
         return self.index.max_similarity(vectors)
@@ -156,9 +185,18 @@ class DiversityFilter:
             for _ in range(cfg.partitions)
         ]
         self.centroids = self._load_or_train_centroids(sample_texts) if cfg.partitions > 1 else None
-        self.restored_stages: set[str] = set()
-        if cfg.reference_path:
-            self.restore(self._reference_vectors())
+        self.primed = False
+        self.restored_stages: set[tuple[str, str]] = set()
+        # the filtered stages whose kept vectors the index holds, in order: [output URI,
+        # stage, units (a prefix of its units), sha256 of their unit ids]
+        self.covered: list[list[Any]] = []
+        self._covered_ids: list[Any] = []  # a running sha256 per covered stage
+        self.added_since_snapshot = 0
+        self.size_at_snapshot = 0
+        # vectors added by a method's own driver (Self-Instruct's seeds, Evol-Instruct's
+        # rounds) are not in committed units: a snapshot could not say what it holds
+        self.snapshots_off = False
+        self.snapshot_loaded: str | None = None  # the snapshot this run started from
 
     # -- embedding ---------------------------------------------------------------------------
 
@@ -226,11 +264,17 @@ class DiversityFilter:
         return best
 
     def restore(self, vectors: np.ndarray) -> None:
-        """Add vectors as kept, without deciding (reference corpus, resumed units)."""
+        """Add vectors as kept, without deciding (a driver's own: Self-Instruct's seeds)."""
+        self.prime([])
+        self.snapshots_off = True
+        self._add(vectors)
+
+    def _add(self, vectors: np.ndarray) -> None:
         import ray
 
         if len(vectors) == 0:
             return
+        self.added_since_snapshot += len(vectors)
         home = self._route(vectors)[:, 0]
         ray.get(
             [
@@ -241,31 +285,213 @@ class DiversityFilter:
         )
 
     def decide(self, vectors: np.ndarray) -> BatchDecision:
-        """Decide ordered rows and add the kept ones to the index."""
+        """Decide ordered rows and add the kept ones to the index (a method's own driver)."""
+        self.snapshots_off = True
+        return self.decide_unit(vectors)
+
+    def decide_unit(self, vectors: np.ndarray) -> BatchDecision:
+        """Decide a unit's ordered rows and add the kept ones: what a filtered stage does
+        (runtime/slices.py), each unit's kept vectors then committed with it."""
+        self.prime([])
         keep = np.zeros(len(vectors), dtype=bool)
         best = np.full(len(vectors), -np.inf, dtype=np.float32)
         for start in range(0, len(vectors), DECIDE_BATCH):
             part = vectors[start : start + DECIDE_BATCH]
             decision = decide_batch(part, self.index_max(part), self.cfg.threshold)
-            self.restore(part[decision.keep])
+            self._add(part[decision.keep])
             keep[start : start + len(part)] = decision.keep
             best[start : start + len(part)] = decision.nn_similarity
         return BatchDecision(keep, best)
 
     def ordered(self, vectors: np.ndarray) -> OrderedBatch:
         """Row-by-row decisions beside other filters; call `finish(batch)` when done."""
+        self.prime([])
+        self.snapshots_off = True
         return OrderedBatch(vectors, self.index_max(vectors))
 
     def finish(self, batch: OrderedBatch) -> None:
-        self.restore(batch.vectors[batch.keep].astype(np.float16))
+        self._add(batch.vectors[batch.keep].astype(np.float16))
 
-    def restore_stage(self, store: Any, stage: str) -> None:
-        """Re-add the kept vectors of `stage`'s committed units, once per run, in unit order."""
-        if stage in self.restored_stages:
+    # -- rebuilding the index on resume ----------------------------------------------------------
+
+    def prime(self, stages: list[tuple[Any, str]]) -> None:
+        """Make the index hold what the filtered `stages` (OutputStore, stage name; in run
+        order) committed. The first call loads the last snapshot where it matches those
+        commits and re-adds only the units after it; without one it adds the reference
+        corpus and every committed unit's vectors (read a few units at a time, so memory
+        stays one unit's worth). Each stage is restored once per run."""
+        skip: dict[tuple[str, str], int] = {}
+        if not self.primed:
+            self.primed = True
+            loaded = self._load_snapshot(stages)
+            if loaded is not None:
+                skip = loaded
+            elif self.cfg.reference_path:
+                self._add(self._reference_vectors())
+        for store, stage in stages:
+            key = (store.location.uri, stage)
+            if key not in self.restored_stages:
+                self.restored_stages.add(key)
+                self._restore_stage(store, stage, skip.get(key, 0))
+
+    def _restore_stage(self, store: Any, stage: str, skip: int) -> None:
+        """Add the kept vectors of `stage`'s committed units after the first `skip` (which
+        the loaded snapshot holds), in unit order, reading ahead a few units."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        records = sorted(store.committed(stage).values(), key=lambda r: r.unit_index)
+        if not skip:
+            self._cover(store.location.uri, stage)
+        todo = [r for r in records[skip:]]
+        with ThreadPoolExecutor(_RESTORE_READS) as pool:
+            read = lambda r: (  # noqa: E731
+                table_vectors(store.location.read_table(r.embedding_shard))
+                if r.embedding_shard
+                else None
+            )
+            ahead = [pool.submit(read, r) for r in todo[:_RESTORE_READS]]
+            for position, record in enumerate(todo):
+                vectors = ahead[position].result()
+                ahead[position] = None  # type: ignore[call-overload]
+                if position + _RESTORE_READS < len(todo):
+                    ahead.append(pool.submit(read, todo[position + _RESTORE_READS]))
+                if vectors is not None:
+                    self._add(vectors)
+                self.unit_committed(store.location.uri, stage, record.unit_id)
+
+    def _cover(self, output: str, stage: str) -> None:
+        if not self.covered or self.covered[-1][:2] != [output, stage]:
+            self.covered.append([output, stage, 0, ""])
+            self._covered_ids.append(hashlib.sha256())
+
+    def unit_committed(self, output: str, stage: str, unit_id: str) -> None:
+        """The next unit of the stage being filtered committed (its vectors are in the
+        index): what a snapshot taken now covers."""
+        self._cover(output, stage)
+        self._covered_ids[-1].update(unit_id.encode() + b"\n")
+        self.covered[-1][2] += 1
+        self.covered[-1][3] = self._covered_ids[-1].hexdigest()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def snapshot_due(self) -> bool:
+        """Whether the index grew enough since the last snapshot for a new one to pay."""
+        if self.snapshots_off or not self.covered:
+            return False
+        return self.added_since_snapshot >= max(SNAPSHOT_MIN_VECTORS, self.size_at_snapshot)
+
+    def take_snapshot(self) -> None:
+        """Save every partition's index and then `_diversity/snapshot.json` naming them and
+        the committed units they hold. Call it only when every unit decided so far has
+        committed (the index then holds exactly the committed units' vectors). A failed
+        write leaves the previous snapshot in force (a resume re-adds more units)."""
+        import ray
+
+        if self.snapshots_off or not self.covered or not self.added_since_snapshot:
             return
-        self.restored_stages.add(stage)
-        for vectors in store.committed_vectors(stage):
-            self.restore(vectors)
+        folder = f"snapshot-{uuid.uuid4().hex[:12]}"
+        try:
+            sizes = ray.get(
+                [
+                    p.save.remote(self.state, f"{folder}/partition-{i}.faiss")
+                    for i, p in enumerate(self.partitions)
+                ]
+            )
+            previous = self._read_pointer()
+            pointer = {
+                "format": _SNAPSHOT_FORMAT,
+                "folder": folder,
+                "index": self._snapshot_key(),
+                "covered": self.covered,
+                "bytes": sizes,
+                "taken": time.time(),
+            }
+            self.state.write_bytes_atomic(SNAPSHOT_FILE, json.dumps(pointer).encode())
+        except (OSError, ray.exceptions.RayError) as err:
+            print(f"warning: diversity index snapshot not written ({err})", file=sys.stderr)
+            return
+        self.size_at_snapshot += self.added_since_snapshot
+        self.added_since_snapshot = 0
+        if previous is not None and previous.get("folder") != folder:
+            self._delete_folder(str(previous.get("folder", "")))
+
+    def _snapshot_key(self) -> dict[str, Any]:
+        cfg = self.cfg
+        centroids = None
+        if self.centroids is not None:
+            centroids = hashlib.sha256(np.ascontiguousarray(self.centroids).tobytes()).hexdigest()
+        return {
+            "model": cfg.model,
+            "dim": self.dim,
+            "partitions": cfg.partitions,
+            "exact_max": cfg.exact_max_vectors,
+            "centroids": centroids,
+            "reference": [cfg.reference_path, cfg.reference_column] if cfg.reference_path else None,
+        }
+
+    def _read_pointer(self) -> dict[str, Any] | None:
+        try:
+            raw = self.state.read_bytes(SNAPSHOT_FILE)
+            pointer = json.loads(raw) if raw else None
+        except (OSError, ValueError):
+            return None
+        return pointer if isinstance(pointer, dict) else None
+
+    def _delete_folder(self, folder: str) -> None:
+        if not folder.startswith("snapshot-"):
+            return
+        try:
+            self.state.delete(folder)
+        except OSError:
+            pass  # an old snapshot left behind costs disk, never correctness
+
+    def _load_snapshot(self, stages: list[tuple[Any, str]]) -> dict[tuple[str, str], int] | None:
+        """Load the last snapshot into the partitions where it holds exactly a prefix of
+        what `stages` committed now (same units, same ids, same index settings); returns
+        the units it holds per (output, stage), or None (nothing loaded)."""
+        import ray
+
+        pointer = self._read_pointer()
+        if pointer is None or pointer.get("format") != _SNAPSHOT_FORMAT:
+            return None
+        if pointer.get("index") != self._snapshot_key():
+            return None
+        covered = pointer.get("covered") or []
+        if not covered or len(covered) > len(stages):
+            return None
+        for position, (entry, (store, stage)) in enumerate(zip(covered, stages, strict=False)):
+            output, name, units, digest = entry
+            if [output, name] != [store.location.uri, stage]:
+                return None
+            records = sorted(store.committed(stage).values(), key=lambda r: r.unit_index)
+            if units > len(records) or (position < len(covered) - 1 and units != len(records)):
+                return None
+            ids = hashlib.sha256(b"".join(r.unit_id.encode() + b"\n" for r in records[:units]))
+            if ids.hexdigest() != digest and units:
+                return None
+        folder = str(pointer["folder"])
+        try:
+            sizes = ray.get(
+                [
+                    p.load.remote(self.state, f"{folder}/partition-{i}.faiss")
+                    for i, p in enumerate(self.partitions)
+                ]
+            )
+        except (OSError, ray.exceptions.RayError) as err:
+            print(f"warning: diversity index snapshot not loaded ({err})", file=sys.stderr)
+            ray.get([p.reset.remote() for p in self.partitions])
+            return None
+        for output, name, units, digest in covered:
+            self.covered.append([output, name, units, digest])
+            hasher = hashlib.sha256()
+            store = next(s for s, n in stages if s.location.uri == output and n == name)
+            records = sorted(store.committed(name).values(), key=lambda r: r.unit_index)
+            for record in records[:units]:
+                hasher.update(record.unit_id.encode() + b"\n")
+            self._covered_ids.append(hasher)
+        self.size_at_snapshot = int(sum(sizes))
+        self.snapshot_loaded = folder
+        return {(output, name): units for output, name, units, _ in covered}
 
     def describe(self) -> list[dict[str, Any]]:
         import ray

@@ -455,12 +455,23 @@ class FilteredSliceTracker(SliceTracker):
                 written, task = self.written.pop(index)
                 unit, nn = self.finalizing.pop(index)
                 self._commit_filtered(unit, written, task, nn)
+            self._decide_ready()  # decisions held for a snapshot may go on
             return
         super().add_result(item, done)
 
     def _commit(self, unit: _OpenUnit) -> None:
         self.complete[unit.unit.index] = unit
+        self._decide_ready()
+
+    def _decide_ready(self) -> None:
+        """Decide the units whose turn it is. When the filter wants a snapshot, decisions
+        wait until every decided unit has committed (the index then holds exactly the
+        committed units' vectors), the snapshot is taken, and they go on."""
         while self.order and self.order[0] in self.complete:
+            if self.diversity.snapshot_due():
+                if self.finalizing:
+                    return
+                self.diversity.take_snapshot()
             self._decide(self.complete.pop(self.order.popleft()))
 
     def _decide(self, unit: _OpenUnit) -> None:
@@ -474,7 +485,7 @@ class FilteredSliceTracker(SliceTracker):
         all_vectors = (
             np.concatenate(vectors) if vectors else np.zeros((0, self.diversity.dim), np.float16)
         )
-        decision = self.diversity.decide(all_vectors)
+        decision = self.diversity.decide_unit(all_vectors)
         task = FinalizeTask(
             stage_key=self.stage_key,
             unit_index=unit.unit.index,
@@ -509,9 +520,11 @@ class FilteredSliceTracker(SliceTracker):
             more_error_shards=errors[1:],
         )
         self.store.commit(record)
+        self.diversity.unit_committed(self.store.location.uri, self.stage, unit.unit.unit_id)
         self.on_commit(stats)
 
     def check_done(self) -> None:
         super().check_done()
         if self.order or self.complete or self.finalizing:
             raise AssertionError(f"units {list(self.order)[:5]} were never decided or written")
+        self.diversity.take_snapshot()  # the stage's end: a resume of a later stage loads it

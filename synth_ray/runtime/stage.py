@@ -306,7 +306,8 @@ class StageRunner:
 
     def diversity_filter(self) -> DiversityFilter | None:
         """The job's one diversity filter (None when disabled), started on first need with
-        the committed vectors of every filtered stage so far re-added in stage order."""
+        its index holding every filtered stage's committed vectors so far: loaded from the
+        last snapshot where it matches, the units after it re-added in stage order."""
         if not self.config.filters.diversity.enabled:
             return None
         if self._diversity is None:
@@ -321,8 +322,7 @@ class StageRunner:
                 gpus_taken=self.config.resources.replicas * replica_gpus(self.config),
                 start_timeout_s=self.config.scheduler.start_timeout_s,
             )
-        for store, stage in self._filtered_stages:
-            self._diversity.restore_stage(store, stage)
+        self._diversity.prime(self._filtered_stages)
         return self._diversity
 
     def _generate(
