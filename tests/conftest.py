@@ -109,3 +109,37 @@ def crash_on_commit(monkeypatch, when):
         return real(self, record)
 
     monkeypatch.setattr(manifest_mod.Manifest, "append", crashing)
+
+
+def watch_driver_reads(monkeypatch, after_stage: str) -> dict:
+    """Record the input rows and output shards this process's main thread reads (the driver:
+    simulated replicas do their per-row work in worker threads) once `after_stage` has
+    executed. Returns {"watching": bool, "reads": [what was read]}."""
+    import threading
+
+    import synth_ray.io.filesystem as filesystem
+    import synth_ray.io.inputs as inputs
+    from synth_ray.runtime.stage import StageRunner
+
+    seen: dict = {"watching": False, "reads": []}
+
+    def watch(name, real):
+        def read(*args, **kwargs):
+            if seen["watching"] and threading.current_thread() is threading.main_thread():
+                seen["reads"].append(name)
+            return real(*args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(inputs, "_rows_jsonl", watch("input row", inputs._rows_jsonl))
+    for cls in (filesystem.LocalLocation, filesystem.UriLocation):
+        monkeypatch.setattr(cls, "read_table", watch("output shard", cls.read_table))
+    real_execute = StageRunner.execute
+
+    def execute(self, store, docs, method, units, stage=""):
+        result = real_execute(self, store, docs, method, units, stage)
+        seen["watching"] = seen["watching"] or stage == after_stage
+        return result
+
+    monkeypatch.setattr(StageRunner, "execute", execute)
+    return seen

@@ -220,3 +220,25 @@ def test_use_engine_stops_the_old_replicas_and_loads_the_new_template(tmp_path, 
     assert old.closed and runner.backend is None  # started again, on the judge, when needed
     assert runner.config.engine.max_model_len == 512 and runner.config.method == "preference"
     assert runner.config.section.n == 4  # the method's own section survives the copy
+
+
+def test_the_driver_reads_no_response_to_build_the_rating_stage(
+    tmp_path, embedded_model, monkeypatch
+):
+    """The rating stage goes by reference: each unit's replica reads the committed responses
+    of its responses units and builds its prompts' documents. From the responses stage's end
+    on, the driver reads neither an input row nor an output shard, and the counts hold."""
+    from conftest import watch_driver_reads
+
+    seen = watch_driver_reads(monkeypatch, after_stage="responses")
+    backend = FakeBackend(responder=ScriptedModel(embedded_model))
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(preference_config(tmp_path), show_progress=False, backend=backend)
+    assert seen["watching"] and seen["reads"] == []
+    [pairs] = [spec for spec in specs if spec.stage == "pairs"]
+    assert not isinstance(pairs.documents, list)  # no response travels with it
+    stats = summary.stats
+    assert stats["dropped_by_filter"]["too_few_responses"] == 1 and stats["accounted"]
+    assert stats["preference"]["prompts"] == 7

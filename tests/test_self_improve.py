@@ -379,40 +379,15 @@ def test_star_driver_reads_no_row_once_the_direct_stage_committed(
     location and the direct units' shard names, and read the rows themselves. The driver
     (this process's main thread: the simulated replicas run their per-row work in worker
     threads) reads neither an input row nor an output shard from then on."""
-    import threading
+    from conftest import watch_driver_reads
 
-    import synth_ray.io.filesystem as filesystem
-    import synth_ray.io.inputs as inputs
-    from synth_ray.runtime.stage import StageRunner
-
-    driver_reads: list[str] = []
-    watching = [False]
-
-    def watch(name, real):
-        def read(*args, **kwargs):
-            if watching[0] and threading.current_thread() is threading.main_thread():
-                driver_reads.append(name)
-            return real(*args, **kwargs)
-
-        return read
-
-    monkeypatch.setattr(inputs, "_rows_jsonl", watch("input row", inputs._rows_jsonl))
-    for cls in (filesystem.LocalLocation, filesystem.UriLocation):
-        monkeypatch.setattr(cls, "read_table", watch("output shard", cls.read_table))
-    real_execute = StageRunner.execute
-
-    def execute(self, store, docs, method, units, stage=""):
-        result = real_execute(self, store, docs, method, units, stage)
-        watching[0] = watching[0] or stage == "direct"  # from the direct stage's end on
-        return result
-
-    monkeypatch.setattr(StageRunner, "execute", execute)
+    seen = watch_driver_reads(monkeypatch, after_stage="direct")
     backend = FakeBackend(responder=ScriptedEngine(embedded_model))
     specs = []
     real_add = backend.add_stage
     backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
     summary = run_job(config(tmp_path, mode="star"), show_progress=False, backend=backend)
     assert summary.stats["rows_out"] == 10 and summary.stats["accounted"]
-    assert watching[0] and driver_reads == []
+    assert seen["watching"] and seen["reads"] == []
     [rationalize] = [spec for spec in specs if spec.stage == "rationalize"]
     assert not isinstance(rationalize.documents, list)  # no question travels with it

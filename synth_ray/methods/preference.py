@@ -12,7 +12,9 @@ rated, the rejected the lowest (Self-Rewarding, Yuan et al. 2024) or, with `reje
 a random lower-rated one (UltraFeedback-binarized, Tunstall et al. 2023). Dropped, by reason:
 `tie` (every rated response equal), `too_few_rated` (fewer than 2 ratings parsed),
 `identical_responses` (the rated responses are one text). Prompts whose responses failed to
-generate count as `too_few_responses`. With `preference.judge_engine` (an engine section) the
+generate count as `too_few_responses`. The rating stage goes by reference: each of its units
+covers `n` responses units, whose committed rows its replica reads (`pair_documents`), so the
+driver holds no response. With `preference.judge_engine` (an engine section) the
 rating stage runs on that model: the generator's replicas stop and the judge's start between
 the stages. Row id = hash(source_id, "pair").
 """
@@ -20,6 +22,7 @@ the stages. Row id = hash(source_id, "pair").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -235,23 +238,27 @@ class RatePairs(Method):
         )
 
 
-def pair_documents(rows: list[dict[str, Any]], n: int) -> tuple[list[Document], int]:
-    """The rating stage's input from the committed responses: one document per prompt with
-    all `n` responses, in prompt order; and how many prompts have fewer (errors)."""
-    by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_prompt[row["source_id"]].append(row)
-    docs, short = [], 0
+RESPONSE_COLUMNS = ("source_id", "sample", "prompt", "response")
+
+
+def pair_documents(table: pa.Table, first_ordinal: int, n: int) -> list[Document]:
+    """The rating stage's documents from a unit's committed responses (the replica builds
+    them: runtime `run_derived_stage`): one per prompt with all `n` responses, in the order
+    the prompts come, numbered from `first_ordinal`. A prompt with fewer responses (errors)
+    gets none: the driver counts those from the two stages' totals."""
+    by_prompt: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    columns = [table.column(c).to_pylist() for c in RESPONSE_COLUMNS]
+    for source_id, sample, prompt, response in zip(*columns, strict=True):
+        by_prompt[source_id].append((sample, prompt, response))
+    docs = []
     for source_id, got in by_prompt.items():
         if len(got) < n:
-            short += 1
             continue
-        got.sort(key=lambda r: r["sample"])
-        responses = [r["response"] for r in got]
-        docs.append(
-            Document(len(docs), source_id, got[0]["prompt"], extra={"responses": responses})
-        )
-    return docs, short
+        got.sort(key=lambda r: r[0])
+        responses = [response for _, _, response in got]
+        ordinal = first_ordinal + len(docs)
+        docs.append(Document(ordinal, source_id, got[0][1], extra={"responses": responses}))
+    return docs
 
 
 def run_preference(ctx: JobContext) -> dict[str, Any]:
@@ -263,24 +270,34 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
     ctx.runner.execute(work, ctx.docs, sample, units, stage="responses")
-    errored = {r["source_id"] for r in work.rows("responses", errors=True)}
-    docs, short = pair_documents(work.rows("responses"), config.n)
-    short += len(errored - {d.source_id for d in docs})
     judge_model = ctx.model_name
     if config.judge_engine is not None:  # the generator's replicas make way for the judge's
         judge_model = ctx.runner.use_engine(config.judge_engine)
     rate = RatePairs(config, ctx.model_name, judge_model, ctx.config.sampling.seed)
-    ctx.runner.run_stage("pairs", ctx.store, lambda: iter(docs), rate, ctx.fingerprint)
+    ctx.runner.run_derived_stage(
+        "pairs",
+        ctx.store,
+        work,
+        units,
+        "responses",
+        RESPONSE_COLUMNS,
+        functools.partial(pair_documents, n=config.n),
+        rate,
+        ctx.fingerprint,
+        group=config.n,  # a responses unit holds rows_per_shard / n prompts
+    )
+    responses = work.totals("responses")
+    prompts = responses.input_documents
+    short = prompts - ctx.store.totals("pairs").input_documents
     skipped = UnitStats(rows_in=short)
     if short:
         skipped.dropped["too_few_responses"] = short
-    responses = work.totals("responses")
     return ctx.store.write_stats(
         units_total=ctx.runner.summary.units_total,
         extra=skipped,
         sections={
             "preference": {
-                "prompts": len(docs) + short,
+                "prompts": prompts,
                 "responses_stage": responses.to_dict(),
                 "aspect": config.aspect,
             }

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 
 from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.prompts import PromptRenderer
@@ -26,6 +27,9 @@ from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
 
 DocumentSource = Callable[[], Iterable[Document]]
+# a later stage's documents from an earlier stage's committed rows (a table of the columns it
+# asked for) and the unit's first ordinal; runs on the replicas, so a module-level function
+DocumentBuilder = Callable[[pa.Table, int], list[Document]]
 
 
 class DiversityFilterLike(Protocol):
@@ -79,6 +83,23 @@ class StageRunnerLike(Protocol):
     ) -> dict[str, Any]:
         """Run `stage` on the input rows `earlier_stage` did not settle (no data or error row
         with their source id), by reference: the driver reads none of them."""
+
+    def run_derived_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        earlier_store: OutputStore,
+        earlier_units: list[Any],
+        earlier_stage: str,
+        columns: tuple[str, ...],
+        build: DocumentBuilder,
+        method: Method,
+        fingerprint: str,
+        group: int = 1,
+    ) -> dict[str, Any]:
+        """Run `stage` on documents `build` makes from the `columns` of what `earlier_stage`
+        committed in `earlier_store`, by reference: each unit covers `group` consecutive
+        earlier units and its replica reads their shards; the driver reads no row."""
 
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from synth_ray.diversity.decide import histogram
 from synth_ray.engine.prompts import PromptRenderer
@@ -34,6 +35,7 @@ from synth_ray.io.inputs import Document, InputChangedError, InputSpec, Seek, it
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
+from synth_ray.methods.stages import DocumentBuilder
 from synth_ray.plan import WorkUnit, unit_id_of
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
 from synth_ray.stats import UnitStats
@@ -123,19 +125,71 @@ class UnsettledDocuments:
             yield from self.rows.read(task)
 
 
+@dataclass(frozen=True)
+class EarlierRows:
+    """A later stage's documents by reference, built from what an earlier stage committed:
+    each unit reads the `columns` of its earlier units' data shards and `build(table,
+    first_ordinal)` (a method's module-level function: it runs on the replica) turns them
+    into documents numbered from the unit's first ordinal, at most one per ordinal of the
+    unit. The driver holds only shard names."""
+
+    output: Location
+    shards: dict[int, tuple[str, ...]]  # unit index -> the earlier units' data shards
+    columns: tuple[str, ...]
+    build: DocumentBuilder
+
+    def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
+        tables = [
+            self.output.read_table(shard, columns=list(self.columns))
+            for shard in self.shards.get(task.unit_index, ())
+        ]
+        if tables:
+            table = pa.concat_tables(tables)
+        else:
+            table = pa.table({c: pa.array([], pa.string()) for c in self.columns})
+        docs = []
+        for doc in self.build(table, task.unit_start):
+            if doc.ordinal >= task.unit_stop:
+                raise AssertionError(f"unit {task.unit_index}: more documents than ordinals")
+            if task.start <= doc.ordinal < task.stop:
+                docs.append(doc)
+            if step is not None:
+                step()
+        return docs
+
+
+class DerivedDocuments:
+    """The driver's handle on `EarlierRows` (sent by reference: `by_reference`). Iterating
+    it reads every row: for tests and small tools only."""
+
+    def __init__(self, rows: EarlierRows, units: list[WorkUnit]) -> None:
+        self.rows = rows
+        self.units = units
+
+    def by_reference(self) -> EarlierRows:
+        return self.rows
+
+    def __call__(self) -> Iterator[Document]:
+        for unit in self.units:
+            task = SliceTask("", unit.index, unit.unit_id, unit.start, unit.stop, unit.start,
+                             unit.stop, None, None)  # fmt: skip
+            yield from self.rows.read(task)
+
+
 @dataclass
 class StageSpec:
     """Everything a generator needs to run any slice of one stage; sent once per replica.
 
     `documents` is the input spec (each replica reads its slices' rows itself), an earlier
-    stage's unsettled rows by reference (`UnsettledRows`), or, for the later stages of
-    multi-round methods that build their rows on the driver, the documents themselves."""
+    stage's unsettled rows or committed rows by reference (`UnsettledRows`, `EarlierRows`),
+    or, for the later stages of multi-round methods that build their rows on the driver, the
+    documents themselves."""
 
     key: str
     stage: str
     method: Method
     renderer: PromptRenderer
-    documents: InputSpec | UnsettledRows | list[Document]
+    documents: InputSpec | UnsettledRows | EarlierRows | list[Document]
     sampling: SamplingSpec
     seed: int
     max_model_len: int
@@ -175,7 +229,7 @@ class StageSpec:
 
     def read_task(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
         """The documents of `task`'s slice, whatever the stage's documents are."""
-        if isinstance(self.documents, UnsettledRows):
+        if isinstance(self.documents, (UnsettledRows, EarlierRows)):
             return self.documents.read(task, step)
         return self.read(task.start, task.stop, task.unit_seek, step)
 

@@ -28,7 +28,7 @@ from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.methods.stages import DocumentSource
+from synth_ray.methods.stages import DocumentBuilder, DocumentSource
 from synth_ray.plan import WorkUnit, plan_scanned, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.metrics import JobMetrics
@@ -43,6 +43,8 @@ from synth_ray.runtime.scheduler import (
     default_stall_timeout_s,
 )
 from synth_ray.runtime.slices import (
+    DerivedDocuments,
+    EarlierRows,
     FilteredSliceTracker,
     InputDocuments,
     SliceTracker,
@@ -94,7 +96,7 @@ def documents_for_replicas(docs: DocumentSource) -> Any:
     earlier stage's unsettled rows) where there is one, else the documents themselves."""
     if isinstance(docs, InputDocuments):
         return docs.spec
-    if isinstance(docs, UnsettledDocuments):
+    if isinstance(docs, (UnsettledDocuments, DerivedDocuments)):
         return docs.by_reference()
     return list(docs())
 
@@ -256,6 +258,44 @@ class StageRunner:
         earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
         rows = UnsettledRows(docs.spec, store.location, shards, earlier_key, earlier_ids)
         return self.execute(store, UnsettledDocuments(rows, units), method, units, stage=stage)
+
+    def run_derived_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        earlier_store: OutputStore,
+        earlier_units: list[WorkUnit],
+        earlier_stage: str,
+        columns: tuple[str, ...],
+        build: DocumentBuilder,
+        method: Method,
+        fingerprint: str,
+        group: int = 1,
+    ) -> dict[str, Any]:
+        """Run `stage` on documents built from `earlier_stage`'s committed rows, by reference
+        (`EarlierRows`): unit k covers earlier units [k*group, (k+1)*group), their ordinal
+        range and their data shards; its replica reads those shards' `columns` and `build`s
+        its documents. Unit ids derive from the earlier ones, so a resume plans the same
+        units; the driver reads no row."""
+        plan_key = f"{fingerprint}/{stage}"
+        records = earlier_store.committed(earlier_stage)
+        units, shards = [], {}
+        for k, lo in enumerate(range(0, len(earlier_units), group)):
+            covered = earlier_units[lo : lo + group]
+            names: list[str] = []
+            hasher = hashlib.sha256(plan_key.encode())
+            for unit in covered:
+                record = records.get(unit.unit_id)
+                if record is None:
+                    raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
+                names.extend(record.data_shards())
+                hasher.update(f"|{unit.unit_id}".encode())
+            shards[k] = tuple(names)
+            first, last = covered[0], covered[-1]
+            estimated = sum(u.stop - u.start for u in covered)
+            units.append(WorkUnit(k, hasher.hexdigest()[:16], first.start, last.stop, estimated))
+        rows = EarlierRows(earlier_store.location, shards, tuple(columns), build)
+        return self.execute(store, DerivedDocuments(rows, units), method, units, stage=stage)
 
     def use_engine(self, engine: EngineConfig) -> str:
         """Run later stages on `engine` (a judge on another model than the generator): the
