@@ -114,10 +114,16 @@ def rows(path):
 
 
 def test_magpie_job_filters_dedupes_and_answers(tmp_path, embedded_model):
+    from synth_ray.methods.stages import GeneratedDocuments
+
     model = scripted(embedded_model)
-    summary = run_job(
-        magpie_config(tmp_path), show_progress=False, backend=FakeBackend(responder=model)
-    )
+    backend = FakeBackend(responder=model)
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(magpie_config(tmp_path), show_progress=False, backend=backend)
+    # the instruction requests are made by the replicas, never shipped as a list
+    assert isinstance(specs[0].documents, GeneratedDocuments)
     out = rows(tmp_path / "out")
     assert [r["instruction"] for r in out] == [
         INSTRUCTIONS[0],

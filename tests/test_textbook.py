@@ -170,10 +170,15 @@ def story_with_some_words(prompt: str) -> str:
 
 
 def test_tinystories_rows_say_which_words_were_used(tmp_path, embedded_model):
+    from synth_ray.methods.stages import GeneratedDocuments
+
     engine = Echo(embedded_model, story_with_some_words)
-    summary = run_job(
-        tinystories_config(tmp_path), show_progress=False, backend=FakeBackend(responder=engine)
-    )
+    backend = FakeBackend(responder=engine)
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(tinystories_config(tmp_path), show_progress=False, backend=backend)
+    assert isinstance(specs[0].documents, GeneratedDocuments)  # replicas make their requests
     out = rows(tmp_path / "out")
     assert len(out) == 10 and summary.stats["rows_in"] == 10
     for row in out:

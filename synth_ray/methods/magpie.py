@@ -24,6 +24,7 @@ Row id = hash(instruction request id, "response").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any
 
@@ -36,7 +37,7 @@ from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import GeneratedDocuments, JobContext
 from synth_ray.sections import Section
 from synth_ray.stats import UnitStats
 
@@ -216,16 +217,22 @@ def unique_instructions(rows: list[dict[str, Any]]) -> tuple[list[Document], int
     return docs, duplicates
 
 
+def instruction_request(index: int, prefix: str) -> Document:
+    """Request `index`: the pre-query prefix the model continues with an instruction."""
+    return Document(index, f"magpie-{index:07d}", prefix)
+
+
 def run_magpie(ctx: JobContext) -> dict[str, Any]:
     config = ctx.config.section_as(MagpieConfig)
     prefix, stop = pre_query_prefix(ctx.renderer.tokenizer)  # refuses before any work
-    requests = [Document(i, f"magpie-{i:07d}", prefix) for i in range(config.num_instructions)]
+    make = functools.partial(instruction_request, prefix=prefix)
+    requests = GeneratedDocuments(config.num_instructions, make)  # each replica makes its own
     ask = MagpieInstructions(config, stop)
-    units = ctx.runner.plan(lambda: iter(requests), ask, f"{ctx.fingerprint}/instructions")
+    units = ctx.runner.plan(requests, ask, f"{ctx.fingerprint}/instructions")
     ctx.prepare()
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
-    ctx.runner.execute(work, lambda: iter(requests), ask, units, stage="instructions")
+    ctx.runner.execute(work, requests, ask, units, stage="instructions")
     docs, duplicates = unique_instructions(work.rows("instructions"))
     answer = MagpieResponses(config, ctx.model_name)
     ctx.runner.run_stage("responses", ctx.store, lambda: iter(docs), answer, ctx.fingerprint)

@@ -13,7 +13,7 @@ resumes exactly after a kill.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -107,6 +107,23 @@ class StageRunnerLike(Protocol):
     def use_engine(self, engine: EngineConfig) -> str:
         """Later stages run on `engine` (its replicas replace the current ones); returns the
         model name its rows record."""
+
+
+@dataclass(frozen=True)
+class GeneratedDocuments:
+    """Documents a method makes from their ordinal alone (`make(i)`: a module-level function,
+    or a partial of one), as TinyStories' and Magpie's requests are. A DocumentSource that is
+    sent as it is: each replica makes its own slice's documents, so neither the driver nor the
+    stage spec holds them."""
+
+    count: int
+    make: Callable[[int], Document]
+
+    def __call__(self) -> Iterator[Document]:
+        return (self.make(i) for i in range(self.count))
+
+    def read_range(self, start: int, stop: int) -> list[Document]:
+        return [self.make(i) for i in range(start, min(stop, self.count))]
 
 
 @dataclass

@@ -15,6 +15,7 @@ Row id = hash(story index, "story").
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -30,7 +31,7 @@ from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import GeneratedDocuments, JobContext
 from synth_ray.sections import Section
 
 # The paper's prompt (its section 2.1 example, words and features as placeholders).
@@ -208,14 +209,19 @@ def run_tinystories(ctx: JobContext) -> dict[str, Any]:
     config = ctx.config.section_as(TinyStoriesConfig)
     vocabulary = load_vocabulary(config.vocabulary_path)
     seed = ctx.config.sampling.seed
-    requests = [
-        Document(i, f"story-{i:07d}", None, extra=story_request(i, seed, config, vocabulary))
-        for i in range(config.num_stories)
-    ]
+    make = functools.partial(story_document, seed=seed, config=config, vocabulary=vocabulary)
+    requests = GeneratedDocuments(config.num_stories, make)  # each replica makes its own
     method = TinyStoriesMethod(config, ctx.model_name)
-    units = ctx.runner.plan(lambda: iter(requests), method, ctx.fingerprint)
+    units = ctx.runner.plan(requests, method, ctx.fingerprint)
     ctx.prepare()
-    return ctx.runner.execute(ctx.store, lambda: iter(requests), method, units)
+    return ctx.runner.execute(ctx.store, requests, method, units)
+
+
+def story_document(index: int, seed: int, config: TinyStoriesConfig, vocabulary: dict) -> Document:
+    """Request `index` as a document: its words and features (`story_request`)."""
+    return Document(
+        index, f"story-{index:07d}", None, extra=story_request(index, seed, config, vocabulary)
+    )
 
 
 def tinystories_files(config: JobConfig) -> dict[tuple[str, str], str]:

@@ -35,7 +35,7 @@ from synth_ray.io.inputs import Document, InputChangedError, InputSpec, Seek, it
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.methods.stages import DocumentBuilder
+from synth_ray.methods.stages import DocumentBuilder, GeneratedDocuments
 from synth_ray.plan import WorkUnit, unit_id_of
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
 from synth_ray.stats import UnitStats
@@ -182,14 +182,14 @@ class StageSpec:
 
     `documents` is the input spec (each replica reads its slices' rows itself), an earlier
     stage's unsettled rows or committed rows by reference (`UnsettledRows`, `EarlierRows`),
-    or, for the later stages of multi-round methods that build their rows on the driver, the
+    documents made from their ordinal (`GeneratedDocuments`), or, for the later stages of multi-round methods that build their rows on the driver, the
     documents themselves."""
 
     key: str
     stage: str
     method: Method
     renderer: PromptRenderer
-    documents: InputSpec | UnsettledRows | EarlierRows | list[Document]
+    documents: InputSpec | UnsettledRows | EarlierRows | GeneratedDocuments | list[Document]
     sampling: SamplingSpec
     seed: int
     max_model_len: int
@@ -231,6 +231,8 @@ class StageSpec:
         """The documents of `task`'s slice, whatever the stage's documents are."""
         if isinstance(self.documents, (UnsettledRows, EarlierRows)):
             return self.documents.read(task, step)
+        if isinstance(self.documents, GeneratedDocuments):
+            return self.documents.read_range(task.start, task.stop)
         return self.read(task.start, task.stop, task.unit_seek, step)
 
     @property

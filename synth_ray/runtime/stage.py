@@ -28,7 +28,7 @@ from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.methods.stages import DocumentBuilder, DocumentSource
+from synth_ray.methods.stages import DocumentBuilder, DocumentSource, GeneratedDocuments
 from synth_ray.plan import WorkUnit, plan_scanned, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.metrics import JobMetrics
@@ -98,6 +98,8 @@ def documents_for_replicas(docs: DocumentSource) -> Any:
         return docs.spec
     if isinstance(docs, (UnsettledDocuments, DerivedDocuments)):
         return docs.by_reference()
+    if isinstance(docs, GeneratedDocuments):
+        return docs  # each replica makes its own
     return list(docs())
 
 
