@@ -6,6 +6,7 @@ the parts are read by tasks: the driver parses no input row.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import synth_ray.io.input_scan as input_scan
 import synth_ray.io.inputs as inputs
 import synth_ray.runtime.plan_tasks as plan_tasks
 from synth_ray.errors import InputError
-from synth_ray.io.inputs import InputSpec, iter_documents, snapshot_inputs
+from synth_ray.io.inputs import InputChangedError, InputSpec, iter_documents, snapshot_inputs
 from synth_ray.methods.rephrase import RephraseConfig, RephraseMethod
 from synth_ray.plan import plan_scanned, plan_units
 from synth_ray.runtime.plan_tasks import scan_input
@@ -129,3 +130,17 @@ def test_ray_tasks_plan_a_big_input_and_the_driver_parses_no_row(tmp_path, monke
     expected_limited = plan_units(lambda: iter_documents(limited), _method(), "key", 25, "id")
     monkeypatch.setattr(plan_tasks, "TASKS_FROM_BYTES", 0)
     assert _units(limited, 25, "id") == expected_limited
+    real_parts = plan_tasks.input_parts
+
+    def grown_after_the_check(*args, **kwargs):  # as if d.jsonl grew once the driver looked
+        return [
+            dataclasses.replace(p, size=p.size - 1) if p.name == "d.jsonl" else p
+            for p in real_parts(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(plan_tasks, "input_parts", grown_after_the_check)
+    with pytest.raises(InputChangedError) as failed:  # raised in a task: its one line
+        _units(spec, 25, "id")
+    message = str(failed.value)
+    assert message.startswith("input.path ") and "\n" not in message  # not Ray's remote trace
+    assert "d.jsonl changed after the job planned" in message

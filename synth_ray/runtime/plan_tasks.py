@@ -47,7 +47,7 @@ def scan_input(
     import ray
 
     remote_count = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(count_jsonl)
-    counted = ray.get([remote_count.remote(p.path, p.start, p.end or p.size) for _, p in cut])
+    counted = _get([remote_count.remote(p.path, p.start, p.end or p.size) for _, p in cut])
     parts = numbered(parts, dict(zip([i for i, _ in cut], counted, strict=True)))
     remote_scan = ray.remote(num_cpus=0, scheduling_strategy="SPREAD", max_retries=2)(scan_part)
     window = min(_MAX_WINDOW, max(2, int(ray.cluster_resources().get("CPU", 2))))
@@ -58,12 +58,26 @@ def scan_input(
         for part in todo:
             pending.append(remote_scan.remote(spec_ref, part, estimate_ref, hash_ids))
             if len(pending) >= window:
-                yield ray.get(pending.popleft())
+                yield _get(pending.popleft())
         while pending:
-            yield ray.get(pending.popleft())
+            yield _get(pending.popleft())
     finally:
         for ref in pending:  # planning stopped early (a limit, an error): drop the rest
             ray.cancel(ref)
+
+
+def _get(refs: Any) -> Any:
+    """`ray.get`, raising a task's own exception (an InputChangedError's one line) rather
+    than Ray's wrapper with the remote traceback."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def input_bytes(spec: InputSpec) -> int:
