@@ -407,7 +407,7 @@ class DiversityFilter:
                 "taken": time.time(),
             }
             self.state.write_bytes_atomic(SNAPSHOT_FILE, json.dumps(pointer).encode())
-        except (OSError, ray.exceptions.RayError) as err:
+        except (OSError, TypeError, ray.exceptions.RayError) as err:  # TypeError: unpicklable
             print(f"warning: diversity index snapshot not written ({err})", file=sys.stderr)
             return
         self.size_at_snapshot += self.added_since_snapshot
@@ -477,7 +477,7 @@ class DiversityFilter:
                     for i, p in enumerate(self.partitions)
                 ]
             )
-        except (OSError, ray.exceptions.RayError) as err:
+        except (OSError, TypeError, ray.exceptions.RayError) as err:  # TypeError: unpicklable
             print(f"warning: diversity index snapshot not loaded ({err})", file=sys.stderr)
             ray.get([p.reset.remote() for p in self.partitions])
             return None
