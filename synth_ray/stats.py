@@ -2,6 +2,9 @@
 
     python -c "from synth_ray.stats import UnitStats; s = UnitStats(); print(s.to_dict())"
 
+Each unit also carries the distributions the report draws (`observe`: computed where its rows
+are written, merged like the counts), so no reader re-reads the output's rows for them.
+
 `rows_in` counts candidate rows (one per rephrased chunk-style, one per generate prompt, one per
 input document that failed before it could be expanded). The invariant
 `rows_in == rows_out + sum(dropped) + sum(errored)` is checked before each unit commits.
@@ -12,6 +15,27 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+# kept rows' token counts, binned by powers of two: bin 0 holds 0, bin k holds [2^(k-1), 2^k)
+LENGTH_COLUMNS = ("n_output_tokens", "n_input_tokens")
+LENGTH_BINS = 24
+# kept rows per value of these columns, where a method has them
+CATEGORY_COLUMNS = ("style", "operation", "format", "audience", "source", "label", "rubric")
+MAX_CATEGORIES = 40  # a column with more distinct values is counted as MANY, not by value
+MANY = "__many__"
+
+
+def length_bin(value: int) -> int:
+    return min(LENGTH_BINS - 1, max(0, int(value)).bit_length())
+
+
+def _merge_categories(mine: dict[str, int], other: dict[str, int]) -> dict[str, int]:
+    merged = dict(mine)
+    for value, count in other.items():
+        merged[value] = merged.get(value, 0) + count
+    if MANY in merged or len(merged) > MAX_CATEGORIES:
+        return {MANY: sum(merged.values())}
+    return merged
 
 
 @dataclass
@@ -25,6 +49,34 @@ class UnitStats:
     output_tokens: int = 0
     # diversity filter: rows per nn_similarity bin (20 bins of 0.05), kept and dropped alike
     nn_histogram: list[int] = field(default_factory=list)
+    # kept rows per length bin (LENGTH_COLUMNS) and per value (CATEGORY_COLUMNS)
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def observe(self, row: dict[str, Any]) -> None:
+        """Count a kept row into the distributions."""
+        for column in LENGTH_COLUMNS:
+            value = row.get(column)
+            if isinstance(value, int):
+                bins = self.lengths.setdefault(column, [0] * LENGTH_BINS)
+                bins[length_bin(value)] += 1
+        for column in CATEGORY_COLUMNS:
+            value = row.get(column)
+            if isinstance(value, str):
+                counts = self.categories.setdefault(column, {})
+                if MANY in counts:
+                    counts[MANY] += 1
+                else:
+                    counts[value] = counts.get(value, 0) + 1
+                    if len(counts) > MAX_CATEGORIES:
+                        self.categories[column] = {MANY: sum(counts.values())}
+
+    def observe_rows(self, rows: Any) -> None:
+        """`observe` every row of a pyarrow table (only the columns counted are read)."""
+        wanted = [c for c in (*LENGTH_COLUMNS, *CATEGORY_COLUMNS) if c in rows.column_names]
+        if wanted:
+            for row in rows.select(wanted).to_pylist():
+                self.observe(row)
 
     @property
     def rows_dropped(self) -> int:
@@ -48,9 +100,18 @@ class UnitStats:
         if other.nn_histogram:
             mine = self.nn_histogram or [0] * len(other.nn_histogram)
             self.nn_histogram = [a + b for a, b in zip(mine, other.nn_histogram, strict=True)]
+        for column, bins in other.lengths.items():
+            mine = self.lengths.get(column) or [0] * len(bins)
+            self.lengths[column] = [a + b for a, b in zip(mine, bins, strict=True)]
+        for column, counts in other.categories.items():
+            self.categories[column] = _merge_categories(self.categories.get(column, {}), counts)
 
     def to_dict(self) -> dict[str, Any]:
         histogram = {"nn_similarity_histogram": self.nn_histogram} if self.nn_histogram else {}
+        if self.lengths:
+            histogram["length_bins"] = self.lengths  # type: ignore[assignment]
+        if self.categories:
+            histogram["categories"] = self.categories  # type: ignore[assignment]
         return {
             "input_documents": self.input_documents,
             "rows_in": self.rows_in,
@@ -75,4 +136,6 @@ class UnitStats:
             input_tokens=data.get("input_tokens", 0),
             output_tokens=data.get("output_tokens", 0),
             nn_histogram=list(data.get("nn_similarity_histogram", [])),
+            lengths={k: list(v) for k, v in data.get("length_bins", {}).items()},
+            categories={k: dict(v) for k, v in data.get("categories", {}).items()},
         )

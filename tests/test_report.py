@@ -85,6 +85,57 @@ def test_the_report_has_each_figure_as_png_and_inline(reported):
     assert "<h2>Sample rows</h2>" in text and "Errors by stage: " in text
 
 
+def test_the_distributions_are_exact_and_the_report_reads_no_row_for_them(reported, monkeypatch):
+    """Each unit records its kept rows' length bins and category counts where its rows are
+    written (a diversity-filtered unit: of the rows its decision kept); stats.json merges
+    them. They equal what every row of the output says, and the report reads one shard (its
+    sample rows), whatever the output's size."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from synth_ray.io.output_store import OutputStore
+    from synth_ray.stats import length_bin
+
+    out, _ = reported
+    store = OutputStore(out)
+    rows = [r for f in store.data_files() for r in pq.read_table(f).to_pylist()]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows_dropped"] > 0  # the filter dropped rows: they must not be counted
+    bins = [0] * len(stats["length_bins"]["n_output_tokens"])
+    for row in rows:
+        bins[length_bin(row["n_output_tokens"])] += 1
+    assert stats["length_bins"]["n_output_tokens"] == bins and sum(bins) == stats["rows_out"]
+    styles: dict[str, int] = {}
+    for row in rows:
+        styles[row["style"]] = styles.get(row["style"], 0) + 1
+    assert stats["categories"]["style"] == styles
+    reads: list[str] = []
+    cls = type(store.location)
+    real = cls.read_table
+
+    def counting(self, name, *args, **kwargs):
+        reads.append(name)
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "read_table", counting)
+    write_report(out)
+    assert len([r for r in reads if r.startswith("data/")]) <= 1, reads
+
+
+def test_a_column_with_many_values_is_not_counted_by_value():
+    from synth_ray.stats import MANY, MAX_CATEGORIES, UnitStats
+
+    one, two = UnitStats(), UnitStats()
+    for i in range(MAX_CATEGORIES // 2 + 1):
+        one.observe({"label": f"a{i}", "n_output_tokens": 0})
+        two.observe({"label": f"b{i}", "n_output_tokens": 5})
+    assert len(one.categories["label"]) == MAX_CATEGORIES // 2 + 1
+    one.merge(UnitStats.from_dict(two.to_dict()))
+    assert one.categories["label"] == {MANY: 2 * (MAX_CATEGORIES // 2 + 1)}
+    assert one.lengths["n_output_tokens"][0] == one.lengths["n_output_tokens"][3] == 21
+
+
 def test_a_report_of_an_output_with_nothing_committed(tmp_path):
     from synth_ray.io.output_store import OutputStore
 

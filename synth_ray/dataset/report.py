@@ -10,9 +10,11 @@ also while the job runs or after it was killed. What each figure is made of:
   starting/busy/idle over time: the `_timeline/` samples of every run of every stage;
 - the acceptance funnel (rows in, past errors, past each filter, kept) and errors by stage:
   stats.json, exact;
-- output/input length histograms, counts per style/operation/format...: those columns of the
-  kept rows of at most MAX_SHARDS committed shards spread evenly over the output (the page
-  says when it sampled); sample rows: the first rows of the first committed shard;
+- output/input length histograms (powers of two) and kept rows per style/operation/format...:
+  the distributions each unit recorded where its rows were written (stats.py `observe`),
+  merged in stats.json, exact, so no row of the output is read again for them (units committed
+  by a version that did not record them are missing, and the caption says how many rows the
+  figure holds); sample rows: the first rows of the first committed shard;
 - the nearest-neighbour similarity histogram: the diversity filter's, over every row it saw.
 """
 
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from matplotlib.figure import Figure
 
 from synth_ray.errors import UserError
@@ -38,12 +39,10 @@ from synth_ray.io.output_store import (
     TIMELINE_DIR,
     OutputStore,
 )
+from synth_ray.stats import CATEGORY_COLUMNS, LENGTH_COLUMNS, MANY
 
-MAX_SHARDS = 64
 RATE_WINDOW_S = 15.0
 SAMPLE_ROWS = 5
-CATEGORY_COLUMNS = ("style", "operation", "format", "audience", "source", "label", "rubric")
-LENGTH_COLUMNS = ("n_output_tokens", "n_input_tokens")
 COLOURS = {"busy": "#2a9d8f", "idle": "#e9c46a", "starting": "#adb5bd"}
 
 
@@ -54,7 +53,7 @@ def write_report(output: str | Path | OutputStore) -> str:
     if job is None:
         raise UserError(f"output folder {store.location.uri}: no synth-ray job here")
     stats = store.read_json(STATS_FILE) or {}
-    rows, sample, sampled = _sample_rows(store)
+    sample = _sample_rows(store)
     figures: list[tuple[str, str, bytes]] = []  # (name, caption, png)
     samples = _timeline(store)
     if samples:
@@ -62,16 +61,18 @@ def write_report(output: str | Path | OutputStore) -> str:
         figures.append(("replicas", *_replicas(samples)))
     if stats:
         figures.append(("funnel", *_funnel(stats)))
+    kept = int(stats.get("rows_out", 0))
     for column in LENGTH_COLUMNS:
-        if rows is not None and column in rows.column_names and rows.num_rows:
-            figures.append((column, *_lengths(rows, column, sampled)))
+        bins = (stats.get("length_bins") or {}).get(column)
+        if bins and sum(bins):
+            figures.append((column, *_lengths(column, bins, kept)))
     if stats.get("nn_similarity_histogram"):
         figures.append(("similarity", *_similarity(stats)))
     for column in CATEGORY_COLUMNS:
-        if rows is not None and column in rows.column_names and rows.num_rows:
-            counts = _category_counts(rows, column)
-            if 1 < len(counts) <= 40:
-                figures.append((f"by_{column}", *_categories(column, counts, sampled)))
+        found = (stats.get("categories") or {}).get(column) or {}
+        counts = sorted(found.items(), key=lambda item: (-item[1], item[0]))
+        if 1 < len(counts) and MANY not in found:
+            figures.append((f"by_{column}", *_categories(column, counts, kept)))
     for name, _, png in figures:
         store.location.write_bytes_atomic(f"{REPORT_DIR}/{name}.png", png)
     page = _page(store, job, stats, figures, sample)
@@ -100,31 +101,18 @@ def _timeline(store: OutputStore) -> list[list[dict[str, Any]]]:
     return sorted(runs, key=lambda s: s[0]["t"])
 
 
-def _sample_rows(store: OutputStore) -> tuple[pa.Table | None, pa.Table | None, bool]:
-    """The length and category columns of the kept rows of up to MAX_SHARDS committed shards,
-    evenly spread (only those columns are read: a shard of long documents stays on disk);
-    SAMPLE_ROWS whole rows of the first non-empty shard; and whether the columns are a sample
-    (fewer shards than the output has)."""
+def _sample_rows(store: OutputStore) -> pa.Table | None:
+    """SAMPLE_ROWS whole rows of the first committed shard with rows (one shard read)."""
     records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
-    shards = [(s, r.rows_out) for r in records for s in r.data_shards()]
-    if not shards:
-        return None, None, False
-    step = max(1, len(shards) / MAX_SHARDS)
-    picked = sorted({shards[int(i * step)][0] for i in range(min(MAX_SHARDS, len(shards)))})
-    names = store.location.read_table(shards[0][0]).schema.names
-    wanted = [c for c in (*LENGTH_COLUMNS, *CATEGORY_COLUMNS) if c in names]
-    tables = [store.location.read_table(s, columns=wanted) for s in picked]
-    columns = pa.concat_tables(tables, promote_options="permissive")
-    first = next((s for s, n in shards if n), shards[0][0])
-    sample = store.location.read_table(first).slice(0, SAMPLE_ROWS)
-    return columns, sample, len(picked) < len(shards)
+    first = next((r.data_shards()[0] for r in records if r.rows_out and r.data_shards()), None)
+    return None if first is None else store.location.read_table(first).slice(0, SAMPLE_ROWS)
 
 
-def _category_counts(rows: pa.Table, column: str) -> list[tuple[str, int]]:
-    if not pa.types.is_string(rows.schema.field(column).type):
-        return []
-    counts = pc.value_counts(rows.column(column)).to_pylist()
-    return sorted(((str(c["values"]), c["counts"]) for c in counts), key=lambda x: -x[1])
+def _held(counted: int, kept: int) -> str:
+    """What a distribution's figure holds, when it is not every kept row."""
+    if counted >= kept:
+        return f"{counted:,} rows"
+    return f"{counted:,} of the {kept:,} kept rows (units committed by an older version: none)"
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -252,19 +240,19 @@ def _funnel(stats: dict[str, Any]) -> tuple[str, bytes]:
     return caption, _png(fig)
 
 
-def _lengths(rows: pa.Table, column: str, sampled: bool) -> tuple[str, bytes]:
-    values = [v for v in rows.column(column).to_pylist() if v is not None]
+def _lengths(column: str, bins: list[int], kept: int) -> tuple[str, bytes]:
+    """Rows per power-of-two bin: bin 0 holds 0 tokens, bin k [2^(k-1), 2^k)."""
+    last = max(i for i, count in enumerate(bins) if count)
+    shown = bins[: last + 1]
     fig, ax = _figure()
-    ax.hist(values, bins=40, color="#264653")
+    labels = ["0"] + [f"{2 ** (k - 1)}-{2**k - 1}" for k in range(1, len(shown))]
+    ax.bar(range(len(shown)), shown, color="#264653")
+    ax.set_xticks(range(len(shown)), labels, rotation=45, ha="right", fontsize=8)
     what = "output" if column == "n_output_tokens" else "input"
     ax.set_xlabel(f"{what} tokens per row")
     ax.set_ylabel("rows")
     ax.set_title(f"{what.capitalize()} lengths")
-    mean = sum(values) / len(values) if values else 0
-    caption = (
-        f"{len(values):,} rows{' (a sample of the shards)' if sampled else ''}, mean {mean:.0f}"
-    )
-    return caption, _png(fig)
+    return _held(sum(bins), kept), _png(fig)
 
 
 def _similarity(stats: dict[str, Any]) -> tuple[str, bytes]:
@@ -279,14 +267,15 @@ def _similarity(stats: dict[str, Any]) -> tuple[str, bytes]:
     return "Every row the filter saw, kept and dropped.", _png(fig)
 
 
-def _categories(column: str, counts: list[tuple[str, int]], sampled: bool) -> tuple[str, bytes]:
+def _categories(column: str, counts: list[tuple[str, int]], kept: int) -> tuple[str, bytes]:
     fig, ax = _figure()
     names = [c[0] for c in counts][::-1]
     bars = ax.barh(names, [c[1] for c in counts][::-1], color="#264653")
     ax.bar_label(bars, fontsize=8, padding=3)
     ax.set_xlabel("kept rows")
     ax.set_title(f"Rows per {column}")
-    return f"Kept rows by {column}{' (a sample of the shards)' if sampled else ''}.", _png(fig)
+    held = _held(sum(count for _, count in counts), kept)
+    return f"Kept rows by {column}: {held}.", _png(fig)
 
 
 # -- the page ----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from synth_ray.runtime.units import (
     failed_unit,
     filtered_text,
 )
+from synth_ray.stats import UnitStats
 
 T = TypeVar("T")
 GenerateMany = Callable[[list[EngineRequest]], Awaitable[list[EngineResult]]]
@@ -263,12 +264,14 @@ def finalize_unit(spec: StageSpec, task: FinalizeTask) -> SliceDone:
     embedding_shard = f"{EMBEDDINGS_DIR}/{name}"
     kept_ids = [row_ids[p] for p in kept_positions]
     store.write_table(embedding_shard, vectors_table(kept_ids, task.kept_vectors))
+    kept = UnitStats()  # the distributions of the rows the decision kept
+    kept.observe_rows(table)
     return SliceDone(
         key=task.key,
         unit_index=task.unit_index,
         start=-1,
         data_shard=data_shard,
         error_shard=None,
-        stats={},
+        stats=kept.to_dict(),
         embedding_shard=embedding_shard,
     )

@@ -559,6 +559,8 @@ class FilteredSliceTracker(SliceTracker):
         self, unit: _OpenUnit, done: SliceDone, task: FinalizeTask, nn: np.ndarray
     ) -> None:
         _, stats, errors = unit.merged()
+        kept = UnitStats.from_dict(done.stats)
+        stats.lengths, stats.categories = kept.lengths, kept.categories  # of the kept rows only
         dropped = int((~task.keep).sum())
         stats.rows_out -= dropped
         if dropped:

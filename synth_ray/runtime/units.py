@@ -208,6 +208,7 @@ def collect_rows(
                 rows.append(outcome.row)
                 row_ids.append(outcome.row.get("id") or candidate.sample_id(index))
                 stats.rows_out += 1
+                stats.observe(outcome.row)
             elif isinstance(outcome, Dropped):
                 stats.dropped[outcome.filter_name] += 1
             else:
