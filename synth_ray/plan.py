@@ -180,9 +180,11 @@ class IdHashes:
             self._spill()
 
     def extend(self, values: np.ndarray) -> None:
-        self.buffer.frombytes(values.astype(np.uint64).tobytes())
-        if len(self.buffer) >= SPILL_AT:
-            self._spill()
+        values = values.astype(np.uint64)
+        for lo in range(0, len(values), SPILL_AT):  # a huge part still spills every SPILL_AT
+            self.buffer.frombytes(values[lo : lo + SPILL_AT].tobytes())
+            if len(self.buffer) >= SPILL_AT:
+                self._spill()
 
     def _spill(self) -> None:
         if self.folder is None:

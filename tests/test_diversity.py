@@ -301,6 +301,62 @@ def test_a_resume_loads_the_index_snapshot_and_re_adds_only_later_units(
     assert len(OutputStore(tmp_path / "tampered").committed()) == summary.units_total
 
 
+def _bare_filter(state_path):
+    """A DiversityFilter without actors: enough for its snapshot bookkeeping."""
+    from synth_ray.filter_config import DiversityConfig
+    from synth_ray.io.filesystem import open_location
+    from synth_ray.runtime.diversity import DiversityFilter
+
+    bare = DiversityFilter.__new__(DiversityFilter)
+    bare.cfg = DiversityConfig(enabled=True)
+    bare.state = open_location(str(state_path))
+    bare.dim, bare.centroids = 4, None
+    bare.snapshots_off, bare.covered, bare._covered_ids = False, [["out", "", 3, "d"]], []
+    bare.added_since_snapshot, bare.size_at_snapshot = 10, 0
+    return bare
+
+
+def test_a_snapshot_that_cannot_be_written_is_retried_only_when_the_index_doubled(tmp_path, capsys):
+    """Decisions wait for commits only while a snapshot is due: a failed write (a full disk,
+    an output Ray cannot send to the actors) must not keep it due for every unit."""
+    from types import SimpleNamespace
+
+    from synth_ray.runtime.diversity import SNAPSHOT_FILE
+
+    def refuse(*args):
+        raise TypeError("cannot be pickled")
+
+    bare = _bare_filter(tmp_path / "state")
+    bare.partitions = [SimpleNamespace(save=SimpleNamespace(remote=refuse))]
+    bare.take_snapshot()
+    assert "snapshot not written" in capsys.readouterr().err
+    assert bare.added_since_snapshot == 0 and bare.size_at_snapshot == 10
+    assert not (tmp_path / "state" / SNAPSHOT_FILE).exists()
+
+
+def test_a_damaged_snapshot_pointer_is_ignored(tmp_path):
+    import json
+
+    from synth_ray.runtime.diversity import SNAPSHOT_FILE
+
+    bare = _bare_filter(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    key = bare._snapshot_key()
+    for covered, folder in (
+        ([["x"]], "snapshot-a"),
+        ([["o", "", "3", "d"]], "snapshot-a"),
+        (
+            [["o", "", 3, "d"]],
+            None,
+        ),
+    ):
+        pointer = {"format": 1, "index": key, "covered": covered, "folder": folder}
+        (tmp_path / "state" / SNAPSHOT_FILE).write_text(json.dumps(pointer))
+        assert bare._load_snapshot([(None, "")]) is None
+    (tmp_path / "state" / SNAPSHOT_FILE).write_text("{not json")
+    assert bare._load_snapshot([(None, "")]) is None
+
+
 def test_a_stop_commits_the_units_already_decided(tmp_path, embedded_model, ray_local, monkeypatch):
     """A graceful stop with the filter on: every unit decided before or during the grace is
     written and committed (its write is sent although no new work is), and the resume ends

@@ -144,3 +144,35 @@ def test_ray_tasks_plan_a_big_input_and_the_driver_parses_no_row(tmp_path, monke
     message = str(failed.value)
     assert message.startswith("input.path ") and "\n" not in message  # not Ray's remote trace
     assert "d.jsonl changed after the job planned" in message
+
+
+def test_a_part_that_cannot_be_read_is_one_line(tmp_path):
+    """A planning task on a node that cannot see the input (not on a shared filesystem)."""
+    from synth_ray.io.input_scan import InputPart, scan_part
+
+    part = InputPart(0, str(tmp_path / "gone.jsonl"), "gone.jsonl", 10)
+    with pytest.raises(InputError, match="gone.jsonl cannot be read on node") as failed:
+        scan_part(InputSpec(str(tmp_path)), part, len, False)
+    assert "\n" not in str(failed.value)
+    with pytest.raises(InputError, match="cannot be read on node"):
+        input_scan.count_jsonl(str(tmp_path / "gone.jsonl"), 0, 10)
+
+
+def test_id_hashes_of_a_huge_part_still_spill_in_bounded_memory(monkeypatch):
+    import numpy as np
+
+    import synth_ray.plan as plan
+
+    monkeypatch.setattr(plan, "SPILL_AT", 1000)
+    hashes = plan.IdHashes()
+    peak = [0]
+    real_spill = plan.IdHashes._spill
+
+    def spill(self):
+        peak[0] = max(peak[0], len(self.buffer))
+        real_spill(self)
+
+    monkeypatch.setattr(plan.IdHashes, "_spill", spill)
+    values = np.arange(10_500, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    hashes.extend(np.concatenate([values, values[:3]]))
+    assert peak[0] <= 1000 and hashes.repeated() == set(values[:3].tolist())

@@ -225,7 +225,7 @@ class _KeepAll:
     def snapshot_due(self):
         return False
 
-    def take_snapshot(self):
+    def take_snapshot(self, check=None):
         pass
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from synth_ray.errors import InputError
 from synth_ray.io.inputs import (
     JSONL_SUFFIXES,
     Document,
@@ -98,7 +100,11 @@ def count_jsonl(path: str, start: int, end: int) -> tuple[int, int]:
     after it need to number their rows. Counts bytes; parses nothing."""
     rows = lines = 0
     tail = b""
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below; an error here is one line
+    except OSError as err:
+        raise _unreadable(path, Path(path).name, err) from None
+    with fh:
         fh.seek(start)
         remaining = end - start
         while remaining > 0:
@@ -116,6 +122,14 @@ def count_jsonl(path: str, start: int, end: int) -> tuple[int, int]:
         lines += 1
         rows += 1 if tail.strip() else 0
     return rows, lines
+
+
+def _unreadable(where: str, name: str, err: OSError) -> InputError:
+    """A part that cannot be read on the node a planning task runs on, as one line."""
+    return InputError(
+        f"input.path {where}: {name} cannot be read on node {socket.gethostname()} "
+        f"({type(err).__name__}); the input must be on a filesystem every node shares"
+    )
 
 
 def input_parts(
@@ -169,8 +183,8 @@ def scan_part(
     path = Path(part.path)
     try:
         size = os.stat(path).st_size
-    except OSError:
-        size = -1
+    except OSError as err:
+        raise _unreadable(spec.path, part.name, err) from None
     if size != part.size:
         raise InputChangedError(
             f"input.path {spec.path}: {part.name} changed after the job planned (size "

@@ -39,7 +39,7 @@ from synth_ray.diversity.partitioning import route, train_centroids
 from synth_ray.errors import ConfigError, InputError, ResourceError
 from synth_ray.filter_config import DiversityConfig
 from synth_ray.io.filesystem import Location, open_location
-from synth_ray.io.inputs import InputSpec, iter_documents, validate_inputs
+from synth_ray.io.inputs import InputSpec, identify_inputs, iter_documents, validate_inputs
 from synth_ray.io.vectors import table_vectors, vectors_table
 
 CENTROID_SAMPLE = 4096  # texts that train the K centroids (from the job's own input)
@@ -380,11 +380,13 @@ class DiversityFilter:
             return False
         return self.added_since_snapshot >= max(SNAPSHOT_MIN_VECTORS, self.size_at_snapshot)
 
-    def take_snapshot(self) -> None:
+    def take_snapshot(self, check: Callable[[], None] | None = None) -> None:
         """Save every partition's index and then `_diversity/snapshot.json` naming them and
         the committed units they hold. Call it only when every unit decided so far has
-        committed (the index then holds exactly the committed units' vectors). A failed
-        write leaves the previous snapshot in force (a resume re-adds more units)."""
+        committed (the index then holds exactly the committed units' vectors). `check` (the
+        output lease's) runs before the pointer is written: a run that lost the output never
+        replaces the live run's snapshot. A failed write leaves the previous snapshot in force
+        (a resume re-adds more units) and is tried again once the index doubled again."""
         import ray
 
         if self.snapshots_off or not self.covered or not self.added_since_snapshot:
@@ -398,6 +400,8 @@ class DiversityFilter:
                 ]
             )
             previous = self._read_pointer()
+            if check is not None:
+                check()
             pointer = {
                 "format": _SNAPSHOT_FORMAT,
                 "folder": folder,
@@ -409,6 +413,9 @@ class DiversityFilter:
             self.state.write_bytes_atomic(SNAPSHOT_FILE, json.dumps(pointer).encode())
         except (OSError, TypeError, ray.exceptions.RayError) as err:  # TypeError: unpicklable
             print(f"warning: diversity index snapshot not written ({err})", file=sys.stderr)
+            # tried again only once the index doubles again: decisions never wait on it per unit
+            self.size_at_snapshot += self.added_since_snapshot
+            self.added_since_snapshot = 0
             return
         self.size_at_snapshot += self.added_since_snapshot
         self.added_since_snapshot = 0
@@ -426,8 +433,17 @@ class DiversityFilter:
             "partitions": cfg.partitions,
             "exact_max": cfg.exact_max_vectors,
             "centroids": centroids,
-            "reference": [cfg.reference_path, cfg.reference_column] if cfg.reference_path else None,
+            "reference": self._reference_identity(),
         }
+
+    def _reference_identity(self) -> list[Any] | None:
+        """The reference corpus's path, column and files (name, size, sampled digest): an
+        edited reference file makes the snapshot's reference vectors stale."""
+        cfg = self.cfg
+        if not cfg.reference_path:
+            return None
+        files = identify_inputs(InputSpec(cfg.reference_path, cfg.reference_column))
+        return [cfg.reference_path, cfg.reference_column, files]
 
     def _read_pointer(self) -> dict[str, Any] | None:
         try:
@@ -457,10 +473,16 @@ class DiversityFilter:
         if pointer.get("index") != self._snapshot_key():
             return None
         covered = pointer.get("covered") or []
-        if not covered or len(covered) > len(stages):
+        if not isinstance(covered, list) or not covered or len(covered) > len(stages):
+            return None
+        if not all(isinstance(e, list) and len(e) == 4 for e in covered):
+            return None  # damaged: every unit is re-added instead
+        if not isinstance(pointer.get("folder"), str):
             return None
         for position, (entry, (store, stage)) in enumerate(zip(covered, stages, strict=False)):
             output, name, units, digest = entry
+            if not isinstance(units, int):
+                return None
             if [output, name] != [store.location.uri, stage]:
                 return None
             records = sorted(store.committed(stage).values(), key=lambda r: r.unit_index)

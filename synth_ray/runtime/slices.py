@@ -527,7 +527,7 @@ class FilteredSliceTracker(SliceTracker):
             if self.diversity.snapshot_due():
                 if self.finalizing:
                     return
-                self.diversity.take_snapshot()
+                self.diversity.take_snapshot(self._lease_check())
             self._decide(self.complete.pop(self.order.popleft()))
 
     def _decide(self, unit: _OpenUnit) -> None:
@@ -585,4 +585,9 @@ class FilteredSliceTracker(SliceTracker):
         super().check_done()
         if self.order or self.complete or self.finalizing:
             raise AssertionError(f"units {list(self.order)[:5]} were never decided or written")
-        self.diversity.take_snapshot()  # the stage's end: a resume of a later stage loads it
+        # the stage's end: a resume of a later stage loads it
+        self.diversity.take_snapshot(self._lease_check())
+
+    def _lease_check(self) -> Callable[[], None] | None:
+        lease = self.store.lease
+        return lease.check if lease is not None else None

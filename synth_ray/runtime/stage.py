@@ -155,14 +155,14 @@ class StageRunner:
             cached = load_units(self.output, name)
             if cached is not None:
                 return cached
-        if isinstance(docs, InputDocuments):
+        if isinstance(docs, InputDocuments) and docs.spec.limit is None:
             if self.owns_backend and input_bytes(docs.spec) >= TASKS_FROM_BYTES:
                 self._ensure_ray()  # a big input is scanned by Ray tasks beside the data
+                self._check_input_visible(docs)
             hash_ids = id_column is not None
             scans = scan_input(docs.spec, method.estimate_rows, hash_ids)
-            limit = docs.spec.limit
-            units = plan_scanned(scans, fingerprint, rows_per_shard, limit, id_column, docs)
-        else:
+            units = plan_scanned(scans, fingerprint, rows_per_shard, None, id_column, docs)
+        else:  # documents built on the driver, or the first `input.limit` rows (read just those)
             units = plan_units(docs, method, fingerprint, rows_per_shard, id_column)
         if name is not None:
             self._unsaved_plans[name] = units
@@ -335,14 +335,14 @@ class StageRunner:
         from synth_ray.runtime.cluster import connect_ray
 
         self.owns_ray = connect_ray(self.config) or self.owns_ray
+        if self.stop is not None:
+            self.stop.reinstall()  # ray.init replaced the SIGTERM handler
 
     def _ensure_backend(self) -> Backend:
         if self.backend is None:
             from synth_ray.runtime.cluster import ray_backend_for
 
             self._ensure_ray()
-            if self.stop is not None:
-                self.stop.reinstall()  # ray.init replaced the SIGTERM handler
             self.backend = ray_backend_for(self.config, keep_alive=True)
         return self.backend
 
@@ -481,6 +481,14 @@ class StageRunner:
                 "generators write their shards there: use a shared filesystem or an "
                 "object-store URI (s3://, gs://, ...)",
             )
+        self._check_input_visible(docs)
+        self._paths_checked = True
+
+    def _check_input_visible(self, docs: DocumentSource) -> None:
+        """Fail with one line naming the nodes where a local input cannot be seen (planning
+        tasks and generators read it on their own nodes)."""
+        from synth_ray.runtime.cluster import check_visible_from_every_node
+
         spec = docs.spec if isinstance(docs, InputDocuments) else None
         if isinstance(docs, UnsettledDocuments):
             spec = docs.rows.spec
@@ -492,7 +500,6 @@ class StageRunner:
                 str(resolve_input_files(spec.path)[1][-1]),
                 "generators read their slices of it: put it on a shared filesystem",
             )
-        self._paths_checked = True
 
     def _schedule(
         self,
