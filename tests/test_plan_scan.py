@@ -102,11 +102,15 @@ def test_counting_a_part_agrees_with_reading_it(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A local Ray (or the one an earlier test module left running)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def test_ray_tasks_plan_a_big_input_and_the_driver_parses_no_row(tmp_path, monkeypatch, local_ray):
