@@ -9,6 +9,8 @@ it on a resumed run is refused; actor counts and placement only change speed and
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from synth_ray.sections import RUNTIME, Section
@@ -54,6 +56,13 @@ class DiversityConfig(Section):
         DEFAULT_EXACT_MAX_VECTORS,
         ge=1,
         description="Vectors per partition searched exactly; past it the index becomes HNSW.",
+    )
+    partition_placement: Literal["driver", "spread"] = Field(
+        "driver",
+        description="Where the partition actors (the index) live: driver: on the driver's node; "
+        "spread: over the cluster's nodes, so their memory adds up. Either way a lost partition "
+        "is rebuilt from the last snapshot and the units committed since.",
+        json_schema_extra=RUNTIME,
     )
     embedders: int = Field(
         1, ge=1, description="Embedding actors (sentence-transformers).", json_schema_extra=RUNTIME

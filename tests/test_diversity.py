@@ -301,6 +301,48 @@ def test_a_resume_loads_the_index_snapshot_and_re_adds_only_later_units(
     assert len(OutputStore(tmp_path / "tampered").committed()) == summary.units_total
 
 
+def test_a_lost_partition_is_rebuilt_and_the_decisions_hold(
+    tmp_path, embedded_model, ray_local, monkeypatch, capsys
+):
+    """Partition actors killed mid-stage (as when their node is lost), right after a unit
+    was decided and before it committed: the next call finds them dead and rebuilds each
+    from the snapshot in force (or, with none, from nothing), the units committed since and
+    the decided units not yet committed. The paraphrases of the killed units' rows are still
+    dropped: the run ends with the clean run's rows, with snapshots and without."""
+    import ray
+
+    import synth_ray.runtime.diversity as diversity
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.runtime.job import run_job
+    from synth_ray.runtime.slices import FilteredSliceTracker
+
+    renderer = PromptRenderer.from_model(embedded_model)
+    # units of 2 rows: the a's are decided in units 2-3, their paraphrases come after
+    spread = UNRELATED + [a for a, _ in PARAPHRASES] + [b for _, b in PARAPHRASES]
+    parts = {"partitions": 2, "probes": 2, "partition_placement": "spread"}
+    clean = generate_config(tmp_path, spread, name="clean", **parts)
+    run_job(clean, show_progress=False, backend=echo_backend(renderer))
+    expected = kept_rows(clean.output.path)
+    real_decide = FilteredSliceTracker._decide
+    killed: list[int] = []
+
+    def decide_then_kill(self, unit):
+        real_decide(self, unit)
+        if unit.unit.index in (2, 3):
+            for actor in self.diversity.partitions:
+                ray.kill(actor)
+            killed.append(unit.unit.index)
+
+    monkeypatch.setattr(FilteredSliceTracker, "_decide", decide_then_kill)
+    for snapshot_at in (1, diversity.SNAPSHOT_MIN_VECTORS):
+        monkeypatch.setattr(diversity, "SNAPSHOT_MIN_VECTORS", snapshot_at)
+        killed.clear()
+        config = generate_config(tmp_path, spread, name=f"lost-{snapshot_at}", **parts)
+        run_job(config, show_progress=False, backend=echo_backend(renderer))
+        assert killed == [2, 3] and "diversity partition 0 was lost" in capsys.readouterr().err
+        assert kept_rows(config.output.path) == expected
+
+
 def _bare_filter(state_path):
     """A DiversityFilter without actors: enough for its snapshot bookkeeping."""
     from synth_ray.filter_config import DiversityConfig

@@ -26,6 +26,7 @@ import json
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,17 +174,23 @@ class DiversityFilter:
         self.dim = int(dims[0])
         self._next_embedder = itertools.cycle(self.embedders)
         partition_class = ray.remote(PartitionActor)
-        # The partitions hold state that only a replay of the committed shards rebuilds, so
-        # they live on the driver's node and share its fate: losing any other node never
-        # loses filter state (and a lost driver is a resume anyway). An index search is one
-        # short call per batch: reserve no CPU, fit beside the replicas.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.partitions = [
-            partition_class.options(num_cpus=0, scheduling_strategy=here).remote(
-                self.dim, cfg.exact_max_vectors
-            )
-            for _ in range(cfg.partitions)
-        ]
+        # By default the partitions live on the driver's node and share its fate (a lost
+        # driver is a resume anyway); `spread` puts them over the nodes, for their memory. A
+        # partition lost all the same is rebuilt (`_rebuild`). An index search is one short
+        # call per batch: reserve no CPU, fit beside the replicas.
+        strategy: Any = "SPREAD"
+        if cfg.partition_placement == "driver":
+            here = ray.get_runtime_context().get_node_id()
+            strategy = NodeAffinitySchedulingStrategy(here, soft=False)
+        options = partition_class.options(num_cpus=0, scheduling_strategy=strategy)
+        self._new_partition = lambda: options.remote(self.dim, cfg.exact_max_vectors)  # noqa: E731
+        self.partitions = [self._new_partition() for _ in range(cfg.partitions)]
+        # what a lost partition is rebuilt from, beside the committed units: the snapshot in
+        # force, the vectors a method's own driver added, the decided units not yet committed
+        self._snapshot_in_force: dict[str, Any] | None = None
+        self._driver_added: list[np.ndarray] = []
+        self._pending: deque[list[np.ndarray]] = deque()
+        self._stores: dict[tuple[str, str], Any] = {}
         self.centroids = self._load_or_train_centroids(sample_texts) if cfg.partitions > 1 else None
         self.primed = False
         self.restored_stages: set[tuple[str, str]] = set()
@@ -246,59 +253,116 @@ class DiversityFilter:
 
     def index_max(self, vectors: np.ndarray) -> np.ndarray:
         """Each row's highest similarity to everything kept before (its probed partitions)."""
-        import ray
 
         best = np.full(len(vectors), -np.inf, dtype=np.float32)
         if len(vectors) == 0:
             return best
         probes = self._route(vectors)
-        calls = []
+        asked = {}
         for p in range(len(self.partitions)):
             rows = np.nonzero((probes == p).any(axis=1))[0]
             if len(rows):
-                calls.append((rows, self.partitions[p].max_similarity.remote(vectors[rows])))
-        for rows, scores in zip(
-            [rows for rows, _ in calls], ray.get([ref for _, ref in calls]), strict=True
-        ):
-            best[rows] = np.maximum(best[rows], scores)
+                asked[p] = rows
+        scores = self._call_each("max_similarity", {p: vectors[r] for p, r in asked.items()})
+        for p, rows in asked.items():
+            best[rows] = np.maximum(best[rows], scores[p])
         return best
+
+    def _call_each(self, method: str, arguments: dict[int, np.ndarray]) -> dict[int, Any]:
+        """Call `method` on each partition with its argument; a partition found dead (its
+        node lost, the actor killed) is rebuilt and asked again, once."""
+        import ray
+
+        refs = {p: getattr(self.partitions[p], method).remote(a) for p, a in arguments.items()}
+        results = {}
+        for p, ref in refs.items():
+            try:
+                results[p] = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self._rebuild(p)
+                results[p] = ray.get(getattr(self.partitions[p], method).remote(arguments[p]))
+        return results
 
     def restore(self, vectors: np.ndarray) -> None:
         """Add vectors as kept, without deciding (a driver's own: Self-Instruct's seeds)."""
         self.prime([])
         self.snapshots_off = True
         self._add(vectors)
+        self._driver_added.append(vectors)
 
     def _add(self, vectors: np.ndarray) -> None:
-        import ray
-
         if len(vectors) == 0:
             return
         self.added_since_snapshot += len(vectors)
         home = self._route(vectors)[:, 0]
-        ray.get(
-            [
-                self.partitions[p].add.remote(vectors[home == p])
-                for p in range(len(self.partitions))
-                if (home == p).any()
-            ]
+        homes = {p: vectors[home == p] for p in range(len(self.partitions)) if (home == p).any()}
+        self._call_each("add", homes)
+
+    def _rebuild(self, p: int) -> None:
+        """Replace lost partition `p` with one holding what it held: the snapshot in force
+        (else the reference corpus), the vectors a method's driver added, the committed units
+        after the snapshot and the decided units not yet committed, each routed as before."""
+        import ray
+
+        print(
+            f"warning: diversity partition {p} was lost (its node or process); rebuilding it "
+            "from the last snapshot and the units committed since",
+            file=sys.stderr,
         )
+        self.partitions[p] = self._new_partition()
+        skip: dict[tuple[str, str], int] = {}
+        snapshot = self._snapshot_in_force
+        if snapshot is not None:
+            folder = snapshot["folder"]
+            ray.get(self.partitions[p].load.remote(self.state, f"{folder}/partition-{p}.faiss"))
+            skip = {(o, s): n for o, s, n, _ in snapshot["covered"]}
+        elif self.cfg.reference_path:
+            self._add_home(p, self._reference_vectors())
+        for vectors in self._driver_added:
+            self._add_home(p, vectors)
+        for output, stage, units, _ in self.covered:
+            store = self._stores[(output, stage)]
+            records = sorted(store.committed(stage).values(), key=lambda r: r.unit_index)
+            for record in records[skip.get((output, stage), 0) : units]:
+                if record.embedding_shard:
+                    table = store.location.read_table(record.embedding_shard)
+                    self._add_home(p, table_vectors(table))
+        for unit in self._pending:
+            for vectors in unit:
+                self._add_home(p, vectors)
+
+    def _add_home(self, p: int, vectors: np.ndarray) -> None:
+        """Add to partition `p` the vectors whose home it is."""
+        import ray
+
+        mine = vectors[self._route(vectors)[:, 0] == p] if len(vectors) else vectors
+        if len(mine):
+            ray.get(self.partitions[p].add.remote(mine))
 
     def decide(self, vectors: np.ndarray) -> BatchDecision:
         """Decide ordered rows and add the kept ones to the index (a method's own driver)."""
+        self.prime([])
         self.snapshots_off = True
-        return self.decide_unit(vectors)
+        return self._decide(vectors, self._driver_added)
 
     def decide_unit(self, vectors: np.ndarray) -> BatchDecision:
         """Decide a unit's ordered rows and add the kept ones: what a filtered stage does
-        (runtime/slices.py), each unit's kept vectors then committed with it."""
+        (runtime/slices.py), each unit's kept vectors then committed with it
+        (`unit_committed`, in the order they were decided)."""
         self.prime([])
+        self._pending.append([])
+        return self._decide(vectors, self._pending[-1])
+
+    def _decide(self, vectors: np.ndarray, added: list[np.ndarray]) -> BatchDecision:
+        """Decide in sub-batches, each one's kept vectors added (and recorded in `added`,
+        what a lost partition is rebuilt from) before the next is decided."""
         keep = np.zeros(len(vectors), dtype=bool)
         best = np.full(len(vectors), -np.inf, dtype=np.float32)
         for start in range(0, len(vectors), DECIDE_BATCH):
             part = vectors[start : start + DECIDE_BATCH]
             decision = decide_batch(part, self.index_max(part), self.cfg.threshold)
             self._add(part[decision.keep])
+            added.append(part[decision.keep])
             keep[start : start + len(part)] = decision.keep
             best[start : start + len(part)] = decision.nn_similarity
         return BatchDecision(keep, best)
@@ -310,7 +374,9 @@ class DiversityFilter:
         return OrderedBatch(vectors, self.index_max(vectors))
 
     def finish(self, batch: OrderedBatch) -> None:
-        self._add(batch.vectors[batch.keep].astype(np.float16))
+        kept = batch.vectors[batch.keep].astype(np.float16)
+        self._add(kept)
+        self._driver_added.append(kept)
 
     # -- rebuilding the index on resume ----------------------------------------------------------
 
@@ -330,6 +396,7 @@ class DiversityFilter:
                 self._add(self._reference_vectors())
         for store, stage in stages:
             key = (store.location.uri, stage)
+            self._stores[key] = store
             if key not in self.restored_stages:
                 self.restored_stages.add(key)
                 self._restore_stage(store, stage, skip.get(key, 0))
@@ -357,7 +424,7 @@ class DiversityFilter:
                     ahead.append(pool.submit(read, todo[position + _RESTORE_READS]))
                 if vectors is not None:
                     self._add(vectors)
-                self.unit_committed(store.location.uri, stage, record.unit_id)
+                self._cover_unit(store.location.uri, stage, record.unit_id)
 
     def _cover(self, output: str, stage: str) -> None:
         if not self.covered or self.covered[-1][:2] != [output, stage]:
@@ -365,8 +432,13 @@ class DiversityFilter:
             self._covered_ids.append(hashlib.sha256())
 
     def unit_committed(self, output: str, stage: str, unit_id: str) -> None:
-        """The next unit of the stage being filtered committed (its vectors are in the
-        index): what a snapshot taken now covers."""
+        """The next decided unit of the stage being filtered committed (its vectors are in
+        the index): what a snapshot taken now covers."""
+        if self._pending:
+            self._pending.popleft()
+        self._cover_unit(output, stage, unit_id)
+
+    def _cover_unit(self, output: str, stage: str, unit_id: str) -> None:
         self._cover(output, stage)
         self._covered_ids[-1].update(unit_id.encode() + b"\n")
         self.covered[-1][2] += 1
@@ -411,6 +483,7 @@ class DiversityFilter:
                 "taken": time.time(),
             }
             self.state.write_bytes_atomic(SNAPSHOT_FILE, json.dumps(pointer).encode())
+            self._snapshot_in_force = json.loads(json.dumps(pointer))  # a copy: covered moves on
         except (OSError, TypeError, ray.exceptions.RayError) as err:  # TypeError: unpicklable
             print(f"warning: diversity index snapshot not written ({err})", file=sys.stderr)
             # tried again only once the index doubles again: decisions never wait on it per unit
@@ -513,6 +586,7 @@ class DiversityFilter:
             self._covered_ids.append(hasher)
         self.size_at_snapshot = int(sum(sizes))
         self.snapshot_loaded = folder
+        self._snapshot_in_force = {"folder": folder, "covered": [list(e) for e in covered]}
         return {(output, name): units for output, name, units, _ in covered}
 
     def describe(self) -> list[dict[str, Any]]:
