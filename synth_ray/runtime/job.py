@@ -25,8 +25,8 @@ from synth_ray.methods import method_spec
 from synth_ray.methods.stages import JobContext
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
-from synth_ray.runtime.slices import InputDocuments
 from synth_ray.runtime.stage import RunSummary, StageRunner
+from synth_ray.runtime.stage_documents import InputDocuments
 from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.timeline import set_state
 

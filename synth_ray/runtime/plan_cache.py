@@ -23,7 +23,7 @@ from synth_ray.io.filesystem import Location
 from synth_ray.io.inputs import Seek
 from synth_ray.io.output_store import PLANS_DIR, OutputStore
 from synth_ray.plan import WorkUnit
-from synth_ray.runtime.slices import InputDocuments
+from synth_ray.runtime.stage_documents import InputDocuments
 
 _FORMAT = 1  # bump when the columns or their meaning change: older plans are then ignored
 

@@ -38,7 +38,8 @@ from synth_ray.io.output_store import (
 )
 from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.io.vectors import vectors_table
-from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec, check_unit_rows
+from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask, StageSpec
+from synth_ray.runtime.stage_documents import check_unit_rows
 from synth_ray.runtime.units import (
     NN_FIELD,
     PendingUnit,

@@ -25,155 +25,23 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from synth_ray.diversity.decide import histogram
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.io.filesystem import Location
-from synth_ray.io.inputs import Document, InputChangedError, InputSpec, Seek, iter_document_range
+from synth_ray.io.inputs import Document, InputSpec, Seek, iter_document_range
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.methods.stages import DocumentBuilder, GeneratedDocuments
-from synth_ray.plan import WorkUnit, unit_id_of
+from synth_ray.methods.stages import GeneratedDocuments
+from synth_ray.plan import WorkUnit
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
+from synth_ray.runtime.stage_documents import EarlierRows, UnsettledRows
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
     from synth_ray.runtime.diversity import DiversityFilter
-
-
-class InputDocuments:
-    """A stage's documents read from the job's input files: generators read their own slices
-    (`iter_document_range`), so the input must be reachable from every node that runs one."""
-
-    def __init__(self, spec: InputSpec) -> None:
-        self.spec = spec
-        # every file's name, size and sampled digest (`identify_inputs`), when the job took it
-        self.identity: list[list[Any]] | None = None
-
-    def __call__(self) -> Iterator[Document]:
-        return iter_document_range(self.spec, 0, None)
-
-
-def check_unit_rows(
-    input_spec: InputSpec, plan_key: str, task: SliceTask, unit_id: str, whole: list[Document]
-) -> None:
-    """Raise InputChangedError unless `whole` (the unit's documents) hash to `unit_id`."""
-    ids = [doc.source_id for doc in whole]
-    found = unit_id_of(plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
-    if found != unit_id:
-        raise InputChangedError(
-            f"input.path {input_spec.path}: input rows {task.unit_start}-{task.unit_stop} "
-            f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
-            "while the job ran (or since it was planned); rerun once it is final, with "
-            "--replan if it changed on purpose"
-        )
-
-
-@dataclass(frozen=True)
-class UnsettledRows:
-    """A later stage's documents by reference: the input's rows of an earlier stage's units
-    that the earlier stage did not settle (none of their source ids is in a data or error
-    row that stage committed). The driver holds only shard names; each replica reads its
-    unit's rows from the input (from the unit's seek) and the `source_id` column of the
-    earlier unit's shards, and drops the settled ones."""
-
-    spec: InputSpec
-    output: Location
-    settled_shards: dict[int, tuple[str, ...]]  # unit index -> the earlier unit's shards
-    # the earlier stage's plan key and unit ids: the rows read are checked against them
-    plan_key: str = ""
-    earlier_ids: dict[int, str] = field(default_factory=dict)
-
-    def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
-        whole = list(
-            iter_document_range(self.spec, task.unit_start, task.unit_stop, task.unit_seek)
-        )
-        earlier = self.earlier_ids.get(task.unit_index)
-        if self.plan_key and earlier is not None:
-            check_unit_rows(self.spec, self.plan_key, task, earlier, whole)
-        settled: set[str] = set()
-        for shard in self.settled_shards.get(task.unit_index, ()):
-            table = self.output.read_table(shard, columns=["source_id"])
-            settled.update(table.column("source_id").to_pylist())
-        docs = []
-        for doc in whole[task.start - task.unit_start : task.stop - task.unit_start]:
-            if doc.source_id not in settled:
-                docs.append(doc)
-            if step is not None:
-                step()
-        return docs
-
-
-class UnsettledDocuments:
-    """The driver's handle on `UnsettledRows` (a DocumentSource that is sent by reference:
-    `by_reference`). Iterating it reads every row: for tests and small tools only."""
-
-    def __init__(self, rows: UnsettledRows, units: list[WorkUnit]) -> None:
-        self.rows = rows
-        self.units = units
-
-    def by_reference(self) -> UnsettledRows:
-        return self.rows
-
-    def __call__(self) -> Iterator[Document]:
-        for unit in self.units:
-            task = SliceTask("", unit.index, unit.unit_id, unit.start, unit.stop, unit.start,
-                             unit.stop, None, unit.seek)  # fmt: skip
-            yield from self.rows.read(task)
-
-
-@dataclass(frozen=True)
-class EarlierRows:
-    """A later stage's documents by reference, built from what an earlier stage committed:
-    each unit reads the `columns` of its earlier units' data shards and `build(table,
-    first_ordinal)` (a method's module-level function: it runs on the replica) turns them
-    into documents numbered from the unit's first ordinal, at most one per ordinal of the
-    unit. The driver holds only shard names."""
-
-    output: Location
-    shards: dict[int, tuple[str, ...]]  # unit index -> the earlier units' data shards
-    columns: tuple[str, ...]
-    build: DocumentBuilder
-
-    def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
-        tables = [
-            self.output.read_table(shard, columns=list(self.columns))
-            for shard in self.shards.get(task.unit_index, ())
-        ]
-        if tables:
-            table = pa.concat_tables(tables)
-        else:
-            table = pa.table({c: pa.array([], pa.string()) for c in self.columns})
-        docs = []
-        for doc in self.build(table, task.unit_start):
-            if doc.ordinal >= task.unit_stop:
-                raise AssertionError(f"unit {task.unit_index}: more documents than ordinals")
-            if task.start <= doc.ordinal < task.stop:
-                docs.append(doc)
-            if step is not None:
-                step()
-        return docs
-
-
-class DerivedDocuments:
-    """The driver's handle on `EarlierRows` (sent by reference: `by_reference`). Iterating
-    it reads every row: for tests and small tools only."""
-
-    def __init__(self, rows: EarlierRows, units: list[WorkUnit]) -> None:
-        self.rows = rows
-        self.units = units
-
-    def by_reference(self) -> EarlierRows:
-        return self.rows
-
-    def __call__(self) -> Iterator[Document]:
-        for unit in self.units:
-            task = SliceTask("", unit.index, unit.unit_id, unit.start, unit.stop, unit.start,
-                             unit.stop, None, None)  # fmt: skip
-            yield from self.rows.read(task)
 
 
 @dataclass

@@ -43,17 +43,18 @@ from synth_ray.runtime.scheduler import (
     default_stall_timeout_s,
 )
 from synth_ray.runtime.slices import (
-    DerivedDocuments,
-    EarlierRows,
     FilteredSliceTracker,
-    InputDocuments,
     SliceTracker,
     StageSpec,
-    UnsettledDocuments,
-    UnsettledRows,
     cut_slices,
     failed_slice,
     split_slice,
+)
+from synth_ray.runtime.stage_documents import (
+    DocumentsByReference,
+    EarlierRows,
+    InputDocuments,
+    UnsettledRows,
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.timeline import Timeline
@@ -96,7 +97,7 @@ def documents_for_replicas(docs: DocumentSource) -> Any:
     earlier stage's unsettled rows) where there is one, else the documents themselves."""
     if isinstance(docs, InputDocuments):
         return docs.spec
-    if isinstance(docs, (UnsettledDocuments, DerivedDocuments)):
+    if isinstance(docs, DocumentsByReference):
         return docs.by_reference()
     if isinstance(docs, GeneratedDocuments):
         return docs  # each replica makes its own
@@ -259,7 +260,7 @@ class StageRunner:
         earlier_key = earlier_units[0].plan_key if earlier_units else ""
         earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
         rows = UnsettledRows(docs.spec, store.location, shards, earlier_key, earlier_ids)
-        return self.execute(store, UnsettledDocuments(rows, units), method, units, stage=stage)
+        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
 
     def run_derived_stage(
         self,
@@ -297,7 +298,7 @@ class StageRunner:
             estimated = sum(u.stop - u.start for u in covered)
             units.append(WorkUnit(k, hasher.hexdigest()[:16], first.start, last.stop, estimated))
         rows = EarlierRows(earlier_store.location, shards, tuple(columns), build)
-        return self.execute(store, DerivedDocuments(rows, units), method, units, stage=stage)
+        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
 
     def use_engine(self, engine: EngineConfig) -> str:
         """Run later stages on `engine` (a judge on another model than the generator): the
@@ -490,7 +491,7 @@ class StageRunner:
         from synth_ray.runtime.cluster import check_visible_from_every_node
 
         spec = docs.spec if isinstance(docs, InputDocuments) else None
-        if isinstance(docs, UnsettledDocuments):
+        if isinstance(docs, DocumentsByReference) and isinstance(docs.rows, UnsettledRows):
             spec = docs.rows.spec
         if spec is not None:
             from synth_ray.io.inputs import resolve_input_files
