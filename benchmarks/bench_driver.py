@@ -96,23 +96,34 @@ def write_docs(path: Path, n: int, words: int = 250) -> None:
             fh.write(json.dumps({"id": f"d{i}", "text": text, "prompt": text[:200]}) + "\n")
 
 
-def job(method: str, docs: Path, out: Path, n: int, replicas: int) -> Any:
+def stand_in_config(data: dict[str, Any], replicas: int) -> Any:
+    """A job config from `data` (method, input, output, sampling, the method's section) on
+    `replicas` stand-in replicas: no GPU, a CPU each, and requests enough in flight that the
+    driver, not the engine, is what is measured."""
     from synth_ray.config import validate_config
 
+    return validate_config(
+        {
+            **data,
+            "engine": {"max_model_len": 2048},
+            "resources": {"replicas": replicas, "cpus_per_replica": 1, "gpus_per_replica": 0},
+            "scheduler": {"max_in_flight_per_replica": 4096},
+        }
+    )
+
+
+def job(method: str, docs: Path, out: Path, n: int, replicas: int) -> Any:
     data: dict[str, Any] = {
         "method": method,
         "input": {"path": str(docs), "id_column": "id", "limit": n},
         "output": {"path": str(out), "rows_per_shard": 1000},
-        "engine": {"max_model_len": 2048},
         "sampling": {"max_tokens": 64},
-        "resources": {"replicas": replicas, "cpus_per_replica": 1, "gpus_per_replica": 0},
-        "scheduler": {"max_in_flight_per_replica": 4096},
     }
     if method == "rephrase":
         data["rephrase"] = {"styles": ["medium"], "max_chunk_tokens": 512}
     else:
         data["input"]["text_column"] = "prompt"
-    return validate_config(data)
+    return stand_in_config(data, replicas)
 
 
 def measure(method: str, docs: Path, work: Path, n: int, backend: Any, replicas: int) -> dict:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_driver import WORDS  # noqa: E402
+from bench_driver import WORDS, stand_in_config  # noqa: E402
 from common import append_results, machine, machine_line  # noqa: E402
 
 PARQUET_FILES = 1000
@@ -70,22 +70,17 @@ def write_inputs(folder: Path, n: int) -> dict[str, Path]:
 
 
 def job_config(case: str, path: Path, out: Path, replicas: int) -> Any:
-    from synth_ray.config import validate_config
-
     data: dict[str, Any] = {
         "method": "self_improve" if case == "star" else "generate",
         "input": {"path": str(path), "id_column": "id"},
         "output": {"path": str(out), "rows_per_shard": 2000},
-        "engine": {"max_model_len": 2048},
         "sampling": {"max_tokens": 16},
-        "resources": {"replicas": replicas, "cpus_per_replica": 1, "gpus_per_replica": 0},
-        "scheduler": {"max_in_flight_per_replica": 4096},
     }
     if case == "star":
         data["self_improve"] = {"mode": "star"}
     else:
         data["input"]["text_column"] = "prompt"
-    return validate_config(data)
+    return stand_in_config(data, replicas)
 
 
 def child(case: str, path: Path, out: Path, replicas: int) -> dict[str, Any]:

@@ -143,3 +143,16 @@ def watch_driver_reads(monkeypatch, after_stage: str) -> dict:
 
     monkeypatch.setattr(StageRunner, "execute", execute)
     return seen
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray for a test module (or the one an earlier module left running)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

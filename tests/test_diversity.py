@@ -148,18 +148,6 @@ def echo_backend(renderer, **kwargs) -> FakeBackend:
     return FakeBackend(responder=respond, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def generate_config(tmp_path, texts, name="out", **diversity):
     rows = [{"id": f"p{i:02d}", "text": f"ECHO: {t}"} for i, t in enumerate(texts)]
     path = write_jsonl(tmp_path / f"{name}.jsonl", rows)

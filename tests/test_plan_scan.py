@@ -100,20 +100,7 @@ def test_counting_a_part_agrees_with_reading_it(tmp_path):
     assert input_scan.count_jsonl(str(path), 0, path.stat().st_size) == (len(rows), 7)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray (or the one an earlier test module left running)."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-def test_ray_tasks_plan_a_big_input_and_the_driver_parses_no_row(tmp_path, monkeypatch, local_ray):
+def test_ray_tasks_plan_a_big_input_and_the_driver_parses_no_row(tmp_path, monkeypatch, ray_local):
     """With Ray connected and an input over TASKS_FROM_BYTES, the parts are counted and
     scanned by Ray tasks: this process's row readers raise and the plan is still the
     streamed one; with a limit too (the tasks past it are cancelled)."""

@@ -552,6 +552,7 @@ class DiversityFilter:
             return None  # damaged: every unit is re-added instead
         if not isinstance(pointer.get("folder"), str):
             return None
+        hashers = []  # each stage's running digest of its unit ids, continued as units commit
         for position, (entry, (store, stage)) in enumerate(zip(covered, stages, strict=False)):
             output, name, units, digest = entry
             if not isinstance(units, int):
@@ -564,6 +565,7 @@ class DiversityFilter:
             ids = hashlib.sha256(b"".join(r.unit_id.encode() + b"\n" for r in records[:units]))
             if ids.hexdigest() != digest and units:
                 return None
+            hashers.append(ids)
         folder = str(pointer["folder"])
         try:
             sizes = ray.get(
@@ -576,14 +578,8 @@ class DiversityFilter:
             print(f"warning: diversity index snapshot not loaded ({err})", file=sys.stderr)
             ray.get([p.reset.remote() for p in self.partitions])
             return None
-        for output, name, units, digest in covered:
-            self.covered.append([output, name, units, digest])
-            hasher = hashlib.sha256()
-            store = next(s for s, n in stages if s.location.uri == output and n == name)
-            records = sorted(store.committed(name).values(), key=lambda r: r.unit_index)
-            for record in records[:units]:
-                hasher.update(record.unit_id.encode() + b"\n")
-            self._covered_ids.append(hasher)
+        self.covered.extend(list(entry) for entry in covered)
+        self._covered_ids.extend(hashers)
         self.size_at_snapshot = int(sum(sizes))
         self.snapshot_loaded = folder
         self._snapshot_in_force = {"folder": folder, "covered": [list(e) for e in covered]}
