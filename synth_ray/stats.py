@@ -20,7 +20,16 @@ from typing import Any
 LENGTH_COLUMNS = ("n_output_tokens", "n_input_tokens")
 LENGTH_BINS = 24
 # kept rows per value of these columns, where a method has them
-CATEGORY_COLUMNS = ("style", "operation", "format", "audience", "source", "label", "rubric")
+CATEGORY_COLUMNS = (
+    "style",
+    "operation",
+    "format",
+    "audience",
+    "source",
+    "label",
+    "rubric",
+    "augmentation",
+)
 MAX_CATEGORIES = 40  # a column with more distinct values is counted as MANY, not by value
 MANY = "__many__"
 
@@ -52,6 +61,9 @@ class UnitStats:
     # kept rows per length bin (LENGTH_COLUMNS) and per value (CATEGORY_COLUMNS)
     lengths: dict[str, list[int]] = field(default_factory=dict)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    # a method's own counts of its candidates by label (`Candidate.tallies`): what it asked
+    # for, per kind, counted where the candidates are made, so no driver re-reads them
+    tallies: Counter[str] = field(default_factory=Counter)
 
     def observe(self, row: dict[str, Any]) -> None:
         """Count a kept row into the distributions."""
@@ -97,6 +109,7 @@ class UnitStats:
         self.errored.update(other.errored)
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.tallies.update(other.tallies)
         if other.nn_histogram:
             mine = self.nn_histogram or [0] * len(other.nn_histogram)
             self.nn_histogram = [a + b for a, b in zip(mine, other.nn_histogram, strict=True)]
@@ -112,6 +125,8 @@ class UnitStats:
             histogram["length_bins"] = self.lengths  # type: ignore[assignment]
         if self.categories:
             histogram["categories"] = self.categories  # type: ignore[assignment]
+        if self.tallies:
+            histogram["tallies"] = dict(sorted(self.tallies.items()))  # type: ignore[assignment]
         return {
             "input_documents": self.input_documents,
             "rows_in": self.rows_in,
@@ -138,4 +153,5 @@ class UnitStats:
             nn_histogram=list(data.get("nn_similarity_histogram", [])),
             lengths={k: list(v) for k, v in data.get("length_bins", {}).items()},
             categories={k: dict(v) for k, v in data.get("categories", {}).items()},
+            tallies=Counter(data.get("tallies", {})),
         )

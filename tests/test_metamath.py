@@ -337,6 +337,27 @@ def test_job_bootstraps_every_question_and_accounts_for_every_row(tmp_path, embe
     assert again.generated == [] and rerun.stats["rows_out"] == 29  # done: nothing re-asked
 
 
+def test_the_driver_reads_no_row_to_build_the_answers_stage(tmp_path, embedded_model, monkeypatch):
+    """The answers stage goes by reference: each unit's replica reads its stage-1 unit's input
+    rows and committed questions and builds the bootstrapped questions. From stage 1's end on,
+    the driver reads neither an input row nor an output shard, and the per-augmentation
+    counts come from the units' stats."""
+    from conftest import watch_driver_reads
+
+    seen = watch_driver_reads(monkeypatch, after_stage="questions")
+    backend = FakeBackend(responder=ScriptedEngine(embedded_model))
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(config(tmp_path, n=3, k=1), show_progress=False, backend=backend)
+    assert seen["watching"] and seen["reads"] == []
+    [answers] = [spec for spec in specs if spec.stage == "answers"]
+    assert not isinstance(answers.documents, list)  # no question travels with it
+    per = summary.stats["metamath"]["augmentations"]
+    assert per["sv"] == {"asked": 10, "bootstrapped": 9, "rows_out": 9}
+    assert per["fobar"] == {"asked": 10, "bootstrapped": 10, "rows_out": 10}
+
+
 def test_killed_in_answers_stage_resumes_exactly(tmp_path, embedded_model, monkeypatch):
     engine = ScriptedEngine(embedded_model, samples=("999", "right"))
     clean = run_job(

@@ -42,6 +42,11 @@ class Candidate:
     raw_prompt: str | None = None
     error: str | None = None
     error_stage: str = "input"
+    # dropped before any request, by this filter's name (a question that cannot be made):
+    # its `width` rows are counted dropped and nothing is sent to the engine
+    dropped: str | None = None
+    # labels this candidate is counted under in the unit's stats (`UnitStats.tallies`)
+    tallies: tuple[str, ...] = ()
     width: int = 1
     # False: `width` is an upper bound, and `finish` returns from 1 to `width` outcomes (Self-
     # Instruct's up to 5 instances in one completion); an error is then one row, not `width`

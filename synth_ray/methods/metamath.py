@@ -35,14 +35,16 @@ Stages, in one output folder (resumed exactly after a kill in either):
    (numeric checker) are kept, the others dropped as `no_answer` (no `#### N` line: cut by
    max_tokens, or unformatted, where the checker's fallback to "the last number" would guess),
    `incorrect` or `over_k`.
-The questions of stage 2 are derived from what stage 1 committed (and from the input, for
-FOBAR), so rerunning plans the same units. Decided by the driver, outside any unit: `no_number`
-(no maskable number) and `variable_in_question` (the question already has a standalone `x`),
-for fobar and sv. Every bootstrapped question stands for `n` rows: one lost before stage 2 (or
+Each unit of stage 2 is a stage-1 unit's: its replica reads that unit's input rows (FOBAR is
+built from them) and committed questions (`answer_documents`), so rerunning plans the same
+units and the driver reads no row. Dropped in stage 2 without a request: `no_number` (no
+maskable number) and `variable_in_question` (the question already has a standalone `x`), for
+fobar and sv. Every bootstrapped question stands for `n` rows: one lost before stage 2 (or
 an input row that is bad, once per augmentation) counts `n` rows dropped or errored, so
 rows_in = input rows x augmentations x n. stats.json's `metamath` section gives, per
-augmentation, the questions `asked`, those `bootstrapped` (reaching stage 2) and `rows_out`,
-and the questions stage's own counts (`questions_stage`).
+augmentation, the questions `asked`, those `bootstrapped` (reaching stage 2) and `rows_out`
+(summed from the units' tallies and category counts, not re-read), and the questions stage's
+own counts (`questions_stage`).
 Not built here: MetaMath's answer augmentation (AnsAug: k correct rationales per original
 question) is `self_improve.mode: rejection`; MetaMath's MATH prompts (`X`, `$x$`, boxed
 answers); several rephrasings per question (MetaMath samples more than one).
@@ -51,9 +53,9 @@ answers); several rephrasings per question (MetaMath samples more than one).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -299,7 +301,7 @@ class MetaMathQuestions(Method):
             else:
                 masked = mask_for(doc.source_id, "sv", question, answer, config.variable)
                 if isinstance(masked, str):
-                    continue  # the driver counts it (no_number, variable_in_question)
+                    continue  # dropped in stage 2 (no_number, variable_in_question)
                 before, sentence = split_question_sentence(masked.question)
                 fields.update(before=before, reference=answer, expected_answer=masked.value)
                 fields["masked_number"] = masked.value
@@ -307,7 +309,8 @@ class MetaMathQuestions(Method):
                 prompt = fill(config.template("sv_rewrite"), values)
             rid = row_id(doc.source_id, "metamath", augmentation, "question")
             messages = [{"role": "user", "content": prompt}]
-            candidates.append(Candidate(rid, doc.source_id, fields, messages))
+            tallies = (f"asked:{augmentation}",)
+            candidates.append(Candidate(rid, doc.source_id, fields, messages, tallies=tallies))
         return candidates
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
@@ -376,6 +379,7 @@ class MetaMathAnswers(Method):
     def __init__(self, config: MetaMathConfig, model_name: str) -> None:
         self.config = config
         self.model_name = model_name
+        self.asked_before = MODEL_WRITTEN  # stage 1 counted these as asked
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": self.config.n}
@@ -415,9 +419,17 @@ class MetaMathAnswers(Method):
     def expand(self, doc: Document) -> list[Candidate]:
         augmentation = str(doc.extra["augmentation"])
         rid = row_id(doc.source_id, "metamath", augmentation)
+        asked = (f"asked:{augmentation}",) if augmentation not in self.asked_before else ()
+        if doc.extra.get("dropped"):  # could not be masked: no question to ask
+            dropped = str(doc.extra["dropped"])
+            return [Candidate(rid, doc.source_id, dropped=dropped, width=self.config.n,
+                              tallies=(f"asked:{augmentation}",))]  # fmt: skip
         fields = {**doc.extra, "question": doc.text}
         messages = [{"role": "user", "content": self.prompt(augmentation, doc.text or "")}]
-        return [Candidate(rid, doc.source_id, fields, messages, width=self.config.n)]
+        tallies = (*asked, f"bootstrapped:{augmentation}")
+        return [
+            Candidate(rid, doc.source_id, fields, messages, width=self.config.n, tallies=tallies)
+        ]
 
     def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
         fields = candidate.fields
@@ -453,49 +465,61 @@ class MetaMathAnswers(Method):
         return outcomes
 
 
-def bootstrapped_questions(
-    docs: Iterable[Document], config: MetaMathConfig, written: dict[tuple[str, str], dict]
-) -> tuple[list[Document], Counter[str], dict[str, Counter[str]]]:
-    """Stage 2's documents, in input order then `augmentations` order: FOBAR questions built
-    here, rephrased and SV questions from stage 1's committed rows (`written`, by source id and
-    augmentation). Also the driver's drops (no_number, variable_in_question) and, per
-    augmentation, how many questions were asked and reached stage 2."""
+QUESTION_COLUMNS = ("source_id", "augmentation", "question", "expected_answer", "masked_number")
+
+
+def answer_documents(
+    rows: list[Document], table: pa.Table, config: MetaMathConfig
+) -> list[Document]:
+    """Stage 2's documents for one unit's input rows (the replica builds them: runtime
+    `run_joined_stage`), from `table`, what stage 1 committed for those rows: per valid row
+    and augmentation, in `augmentations` order, numbered `row.ordinal * len(augmentations) +
+    i`. FOBAR questions are built here; rephrased and SV questions come from stage 1 (one it
+    dropped gets no document: stage 1 counted it). A FOBAR or SV question that cannot be
+    masked is a document marked `dropped` (no_number, variable_in_question)."""
+    columns = {c: table.column(c).to_pylist() for c in QUESTION_COLUMNS}
+    written = {
+        (source_id, augmentation): i
+        for i, (source_id, augmentation) in enumerate(
+            zip(columns["source_id"], columns["augmentation"], strict=True)
+        )
+    }
+    width = len(config.augmentations)
     out: list[Document] = []
-    drops: Counter[str] = Counter()
-    per = {a: Counter({"asked": 0, "bootstrapped": 0}) for a in config.augmentations}
-    for doc in docs:
+    for doc in rows:
         if document_error(doc, config) is not None:
-            continue
+            continue  # stage 1 errored it, once per augmentation
         question = (doc.text or "").strip()
         answer = reference_answer(doc, config) or ""
-        for augmentation in config.augmentations:
-            per[augmentation]["asked"] += 1
+        for i, augmentation in enumerate(config.augmentations):
+            ordinal = doc.ordinal * width + i
             extra: dict[str, Any] = {"augmentation": augmentation, "original_question": question}
-            if augmentation == "fobar":
-                masked = mask_for(doc.source_id, "fobar", question, answer, config.variable)
-                if isinstance(masked, str):
-                    drops[masked] += 1
+            if augmentation != "rephrase":
+                masked = mask_for(doc.source_id, augmentation, question, answer, config.variable)
+                if isinstance(masked, str):  # asked of no model: dropped in stage 2
+                    extra["dropped"] = masked
+                    out.append(Document(ordinal, doc.source_id, None, extra=extra))
                     continue
+            if augmentation == "fobar":
                 text = fobar_question(config, masked.question, answer)
                 extra.update(expected_answer=masked.value, masked_number=masked.value)
             else:
-                row = written.get((doc.source_id, augmentation))
-                if row is None:
-                    if augmentation == "sv":  # not asked when nothing could be masked
-                        reason = mask_for(doc.source_id, "sv", question, answer, config.variable)
-                        if isinstance(reason, str):
-                            drops[reason] += 1
+                at = written.get((doc.source_id, augmentation))
+                if at is None:
                     continue  # dropped in stage 1: counted there
-                text = row["question"]
-                extra.update(expected_answer=row["expected_answer"])
-                extra["masked_number"] = row["masked_number"]
-            per[augmentation]["bootstrapped"] += 1
-            out.append(Document(len(out), doc.source_id, text, extra=extra))
-    return out, drops, per
+                text = columns["question"][at]
+                extra.update(
+                    expected_answer=columns["expected_answer"][at],
+                    masked_number=columns["masked_number"][at],
+                )
+            out.append(Document(ordinal, doc.source_id, text, extra=extra))
+    return out
 
 
 def run_metamath(ctx: JobContext) -> dict[str, Any]:
-    """Stage 1 into stages/, stage 2 (from what stage 1 committed) into the output folder."""
+    """Stage 1 into stages/, stage 2 into the output folder: each of its units is built by a
+    replica from a stage-1 unit's input rows and committed questions, so the driver reads no
+    row of either."""
     assert ctx.docs is not None
     config = ctx.config.section_as(MetaMathConfig)
     ask = MetaMathQuestions(config)
@@ -504,34 +528,44 @@ def run_metamath(ctx: JobContext) -> dict[str, Any]:
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
     ctx.runner.execute(work, ctx.docs, ask, units, stage="questions")
-    written = {(r["source_id"], r["augmentation"]): r for r in work.rows("questions")}
-    docs, drops, per = bootstrapped_questions(ctx.docs(), config, written)
     answer = MetaMathAnswers(config, ctx.model_name)
-    ctx.runner.run_stage("answers", ctx.store, lambda: iter(docs), answer, ctx.fingerprint)
-    # every bootstrapped question stands for n rows; those lost before stage 2 count here
-    n, first = config.n, work.totals("questions")
+    ctx.runner.run_joined_stage(
+        "answers",
+        ctx.store,
+        ctx.docs,
+        work,
+        units,
+        "questions",
+        QUESTION_COLUMNS,
+        functools.partial(answer_documents, config=config),
+        len(config.augmentations),
+        answer,
+        ctx.fingerprint,
+    )
+    # every bootstrapped question stands for n rows; those lost in stage 1 count here
+    n, first, second = config.n, work.totals("questions"), ctx.store.totals("answers")
     before = UnitStats(
         input_documents=first.input_documents,
-        rows_in=(first.rows_in - first.rows_out + sum(drops.values())) * n,
+        rows_in=(first.rows_in - first.rows_out) * n,
         input_tokens=first.input_tokens,
         output_tokens=first.output_tokens,
     )
-    before.dropped.update({name: count * n for name, count in (first.dropped + drops).items()})
+    before.dropped.update({name: count * n for name, count in first.dropped.items()})
     before.errored.update({name: count * n for name, count in first.errored.items()})
-    kept = Counter(
-        a
-        for t in ctx.store.data_tables("answers", ["augmentation"])
-        for a in t.column(0).to_pylist()
-    )
+    tallies = first.tallies + second.tallies
+    kept = second.categories.get("augmentation", {})
+    per = {
+        a: {
+            "asked": tallies[f"asked:{a}"],
+            "bootstrapped": tallies[f"bootstrapped:{a}"],
+            "rows_out": kept.get(a, 0),
+        }
+        for a in config.augmentations
+    }
     return ctx.store.write_stats(
         units_total=ctx.runner.summary.units_total,
         extra=before,
-        sections={
-            "metamath": {
-                "augmentations": {a: {**per[a], "rows_out": kept[a]} for a in config.augmentations},
-                "questions_stage": first.to_dict(),
-            }
-        },
+        sections={"metamath": {"augmentations": per, "questions_stage": first.to_dict()}},
     )
 
 

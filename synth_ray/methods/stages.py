@@ -30,6 +30,9 @@ DocumentSource = Callable[[], Iterable[Document]]
 # a later stage's documents from an earlier stage's committed rows (a table of the columns it
 # asked for) and the unit's first ordinal; runs on the replicas, so a module-level function
 DocumentBuilder = Callable[[pa.Table, int], list[Document]]
+# a later stage's documents from a unit's input rows and what an earlier stage committed for
+# them (a table of the columns it asked for); runs on the replicas
+JoinedDocumentBuilder = Callable[[list[Document], pa.Table], list[Document]]
 
 
 class DiversityFilterLike(Protocol):
@@ -100,6 +103,24 @@ class StageRunnerLike(Protocol):
         """Run `stage` on documents `build` makes from the `columns` of what `earlier_stage`
         committed in `earlier_store`, by reference: each unit covers `group` consecutive
         earlier units and its replica reads their shards; the driver reads no row."""
+
+    def run_joined_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        docs: DocumentSource,
+        earlier_store: OutputStore,
+        earlier_units: list[Any],
+        earlier_stage: str,
+        columns: tuple[str, ...],
+        build: JoinedDocumentBuilder,
+        per_row: int,
+        method: Method,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        """Run `stage` on documents `build` makes from each earlier unit's input rows and the
+        `columns` of what `earlier_stage` committed for them, at most `per_row` per input row,
+        by reference: the driver reads no row."""
 
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""

@@ -37,7 +37,11 @@ from synth_ray.methods.base import Method
 from synth_ray.methods.stages import GeneratedDocuments
 from synth_ray.plan import WorkUnit
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
-from synth_ray.runtime.stage_documents import EarlierRows, UnsettledRows
+from synth_ray.runtime.stage_documents import (
+    EarlierRows,
+    InputWithEarlierRows,
+    UnsettledRows,
+)
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -57,7 +61,14 @@ class StageSpec:
     stage: str
     method: Method
     renderer: PromptRenderer
-    documents: InputSpec | UnsettledRows | EarlierRows | GeneratedDocuments | list[Document]
+    documents: (
+        InputSpec
+        | UnsettledRows
+        | EarlierRows
+        | InputWithEarlierRows
+        | GeneratedDocuments
+        | list[Document]
+    )
     sampling: SamplingSpec
     seed: int
     max_model_len: int
@@ -97,7 +108,7 @@ class StageSpec:
 
     def read_task(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
         """The documents of `task`'s slice, whatever the stage's documents are."""
-        if isinstance(self.documents, (UnsettledRows, EarlierRows)):
+        if isinstance(self.documents, (UnsettledRows, EarlierRows, InputWithEarlierRows)):
             return self.documents.read(task, step)
         if isinstance(self.documents, GeneratedDocuments):
             return self.documents.read_range(task.start, task.stop)

@@ -28,7 +28,12 @@ from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import absolute_path
 from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
 from synth_ray.methods.base import Method
-from synth_ray.methods.stages import DocumentBuilder, DocumentSource, GeneratedDocuments
+from synth_ray.methods.stages import (
+    DocumentBuilder,
+    DocumentSource,
+    GeneratedDocuments,
+    JoinedDocumentBuilder,
+)
 from synth_ray.plan import WorkUnit, plan_scanned, plan_units
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.metrics import JobMetrics
@@ -54,6 +59,7 @@ from synth_ray.runtime.stage_documents import (
     DocumentsByReference,
     EarlierRows,
     InputDocuments,
+    InputWithEarlierRows,
     UnsettledRows,
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
@@ -300,6 +306,56 @@ class StageRunner:
         rows = EarlierRows(earlier_store.location, shards, tuple(columns), build)
         return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
 
+    def run_joined_stage(
+        self,
+        stage: str,
+        store: OutputStore,
+        docs: DocumentSource,
+        earlier_store: OutputStore,
+        earlier_units: list[WorkUnit],
+        earlier_stage: str,
+        columns: tuple[str, ...],
+        build: JoinedDocumentBuilder,
+        per_row: int,
+        method: Method,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        """Run `stage` on documents built from the input rows of each of `earlier_stage`'s
+        units together with that unit's committed rows, by reference (`InputWithEarlierRows`):
+        unit k reads earlier unit k's input rows (from its seek) and the `columns` of its data
+        shards, and `build` makes at most `per_row` documents per input row. Unit ids derive
+        from the earlier ones, so a resume plans the same units; the driver reads no row."""
+        if not isinstance(docs, InputDocuments):
+            raise TypeError(f"stage {stage} reads input files; got {type(docs).__name__}")
+        plan_key = f"{fingerprint}/{stage}"
+        records = earlier_store.committed(earlier_stage)
+        samples = int(method.sampling_overrides().get("n", 1))  # rows per document
+        units, shards = [], {}
+        for unit in earlier_units:
+            record = records.get(unit.unit_id)
+            if record is None:
+                raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
+            shards[unit.index] = tuple(record.data_shards())
+            unit_id = hashlib.sha256(f"{plan_key}|{unit.unit_id}".encode()).hexdigest()[:16]
+            start, stop = unit.start * per_row, unit.stop * per_row
+            units.append(
+                dataclasses.replace(
+                    unit,
+                    unit_id=unit_id,
+                    start=start,
+                    stop=stop,
+                    plan_key="",
+                    estimated_rows=(stop - start) * samples,
+                )  # fmt: skip
+            )
+        earlier_key = earlier_units[0].plan_key if earlier_units else ""
+        earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
+        rows = InputWithEarlierRows(
+            docs.spec, earlier_store.location, shards, tuple(columns), build, per_row,
+            earlier_key, earlier_ids,
+        )  # fmt: skip
+        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
+
     def use_engine(self, engine: EngineConfig) -> str:
         """Run later stages on `engine` (a judge on another model than the generator): the
         replicas of the current engine are stopped, freeing their GPUs, and the next stage
@@ -491,7 +547,8 @@ class StageRunner:
         from synth_ray.runtime.cluster import check_visible_from_every_node
 
         spec = docs.spec if isinstance(docs, InputDocuments) else None
-        if isinstance(docs, DocumentsByReference) and isinstance(docs.rows, UnsettledRows):
+        by_input = (UnsettledRows, InputWithEarlierRows)
+        if isinstance(docs, DocumentsByReference) and isinstance(docs.rows, by_input):
             spec = docs.rows.spec
         if spec is not None:
             from synth_ray.io.inputs import resolve_input_files

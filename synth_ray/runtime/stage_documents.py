@@ -7,7 +7,9 @@
 - `UnsettledRows`: an earlier stage's input rows it did not settle (STaR's rationalize stage).
 - `EarlierRows`: documents a method builds from an earlier stage's committed rows
   (preference's ratings).
-The driver holds a `DocumentsByReference` for the last two and sends `by_reference()`.
+- `InputWithEarlierRows`: documents a method builds from a unit's input rows together with
+  what an earlier stage committed for them (MetaMath's answers).
+The driver holds a `DocumentsByReference` for the last three and sends `by_reference()`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from synth_ray.io.filesystem import Location
 from synth_ray.io.inputs import Document, InputChangedError, InputSpec, iter_document_range
-from synth_ray.methods.stages import DocumentBuilder
+from synth_ray.methods.stages import DocumentBuilder, JoinedDocumentBuilder
 from synth_ray.plan import WorkUnit, unit_id_of
 
 if TYPE_CHECKING:
@@ -44,12 +46,26 @@ def check_unit_rows(
     input_spec: InputSpec, plan_key: str, task: SliceTask, unit_id: str, whole: list[Document]
 ) -> None:
     """Raise InputChangedError unless `whole` (the unit's documents) hash to `unit_id`."""
+    check_rows(input_spec, plan_key, task.unit_index, task.unit_start, task.unit_stop, unit_id,
+               whole)  # fmt: skip
+
+
+def check_rows(
+    input_spec: InputSpec,
+    plan_key: str,
+    index: int,
+    start: int,
+    stop: int,
+    unit_id: str,
+    whole: list[Document],
+) -> None:
+    """Raise InputChangedError unless `whole` (unit `index`'s documents, input rows [start,
+    stop)) hash to `unit_id`."""
     ids = [doc.source_id for doc in whole]
-    found = unit_id_of(plan_key, task.unit_index, task.unit_start, task.unit_stop, ids)
-    if found != unit_id:
+    if unit_id_of(plan_key, index, start, stop, ids) != unit_id:
         raise InputChangedError(
-            f"input.path {input_spec.path}: input rows {task.unit_start}-{task.unit_stop} "
-            f"(unit {task.unit_index}) are not the rows the job planned: the input changed "
+            f"input.path {input_spec.path}: input rows {start}-{stop} "
+            f"(unit {index}) are not the rows the job planned: the input changed "
             "while the job ran (or since it was planned); rerun once it is final, with "
             "--replan if it changed on purpose"
         )
@@ -123,16 +139,61 @@ class EarlierRows:
         return docs
 
 
+@dataclass(frozen=True)
+class InputWithEarlierRows:
+    """A later stage's documents by reference, built from a unit's input rows and what an
+    earlier stage committed for them: stage unit k is the earlier stage's unit k, whose input
+    rows [start, stop) it reads from the unit's seek (checked against the earlier unit's id),
+    with the `columns` of that unit's data shards; `build(rows, table)` (a method's
+    module-level function: it runs on the replica) makes at most `per_row` documents per
+    input row, numbered `row.ordinal * per_row + i`. The driver holds only shard names."""
+
+    spec: InputSpec
+    output: Location
+    shards: dict[int, tuple[str, ...]]  # unit index -> the earlier unit's data shards
+    columns: tuple[str, ...]
+    build: JoinedDocumentBuilder
+    per_row: int
+    plan_key: str  # the earlier stage's
+    earlier_ids: dict[int, str]
+
+    def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
+        start, stop = task.unit_start // self.per_row, task.unit_stop // self.per_row
+        whole = list(iter_document_range(self.spec, start, stop, task.unit_seek))
+        earlier = self.earlier_ids[task.unit_index]
+        check_rows(self.spec, self.plan_key, task.unit_index, start, stop, earlier, whole)
+        tables = [
+            self.output.read_table(shard, columns=list(self.columns))
+            for shard in self.shards.get(task.unit_index, ())
+        ]
+        if tables:
+            table = pa.concat_tables(tables)
+        else:
+            table = pa.table({c: pa.array([], pa.string()) for c in self.columns})
+        docs = []
+        for doc in self.build(whole, table):
+            if not task.unit_start <= doc.ordinal < task.unit_stop:
+                raise AssertionError(f"unit {task.unit_index}: document {doc.ordinal} outside it")
+            if task.start <= doc.ordinal < task.stop:
+                docs.append(doc)
+            if step is not None:
+                step()
+        return docs
+
+
+RowsByReference = UnsettledRows | EarlierRows | InputWithEarlierRows
+
+
 class DocumentsByReference:
     """The driver's handle on a later stage's documents by reference (`UnsettledRows`,
     `EarlierRows`): a DocumentSource whose replicas get `by_reference()` and read their own
     slices. Iterating it reads every row: for tests and small tools only."""
 
-    def __init__(self, rows: UnsettledRows | EarlierRows, units: list[WorkUnit]) -> None:
+    def __init__(self, rows: RowsByReference, units: list[WorkUnit]) -> None:
         self.rows = rows
         self.units = units
 
-    def by_reference(self) -> UnsettledRows | EarlierRows:
+    def by_reference(self) -> RowsByReference:
         return self.rows
 
     def __call__(self) -> Iterator[Document]:

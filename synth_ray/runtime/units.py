@@ -98,7 +98,7 @@ class UnitBuilder:
             step()
         counted = len(docs) if self.method.counts_input_documents else 0
         pending = PendingUnit(unit, candidates, [], input_documents=counted)
-        to_render = [c for c in candidates if c.error is None]
+        to_render = [c for c in candidates if c.error is None and c.dropped is None]
         texts = []
         for c in to_render:
             text = c.raw_prompt
@@ -113,6 +113,8 @@ class UnitBuilder:
             if candidate.error is not None:
                 error = Errored(candidate.error_stage, candidate.error)
                 pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
+            elif candidate.dropped is not None:
+                pending.outcomes[candidate.row_id] = [Dropped(candidate.dropped)] * candidate.width
         for candidate, ids in zip(to_render, token_ids, strict=True):
             if len(ids) >= self.max_model_len:
                 error = Errored(
@@ -145,6 +147,9 @@ def failed_unit(method: Method, unit: WorkUnit, docs: list[Document], reason: st
     for candidate in candidates:
         if candidate.error is not None:
             error = Errored(candidate.error_stage, candidate.error)
+        elif candidate.dropped is not None:
+            pending.outcomes[candidate.row_id] = [Dropped(candidate.dropped)] * candidate.width
+            continue
         else:
             error = Errored("generate", reason)
         pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
@@ -186,6 +191,7 @@ def collect_rows(
     row_ids: list[str] = []
     filtered = 0  # position among the rows the diversity filter decided on
     for candidate in pending.candidates:
+        stats.tallies.update(candidate.tallies)
         stats.rows_in += len(pending.outcomes[candidate.row_id])
         result = pending.results.get(candidate.row_id)
         if result is not None:
