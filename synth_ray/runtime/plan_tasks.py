@@ -26,9 +26,9 @@ from synth_ray.io.input_scan import (
     scan_part,
 )
 from synth_ray.io.inputs import Document, InputSpec, check_snapshot, resolve_input_files
+from synth_ray.runtime.ray_tasks import connected, get, window
 
 TASKS_FROM_BYTES = 64 << 20  # below this, Ray tasks cost more than they save
-_MAX_WINDOW = 256
 
 
 def scan_input(
@@ -39,7 +39,7 @@ def scan_input(
     check_snapshot(spec, root, files)
     parts = input_parts(spec, root, files)
     cut = _cut(parts)
-    if not _ray_connected() or sum(p.size for p in parts if not p.start) < TASKS_FROM_BYTES:
+    if not connected() or sum(p.size for p in parts if not p.start) < TASKS_FROM_BYTES:
         parts = numbered(parts, {i: count_jsonl(p.path, p.start, p.end or p.size) for i, p in cut})
         for part in parts:
             yield scan_part(spec, part, estimate, hash_ids)
@@ -47,37 +47,23 @@ def scan_input(
     import ray
 
     remote_count = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(count_jsonl)
-    counted = _get([remote_count.remote(p.path, p.start, p.end or p.size) for _, p in cut])
+    counted = get([remote_count.remote(p.path, p.start, p.end or p.size) for _, p in cut])
     parts = numbered(parts, dict(zip([i for i, _ in cut], counted, strict=True)))
     remote_scan = ray.remote(num_cpus=0, scheduling_strategy="SPREAD", max_retries=2)(scan_part)
-    window = min(_MAX_WINDOW, max(2, int(ray.cluster_resources().get("CPU", 2))))
+    in_flight = window()
     pending: deque[Any] = deque()
     spec_ref, estimate_ref = ray.put(spec), ray.put(estimate)
     todo = iter(parts)
     try:
         for part in todo:
             pending.append(remote_scan.remote(spec_ref, part, estimate_ref, hash_ids))
-            if len(pending) >= window:
-                yield _get(pending.popleft())
+            if len(pending) >= in_flight:
+                yield get(pending.popleft())
         while pending:
-            yield _get(pending.popleft())
+            yield get(pending.popleft())
     finally:
         for ref in pending:  # planning stopped early (a limit, an error): drop the rest
             ray.cancel(ref)
-
-
-def _get(refs: Any) -> Any:
-    """`ray.get`, raising a task's own exception (an InputChangedError's one line) rather
-    than Ray's wrapper with the remote traceback."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
 
 
 def input_bytes(spec: InputSpec) -> int:
@@ -95,11 +81,3 @@ def _cut(parts: list[InputPart]) -> list[tuple[int, InputPart]]:
         for i, p in enumerate(parts)
         if i + 1 < len(parts) and parts[i + 1].file_index == p.file_index
     ]
-
-
-def _ray_connected() -> bool:
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - Ray is a dependency
-        return False
-    return ray.is_initialized()
