@@ -147,19 +147,33 @@ def test_magpie_job_filters_dedupes_and_answers(tmp_path, embedded_model):
 
 
 def test_killed_in_responses_resumes_without_asking_again(tmp_path, embedded_model, monkeypatch):
+    from synth_ray.methods.base import row_id
+
     model = scripted(embedded_model)
     run_job(
         magpie_config(tmp_path / "clean"), show_progress=False, backend=FakeBackend(responder=model)
     )
     with monkeypatch.context() as patch:
-        crash_on_commit(patch, lambda r: r.stage == "responses" and r.unit_index == 1)
+        # responses unit k answers instructions unit k: unit 3 holds one instruction to answer
+        crash_on_commit(patch, lambda r: r.stage == "responses" and r.unit_index == 3)
         with pytest.raises(Crash):
             run_job(
                 magpie_config(tmp_path), show_progress=False, backend=FakeBackend(responder=model)
             )
+    done = {r.unit_index for r in OutputStore(tmp_path / "out").committed("responses").values()}
+    answered = {0: [0], 1: [], 2: [5], 3: [6]}  # per responses unit, the instructions kept
+    left = {
+        row_id(f"magpie-{i:07d}", "response")
+        for u in answered
+        if u not in done
+        for i in answered[u]
+    }
     backend = FakeBackend(responder=model)
     summary = run_job(magpie_config(tmp_path), show_progress=False, backend=backend)
-    assert len(backend.generated) == 1  # only the uncommitted response; no instruction again
+    assert sorted(backend.generated) == sorted(left)  # only the uncommitted units' responses
+    responses = {row_id(f"magpie-{i:07d}", "response") for i in range(len(INSTRUCTIONS))}
+    assert row_id("magpie-0000006", "response") in backend.generated
+    assert set(backend.generated) <= responses  # no instruction asked again
     assert rows(tmp_path / "out") == rows(tmp_path / "clean" / "out")
     assert summary.stats["accounted"] and summary.stats["rows_in"] == len(INSTRUCTIONS)
 
@@ -187,3 +201,43 @@ def test_a_model_without_a_usable_template_fails_before_any_work(tmp_path, embed
     with pytest.raises(ConfigError, match="writes nothing before the user's message"):
         run_job(config, show_progress=False, backend=backend)
     assert backend.generated == [] and not (tmp_path / "out" / "_manifest.jsonl").exists()
+
+
+def test_the_driver_reads_no_instruction_to_dedup_and_answer(
+    tmp_path, embedded_model, ray_local, monkeypatch
+):
+    """Dedup keys are computed in Ray tasks beside the shards and the responses stage goes by
+    reference (each unit's replica reads its instructions unit): from the instructions
+    stage's end on, the driver reads neither an input row nor an output shard."""
+    from conftest import watch_driver_reads
+
+    seen = watch_driver_reads(monkeypatch, after_stage="instructions")
+    backend = FakeBackend(responder=scripted(embedded_model))
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(magpie_config(tmp_path), show_progress=False, backend=backend)
+    assert seen["watching"] and seen["reads"] == []
+    [responses] = [spec for spec in specs if spec.stage == "responses"]
+    assert not isinstance(responses.documents, list)  # no instruction travels with it
+    out = rows(tmp_path / "out")
+    assert [r["instruction"] for r in out] == [INSTRUCTIONS[0], INSTRUCTIONS[5], INSTRUCTIONS[6]]
+    assert summary.stats["dropped_by_filter"]["duplicate"] == 2 and summary.stats["accounted"]
+
+
+def test_duplicates_are_every_occurrence_after_the_first_across_units():
+    import numpy as np
+    import pyarrow as pa
+
+    from synth_ray.methods.magpie import duplicate_positions, instruction_keys
+
+    units = [
+        ["Tell me a joke.", "Name a river."],
+        ["tell me  a JOKE."],
+        [],
+        ["A", "name a river.", "A"],
+    ]
+    keys = [instruction_keys(pa.table({"instruction": pa.array(u, pa.string())})) for u in units]
+    found = duplicate_positions(keys)
+    assert [p.tolist() for p in found] == [[], [0], [], [1, 2]]
+    assert [p.tolist() for p in duplicate_positions([np.array([], dtype="S16")])] == [[]]

@@ -13,8 +13,11 @@ replayed exactly:
   Magpie's instruction sampling (temperature 1, top_p 1; one line: it stops at a newline, as
   gen_ins.py's early stopping does). Dropped: `empty`, `too_short` (fewer than
   `magpie.min_words` words), `truncated` (cut by max_tokens).
-- `duplicate`: an instruction equal to an earlier one (case and spacing ignored) is dropped;
-  with `filters.diversity` on, near-duplicates are dropped too, by the embedding filter.
+- `duplicate`: an instruction equal to an earlier one in request order (case and spacing
+  ignored) is dropped; with `filters.diversity` on, near-duplicates are dropped too, by the
+  embedding filter. The driver decides on 16-byte hashes of the instructions, computed in Ray
+  tasks beside the shards; each responses unit is an instructions unit, whose replica reads
+  its committed instructions and skips the unit's duplicates: the driver reads no row.
 - stage `responses` (the output): each instruction in the chat template, greedy as gen_res.py
   (`magpie.response_temperature: 0`), at the job's max_tokens. Dropped: `empty_response`.
 `stats.json` counts every request of the first stage, so rows_in = num_instructions.
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import re
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -201,20 +206,47 @@ class MagpieResponses(Method):
         )
 
 
-def unique_instructions(rows: list[dict[str, Any]]) -> tuple[list[Document], int]:
-    """Documents of the first occurrence of each instruction (case and spacing ignored), in
-    request order; and how many were duplicates."""
-    seen: set[str] = set()
+INSTRUCTION_COLUMNS = ("source_id", "instruction")
+
+
+def instruction_keys(table: pa.Table) -> np.ndarray:
+    """A 16-byte key per row of a unit's instructions (a hash of the instruction, case and
+    spacing ignored), in row order: what the driver dedups on instead of the text (computed
+    beside the data: runtime `summarize_committed`)."""
+    keys = [
+        hashlib.blake2b(normalized(text).encode(), digest_size=16).digest()
+        for text in table.column("instruction").to_pylist()
+    ]
+    return np.array(keys, dtype="S16")
+
+
+def duplicate_positions(keys: list[np.ndarray]) -> list[np.ndarray]:
+    """Per unit, the row positions whose instruction equals one earlier in request order
+    (units in order, rows in order within each): every occurrence but the first."""
+    counts = [len(k) for k in keys]
+    if not sum(counts):
+        return [np.zeros(0, dtype=np.int64) for _ in keys]
+    every = np.concatenate(keys)
+    _, first = np.unique(every, return_index=True)
+    repeated = np.ones(len(every), dtype=bool)
+    repeated[first] = False
+    bounds = np.cumsum([0, *counts])
+    return [np.flatnonzero(repeated[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def response_documents(
+    table: pa.Table, first_ordinal: int, duplicates: dict[int, frozenset[int]]
+) -> list[Document]:
+    """The responses stage's documents from one instructions unit's committed rows (the
+    replica builds them: runtime `run_derived_stage`): every instruction but the unit's
+    duplicates (row positions, keyed by the unit's first ordinal), numbered from it."""
+    skip = duplicates.get(first_ordinal, frozenset())
+    columns = [table.column(c).to_pylist() for c in INSTRUCTION_COLUMNS]
     docs: list[Document] = []
-    duplicates = 0
-    for row in sorted(rows, key=lambda r: r["source_id"]):
-        key = normalized(row["instruction"])
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        docs.append(Document(len(docs), row["source_id"], row["instruction"]))
-    return docs, duplicates
+    for position, (source_id, instruction) in enumerate(zip(*columns, strict=True)):
+        if position not in skip:
+            docs.append(Document(first_ordinal + len(docs), source_id, instruction))
+    return docs
 
 
 def instruction_request(index: int, prefix: str) -> Document:
@@ -233,9 +265,29 @@ def run_magpie(ctx: JobContext) -> dict[str, Any]:
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
     ctx.runner.execute(work, requests, ask, units, stage="instructions")
-    docs, duplicates = unique_instructions(work.rows("instructions"))
+    # dedup on keys computed beside the data; the driver holds 16 bytes per instruction
+    keys = ctx.runner.summarize_committed(
+        work, units, "instructions", ("instruction",), instruction_keys
+    )
+    repeated = {
+        unit.start: frozenset(positions.tolist())
+        for unit, positions in zip(units, duplicate_positions(keys), strict=True)
+        if len(positions)
+    }
+    duplicates = sum(len(positions) for positions in repeated.values())
+    del keys
     answer = MagpieResponses(config, ctx.model_name)
-    ctx.runner.run_stage("responses", ctx.store, lambda: iter(docs), answer, ctx.fingerprint)
+    ctx.runner.run_derived_stage(
+        "responses",
+        ctx.store,
+        work,
+        units,
+        "instructions",
+        INSTRUCTION_COLUMNS,
+        functools.partial(response_documents, duplicates=repeated),
+        answer,
+        ctx.fingerprint,
+    )
     # every instruction request is a row of the job: those that never reached stage 2 here
     first = work.totals("instructions")
     before = UnitStats(rows_in=first.rows_in - first.rows_out + duplicates)

@@ -122,6 +122,18 @@ class StageRunnerLike(Protocol):
         `columns` of what `earlier_stage` committed for them, at most `per_row` per input row,
         by reference: the driver reads no row."""
 
+    def summarize_committed(
+        self,
+        store: OutputStore,
+        units: list[Any],
+        stage: str,
+        columns: tuple[str, ...],
+        summarize: Callable[[pa.Table], Any],
+    ) -> list[Any]:
+        """`summarize(table)` of each committed unit of `stage` (its data shards' `columns`),
+        in unit order, computed beside the data: the driver reads no row. `summarize` is a
+        module-level function, and what it returns should be small."""
+
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""
 

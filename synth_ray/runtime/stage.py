@@ -64,6 +64,7 @@ from synth_ray.runtime.stage_documents import (
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.timeline import Timeline
+from synth_ray.runtime.unit_tasks import summarize_units
 from synth_ray.stats import UnitStats
 
 if TYPE_CHECKING:
@@ -355,6 +356,26 @@ class StageRunner:
             earlier_key, earlier_ids,
         )  # fmt: skip
         return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
+
+    def summarize_committed(
+        self,
+        store: OutputStore,
+        units: list[WorkUnit],
+        stage: str,
+        columns: tuple[str, ...],
+        summarize: Callable[[Any], Any],
+    ) -> list[Any]:
+        """`summarize(table)` of each of `stage`'s committed units (the `columns` of its data
+        shards), in unit order, computed in Ray tasks beside the data (runtime/unit_tasks.py):
+        the driver reads no row, and holds only what `summarize` returns."""
+        records = store.committed(stage)
+        shards = []
+        for unit in units:
+            record = records.get(unit.unit_id)
+            if record is None:
+                raise AssertionError(f"unit {unit.index} of {stage} is not committed")
+            shards.append(tuple(record.data_shards()))
+        return summarize_units(store.location, shards, columns, summarize)
 
     def use_engine(self, engine: EngineConfig) -> str:
         """Run later stages on `engine` (a judge on another model than the generator): the
