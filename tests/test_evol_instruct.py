@@ -212,3 +212,71 @@ def test_bad_template_overrides():
         validate_config(
             {**base, "method": "self_improve", "self_improve": {"templates": {"hint": "no"}}}
         )
+
+
+def test_the_driver_reads_no_row_after_planning(tmp_path, inputs, embedded_model, monkeypatch):
+    """Every stage of every round goes by reference: each lineage unit's replica builds its
+    evolve, judge and respond documents from the input and committed shards. From the first
+    stage's end on, the driver reads neither an input row nor an output shard."""
+    from conftest import watch_driver_reads
+
+    seen = watch_driver_reads(monkeypatch, after_stage="evolve-r0")
+    backend = FakeBackend(responder=ScriptedEngine(embedded_model))
+    specs = []
+    real_add = backend.add_stage
+    backend.add_stage = lambda spec: (specs.append(spec), real_add(spec))[-1]
+    summary = run_job(config(tmp_path, inputs), show_progress=False, backend=backend)
+    assert seen["watching"] and seen["reads"] == []
+    assert {spec.stage for spec in specs} >= {"evolve-r2", "judge-r2", "r2"}
+    assert not any(isinstance(spec.documents, list) for spec in specs)
+    assert summary.stats["accounted"] and summary.stats["rows_in"] == 24 * 3
+
+
+DISTINCT = [
+    "Explain in detail how photosynthesis turns sunlight into sugar in plants.",
+    "Write a limerick about a cat who refuses to leave the bathtub.",
+    "List five famous suspension bridges and the year each one opened.",
+    "Compare the tax systems of Norway and Singapore for a small business owner.",
+    "Debug this Python loop that never terminates when the list is empty.",
+]
+
+
+class SameEvolution(ScriptedEngine):
+    """Evolves rows p0 and p1 into one and the same instruction; the others stay apart."""
+
+    def __call__(self, request):
+        prompt = self.tokenizer.decode(request.prompt_token_ids)
+        if "Prompt#:" in prompt:
+            given = prompt.split("Prompt#:\n")[1].split("\n#")[0].strip()
+            number = given.split("number ")[1].split(" ")[0]
+            text = DISTINCT[max(0, int(number) - 1)]  # rows 0 and 1: the same one
+            return EngineResult(request.request_id, text, 5, 5, "stop")
+        return EngineResult(request.request_id, "A careful answer with content.", 5, 5, "stop")
+
+
+def test_near_duplicate_evolutions_are_dropped_by_the_diversity_filter(
+    tmp_path, embedded_model, ray_local
+):
+    """The respond stage is filtered on the evolved instruction: of two identical evolutions
+    one is kept, the other dropped as `diversity`, and every attempt is accounted for."""
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": f"p{i}", "prompt": f"Describe topic number {i} briefly."} for i in range(6)],
+    )
+    cfg = job_config(
+        tmp_path,
+        path,
+        method="evol_instruct",
+        input={"path": str(path), "text_column": "prompt", "id_column": "id"},
+        output={"rows_per_shard": 2},
+        evol_instruct={"rounds": 1, "judge_information_gain": False},
+        filters={"diversity": {"enabled": True, "threshold": 0.9}},
+    )
+    backend = FakeBackend(responder=SameEvolution(embedded_model))
+    summary = run_job(cfg, show_progress=False, backend=backend)
+    out = rows(tmp_path / "out")
+    stats = summary.stats
+    assert stats["dropped_by_filter"] == {"diversity": 1} and stats["accounted"]
+    assert stats["rows_in"] == 6 and len(out) == 5
+    assert sum("photosynthesis" in r["instruction"] for r in out) == 1
+    assert all("nn_similarity" in r for r in out)

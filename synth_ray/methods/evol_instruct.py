@@ -110,7 +110,8 @@ def response_drop(response: str) -> str | None:
 
 
 class EvolveStep(Method):
-    """Doc: an instruction; extra has `operation`. Keeps the evolved instruction."""
+    """Doc: an instruction (its id is the row's source_id); extra has `operation` and `root`
+    (the input row it descends from). Keeps the evolved instruction."""
 
     name = "evol_evolve"
     schema = pa.schema(
@@ -120,6 +121,7 @@ class EvolveStep(Method):
             pa.field("parent_instruction", pa.string()),
             pa.field("operation", pa.string()),
             pa.field("evolved", pa.string()),
+            pa.field("root", pa.string()),
         ]
     )
 
@@ -136,11 +138,16 @@ class EvolveStep(Method):
         if doc.error is not None or not (doc.text or "").strip():
             return [Candidate(rid, doc.source_id, error=doc.error or "empty instruction")]
         operation = str(doc.extra["operation"])
+        fields = {
+            "parent_instruction": doc.text,
+            "operation": operation,
+            "root": doc.extra.get("root", doc.source_id),
+        }
         return [
             Candidate(
                 rid,
                 doc.source_id,
-                fields={"parent_instruction": doc.text, "operation": operation},
+                fields=fields,
                 messages=[
                     {
                         "role": "user",
@@ -165,14 +172,20 @@ class EvolveStep(Method):
 
 
 class JudgeStep(Method):
-    """Doc: an evolved instruction; extra has its `parent`. Keeps whether they are equal."""
+    """Doc: an evolved instruction (its id is the row's source_id); extra has its `parent`
+    text, `parent_id`, `operation` and `root`, or `dropped` (copies prompt scaffolding: no
+    request). Drops it as `no_information_gain` when judged equal to its parent; keeps it,
+    with what the respond stage needs, otherwise."""
 
     name = "evol_judge"
     schema = pa.schema(
         [
             pa.field("id", pa.string()),
             pa.field("source_id", pa.string()),
-            pa.field("equal", pa.bool_()),
+            pa.field("parent_id", pa.string()),
+            pa.field("operation", pa.string()),
+            pa.field("evolved", pa.string()),
+            pa.field("root", pa.string()),
         ]
     )
     counts_input_documents = False
@@ -184,32 +197,35 @@ class JudgeStep(Method):
         return 1
 
     def expand(self, doc: Document) -> list[Candidate]:
+        rid = row_id(doc.source_id, "judge")
+        if doc.extra.get("dropped"):
+            return [Candidate(rid, doc.source_id, dropped=str(doc.extra["dropped"]))]
         prompt = self.template.replace("{first}", str(doc.extra["parent"])).replace(
             "{second}", doc.text or ""
         )
+        fields = {k: doc.extra[k] for k in ("parent_id", "operation", "root")}
         return [
             Candidate(
-                row_id(doc.source_id, "judge"),
+                rid,
                 doc.source_id,
+                fields={**fields, "evolved": doc.text},
                 messages=[{"role": "user", "content": prompt}],
             )
         ]
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
         verdict = result.text.strip().lower()
-        return Kept(
-            {
-                "id": candidate.row_id,
-                "source_id": candidate.source_id,
-                "equal": verdict.startswith("equal"),  # "not equal" does not start with "equal"
-            }
-        )
+        if verdict.startswith("equal"):  # "not equal" does not start with "equal"
+            return Dropped("no_information_gain")
+        return Kept({"id": candidate.row_id, "source_id": candidate.source_id, **candidate.fields})
 
 
 class RespondStep(Method):
-    """Doc: a surviving evolved instruction; extra has parent_id, operation, round."""
+    """Doc: a surviving evolved instruction; extra has parent_id, operation, round, root, or
+    `dropped` (copies prompt scaffolding: no request)."""
 
     name = "evol_instruct"
+    diversity_column = "instruction"  # near-duplicate evolutions, when the filter is on
     schema = pa.schema(
         [
             pa.field("id", pa.string()),
@@ -234,6 +250,9 @@ class RespondStep(Method):
     def expand(self, doc: Document) -> list[Candidate]:
         """Doc source_id is the evolved instruction's id (the row's id); extra["root"] is the
         input row it descends from (the row's source_id)."""
+        if doc.extra.get("dropped"):
+            dropped = str(doc.extra["dropped"])
+            return [Candidate(doc.source_id, str(doc.extra["root"]), dropped=dropped)]
         return [
             Candidate(
                 doc.source_id,

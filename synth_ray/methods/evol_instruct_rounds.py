@@ -1,22 +1,35 @@
 """Evol-Instruct's rounds: evolve, eliminate, respond; survivors evolve again next round.
 
-Round r: stage `evolve-rN` rewrites each instruction with its operation (drawn from
-sampling.seed, r and the instruction's id; requests grouped by operation for prefix-cache
-hits); evolutions that copy prompt scaffolding are
-eliminated; stage `judge-rN` asks whether each remaining one equals its parent (eliminated if
-so); stage `rN` answers the rest and eliminates responses showing the model could not answer.
-The kept responses are the output rows of round r, and their instructions are round r+1's
-input, together with the instructions whose evolution failed this round (the paper puts them
-back into the pool to be evolved again). Every stage's input derives from committed shards only, so a run killed anywhere
-resumes with the same survivors and skips committed units. Elimination counts go to
-stats.json under each rule's name; the accounting covers every evolution attempted.
+Every stage of every round has one unit per unit of the input plan (a "lineage": the input
+rows of that unit and everything evolved from them), and each unit's replica builds its own
+documents from committed shards, so the driver reads no row:
+- `evolve-rN` (stages/): each valid input row's latest answered descendant (the respond rows
+  of rounds before N whose source_id is that row), else the row itself: the paper puts an
+  instruction whose evolution failed back into the pool, so the pool keeps one instruction
+  per input row and does not shrink round by round. Each is rewritten with its operation
+  (drawn from sampling.seed, N and the instruction's id); a unit's requests are grouped by
+  operation for prefix-cache hits. An input row that cannot be evolved (an input error, no
+  text) is counted once, in round 0.
+- `judge-rN` (stages/, with `judge_information_gain`): evolutions that copy prompt
+  scaffolding are dropped without a request; the model judges whether each other one equals
+  its parent (dropped as `no_information_gain` if so).
+- `rN` (the output): the remaining evolutions are answered; responses showing the model could
+  not answer are dropped. Without the judge, the scaffolding rule is applied here. With
+  `filters.diversity` on, this stage is filtered on the evolved instruction, so near-
+  duplicates are dropped by the job's embedding filter (after their response is generated:
+  the decision is the runtime's, made where the rows are).
+Kill anywhere: every stage's units derive from committed shards, so a rerun plans the same
+units and skips committed ones. Elimination counts go to stats.json under each rule's name;
+the accounting covers every evolution attempted.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from synth_ray.diversity.decide import histogram, merge_histograms, nn_value
+import pyarrow as pa
+
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.evol_instruct import (
@@ -31,125 +44,151 @@ from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
 from synth_ray.methods.stages import JobContext
 from synth_ray.stats import UnitStats
 
+ANSWERED_COLUMNS = ("id", "source_id", "instruction", "round")  # respond rows
+EVOLVED_COLUMNS = ("id", "source_id", "parent_instruction", "operation", "evolved", "root")
+JUDGED_COLUMNS = ("source_id", "parent_id", "operation", "evolved", "root")  # judge rows
+
+
+def pool_documents(
+    rows: list[Document], answered: pa.Table, seed: int, rnd: int, operations: list[str]
+) -> list[Document]:
+    """Round `rnd`'s evolve documents for one lineage unit (its input `rows`, and the respond
+    rows of earlier rounds `answered`): per input row, its latest answered descendant, else
+    the row itself; ordered by operation, then id."""
+    latest: dict[str, tuple[int, str, str]] = {}  # root -> (round, id, instruction)
+    columns = [answered.column(c).to_pylist() for c in ANSWERED_COLUMNS]
+    for item_id, root, instruction, round_ in zip(*columns, strict=True):
+        if root not in latest or latest[root][0] < round_:
+            latest[root] = (round_, item_id, instruction)
+    items = []
+    for row in rows:
+        if row.source_id in latest:
+            _, item_id, text = latest[row.source_id]
+            items.append((item_id, text, row.source_id, None))
+        elif rnd == 0:
+            items.append((row.source_id, row.text, row.source_id, row.error))
+        elif row.error is None and (row.text or "").strip():
+            items.append((row.source_id, row.text, row.source_id, None))
+    ops = {item[0]: choose_operation(seed, rnd, item[0], operations) for item in items}
+    items.sort(key=lambda item: (ops[item[0]], item[0]))
+    first = rows[0].ordinal if rows else 0
+    return [
+        Document(first + i, item_id, text, error, extra={"operation": ops[item_id], "root": root})
+        for i, (item_id, text, root, error) in enumerate(items)
+    ]
+
+
+def judge_documents(table: pa.Table, first_ordinal: int) -> list[Document]:
+    """A lineage unit's evolutions to judge; one that copies prompt scaffolding is marked
+    dropped (no request)."""
+    docs = []
+    columns = [table.column(c).to_pylist() for c in EVOLVED_COLUMNS]
+    for i, (evolved_id, parent_id, parent, operation, evolved, root) in enumerate(
+        zip(*columns, strict=True)
+    ):
+        extra: dict[str, Any] = {
+            "parent": parent,
+            "parent_id": parent_id,
+            "operation": operation,
+            "root": root,
+        }
+        if copies_scaffolding(evolved):
+            extra["dropped"] = "copies_prompt_scaffolding"
+        docs.append(Document(first_ordinal + i, evolved_id, evolved, extra=extra))
+    return docs
+
+
+def respond_documents(
+    table: pa.Table, first_ordinal: int, rnd: int, judged: bool
+) -> list[Document]:
+    """A lineage unit's evolutions to answer: the judge's kept rows (`judged`), else the
+    evolve stage's rows, the scaffolding copies marked dropped."""
+    docs = []
+    if judged:
+        columns = [table.column(c).to_pylist() for c in JUDGED_COLUMNS]
+        items = list(zip(*columns, strict=True))
+    else:
+        columns = [table.column(c).to_pylist() for c in EVOLVED_COLUMNS]
+        items = [
+            (evolved_id, parent_id, operation, evolved, root)
+            for evolved_id, parent_id, _, operation, evolved, root in zip(*columns, strict=True)
+        ]
+    for i, (evolved_id, parent_id, operation, evolved, root) in enumerate(items):
+        extra: dict[str, Any] = {
+            "parent_id": parent_id,
+            "operation": operation,
+            "round": rnd,
+            "root": root,
+        }
+        if not judged and copies_scaffolding(evolved):
+            extra["dropped"] = "copies_prompt_scaffolding"
+        docs.append(Document(first_ordinal + i, evolved_id, evolved, extra=extra))
+    return docs
+
 
 def run_rounds(ctx: JobContext) -> dict[str, Any]:
     assert ctx.docs is not None
-    config, runner, store, fingerprint, docs = (
-        ctx.config,
-        ctx.runner,
-        ctx.store,
-        ctx.fingerprint,
-        ctx.docs,
-    )
+    config, runner, store, fingerprint = ctx.config, ctx.runner, ctx.store, ctx.fingerprint
     evol = config.section_as(EvolConfig)
-    first = EvolveStep(0)
-    runner.plan(docs, first, f"{fingerprint}/evolve-r0", ctx.id_column)  # bad ids: fail now
+    # the lineage units; bad ids fail here, before anything is written
+    lineages = runner.plan(ctx.docs, EvolveStep(0), f"{fingerprint}/evolve-r0", ctx.id_column)
     ctx.prepare()
     work = store.child(STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
-
-    # (id, instruction, root input id) of the instructions to evolve this round
-    current = [(d.source_id, d.text, d.source_id, d.error) for d in docs()]
     outside = UnitStats()  # attempts decided outside the respond stages
+    pool = 0
 
     for rnd in range(evol.rounds):
-        if not current:
-            break
-        roots = {item_id: root for item_id, _, root, _ in current}
-        # grouped by operation, so consecutive requests share the longest prompt prefix and
-        # hit vLLM's prefix cache (in-depth prompts differ only from the method line on)
-        ops = {
-            item_id: choose_operation(config.sampling.seed, rnd, item_id, evol.operations)
-            for item_id, _, _, _ in current
-        }
-        ordered = sorted(current, key=lambda item: (ops[item[0]], item[0]))
-        evolve_docs = [
-            Document(i, item_id, text, error, extra={"operation": ops[item_id]})
-            for i, (item_id, text, _, error) in enumerate(ordered)
-        ]
         stage = f"evolve-r{rnd}"
-        step = EvolveStep(rnd, evol.templates)
-        runner.run_stage(stage, work, lambda d=evolve_docs: iter(d), step, fingerprint)
-        evolve_stats = work.totals(stage)
-        outside.input_documents += evolve_stats.input_documents
-        outside.rows_in += evolve_stats.rows_in
-        outside.dropped.update(evolve_stats.dropped)
-        outside.errored.update(evolve_stats.errored)
-        evolved = []
-        for row in work.rows(stage):
-            if copies_scaffolding(row["evolved"]):
-                outside.dropped["copies_prompt_scaffolding"] += 1
-            else:
-                evolved.append(row)
-
-        if evol.judge_information_gain and evolved:
-            judge_docs = [
-                Document(i, r["id"], r["evolved"], extra={"parent": r["parent_instruction"]})
-                for i, r in enumerate(evolved)
-            ]
-            stage = f"judge-r{rnd}"
-            judge = JudgeStep(evol.templates.get("judge", EQUALITY_JUDGE))
-            runner.run_stage(stage, work, lambda d=judge_docs: iter(d), judge, fingerprint)
-            verdicts = {r["source_id"]: r["equal"] for r in work.rows(stage)}
-            judged = []
-            for row in evolved:
-                if row["id"] not in verdicts:
-                    outside.errored["judge"] += 1  # the judgement failed: nothing to go on
-                elif verdicts[row["id"]]:
-                    outside.dropped["no_information_gain"] += 1
-                else:
-                    judged.append(row)
-            evolved = judged
-
-        nn: dict[str, float | None] = {}
-        diversity = runner.diversity_filter()
-        if diversity and evolved:
-            vectors = diversity.embed_cached(f"evolved-r{rnd}", [r["evolved"] for r in evolved])
-            decision = diversity.decide(vectors)
-            outside.nn_histogram = merge_histograms(
-                outside.nn_histogram, histogram(decision.nn_similarity)
-            )
-            survivors = []
-            for row, keep, similarity in zip(
-                evolved, decision.keep, decision.nn_similarity, strict=True
-            ):
-                if keep:
-                    nn[row["id"]] = nn_value(similarity)
-                    survivors.append(row)
-                else:
-                    outside.dropped["diversity"] += 1
-            evolved = survivors
-
-        respond_docs = [
-            Document(
-                i,
-                r["id"],
-                r["evolved"],
-                extra={
-                    "parent_id": r["source_id"],
-                    "operation": r["operation"],
-                    "round": rnd,
-                    "root": roots[r["source_id"]],
-                    "nn_similarity": nn.get(r["id"]),
-                },
-            )
-            for i, r in enumerate(evolved)
-        ]
-        # these attempts are counted by the respond stage itself, not here
-        outside.rows_in -= len(respond_docs)
-        stage = f"r{rnd}"
-        runner.run_stage(
-            stage, store, lambda d=respond_docs: iter(d), RespondStep(ctx.model_name), fingerprint
+        runner.run_joined_stage(
+            stage,
+            work,
+            ctx.docs,
+            lineages,
+            [(store, f"r{earlier}") for earlier in range(rnd)],
+            ANSWERED_COLUMNS,
+            functools.partial(
+                pool_documents, seed=config.sampling.seed, rnd=rnd, operations=evol.operations
+            ),
+            1,
+            EvolveStep(rnd, evol.templates),
+            fingerprint,
         )
-        answered = store.rows(stage)
-        evolved_parents = {r["parent_id"] for r in answered}
-        # The paper puts an instruction whose evolution failed back into the pool, so the pool
-        # does not shrink round by round: it is evolved again (another draw) next round.
-        failed = [item for item in current if item[3] is None and item[0] not in evolved_parents]
-        current = [(r["id"], r["instruction"], r["source_id"], None) for r in answered] + failed
+        evolved = work.totals(stage)
+        outside.input_documents += evolved.input_documents
+        outside.rows_in += evolved.rows_in
+        outside.dropped.update(evolved.dropped)
+        outside.errored.update(evolved.errored)
+        if rnd == 0:
+            pool = evolved.rows_in - evolved.errored.get("input", 0)
+        source = stage
+        if evol.judge_information_gain:
+            source = f"judge-r{rnd}"
+            judge = JudgeStep(evol.templates.get("judge", EQUALITY_JUDGE))
+            runner.run_derived_stage(
+                source, work, work, lineages, stage, EVOLVED_COLUMNS, judge_documents, judge,
+                fingerprint,
+            )  # fmt: skip
+            judged = work.totals(source)
+            outside.dropped.update(judged.dropped)
+            if judged.rows_errored:  # the judgement failed: nothing to go on
+                outside.errored["judge"] += judged.rows_errored
+        stage = f"r{rnd}"
+        runner.run_derived_stage(
+            stage,
+            store,
+            work,
+            lineages,
+            source,
+            JUDGED_COLUMNS if evol.judge_information_gain else EVOLVED_COLUMNS,
+            functools.partial(respond_documents, rnd=rnd, judged=evol.judge_information_gain),
+            RespondStep(ctx.model_name),
+            fingerprint,
+        )
+        outside.rows_in -= store.totals(stage).rows_in  # the respond stage counts these
 
     return store.write_stats(
         units_total=runner.summary.units_total,
         extra=outside,
-        sections={"evol_instruct": {"rounds": evol.rounds, "pool_after_last_round": len(current)}},
+        sections={"evol_instruct": {"rounds": evol.rounds, "pool_after_last_round": pool}},
     )

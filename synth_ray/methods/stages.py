@@ -42,8 +42,6 @@ class DiversityFilterLike(Protocol):
 
     def restore(self, vectors: np.ndarray) -> None: ...
 
-    def decide(self, vectors: np.ndarray) -> Any: ...
-
     def ordered(self, vectors: np.ndarray) -> Any: ...
 
     def finish(self, batch: Any) -> None: ...
@@ -102,25 +100,25 @@ class StageRunnerLike(Protocol):
     ) -> dict[str, Any]:
         """Run `stage` on documents `build` makes from the `columns` of what `earlier_stage`
         committed in `earlier_store`, by reference: each unit covers `group` consecutive
-        earlier units and its replica reads their shards; the driver reads no row."""
+        `earlier_units` (the earlier stage's, or the input plan's it derives from: found by
+        index) and its replica reads their shards; the driver reads no row."""
 
     def run_joined_stage(
         self,
         stage: str,
         store: OutputStore,
         docs: DocumentSource,
-        earlier_store: OutputStore,
-        earlier_units: list[Any],
-        earlier_stage: str,
+        input_units: list[Any],
+        earlier: list[tuple[OutputStore, str]],
         columns: tuple[str, ...],
         build: JoinedDocumentBuilder,
         per_row: int,
         method: Method,
         fingerprint: str,
     ) -> dict[str, Any]:
-        """Run `stage` on documents `build` makes from each earlier unit's input rows and the
-        `columns` of what `earlier_stage` committed for them, at most `per_row` per input row,
-        by reference: the driver reads no row."""
+        """Run `stage` on documents `build` makes from each input unit's rows and the
+        `columns` of what the `earlier` stages ((store, stage)) committed for that unit, at
+        most `per_row` per input row, by reference: the driver reads no row."""
 
     def summarize_committed(
         self,

@@ -339,12 +339,6 @@ class DiversityFilter:
         if len(mine):
             ray.get(self.partitions[p].add.remote(mine))
 
-    def decide(self, vectors: np.ndarray) -> BatchDecision:
-        """Decide ordered rows and add the kept ones to the index (a method's own driver)."""
-        self.prime([])
-        self.snapshots_off = True
-        return self._decide(vectors, self._driver_added)
-
     def decide_unit(self, vectors: np.ndarray) -> BatchDecision:
         """Decide a unit's ordered rows and add the kept ones: what a filtered stage does
         (runtime/slices.py), each unit's kept vectors then committed with it

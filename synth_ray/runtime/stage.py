@@ -99,6 +99,18 @@ class RunSummary:
         )
 
 
+def committed_records(store: OutputStore, stage: str, units: list[WorkUnit]) -> list[Any]:
+    """`stage`'s commit record of each of `units`, found by unit index. Once a stage has
+    executed its commits are exactly its planned units (`execute` refuses or replans any
+    other), so a later stage finds them by index, from its own units or those they derive
+    from (the input plan)."""
+    by_index = {record.unit_index: record for record in store.committed(stage).values()}
+    missing = [unit.index for unit in units if unit.index not in by_index]
+    if missing:
+        raise AssertionError(f"unit {missing[0]} of stage {stage} is not committed")
+    return [by_index[unit.index] for unit in units]
+
+
 def documents_for_replicas(docs: DocumentSource) -> Any:
     """What a stage's replicas get to read their slices from: a reference (input files, an
     earlier stage's unsettled rows) where there is one, else the documents themselves."""
@@ -285,21 +297,19 @@ class StageRunner:
         """Run `stage` on documents built from `earlier_stage`'s committed rows, by reference
         (`EarlierRows`): unit k covers earlier units [k*group, (k+1)*group), their ordinal
         range and their data shards; its replica reads those shards' `columns` and `build`s
-        its documents. Unit ids derive from the earlier ones, so a resume plans the same
-        units; the driver reads no row."""
+        its documents. `earlier_units` give the indexes and ordinal ranges (the earlier
+        stage's own units, or those of the input plan its units derive from). Unit ids derive
+        from the earlier ones, so a resume plans the same units; the driver reads no row."""
         plan_key = f"{fingerprint}/{stage}"
-        records = earlier_store.committed(earlier_stage)
+        records = committed_records(earlier_store, earlier_stage, earlier_units)
         units, shards = [], {}
         for k, lo in enumerate(range(0, len(earlier_units), group)):
             covered = earlier_units[lo : lo + group]
             names: list[str] = []
             hasher = hashlib.sha256(plan_key.encode())
-            for unit in covered:
-                record = records.get(unit.unit_id)
-                if record is None:
-                    raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
+            for record in records[lo : lo + group]:
                 names.extend(record.data_shards())
-                hasher.update(f"|{unit.unit_id}".encode())
+                hasher.update(f"|{record.unit_id}".encode())
             shards[k] = tuple(names)
             first, last = covered[0], covered[-1]
             estimated = sum(u.stop - u.start for u in covered)
@@ -312,32 +322,35 @@ class StageRunner:
         stage: str,
         store: OutputStore,
         docs: DocumentSource,
-        earlier_store: OutputStore,
-        earlier_units: list[WorkUnit],
-        earlier_stage: str,
+        input_units: list[WorkUnit],
+        earlier: list[tuple[OutputStore, str]],
         columns: tuple[str, ...],
         build: JoinedDocumentBuilder,
         per_row: int,
         method: Method,
         fingerprint: str,
     ) -> dict[str, Any]:
-        """Run `stage` on documents built from the input rows of each of `earlier_stage`'s
-        units together with that unit's committed rows, by reference (`InputWithEarlierRows`):
-        unit k reads earlier unit k's input rows (from its seek) and the `columns` of its data
-        shards, and `build` makes at most `per_row` documents per input row. Unit ids derive
-        from the earlier ones, so a resume plans the same units; the driver reads no row."""
+        """Run `stage` on documents built from the input rows of each unit of `input_units`
+        (the input's plan) together with what the `earlier` stages ((store, stage), each with
+        one unit per input unit) committed for that unit, by reference
+        (`InputWithEarlierRows`): unit k reads input unit k's rows (from its seek, checked
+        against its id) and the `columns` of each earlier stage's unit-k data shards, and
+        `build` makes at most `per_row` documents per input row. Unit ids derive from the
+        input's and the earlier ones, so a resume plans the same units; the driver reads no
+        row."""
         if not isinstance(docs, InputDocuments):
             raise TypeError(f"stage {stage} reads input files; got {type(docs).__name__}")
         plan_key = f"{fingerprint}/{stage}"
-        records = earlier_store.committed(earlier_stage)
+        committed = [committed_records(s, name, input_units) for s, name in earlier]
         samples = int(method.sampling_overrides().get("n", 1))  # rows per document
         units, shards = [], {}
-        for unit in earlier_units:
-            record = records.get(unit.unit_id)
-            if record is None:
-                raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
-            shards[unit.index] = tuple(record.data_shards())
-            unit_id = hashlib.sha256(f"{plan_key}|{unit.unit_id}".encode()).hexdigest()[:16]
+        for position, unit in enumerate(input_units):
+            records = [of_stage[position] for of_stage in committed]
+            shards[unit.index] = tuple(
+                (i, name) for i, record in enumerate(records) for name in record.data_shards()
+            )
+            ids = "|".join([unit.unit_id, *(record.unit_id for record in records)])
+            unit_id = hashlib.sha256(f"{plan_key}|{ids}".encode()).hexdigest()[:16]
             start, stop = unit.start * per_row, unit.stop * per_row
             units.append(
                 dataclasses.replace(
@@ -347,14 +360,18 @@ class StageRunner:
                     stop=stop,
                     plan_key="",
                     estimated_rows=(stop - start) * samples,
-                )  # fmt: skip
+                )
             )
-        earlier_key = earlier_units[0].plan_key if earlier_units else ""
-        earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
         rows = InputWithEarlierRows(
-            docs.spec, earlier_store.location, shards, tuple(columns), build, per_row,
-            earlier_key, earlier_ids,
-        )  # fmt: skip
+            docs.spec,
+            tuple(s.location for s, _ in earlier),
+            shards,
+            tuple(columns),
+            build,
+            per_row,
+            input_units[0].plan_key if input_units else "",
+            {unit.index: unit.unit_id for unit in input_units},
+        )
         return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
 
     def summarize_committed(
@@ -368,13 +385,8 @@ class StageRunner:
         """`summarize(table)` of each of `stage`'s committed units (the `columns` of its data
         shards), in unit order, computed in Ray tasks beside the data (runtime/unit_tasks.py):
         the driver reads no row, and holds only what `summarize` returns."""
-        records = store.committed(stage)
-        shards = []
-        for unit in units:
-            record = records.get(unit.unit_id)
-            if record is None:
-                raise AssertionError(f"unit {unit.index} of {stage} is not committed")
-            shards.append(tuple(record.data_shards()))
+        records = committed_records(store, stage, units)
+        shards = [tuple(record.data_shards()) for record in records]
         return summarize_units(store.location, shards, columns, summarize)
 
     def use_engine(self, engine: EngineConfig) -> str:

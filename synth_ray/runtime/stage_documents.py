@@ -141,30 +141,31 @@ class EarlierRows:
 
 @dataclass(frozen=True)
 class InputWithEarlierRows:
-    """A later stage's documents by reference, built from a unit's input rows and what an
-    earlier stage committed for them: stage unit k is the earlier stage's unit k, whose input
-    rows [start, stop) it reads from the unit's seek (checked against the earlier unit's id),
-    with the `columns` of that unit's data shards; `build(rows, table)` (a method's
-    module-level function: it runs on the replica) makes at most `per_row` documents per
-    input row, numbered `row.ordinal * per_row + i`. The driver holds only shard names."""
+    """A later stage's documents by reference, built from a unit's input rows and what
+    earlier stages committed for them: stage unit k is input unit k, whose rows [start, stop)
+    it reads from the unit's seek (checked against the input plan's unit id), with the
+    `columns` of the earlier stages' unit-k data shards (concatenated in their order);
+    `build(rows, table)` (a method's module-level function: it runs on the replica) makes at
+    most `per_row` documents per input row, numbered within [start * per_row, stop *
+    per_row). The driver holds only shard names."""
 
     spec: InputSpec
-    output: Location
-    shards: dict[int, tuple[str, ...]]  # unit index -> the earlier unit's data shards
+    outputs: tuple[Location, ...]  # the earlier stages' folders
+    shards: dict[int, tuple[tuple[int, str], ...]]  # unit index -> (folder, data shard)s
     columns: tuple[str, ...]
     build: JoinedDocumentBuilder
     per_row: int
-    plan_key: str  # the earlier stage's
-    earlier_ids: dict[int, str]
+    plan_key: str  # the input plan's
+    unit_ids: dict[int, str]  # the input plan's
 
     def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
         start, stop = task.unit_start // self.per_row, task.unit_stop // self.per_row
         whole = list(iter_document_range(self.spec, start, stop, task.unit_seek))
-        earlier = self.earlier_ids[task.unit_index]
-        check_rows(self.spec, self.plan_key, task.unit_index, start, stop, earlier, whole)
+        planned = self.unit_ids[task.unit_index]
+        check_rows(self.spec, self.plan_key, task.unit_index, start, stop, planned, whole)
         tables = [
-            self.output.read_table(shard, columns=list(self.columns))
-            for shard in self.shards.get(task.unit_index, ())
+            self.outputs[folder].read_table(shard, columns=list(self.columns))
+            for folder, shard in self.shards.get(task.unit_index, ())
         ]
         if tables:
             table = pa.concat_tables(tables)
