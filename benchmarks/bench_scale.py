@@ -1,13 +1,19 @@
 """Costs against corpus size: the driver's CPU, memory, time to the first request, resume time.
 
     python benchmarks/bench_scale.py [--sizes 100000,1000000] [--cases jsonl,parquet,star]
+    python benchmarks/bench_scale.py --cases metamath,evol   # the other multi-stage methods
 
 Each (case, size) runs in a fresh process of its own (so its peak memory is its own) on a real
 local Ray, with real generator actors whose engine answers at once (bench_driver.py's stand-in:
 benchmark-only, no config can select it). Cases:
 - jsonl: `generate` over one JSONL file of N rows (20-word prompts, 16 tokens out);
 - parquet: the same rows as 1,000 Parquet files;
-- star: STaR over N questions the stand-in always gets wrong, so both stages run on every row.
+- star: STaR over N questions the stand-in always gets wrong, so both stages run on every row;
+- metamath: MetaMath over the same N questions (n=4): stage 1 asks a rephrasing and an SV
+  rewrite per row (the stand-in's are cut by max_tokens, so dropped), stage 2 answers every
+  FOBAR question, built by the replicas from the input;
+- evol: Evol-Instruct over the N prompts, 2 rounds of evolve, judge and respond (the
+  stand-in's evolutions pass every rule), so 6 stages run on every row.
 Figures per run: rows/s end to end; the driver process's own CPU per request (all its threads);
 its peak resident memory; seconds from `run_job` to the first slice sent; and a resume of the
 finished output (nothing left to do): its wall time and driver CPU. Results are appended to
@@ -66,20 +72,27 @@ def write_inputs(folder: Path, n: int) -> dict[str, Path]:
             question = f"A farmer has {a} {rng.choice(WORDS)}s and buys {b} more. How many now?"
             fh.write(json.dumps({"id": f"q{i}", "question": question, "answer": f"#### {a + b}"}))
             fh.write("\n")
-    return {"jsonl": jsonl, "parquet": parquet, "star": star}
+    return {"jsonl": jsonl, "parquet": parquet, "star": star, "metamath": star, "evol": jsonl}
+
+
+METHODS = {"star": "self_improve", "metamath": "metamath", "evol": "evol_instruct"}
 
 
 def job_config(case: str, path: Path, out: Path, replicas: int) -> Any:
     data: dict[str, Any] = {
-        "method": "self_improve" if case == "star" else "generate",
+        "method": METHODS.get(case, "generate"),
         "input": {"path": str(path), "id_column": "id"},
         "output": {"path": str(out), "rows_per_shard": 2000},
         "sampling": {"max_tokens": 16},
     }
     if case == "star":
         data["self_improve"] = {"mode": "star"}
+    elif case == "metamath":
+        data["metamath"] = {"n": 4}
     else:
         data["input"]["text_column"] = "prompt"
+    if case == "evol":
+        data["evol_instruct"] = {"rounds": 2}
     return stand_in_config(data, replicas)
 
 
