@@ -24,6 +24,10 @@ from synth_ray.methods.checkers import get_checker
         ("I am not sure.", None),
         ("", None),
         ("####", None),
+        # past the 28 digits of Decimal's default context: exact, never an error
+        ("#### " + "9" * 40, "9" * 40),
+        ("#### 12345678901234567890123456789.50", "12345678901234567890123456789.5"),
+        ("#### " + "1" * 5000, "1" * 5000),
     ],
 )
 def test_numeric(text, expected):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation, localcontext
 
 from synth_ray.errors import ConfigError
 
@@ -30,13 +30,15 @@ def normalize_number(text: str) -> str | None:
     if match is None:
         return None
     raw = match.group(0).replace("$", "").replace(",", "")
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        return None
-    if value == value.to_integral_value():
-        return str(value.quantize(Decimal(1)))
-    return format(value.normalize(), "f")
+    # exact at any length: the default context (28 digits) would round, or raise on quantize
+    with localcontext(Context(prec=len(raw) + 2)):
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            return None
+        if value == value.to_integral_value():
+            return str(value.quantize(Decimal(1)))
+        return format(value.normalize(), "f")
 
 
 def extract_numeric(text: str) -> str | None:
