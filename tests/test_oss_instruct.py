@@ -6,6 +6,7 @@ tests mode with a fake and with the real sandbox, bad configs; one run on the re
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pyarrow.parquet as pq
@@ -199,8 +200,9 @@ class FakeRunner:
                 out.append(Verdict("crash", "over its 512 MiB memory", ""))
             elif "== 4" in program:
                 out.append(Verdict("fail", "AssertionError", ""))
-            else:
-                out.append(Verdict("pass", "", ""))
+            else:  # as the real program does: its tests-done line last
+                marker = ast.literal_eval(program.rstrip().splitlines()[-1][len("print(") : -1])
+                out.append(Verdict("pass", "", f"{marker}\n"))
         return out
 
 
@@ -251,15 +253,20 @@ def test_tests_mode_on_the_real_sandbox():
     except SandboxError as err:
         pytest.skip(str(err))
     m = method(tests=True, sandbox={"timeout_s": 5, "workers": 2})
-    candidates = [m.expand(Document(i, f"f{i}.py", SOURCE))[0] for i in range(2)]
+    candidates = [m.expand(Document(i, f"f{i}.py", SOURCE))[0] for i in range(4)]
+    exits_early = "return a - b\n\nimport os\nos._exit(0)"  # its failing asserts never run
     pairs = [
         (candidates[0], result(TESTS_RESPONSE)),
         (candidates[1], result(TESTS_RESPONSE.replace("return a + b", "return a - b"))),
+        (candidates[2], result(TESTS_RESPONSE.replace("return a + b", exits_early))),
+        (candidates[3], result(TESTS_RESPONSE.replace("return a + b", "return a + b\nprint('x')"))),
     ]
     m.prepare_finish(pairs, lambda: None)
     outcomes = [m.finish(c, r) for c, r in pairs]
     assert isinstance(outcomes[0], Kept) and outcomes[0].row["check_status"] == "pass"
     assert outcomes[1] == Dropped("tests_failed")
+    assert outcomes[2] == Dropped("tests_not_run")
+    assert isinstance(outcomes[3], Kept)  # its own output before the tests is fine
 
 
 class Echo:

@@ -23,12 +23,16 @@ finish_reason "stop"), `unparsed` (a section missing, or the solution before the
 `assert`s; the solution's code blocks followed by the tests' code run in the code sandbox
 (verify/sandbox.py, limits under `oss_instruct.sandbox`), all of a slice's at once, and a row is
 kept only when they pass. Dropped too: `no_code` (the solution has no code block), `no_tests`
-(no [Tests] section or no `assert` in it), `tests_failed`, `tests_timeout`, `tests_crashed`.
+(no [Tests] section or no `assert` in it), `tests_failed`, `tests_timeout`, `tests_crashed`,
+`tests_not_run` (it exited 0 before its last test ran: a `sys.exit()` or `os._exit(0)` in the
+solution; the program prints a line derived from itself after the tests, and a pass needs it
+as its last output line: `CheckedProgram`).
 Row id = hash(source_id, "oss_instruct").
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Callable
@@ -218,8 +222,23 @@ def code_blocks(text: str, python_only: bool = False) -> list[str]:
 _ASSERT = re.compile(r"^\s*assert\b", re.MULTILINE)
 
 
-def checked_program(sections: Sections) -> tuple[str, str] | Dropped:
-    """(the tests' code, the program to run: solution code then tests), or why not."""
+@dataclass(frozen=True)
+class CheckedProgram:
+    """What runs in the sandbox for a row: the solution's code, then its tests, then a line
+    that prints `marker`. A pass needs `marker` as the last line of output, so a solution that
+    exits early with status 0 (`os._exit(0)`, `sys.exit()`) skips its tests and fails."""
+
+    tests: str
+    program: str
+    marker: str
+
+    def ran_to_the_end(self, stdout: str) -> bool:
+        lines = stdout.rstrip("\n").splitlines()
+        return bool(lines) and lines[-1] == self.marker
+
+
+def checked_program(sections: Sections) -> CheckedProgram | Dropped:
+    """The program to run for a completion (solution code, then tests), or why not."""
     solution = code_blocks(sections.solution, python_only=True)
     if not solution:
         return Dropped("no_code")
@@ -229,7 +248,10 @@ def checked_program(sections: Sections) -> tuple[str, str] | Dropped:
     if not _ASSERT.search(tests):
         return Dropped("no_tests")
     tests = tests.strip() + "\n"
-    return tests, "\n\n".join(block.rstrip() for block in solution) + "\n\n\n" + tests
+    program = "\n\n".join(block.rstrip() for block in solution) + "\n\n\n" + tests
+    # derived from the program, so its own output cannot hold it by chance
+    marker = f"synth-ray: tests done {hashlib.sha256(program.encode()).hexdigest()[:16]}"
+    return CheckedProgram(tests, f"{program}\nprint({marker!r})\n", marker)
 
 
 class OSSInstructMethod(Method):
@@ -330,7 +352,7 @@ class OSSInstructMethod(Method):
             if isinstance(sections, Sections):
                 checked = checked_program(sections)
                 if not isinstance(checked, Dropped):
-                    programs[candidate.row_id] = checked[1]
+                    programs[candidate.row_id] = checked.program
         if programs:
             verdicts = self._run(list(programs.values()), progress)
             self._verdicts = dict(zip(programs, verdicts, strict=True))
@@ -350,10 +372,12 @@ class OSSInstructMethod(Method):
             checked = checked_program(sections)
             if isinstance(checked, Dropped):
                 return checked
-            tests, program = checked
-            verdict = self._verdicts.pop(candidate.row_id, None) or self._run([program])[0]
+            tests = checked.tests
+            verdict = self._verdicts.pop(candidate.row_id, None) or self._run([checked.program])[0]
             if not verdict.passed:
                 return Dropped(TEST_DROPS.get(verdict.status, "tests_crashed"))
+            if not checked.ran_to_the_end(verdict.stdout):
+                return Dropped("tests_not_run")
             status, reason = verdict.status, verdict.reason
         return Kept(
             {
