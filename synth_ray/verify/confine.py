@@ -6,6 +6,10 @@ Run by synth_ray/verify/sandbox.py as a fresh interpreter in the program's own w
 in a new session, with a minimal environment and no inherited file descriptors but stdout and
 stderr. It imports nothing but the standard library (it must not import the job's code) and,
 before the program's first instruction, applies in this order:
+- namespaces, where the kernel allows them (root, or an unprivileged user namespace): its own
+  IPC, mount and network namespaces, and its folder a tmpfs of `folder_bytes` and
+  `folder_entries` (nosuid, nodev, noexec), holding the program; elsewhere none (recorded in
+  `isolation_file`, and the parent polls the folder instead);
 - resource limits: address space (memory), CPU seconds, file size (which also caps how much
   the program can print: stdout and stderr are files), open files, no core dumps; a nice of 10,
   so the engine on the same node keeps the CPU it needs;
@@ -14,13 +18,12 @@ before the program's first instruction, applies in this order:
 - Landlock (Linux >= 5.13): read and execute only the Python installation and the system
   libraries, read and write only the working folder; no TCP bind or connect (ABI >= 4); no
   signals to or abstract sockets of processes outside (ABI >= 6);
-- seccomp: no sockets (so no network of any kind), no new processes or threads, no signals
-  but to itself (nor by F_SETOWN), no changing another process's limits or scheduling, no
-  chmod, chown, utimes or xattrs (Landlock does not cover metadata), no ptrace, mounts,
-  namespaces, kernel keyrings, io_uring, BPF.
-If any step fails, it writes why to `failure_file` (outside the program's reach) and exits
-with CONFINE_FAILED, and the program never runs: the sandbox never runs a program less
-confined than it says.
+- SIGXFSZ back to its default (CPython ignores it, and exec keeps an ignored signal ignored);
+- seccomp, default deny: only verify/syscall_policy.py's syscalls, by name through libseccomp
+  (so any architecture it knows), everything else EPERM.
+If any step fails, it writes why to `failure_file` (made by the parent, opened here before any
+step, closed by the exec, outside the program's reach) and exits with CONFINE_FAILED, and the
+program never runs: the sandbox never runs a program less confined than it says.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import platform
 import resource
+import signal
 import sys
 
 CONFINE_FAILED = 121  # exit status: the confinement could not be applied; nothing ran
@@ -57,46 +60,22 @@ FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IO
 NET_BIND_TCP, NET_CONNECT_TCP = 1, 2
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2
 
-# seccomp BPF (x86_64 only: the numbers below are its syscall table)
-AUDIT_ARCH_X86_64 = 0xC000003E
-RET_ALLOW, RET_KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+# namespaces and the folder's tmpfs (include/uapi/linux/sched.h, mount.h)
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWUSER = 0x20000, 0x8000000, 0x40000000, 0x10000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+
+# libseccomp (seccomp.h)
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_ACT_KILL_PROCESS = 0x80000000
+SCMP_FLTATR_ACT_BADARCH = 2
+SCMP_CMP = {"!=": 1, "==": 4, "&==": 7}
 EPERM, ENOSYS = 1, 38
-LD_ABS_W, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-DENIED = {
-    "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "accept4": 288,
-    "fork": 57, "vfork": 58, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272,
-    "setns": 308, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250,
-    "add_key": 248, "request_key": 249, "kexec_load": 246, "kexec_file_load": 320,
-    "init_module": 175, "finit_module": 313, "delete_module": 176, "reboot": 169,
-    "swapon": 167, "swapoff": 168, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "open_by_handle_at": 304, "name_to_handle_at": 303,
-    "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "mknod": 133,
-    "mknodat": 259, "acct": 163, "quotactl": 179, "execveat": 322,
-    # Landlock does not govern a file's metadata: without these a program could chmod or
-    # chown any file its user owns (as root: any file), e.g. make one setuid
-    "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
-    "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "utimensat": 280,
-    "futimesat": 261, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
-    "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463,
-    "removexattrat": 466,
-    # other processes' priority, I/O priority, memory or state
-    "setpriority": 141, "ioprio_set": 251, "get_robust_list": 274, "kcmp": 312,
-    "process_madvise": 440, "process_mrelease": 448,
-}  # fmt: skip
-CLONE, CLONE3 = 56, 435
-# allowed only on the program itself (first argument 0 or its own pid): signals, and the
-# calls that change a process's limits, scheduling or memory placement
-SELF_ONLY = {
-    "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
-    "prlimit64": 302, "sched_setaffinity": 203, "sched_setscheduler": 144,
-    "sched_setparam": 142, "sched_setattr": 314, "migrate_pages": 256, "move_pages": 279,
-}  # fmt: skip
-# fcntl/ioctl commands that make the kernel signal another process (F_SETOWN + O_ASYNC),
-# and TIOCSTI (typing into a terminal); refused whatever the fd
-FCNTL, IOCTL = 72, 16
-FCNTL_DENIED = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
-IOCTL_DENIED = (0x8901, 0x8902, 0x5412)  # FIOSETOWN, SIOCSPGRP, TIOCSTI
+POLICY_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "syscall_policy.py")
+
+
+def scmp_act_errno(errno: int) -> int:
+    return 0x00050000 | (errno & 0xFFFF)
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -112,11 +91,10 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def write_failure(path: str, message: str) -> None:
-    """Tell the parent the confinement failed, where the program cannot write (it could print
-    anything to stderr and exit with any status)."""
-    with open(path, "w") as f:
-        f.write(message)
+def write_failure(fd: int, message: str) -> None:
+    """Tell the parent the confinement failed, through a file opened before Landlock, outside
+    the program's reach (it could print anything to stderr and exit with any status)."""
+    os.write(fd, (message or "failed").encode())
 
 
 def set_limits(limits: dict) -> None:
@@ -208,91 +186,142 @@ def _add_path_rule(ruleset: int, path: str, access: int) -> None:
         os.close(fd)
 
 
-def seccomp_program(pid: int) -> list[tuple[int, int, int, int]]:
-    """The filter: (code, jt, jf, k) instructions, jumps resolved from the labels below."""
-    body: list[tuple[int, object, object, int]] = [
-        (LD_ABS_W, 0, 0, 4),  # arch
-        (JEQ, 0, "kill", AUDIT_ARCH_X86_64),
-        (LD_ABS_W, 0, 0, 0),  # syscall number
-        (JGE, "kill", 0, 0x40000000),  # the x32 ABI's numbers
-        *[(JEQ, "eperm", 0, nr) for nr in DENIED.values()],
-        (JEQ, "enosys", 0, CLONE3),  # glibc then falls back to clone, which is refused
-        (JEQ, "eperm", 0, CLONE),  # no processes and no threads: a thread bomb would
-        # exhaust the host's pids, and nothing else bounds the number of threads
-        (JEQ, "fcntl", 0, FCNTL),
-        (JEQ, "ioctl", 0, IOCTL),
-        *[(JEQ, "self", 0, nr) for nr in SELF_ONLY.values()],
-        (RET, 0, 0, RET_ALLOW),
-        ("fcntl", None, None, 0),
-        (LD_ABS_W, 0, 0, 24),  # args[1], low word: the command
-        *[(JEQ, "eperm", 0, cmd) for cmd in FCNTL_DENIED],
-        (RET, 0, 0, RET_ALLOW),
-        ("ioctl", None, None, 0),
-        (LD_ABS_W, 0, 0, 24),
-        *[(JEQ, "eperm", 0, cmd) for cmd in IOCTL_DENIED],
-        (RET, 0, 0, RET_ALLOW),
-        ("self", None, None, 0),
-        (LD_ABS_W, 0, 0, 20),  # args[0], high word: nonzero for a negative pid (a group)
-        (JEQ, 0, "eperm", 0),
-        (LD_ABS_W, 0, 0, 16),
-        (JEQ, "allow", 0, pid),
-        (JEQ, "allow", "eperm", 0),
-        ("allow", None, None, 0),
-        (RET, 0, 0, RET_ALLOW),
-        ("eperm", None, None, 0),
-        (RET, 0, 0, RET_ERRNO | EPERM),
-        ("enosys", None, None, 0),
-        (RET, 0, 0, RET_ERRNO | ENOSYS),
-        ("kill", None, None, 0),
-        (RET, 0, 0, RET_KILL_PROCESS),
+def load_policy() -> dict:
+    """The allowlist (verify/syscall_policy.py), loaded by path: this script imports nothing
+    but the standard library."""
+    policy: dict = {"__name__": "syscall_policy"}
+    with open(POLICY_FILE) as f:
+        exec(compile(f.read(), POLICY_FILE, "exec"), policy)
+    return policy
+
+
+class ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
     ]
-    labels: dict[str, int] = {}
-    code: list[tuple[int, object, object, int]] = []
-    for item in body:
-        if isinstance(item[0], str):
-            labels[item[0]] = len(code)
-        else:
-            code.append(item)
-
-    def offset(target: object, at: int) -> int:
-        return target if isinstance(target, int) else labels[str(target)] - at - 1
-
-    program = [(c, offset(jt, i), offset(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)]
-    if any(not 0 <= jt <= 255 or not 0 <= jf <= 255 for _, jt, jf, _ in program):
-        raise ConfineError("seccomp filter: a jump is out of range")  # a BPF jump is 8 bits
-    return program
 
 
-def apply_seccomp() -> None:
-    if platform.machine() != "x86_64":
-        raise ConfineError(f"the seccomp filter knows x86_64 only, not {platform.machine()}")
+def libseccomp() -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        raise ConfineError(
+            "libseccomp is not installed (libseccomp.so.2: the libseccomp2 package)"
+        ) from None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ArgCmp),
+    ]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    return lib
 
-    class Filter(ctypes.Structure):
-        _fields_ = [
-            ("code", ctypes.c_uint16),
-            ("jt", ctypes.c_uint8),
-            ("jf", ctypes.c_uint8),
-            ("k", ctypes.c_uint32),
-        ]
 
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+def apply_seccomp(policy: dict, pid: int) -> int:
+    """Default deny: only verify/syscall_policy.py's syscalls (by name, resolved by libseccomp
+    for this architecture; another architecture's calls kill the process), everything else
+    EPERM. Returns how many rules were loaded."""
+    lib = libseccomp()
+    ctx = lib.seccomp_init(scmp_act_errno(EPERM))
+    if not ctx:
+        raise ConfineError("seccomp_init failed")
+    try:
+        _check(lib.seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS), "seccomp")
+        rules = [(name, SCMP_ACT_ALLOW, ()) for name in policy["ALLOWED"]]
+        rules += [(name, SCMP_ACT_ALLOW, cmps) for name, cmps in policy["CONDITIONAL"]]
+        rules += [(name, scmp_act_errno(ENOSYS), ()) for name in policy["UNSUPPORTED"]]
+        loaded = 0
+        for name, action, comparisons in rules:
+            number = lib.seccomp_syscall_resolve_name(name.encode())
+            if number == -1:  # not a syscall here, or unknown to this libseccomp: refused
+                continue
+            cmps = (ArgCmp * max(1, len(comparisons)))()
+            for i, (arg, op, value, *mask) in enumerate(comparisons):
+                datum = pid if value == policy["SELF"] else value
+                if op == "&==":  # (argument & mask) == value
+                    cmps[i] = ArgCmp(arg, SCMP_CMP[op], mask[0], datum)
+                else:
+                    cmps[i] = ArgCmp(arg, SCMP_CMP[op], datum, 0)
+            result = lib.seccomp_rule_add_array(ctx, action, number, len(comparisons), cmps)
+            if result < 0:
+                raise ConfineError(f"seccomp rule for {name}: {os.strerror(-result)}")
+            loaded += 1
+        result = lib.seccomp_load(ctx)
+        if result < 0:
+            raise ConfineError(f"seccomp_load: {os.strerror(-result)}")
+        return loaded
+    finally:
+        lib.seccomp_release(ctx)
 
-    instructions = seccomp_program(os.getpid())
-    filters = (Filter * len(instructions))(*[Filter(*i) for i in instructions])
-    program = Program(len(instructions), filters)
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+
+def isolate(workdir: str, limits: dict) -> str:
+    """Where the kernel allows it (root, or unprivileged user namespaces), its own IPC, mount
+    and network namespaces, and its folder a tmpfs of `folder_bytes` (nosuid, nodev,
+    noexec) holding at most `folder_entries` entries, gone with it. Returns what was done
+    ("namespaces", "namespaces, folder on disk: <why>" or "none: <why>"); the program file is
+    carried into the tmpfs."""
+    program = {}
+    for name in os.listdir(workdir):
+        with open(os.path.join(workdir, name), "rb") as f:
+            program[name] = f.read()
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET
+    uid, gid = os.getuid(), os.getgid()
+    if _libc.unshare(flags) < 0:
+        if _libc.unshare(flags | CLONE_NEWUSER) < 0:
+            return f"none: {os.strerror(ctypes.get_errno())}"
+        try:
+            for path, text in (
+                ("/proc/self/setgroups", "deny"),
+                ("/proc/self/uid_map", f"0 {uid} 1"),
+                ("/proc/self/gid_map", f"0 {gid} 1"),
+            ):
+                with open(path, "w") as f:
+                    f.write(text)
+        except OSError as err:  # in a user namespace without a user: nothing would work
+            raise ConfineError(f"user namespace maps: {err.strerror}") from None
+    if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) < 0:
+        return f"namespaces, folder on disk: {os.strerror(ctypes.get_errno())}"
+    options = f"size={limits['folder_bytes']},nr_inodes={limits['folder_entries']},mode=0700"
+    folder = workdir.encode()
+    if _libc.mount(b"tmpfs", folder, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   options.encode()) < 0:  # fmt: skip
+        return f"namespaces, folder on disk: {os.strerror(ctypes.get_errno())}"
+    os.chdir(workdir)  # the tmpfs now, not the folder under it
+    for name, data in program.items():
+        with open(name, "wb") as f:
+            f.write(data)
+    return "namespaces"
 
 
 def main(argv: list[str]) -> None:
     settings, program = json.loads(argv[1]), argv[2]
+    failure = os.open(settings["failure_file"], os.O_WRONLY | os.O_CLOEXEC)
     try:
+        policy = load_policy()  # read now: Landlock will not let it be read later
+        isolation = "none: not asked"
+        if settings.get("isolate", True):
+            isolation = isolate(settings["workdir"], settings["limits"])
+        with open(settings["isolation_file"], "w") as f:
+            f.write(isolation)
         set_limits(settings["limits"])
         drop_privileges()
         apply_landlock(settings["read_paths"], [settings["workdir"]], settings["devices"])
-        apply_seccomp()
+        # CPython ignores SIGXFSZ, and an ignored signal stays ignored across exec: restored
+        # here, and the filter keeps the program from ignoring it again
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        apply_seccomp(policy, os.getpid())
     except (ConfineError, OSError, ValueError) as err:
-        write_failure(settings["failure_file"], str(err))
+        write_failure(failure, str(err))
         os._exit(CONFINE_FAILED)
     os.execv(sys.executable, [sys.executable, "-I", "-B", program])
 

@@ -7,25 +7,27 @@ instruction), in a new temporary working folder that is deleted afterwards, with
 - a wall-time limit (`timeout_s`; the whole process group is killed), a CPU-time backstop, an
   address-space limit (`memory_mb`), a cap on what it prints (`output_kb`; stdout and stderr
   are files the kernel stops at `file_mb`, and only the first `output_kb` is read back) and on
-  each file it writes (`file_mb`) and on its folder's total size (`folder_mb`, checked every
-  0.1 s);
-- no network (no sockets at all), no new processes or threads, no signals but to itself, no
-  changing another process's limits or scheduling, no chmod/chown/utimes/xattrs;
+  each file it writes (`file_mb`: fatal, SIGXFSZ cannot be ignored) and on its folder
+  (`folder_mb`: a tmpfs of that size where the kernel allows namespaces, else scanned every
+  0.1 s through open folder handles);
+- its own IPC, mount and network namespaces where the kernel allows them;
+- a default-deny syscall filter (verify/syscall_policy.py through libseccomp): no sockets of
+  any kind, no SysV or POSIX IPC, no new processes or threads, no signals but to itself, ...;
 - read access to the Python installation and system libraries only: not the job's config,
-  input, output or any other file; write access to its working folder only;
+  input, output or any other file; write access to its working folder only (Landlock);
 - an environment of a few fixed variables: none of the job's (no tokens, no keys).
 A program's verdict is `pass` (exit status 0), `fail` (it raised or exited non-zero: the reason
 is its last error line, e.g. `AssertionError`), `timeout` or `crash` (killed by a limit or a
-signal: the reason names which), and goes into the row. `CodeRunner.run` runs many at once in
-a bounded pool (`workers`, default a quarter of the node's CPUs), at nice 10, so checking
-never starves the engine it runs beside.
-What it does not protect against: kernel exploits (the confinement is the kernel's own: seccomp
-and Landlock; it is not a VM), reading files under the Python prefix and system library
-folders, the metadata (stat) of any file, files deleted while kept open (bounded by 32 open
-files x `file_mb`, unseen by the folder check), and CPU or memory bandwidth taken from the node
-within the limits.
-It needs Linux >= 5.13 with Landlock enabled, on x86_64; elsewhere `CodeRunner` refuses at once
-with one line saying what is missing, rather than run programs less confined.
+signal: the reason names which), and goes into the row. Nothing a program does makes the
+runner raise. `CodeRunner.run` runs many at once in a bounded pool (`workers`, default a
+quarter of the node's CPUs), at nice 10, so checking never starves the engine it runs beside.
+What it does not protect against: kernel exploits (the confinement is the kernel's own:
+namespaces, seccomp and Landlock; it is not a VM), reading files under the Python prefix and
+system library folders, the metadata (stat) of any file, files deleted while kept open
+(bounded by 32 open files x `file_mb`), and CPU or memory bandwidth taken from the node within
+the limits.
+It needs Linux >= 5.13 with Landlock enabled and libseccomp; elsewhere `CodeRunner` refuses at
+once with one line saying what is missing, rather than run programs less confined.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import os
 import shutil
 import signal
+import stat as stat_module
 import subprocess
 import sys
 import sysconfig
@@ -54,6 +57,7 @@ CONFINE_SCRIPT = str(Path(__file__).with_name("confine.py"))
 _REASON_CHARS = 200
 _POLL_S = 0.1
 _MAX_ENTRIES = 10_000  # files and folders a program may make in its working folder
+_MAX_DEPTH = 64  # folders nested deeper end the program (the scan holds a descriptor a level)
 _SYSTEM_LIBRARIES = ["/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib"]
 _SYSTEM_FILES = ["/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo"]
 _DEVICES = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
@@ -118,13 +122,19 @@ class CodeRunner:
     on the driver and pickled to a generator's node: what it knows of a node (its Python's
     paths, its CPUs, whether it can confine) is found on the node that runs the programs."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, isolate: bool = True) -> None:
         self.config = config
+        # False: never namespaces nor the tmpfs folder, as on a node that allows neither (the
+        # folder is then polled): for tests of that path
+        self.isolate = isolate
         self._node: tuple[int, list[str]] | None = None  # (workers, read paths) of this node
         self._checked = False
+        # how programs are isolated on this node: "namespaces" (their own IPC, mount and
+        # network namespaces, the folder an exact tmpfs) or "none: <why>" (the folder polled)
+        self.isolation: str | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_node": None, "_checked": False}
+        return {**self.__dict__, "_node": None, "_checked": False, "isolation": None}
 
     @property
     def workers(self) -> int:
@@ -170,11 +180,13 @@ class CodeRunner:
         config = self.config
         workdir = tempfile.mkdtemp(prefix="synth-ray-sandbox-")
         captured = tempfile.mkdtemp(prefix="synth-ray-sandbox-out-")  # outside its reach
+        process: subprocess.Popen | None = None
         try:
             main = Path(workdir, "main.py")
             main.write_text(program)
             settings = {
                 "workdir": workdir,
+                "isolate": self.isolate,
                 "read_paths": self._node_facts()[1],
                 "devices": _DEVICES,
                 "limits": {
@@ -185,11 +197,16 @@ class CodeRunner:
                     # (the folder check cannot see them): 32 x 16 MiB by default
                     "open_files": 32,
                     "nice": 10,
+                    "folder_bytes": config.folder_mb << 20,
+                    "folder_entries": _MAX_ENTRIES,
                 },
             }
             out_path, err_path = Path(captured, "stdout"), Path(captured, "stderr")
             failure = Path(captured, "confine-failed")
+            failure.touch()
             settings["failure_file"] = str(failure)
+            isolation = Path(captured, "isolation")
+            settings["isolation_file"] = str(isolation)
             with out_path.open("wb") as out, err_path.open("wb") as err:
                 process = subprocess.Popen(
                     [sys.executable, "-I", "-B", CONFINE_SCRIPT, json.dumps(settings), "main.py"],
@@ -202,12 +219,21 @@ class CodeRunner:
                     close_fds=True,
                 )
                 limit = self._wait(process, workdir)
-            if failure.exists():
+            if failure.stat().st_size:
                 raise SandboxError(f"the code sandbox cannot run here: {failure.read_text()}")
+            if isolation.exists() and self.isolation is None:
+                self.isolation = isolation.read_text()[:_REASON_CHARS]
             if limit is not None:
                 return Verdict(*limit, _read_capped(out_path, self.config.output_kb << 10))
             return self._verdict(process.returncode, out_path, err_path)
+        except SandboxError:
+            raise  # nothing was confined: not a program's doing
+        except Exception as err:  # noqa: BLE001 - whatever a program did, a verdict
+            why = " ".join(f"sandbox: {type(err).__name__}: {err}".split())
+            return Verdict("crash", why[:_REASON_CHARS], "")
         finally:
+            if process is not None and process.poll() is None:  # never left running
+                _kill_group(process)
             _remove(workdir)
             _remove(captured)
 
@@ -222,20 +248,20 @@ class CodeRunner:
             except subprocess.TimeoutExpired:
                 pass
             reason = None
-            size, entries = folder_usage(workdir)
+            usage = folder_usage(workdir)
             if time.monotonic() >= deadline:
                 reason = ("timeout", f"ran past {self.config.timeout_s:g} s")
-            elif size > self.config.folder_mb << 20:
+            elif usage.unreadable:
+                why = " ".join(usage.unreadable.split())  # a name it chose: one line
+                reason = ("crash", f"made a folder the checker cannot scan ({why})")
+            elif usage.bytes > self.config.folder_mb << 20:
                 reason = ("crash", f"wrote over {self.config.folder_mb} MiB in its folder")
-            elif entries > _MAX_ENTRIES:
+            elif usage.entries > _MAX_ENTRIES:
                 reason = ("crash", f"made over {_MAX_ENTRIES:,} files in its folder")
+            elif usage.depth > _MAX_DEPTH:
+                reason = ("crash", f"nested folders over {_MAX_DEPTH} deep")
             if reason is not None:
-                # still running, not reaped: its pid (and group) cannot have been reused
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                process.wait()
+                _kill_group(process)
                 return reason
 
     def _verdict(self, code: int, out_path: Path, err_path: Path) -> Verdict:
@@ -256,6 +282,16 @@ class CodeRunner:
         return Verdict("pass", "", stdout_text)
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill a program that is still running, not reaped (so its pid and group cannot have been
+    reused), and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
 def _read_capped(path: Path, cap: int) -> str:
     with path.open("rb") as f:
         return f.read(cap).decode("utf-8", "replace")
@@ -268,7 +304,10 @@ def _signal_reason(number: int, config: SandboxConfig) -> str:
         return f"used over {int(config.timeout_s) + 1} s of CPU"
     if number == signal.SIGKILL:
         return "killed by SIGKILL (its CPU limit, or the kernel out of memory)"
-    return f"killed by {signal.Signals(number).name}"
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:  # a real-time signal (SIGRTMIN..SIGRTMAX) has no name
+        return f"killed by signal {number}"
 
 
 def _last_line(path: Path) -> str:
@@ -280,41 +319,63 @@ def _last_line(path: Path) -> str:
     return lines[-1][:_REASON_CHARS] if lines else ""
 
 
-def folder_usage(folder: str) -> tuple[int, int]:
-    """(bytes, entries) of a folder tree, counting stops past _MAX_ENTRIES entries."""
-    total, seen, stack = 0, 0, [folder]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            seen += 1
-            if seen > _MAX_ENTRIES:
-                return total, seen
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                continue
-    return total, seen
+@dataclass
+class FolderUsage:
+    bytes: int = 0
+    entries: int = 0
+    depth: int = 0
+    unreadable: str = ""  # why a part of it could not be scanned; never skipped
+
+
+def folder_usage(folder: str) -> FolderUsage:
+    """What a program's folder holds, scanned through open folder handles (`os.fwalk`), so no
+    path length hides anything; counting stops past _MAX_ENTRIES entries or _MAX_DEPTH
+    levels, and a folder that cannot be listed is reported, never skipped."""
+    usage = FolderUsage()
+    base = folder.rstrip(os.sep).count(os.sep)
+
+    def unreadable(err: OSError) -> None:
+        usage.unreadable = usage.unreadable or f"{err.strerror}: {err.filename}"[:120]
+
+    try:
+        for root, dirs, files, root_fd in os.fwalk(folder, onerror=unreadable):
+            usage.depth = max(usage.depth, root.count(os.sep) - base)
+            if usage.depth > _MAX_DEPTH:
+                return usage
+            for name in dirs + files:
+                usage.entries += 1
+                if usage.entries > _MAX_ENTRIES:
+                    return usage
+                try:
+                    stat = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed since the listing
+                usage.bytes += stat.st_blocks * 512
+    except OSError as err:
+        unreadable(err)
+    return usage
 
 
 def _remove(folder: str) -> None:
-    """Delete a working folder whatever the program left in it (it cannot chmod, but it can
-    make a folder with mode 0): everything inside made accessible, then removed. Never raises:
-    a folder that cannot be removed must not fail the job."""
+    """Delete a working folder whatever the program left in it (it cannot chmod by path, but
+    it can make a folder with mode 0): everything inside made accessible, then removed.
+    Never raises: a folder that cannot be removed must not fail the job."""
     shutil.rmtree(folder, ignore_errors=True)
     if not os.path.exists(folder):
         return
-    for root, dirs, _ in os.walk(folder):
-        for name in dirs:
-            try:
-                os.chmod(os.path.join(root, name), 0o700)
-            except OSError:
-                pass
+    try:
+        os.chmod(folder, 0o700)
+        for _, dirs, _, root_fd in os.fwalk(folder):
+            for name in dirs:
+                try:  # never through a link: the program is gone, so nothing can swap it
+                    if stat_module.S_ISDIR(
+                        os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode
+                    ):
+                        os.chmod(name, 0o700, dir_fd=root_fd)
+                except OSError:
+                    pass
+    except OSError:
+        pass
     shutil.rmtree(folder, ignore_errors=True)
 
 
