@@ -127,6 +127,8 @@ def run(
         f"+ errored {stats['rows_errored']}; tokens in {stats['input_tokens']}, "
         f"out {stats['output_tokens']}"
     )
+    if summary.row_ids:
+        console.print(summary.row_ids, highlight=False)
     if stats.get("nn_similarity_histogram"):
         from synth_ray.diversity.decide import format_histogram
 

@@ -40,7 +40,9 @@ class InputConfig(_Section):
     text_column: str = Field("text", description="Column holding the document or prompt text.")
     id_column: str | None = Field(
         None,
-        description="Column of unique row ids; without it ids derive from file name and row number.",
+        description="Column of unique row ids. Default: `id` when every input file has one, "
+        "else ids derived from file name and row number (the run's summary says which); '' "
+        "always derives them.",
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N input rows.")
 

@@ -224,6 +224,7 @@ def _check_unique(repeated: set[int], docs: DocumentSource, id_column: str | Non
         if id_hash(doc.source_id) in repeated:
             if doc.source_id in seen:
                 raise InputError(
-                    f"input.id_column {id_column!r}: id {doc.source_id!r} appears more than once"
+                    f"input.id_column {id_column!r}: id {doc.source_id!r} appears more than "
+                    "once (input.id_column: '' derives ids from file name and row number)"
                 )
             seen.add(doc.source_id)

@@ -591,3 +591,53 @@ def test_a_resume_reads_no_input_row_on_the_driver(
     monkeypatch.undo()
     run_job(job_config(clean, docs_file), show_progress=False, backend=FakeBackend())
     assert sorted(output_ids(tmp_path / "out")) == sorted(output_ids(clean / "out"))
+
+
+def test_row_ids_default_to_an_id_column_when_every_file_has_one(tmp_path, embedded_model):
+    """A recipe need not name `id`: a corpus with an `id` column keeps its ids (the same job,
+    same fingerprint, as naming it), one without gets ids from file name and row number
+    instead of an error, and the summary says which. A named column that is missing is still
+    an error."""
+    import pyarrow as pa
+
+    from synth_ray.errors import InputError
+    from synth_ray.methods import method_spec
+    from synth_ray.runtime.job import with_default_id_column
+
+    rows = [{"id": f"doc-{i}", "prompt": f"question {i}"} for i in range(3)]
+    with_ids = tmp_path / "with"
+    with_ids.mkdir()
+    write_jsonl(with_ids / "a.jsonl", rows)
+    more = [{"id": f"doc-{i}", "prompt": f"question {i}"} for i in range(3, 6)]
+    pq.write_table(pa.Table.from_pylist(more), with_ids / "b.parquet")
+    without = write_jsonl(tmp_path / "bare.jsonl", [{"prompt": f"question {i}"} for i in range(3)])
+
+    def config(path, name, **given):
+        return job_config(
+            tmp_path,
+            path,
+            method="generate",
+            input={"path": str(path), "text_column": "prompt", "id_column": None, **given},
+            output={"path": str(tmp_path / name)},
+        )
+
+    found = run_job(config(with_ids, "found"), show_progress=False, backend=FakeBackend())
+    out = OutputStore(tmp_path / "found").rows()
+    assert sorted(r["source_id"] for r in out) == [f"doc-{i}" for i in range(6)]
+    assert found.row_ids == "row ids: the input's 'id' column (found in every input file)"
+    named = config(with_ids, "found", id_column="id")
+    assert with_default_id_column(config(with_ids, "x"), method_spec("generate")).fingerprint() == (
+        named.fingerprint()
+    )
+    derived = run_job(config(without, "derived"), show_progress=False, backend=FakeBackend())
+    out = OutputStore(tmp_path / "derived").rows()
+    assert sorted(r["source_id"] for r in out) == [f"bare.jsonl:{i}" for i in range(3)]
+    assert derived.row_ids.startswith("row ids: derived from file name and row number")
+    # one file without `id` among them: derived for all, not an error
+    write_jsonl(with_ids / "c.jsonl", [{"prompt": "no id here"}])
+    mixed = run_job(config(with_ids, "mixed"), show_progress=False, backend=FakeBackend())
+    assert mixed.row_ids.startswith("row ids: derived")
+    with pytest.raises(InputError, match="input.id_column 'id': no such field"):
+        run_job(
+            config(without, "named", id_column="id"), show_progress=False, backend=FakeBackend()
+        )

@@ -270,6 +270,35 @@ def _check_source(file: Path, spec: InputSpec) -> None:
             )
 
 
+DEFAULT_ID_COLUMN = "id"
+
+
+def default_id_column(spec: InputSpec) -> str | None:
+    """`id` when every input file has an `id` column (a Parquet file's schema, a JSONL file's
+    first row), else None: ids then derive from file name and row number. Source files are
+    named by their path and have none."""
+    _, files = resolve_input_files(spec.path)
+    for file in files:
+        suffix = file.suffix.lower()
+        if suffix in SOURCE_SUFFIXES:
+            return None
+        try:
+            if suffix in PARQUET_SUFFIXES:
+                names = pq.read_schema(file).names
+            else:
+                with open(file, encoding="utf-8") as fh:
+                    first = next((line for line in fh if line.strip()), None)
+                if first is None:
+                    continue  # an empty file has no rows to name
+                record = json.loads(first)
+                names = list(record) if isinstance(record, dict) else []
+        except Exception:  # noqa: BLE001 - validate_inputs then names what is wrong
+            return None
+        if DEFAULT_ID_COLUMN not in names:
+            return None
+    return DEFAULT_ID_COLUMN
+
+
 def validate_inputs(spec: InputSpec) -> list[Path]:
     """Check every input file is readable and has the columns; return the files in read order."""
     _, files = resolve_input_files(spec.path)

@@ -13,12 +13,18 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import identify_inputs, snapshot_inputs, validate_inputs
+from synth_ray.io.inputs import (
+    default_id_column,
+    identify_inputs,
+    snapshot_inputs,
+    validate_inputs,
+)
 from synth_ray.io.lease import OutputLease
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import method_spec
@@ -40,6 +46,35 @@ def load_renderer(config: JobConfig) -> PromptRenderer:
         raise ConfigError(
             f"engine.model {config.engine.model}: cannot load its tokenizer ({type(err).__name__})"
         ) from None
+
+
+def with_default_id_column(config: JobConfig, method: Any) -> JobConfig:
+    """`config` with `input.id_column: id` when it names none and every input file has an `id`
+    column (io/inputs.py `default_id_column`), so a real corpus without one runs as it is and
+    one with one keeps its ids; `id_column: ""` asks for derived ids. Resolved before the
+    fingerprint, so a recipe that named `id` and one that relies on this default are the
+    same job."""
+    if method.input_spec is None or config.input is None or config.input.id_column:
+        return config
+    if config.input.id_column == "":  # asked for: derived ids, whatever columns there are
+        found = None
+    else:
+        found = default_id_column(method.input_spec(config))
+    return config.model_copy(update={"input": config.input.model_copy(update={"id_column": found})})
+
+
+def row_ids_line(id_column: str | None, given: str | None) -> str:
+    """What the rows' ids come from (`given`: `input.id_column` as the config says), for the
+    run's summary."""
+    if id_column is not None:
+        how = "input.id_column" if given else "found in every input file"
+        return f"row ids: the input's {id_column!r} column ({how})"
+    if given == "":
+        return "row ids: derived from file name and row number (input.id_column: '')"
+    return (
+        "row ids: derived from file name and row number (not every input file has an 'id' "
+        "column; input.id_column names another)"
+    )
 
 
 def _nothing_committed(store: OutputStore) -> bool:
@@ -67,6 +102,8 @@ def run_job(
     started = time.monotonic()
     method = method_spec(config.method)
     method.check(config)  # the method's own files (seeds, exemplars): fail now
+    given_ids = config.input.id_column if config.input is not None else None  # "": derived
+    config = with_default_id_column(config, method)
     docs = None
     if method.input_spec is None:
         texts = method.sample_texts
@@ -90,6 +127,8 @@ def run_job(
     lease.acquire()
     store.lease = lease
     summary = RunSummary(output_path=store.location.uri)
+    if docs is not None:
+        summary.row_ids = row_ids_line(docs.spec.id_column, given_ids)
     try:
         if inputs is not None and docs is not None and not (overwrite or replan):
             store.check_recorded_inputs(fingerprint, docs.spec.path, inputs)

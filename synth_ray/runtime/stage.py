@@ -90,6 +90,7 @@ class RunSummary:
     pool_shrinks: list[str] = field(default_factory=list)  # replicas lost and not replaced
     # what the replicas' engines ran: dtype, why that dtype, niceness (empty if none started)
     engine: dict[str, Any] = field(default_factory=dict)
+    row_ids: str = ""  # what the rows' ids come from (an input column, or derived)
 
     @property
     def steady_tokens_per_s(self) -> float:
