@@ -73,6 +73,8 @@ class FakeBackend:
     broken_storage: set[int] = field(default_factory=set)  # their shard writes fail with EIO
     submitted: list[tuple[int, int, list[str]]] = field(default_factory=list)
     max_outstanding_seen: dict[int, int] = field(default_factory=dict)
+    # per submission: (replica, batches it had completed so far, batches still in flight)
+    submit_log: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -142,6 +144,8 @@ class FakeBackend:
     def submit(self, replica_id: int, batch_id: int, requests: list[EngineRequest]) -> None:
         assert replica_id in self.alive, "scheduler sent work to a replica that is not ready"
         self.submitted.append((replica_id, batch_id, [r.key for r in requests]))
+        served = self.served.get(replica_id, 0)
+        self.submit_log.append((replica_id, served, len(self.in_flight[replica_id])))
         polls = self.latency_polls + self.rng.randint(0, 2)
         self.in_flight[replica_id].append((polls, batch_id, requests))
         outstanding = sum(len(b[2]) for b in self.in_flight[replica_id])
