@@ -646,3 +646,47 @@ def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_mod
     assert "judge_engine model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card
     assert f"report: {tmp_path / 'out' / 'report' / 'index.html'}" in proc.stdout
     assert "img alt='funnel'" in (tmp_path / "out" / "report" / "index.html").read_text()
+
+
+def test_the_progress_probe_counts_tokens_while_a_long_batch_decodes(tmp_path, shared_engine):
+    """Stall detection reads `output_tokens()` from the real engine (vLLM's output processor,
+    not a stable interface). On one long batch it must rise while the batch decodes, not only
+    when it finishes: a replica decoding a batch longer than the stall timeout would
+    otherwise be taken for stalled."""
+    import threading
+
+    import ray
+
+    def sample_while_decoding(actor) -> list[int]:  # runs in the actor
+        import asyncio
+
+        from synth_ray.engine.requests import EngineRequest, SamplingSpec
+
+        engine = actor.engine
+        sampling = SamplingSpec(0.8, 1.0, 384, ignore_eos=True)
+        batch = [EngineRequest(f"long-{i}", [1, 2, 3, 4], sampling, i, 384) for i in range(2)]
+        done = threading.Event()
+        worker = threading.Thread(
+            target=lambda: (asyncio.run(engine.generate_many(batch)), done.set()), daemon=True
+        )
+        start = engine.output_tokens()
+        worker.start()
+        seen = []
+        while not done.wait(0.05):  # sampling the probe as the scheduler would, until done
+            seen.append(engine.output_tokens() - start)
+        worker.join(60)
+        return [*seen, engine.output_tokens() - start]
+
+    if not shared_engine.idle:  # run alone: start the shared engine with a tiny job
+        warm = job_config(tmp_path / "warm", REPO / "examples" / "web_docs.jsonl")
+        run_job(
+            warm.model_copy(update={"input": warm.input.model_copy(update={"limit": 1})}),
+            show_progress=False,
+            backend=shared_engine,
+        )
+    actor = shared_engine.idle[0]
+    seen = ray.get(actor.__ray_call__.remote(sample_while_decoding), timeout=300)
+    assert seen[-1] == 2 * 384
+    during = [n for n in seen[:-1] if 0 < n < 2 * 384]
+    assert len(set(during)) >= 3, seen  # it rose step by step before the batch finished
+    assert during == sorted(during)

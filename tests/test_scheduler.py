@@ -218,6 +218,15 @@ def test_slow_but_busy_replica_is_not_stalled():
     got = run(backend, work(40), clock=clock, replicas=2, batch_size=5, **STALL)
     assert set(got.values()) == {1} and len(got) == 40
     assert run.scheduler.stalls == [] and backend.started == [0, 1]  # type: ignore[attr-defined]
+    # the same batches and settings, one replica's progress frozen from its first batch on:
+    # that one is taken for stalled, so above it was the progress that kept them alive
+    # (the real engine's progress value is checked on a long batch in
+    # test_end_to_end.py::test_the_progress_probe_counts_tokens_while_a_long_batch_decodes)
+    frozen = FakeBackend(latency_polls=500, hang_after_batches={0: 0})
+    got = run(frozen, work(40), clock=clock_until(frozen, 50_000), replicas=2, batch_size=5,
+              **STALL)  # fmt: skip
+    assert set(got.values()) == {1} and len(got) == 40
+    assert len(run.scheduler.stalls) >= 1 and frozen.started[:2] == [0, 1]  # type: ignore[attr-defined]
 
 
 def test_request_that_hangs_its_engine_ends_as_an_error_row():
