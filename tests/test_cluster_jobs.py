@@ -330,3 +330,47 @@ def test_stop_commits_in_flight_then_resubmit_survives_killed_replicas(cluster, 
     runs = [json.loads(x) for x in (out / "_runs.jsonl").read_text().splitlines()]
     assert runs[-1]["units_committed"] == 24 - before
     assert runs[-1]["requests_resent"] > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a node with its own mounts needs root here")
+def test_a_node_that_cannot_see_a_local_path_is_named(cluster, tmp_path):
+    """The check that a local input or output is on every node, run for real: a third node
+    starts in its own mount namespace, where a tmpfs hides one folder. The check must name
+    that node (and only it) in one line, and pass for a path every node sees."""
+    hidden = tmp_path / "only-on-this-node"
+    hidden.mkdir()
+    (hidden / "_job.json").write_text("{}")
+    ports = " ".join(cluster._node_ports())
+    start = (
+        f"mount -t tmpfs tmpfs {hidden} && exec {RAY} start --address=127.0.0.1:{cluster.port} "
+        f"--num-cpus=0 --resources='{json.dumps({'node_blind': 1})}' {ports} "
+        "--disable-usage-stats"
+    )
+    subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", start],
+        check=True, env=cluster.env, capture_output=True, timeout=180,
+    )  # fmt: skip
+    check = (
+        "import ray, sys\n"
+        "from synth_ray.runtime.cluster import check_visible_from_every_node\n"
+        f"ray.init(address='127.0.0.1:{cluster.port}', log_to_driver=False)\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        check_visible_from_every_node('output.path', path, 'use shared storage')\n"
+        "        print('visible')\n"
+        "    except Exception as err:\n"
+        "        print(type(err).__name__, err)\n"
+    )
+    try:
+        seen = subprocess.run(
+            [sys.executable, "-c", check, str(hidden / "_job.json"), str(REPO / "README.md")],
+            env=cluster.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        cluster.kill_node("node_blind")
+    blind, visible = seen.stdout.strip().splitlines()[-2:]
+    assert blind.startswith(
+        f"ResourceError output.path {hidden}/_job.json: not visible from Ray"
+    ), seen.stdout + seen.stderr
+    assert re.search(r"node\(s\) [\d.]+ \([0-9a-f]{8}\); use shared storage$", blind), blind
+    assert visible == "visible"
