@@ -85,18 +85,32 @@ def crash_points():
     """(name, patcher) for every step of a unit's commit."""
 
     def before_rename(monkeypatch, at):
-        real = store_mod.write_shard_atomic
+        """The real shard writer runs (temp file written and fsynced) and the process dies
+        at the rename of the `at`-th data shard, leaving its temp file as a kill would."""
+        import os
+        import shutil
+        from pathlib import Path
+
+        import synth_ray.io.shards as shards_mod
+
         calls = {"n": 0}
 
-        def patched(table, path):
-            calls["n"] += 1
-            if calls["n"] == at:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                (path.parent / f".tmp-999-{path.name}").write_bytes(b"PAR1 truncated")
-                raise Crash()
-            return real(table, path)
+        class DyingAtRename:
+            def __getattr__(self, name):
+                return getattr(os, name)
 
-        monkeypatch.setattr(store_mod, "write_shard_atomic", patched)
+            def replace(self, src, dst):
+                if Path(dst).parent.name == "data":
+                    calls["n"] += 1
+                    if calls["n"] == at:
+                        src = Path(src)
+                        prefix = shards_mod.TEMP_PREFIX
+                        left = src.with_name(src.name.replace(prefix, f"{prefix}killed-", 1))
+                        shutil.copyfile(src, left)  # the writer's cleanup would remove src
+                        raise Crash()
+                return os.replace(src, dst)
+
+        monkeypatch.setattr(shards_mod, "os", DyingAtRename())
 
     def after_rename_before_manifest(monkeypatch, at):
         real = manifest_mod.Manifest.append
@@ -140,10 +154,13 @@ def test_crash_at_any_commit_step_then_resume_equals_clean_run(
         crash(patch, at)
         with pytest.raises(Crash):
             run_job(config, show_progress=False, backend=FakeBackend())
+    committed = len(OutputStore(tmp_path / "out").committed())
+    if crash.__name__ == "before_rename":
+        assert list((tmp_path / "out").rglob(".tmp-killed-*")), "the kill left no temp file"
     summary = run_job(config, show_progress=False, backend=FakeBackend())
-    # replicas write a batch of slices' shards before the driver commits any unit, so a
-    # crash in a shard write may come before the first commit
-    assert summary.units_skipped >= 1 or at == 1 or crash.__name__ == "before_rename"
+    # exactly the units committed before the crash are skipped, the rest generated again
+    assert summary.units_skipped == committed
+    assert summary.units_committed == summary.units_total - committed
 
     resumed_ids = output_ids(tmp_path / "out")
     clean_ids = output_ids(tmp_path / "clean" / "out")
