@@ -97,7 +97,7 @@ def test_read_only_output_fails_with_one_line_then_resumes(
     tmp_path, docs, embedded_model, monkeypatch, where
 ):
     """The output turns read-only after 3 writes, either of a replica's shard or of the
-    driver's commit line."""
+    driver's commit line (half of that line written: the resume must read past it)."""
     clean = tmp_path / "clean"
     clean.mkdir()
     run_job(job_config(clean, docs), show_progress=False, backend=FakeBackend())
@@ -118,8 +118,26 @@ def test_read_only_output_fails_with_one_line_then_resumes(
         monkeypatch.setattr(
             shards_mod.pq, "write_table", read_only_after(shards_mod.pq.write_table)
         )
-    else:  # the append of a commit line (or of the run log's line), where it opens the file
-        monkeypatch.setattr(jsonl_log, "open", read_only_after(open), raising=False)
+    else:  # a commit line (or the run log's) half written when the filesystem turns read-only
+
+        def half_then_read_only(*args, **kwargs):
+            fh = open(*args, **kwargs)
+            if "a" not in str(args[1] if len(args) > 1 else kwargs.get("mode", "")):
+                return fh
+            writes["n"] += 1
+            if writes["n"] <= 3:
+                return fh
+            real_write = fh.write
+
+            def write(text):
+                real_write(text[: len(text) // 2])  # the bytes that made it to the file
+                fh.flush()
+                raise OSError(errno.EROFS, "Read-only file system")
+
+            fh.write = write
+            return fh
+
+        monkeypatch.setattr(jsonl_log, "open", half_then_read_only, raising=False)
     config = job_config(tmp_path, docs)
     with pytest.raises((JobFailed, OSError)) as failed:
         run_job(config, show_progress=False, backend=FakeBackend())
@@ -127,6 +145,9 @@ def test_read_only_output_fails_with_one_line_then_resumes(
     assert "read-only file system (EROFS)" in line and str(tmp_path / "out") in line, line
     committed = _assert_committed_units_intact(tmp_path / "out")
     assert committed >= 1
+    if where == "manifest":  # a torn line was left for the resume to read past
+        logs = [f.read_bytes() for f in (tmp_path / "out").rglob("*.jsonl")]
+        assert any(data and not data.endswith(b"\n") for data in logs)
 
     monkeypatch.undo()  # writable again
     summary = run_job(config, show_progress=False, backend=FakeBackend())
@@ -135,29 +156,41 @@ def test_read_only_output_fails_with_one_line_then_resumes(
     assert sorted(ids) == sorted(_ids(clean / "out")) and len(ids) == len(set(ids))
 
 
-def test_cli_prints_one_line_for_a_storage_failure(tmp_path, monkeypatch):
+def test_cli_prints_one_line_for_a_storage_failure(tmp_path, docs, embedded_model, monkeypatch):
+    """`synth-ray run` on a real full disk: the real job fails where the disk fills, and the
+    command prints one line naming the output and the cause. Only the engine is simulated
+    (the CLI is given the fake backend; nothing else is replaced)."""
     from typer.testing import CliRunner
 
     import synth_ray.runtime.job as job_mod
     from synth_ray.cli import app
 
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        f"method: generate\ninput: {{path: {tmp_path / 'in.jsonl'}}}\n"
-        f"output: {{path: {tmp_path / 'out'}}}\n"
-    )
-    (tmp_path / "in.jsonl").write_text('{"text": "hi"}\n')
+    fs = tmp_path / "fs"
+    _mount_tmpfs(fs, "96k")
+    try:
+        config = tmp_path / "job.yaml"
+        config.write_text(
+            f"method: rephrase\ninput: {{path: {docs}}}\noutput: {{path: {fs / 'out'}, "
+            "rows_per_shard: 8}\nengine: {max_model_len: 512}\nsampling: {max_tokens: 16}\n"
+            "rephrase: {styles: [easy, qa], max_chunk_tokens: 64}\n"
+        )
+        real_run_job = job_mod.run_job
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x"))
+        def on_the_fake_engine(*args, **kwargs):
+            return real_run_job(*args, **{**kwargs, "backend": FakeBackend()})
 
-    monkeypatch.setattr(job_mod, "run_job", full_disk)
-    result = CliRunner().invoke(app, ["run", str(config), "--no-progress"])
-    assert result.exit_code == 1
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert f"output {tmp_path / 'out' / 'x'}: no space left on device (ENOSPC)" in lines[0]
-    assert "rerun the same command to resume" in lines[0]
+        monkeypatch.setattr(job_mod, "run_job", on_the_fake_engine)
+        result = CliRunner().invoke(app, ["run", str(config), "--no-progress"])
+        assert result.exit_code == 1, result.output
+        lines = [line for line in result.output.strip().splitlines() if line.strip()]
+        # the replicas' warnings as writes failed, then the one line the run ends with
+        lines = [line for line in lines if not line.startswith("warning: ")]
+        assert len(lines) == 1, result.output
+        assert f"output {fs / 'out'}" in lines[0], lines[0]
+        assert "no space left on device (ENOSPC)" in lines[0], lines[0]
+        assert "committed units are kept; rerun to resume" in lines[0], lines[0]
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
 
 
 def test_one_replicas_broken_storage_resends_its_slices_elsewhere(tmp_path, docs, embedded_model):
