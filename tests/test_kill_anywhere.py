@@ -6,7 +6,11 @@ resume each time, and the final output equals a clean run's, exactly once.
 The job runs in a process of its own (tests/kill_anywhere_job.py: the whole job path on the
 simulated engine, slowed so kills land while planning, generating, writing shards and
 committing). 12 kills of a single-stage method and 10 of a two-stage one (STaR), every delay
-drawn from a seeded RNG over a clean run's duration, printed on failure to replay it. The real
+drawn from a seeded RNG over a clean run's duration, printed on failure to replay it with the
+phase each kill hit (read back from the output folder). Then kills aimed at every phase of a
+commit, on real generator actors (their slice workers write the shards in their own
+processes): before the output is claimed, before anything is written, a replica's shard
+written before the first commit and between commits, and after the last commit. The real
 engine is killed the same way in test_end_to_end.py (during engine start, then mid-run).
 """
 
@@ -91,8 +95,13 @@ def _kill_resume_check(tmp_path: Path, data: dict, kills: int, seed: int) -> Non
     )
     rng = random.Random(seed)
     delays = [round(rng.uniform(0.3, duration), 2) for _ in range(kills)]
-    landed = [_kill_after(cfg, delay) for delay in delays]
-    replay = f"seed {seed}, clean run {duration:.1f}s, kill delays {delays}, landed {landed}"
+    units_total = len(OutputStore(clean_out).committed())
+    landed, phases = [], []
+    for delay in delays:
+        stale = _shards(out) if out.exists() else set()
+        landed.append(_kill_after(cfg, delay))
+        phases.append(_phase(out, units_total, stale) if landed[-1] else "finished")
+    replay = f"seed {seed}, clean run {duration:.1f}s, kill delays {delays}, phases {phases}"
     assert sum(landed) >= kills * 2 // 3, replay  # most kills hit a running job
 
     final = _run(cfg)
@@ -143,3 +152,98 @@ def test_two_stage_star_job_killed_anywhere_resumes_exactly(tmp_path, embedded_m
         "scheduler": {"batch_size": 1, "max_in_flight_per_replica": 2, "min_slice_rows": 1},
     }
     _kill_resume_check(tmp_path, data, kills=10, seed=SEED + 1)
+
+
+PHASES = (
+    "before the output was claimed",
+    "claimed, nothing written or committed",
+    "a replica's shard written, before the first commit",
+    "a replica's shard written, between commits",
+    "every unit committed, finishing",
+)
+QUIET = "between commits, no shard waiting"
+
+
+def _shards(out: Path) -> set[str]:
+    return {f"data/{p.name}" for p in (out / "data").glob("*.parquet")}
+
+
+def _phase(out: Path, units_total: int, stale: set[str] = frozenset()) -> str:
+    """Where a job killed now stopped, read from its output folder (`stale`: shards earlier
+    killed runs left, which this run has not written)."""
+    if not (out / "_job.json").exists():
+        return PHASES[0]
+    committed = OutputStore(out).committed()
+    if len(committed) == units_total:
+        return PHASES[4]
+    referenced = {shard for r in committed.values() for shard in r.data_shards()}
+    waiting = bool(_shards(out) - referenced - stale)  # written by a replica, not committed
+    if not committed:
+        return PHASES[2] if waiting else PHASES[1]
+    return PHASES[3] if waiting else QUIET
+
+
+def test_killed_in_every_commit_phase_on_real_replicas_resumes_exactly(tmp_path, embedded_model):
+    """Real generator actors on a local Ray (their slice workers write the shards in their own
+    processes; only the engine answers at once), the driver slowed before each commit. The
+    job's whole process group is SIGKILLed once in each phase of a commit, found by watching
+    the output folder, including between a replica's shard write and the driver's commit;
+    each kill's phase is read back from the folder. The last run's output equals a clean
+    run's, exactly once."""
+    rows = [{"id": f"q{i:03d}", "prompt": f"Question number {i}?"} for i in range(40)]
+    path = write_jsonl(tmp_path / "in" / "prompts.jsonl", rows)
+
+    def config(name: str) -> Path:
+        data = {
+            "method": "generate",
+            "input": {"path": str(path), "text_column": "prompt"},
+            "output": {"path": str(tmp_path / name), "rows_per_shard": 4},
+            "engine": {"model": embedded_model, "max_model_len": 512},
+            "sampling": {"max_tokens": 8},
+            "resources": {"replicas": 2, "cpus_per_replica": 1, "gpus_per_replica": 0},
+            "scheduler": {"batch_size": 2, "max_in_flight_per_replica": 4},
+        }
+        return _write_config(tmp_path / f"{name}.yaml", data)
+
+    def start(cfg: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(JOB), str(cfg), "--ray", "0.2"],
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    clean = start(config("clean"))
+    assert clean.wait(300) == 0, clean.stderr.read()[-3000:]
+    units_total = len(OutputStore(tmp_path / "clean").committed())
+    assert units_total == 10
+
+    out, cfg = tmp_path / "killed", config("killed")
+    targets = list(PHASES)
+    hit = []
+    for target in targets:
+        stale = _shards(out) if out.exists() else set()
+        proc = start(cfg)
+        deadline = time.monotonic() + 120
+        while _phase(out, units_total, stale) != target:  # polled until the condition holds
+            assert proc.poll() is None, f"ended before {target!r}; hit so far {hit}"
+            assert time.monotonic() < deadline, f"never reached {target!r}; hit so far {hit}"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        hit.append(_phase(out, units_total, stale))  # where it really stopped
+    assert set(PHASES) <= set(hit), hit
+
+    final = start(cfg)
+    assert final.wait(300) == 0, final.stderr.read()[-3000:]
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(_ids(tmp_path / "clean")), hit
+    assert not list(out.rglob(f"{TEMP_PREFIX}*")), hit
+    committed = OutputStore(out).committed().values()
+    assert _shards(out) == {shard for r in committed for shard in r.data_shards()}, hit
+    stats = json.loads((out / "stats.json").read_text())
+    clean_stats = json.loads((tmp_path / "clean" / "stats.json").read_text())
+    for key in ("rows_in", "rows_out", "rows_dropped", "rows_errored", "input_documents"):
+        assert stats[key] == clean_stats[key], (key, hit)
