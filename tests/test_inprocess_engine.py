@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -103,13 +104,21 @@ def test_concurrent_requests_come_back_in_order_and_a_refused_one_is_an_error_ro
     engine.shutdown()
 
 
+async def in_the_engine(stand_in: StandInEngine, timeout_s: float = 10) -> None:
+    """Until the engine holds a request (added by its step thread), with a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not stand_in.remaining:
+        assert time.monotonic() < deadline, "the request never reached the engine"
+        await asyncio.sleep(0.001)
+
+
 def test_a_failed_step_fails_every_request_in_flight_and_every_later_one():
     stand_in = StandInEngine()
     engine = StandInInProcessEngine(stand_in)
 
     async def scenario() -> None:
         waiting = asyncio.ensure_future(engine.generate_many([request("x", tokens=10**9)]))
-        await asyncio.sleep(0.05)
+        await in_the_engine(stand_in)
         stand_in.fail_steps.set()
         with pytest.raises(EngineDead, match="kernel crashed"):
             await within(waiting)
@@ -126,7 +135,7 @@ def test_a_cancelled_request_is_aborted_in_the_engine():
 
     async def scenario() -> None:
         slow = asyncio.ensure_future(engine.generate_one(request("slow", tokens=10**9)))
-        await asyncio.sleep(0.05)
+        await in_the_engine(stand_in)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
