@@ -8,12 +8,14 @@ Layers, each importing only from those below it:
               (policy), units, progress; ray_backend, generator_actor, cluster; diversity (the
               filter's embedder and partition actors). It names no method.
     plan      deterministic work units
-    methods   registry (every method registers itself), stages (what a driver may ask of the
-              runtime); rephrase, generate, self_improve (+ _star), self_instruct (+ _rounds),
-              evol_instruct (+ _rounds), judge, preference, magpie, textbook, tinystories,
-              metamath, oss_instruct; checkers, filters
+    methods   registry (every method registers itself; a multi-stage one from its driver),
+              stages (what a driver may ask of the runtime); rephrase, generate, self_improve
+              (+ _star, its driver), self_instruct (+ _rounds), evol_instruct (+ _rounds),
+              judge, preference, magpie, textbook, tinystories, metamath, oss_instruct;
+              checkers, filters
     diversity embedding, index, decide, partitioning (pure parts of the diversity filter)
-    engine    vllm_engine, prompts, models, requests
+    engine    build (which engine a replica runs), vllm_engine, inprocess_engine, prompts,
+              models, requests
     io        inputs, shards, manifest, commits, filesystem, vectors, output_store
     verify    sandbox (runs generated programs confined), confine (the confinement itself)
     config    config, sections, filter_config, errors, stats

@@ -79,3 +79,53 @@ def test_no_runtime_cli_submit_or_config_code_names_a_method():
                     if isinstance(side, ast.Constant) and side.value in method_names:
                         named.append(f"{file.name}:{node.lineno} compares with {side.value!r}")
     assert named == []
+
+
+def _imports(file: Path, modules: set[str]) -> set[str]:
+    """The package modules `file` imports anywhere (in functions too), not under
+    TYPE_CHECKING (never executed)."""
+    tree = ast.parse(file.read_text())
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != "synth_ray":
+                found.add(name)
+    return found
+
+
+def test_no_import_cycles_even_through_imports_inside_functions():
+    """README, design: no module imports one that imports it back; the one lookup upward is
+    sections.method_sections() loading the method plug-ins."""
+    files = {}
+    for file in PACKAGE.rglob("*.py"):
+        module = ".".join(file.relative_to(PACKAGE.parent).with_suffix("").parts)
+        files[module.removesuffix(".__init__")] = file
+    graph = {m: _imports(f, set(files)) - {m} for m, f in files.items()}
+    graph["synth_ray.sections"].discard("synth_ray.methods")  # the plug-in registry lookup
+    cycles = []
+    for start in graph:  # a path back to `start`, depth first
+        stack, seen = [(start, [start])], set()
+        while stack:
+            module, path = stack.pop()
+            for nxt in graph[module]:
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not cycles, cycles[:5]

@@ -1,6 +1,6 @@
 """A vLLM engine inside this process, stepped by a thread of its own: the CPU replica's engine.
 
-    python -m synth_ray.engine.vllm_engine   # on a CPU, builds this engine and generates once
+    python -m synth_ray.engine.build   # on a CPU, builds this engine and generates once
 
 vLLM's async engine always runs its engine core in a second process, which imports vLLM and
 loads the model again: on a 2-core machine that is most of a replica's start (measured in

@@ -11,7 +11,10 @@ process on the other side, so a method holding one is cheap to ship to every gen
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from synth_ray.config import JobConfig
 
 
 class PromptRenderer:
@@ -98,3 +101,20 @@ def renderer_for(model: str) -> PromptRenderer:
     from synth_ray.engine.models import resolve_model
 
     return PromptRenderer.from_model(resolve_model(model), source=model)
+
+
+def load_renderer(config: JobConfig) -> PromptRenderer:
+    """The job's model's tokenizer and chat template (`config.engine.model`); an unusable
+    model is a ConfigError naming it."""
+    from synth_ray.engine.models import resolve_model
+    from synth_ray.errors import ConfigError
+
+    model = config.engine.model
+    try:
+        return PromptRenderer.from_model(resolve_model(model), source=model)
+    except ConfigError:
+        raise
+    except Exception as err:  # transformers raises many types for an unusable folder or id
+        raise ConfigError(
+            f"engine.model {model}: cannot load its tokenizer ({type(err).__name__})"
+        ) from None

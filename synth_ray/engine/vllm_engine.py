@@ -1,10 +1,10 @@
 """One vLLM async engine (v1 `AsyncLLM`): many requests in flight, results as each finishes.
 
-    python -m synth_ray.engine.vllm_engine   # builds the engine a replica here would run (the
-                                             # in-process one on a CPU) and generates once
+    python -m synth_ray.engine.build   # builds the engine a replica here would run (the
+                                       # in-process one on a CPU) and generates once
 
-Also what both engines share (sampling parameters, results, the CPU environment) and
-`build_engine`, which picks the async engine on a GPU and the in-process one on a CPU.
+Also what both engines share (sampling parameters, results, the CPU environment);
+engine/build.py picks the async engine on a GPU and the in-process one on a CPU.
 
 No batch barrier: `generate` may be called again while earlier calls are still decoding, and
 vLLM's continuous batching mixes them. A request the engine rejects (bad prompt) comes back as
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,20 +177,6 @@ class VllmEngine:
         self._engine.shutdown()
 
 
-def build_engine(settings: EngineSettings) -> Any:
-    """The engine a replica runs: on a CPU (one process, no tensor parallelism) vLLM's engine
-    inside this process (engine/inprocess_engine.py: no second process importing vLLM and
-    loading the model again, 8 s of a 2-core machine's replica start); elsewhere the async
-    engine, whose separate engine core process overlaps scheduling with the GPU's work."""
-    from vllm.platforms import current_platform
-
-    if current_platform.is_cpu() and settings.tensor_parallel_size == 1:
-        from synth_ray.engine.inprocess_engine import InProcessEngine
-
-        return InProcessEngine(settings)
-    return VllmEngine(settings)
-
-
 def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
     """Environment a CPU engine needs before vLLM is imported (unused by the GPU build).
 
@@ -210,19 +195,3 @@ def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
         # Ray sets OMP_NUM_THREADS to the actor's CPUs only when unset; say it explicitly
         "OMP_NUM_THREADS": str(max(1, threads)),
     }
-
-
-if __name__ == "__main__":
-    from synth_ray.engine.models import prepare_embedded_model
-    from synth_ray.engine.prompts import PromptRenderer
-
-    os.environ.update(cpu_engine_env(2, len(os.sched_getaffinity(0))))
-    model = str(prepare_embedded_model())
-    ids = PromptRenderer.from_model(model).render([{"role": "user", "content": "Say hello."}])
-    engine = build_engine(EngineSettings(model=model, args={"enforce_eager": True}))
-    print(type(engine).__name__, engine.dtype_choice.reason)
-    from synth_ray.engine.requests import SamplingSpec
-
-    spec = SamplingSpec(temperature=0.0, top_p=1.0, max_tokens=16)
-    print(asyncio.run(engine.generate_many([EngineRequest("r0", ids, spec, 0, 16)])))
-    engine.shutdown()

@@ -6,7 +6,7 @@ Importing this package registers every built-in method.
 from __future__ import annotations
 
 from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
-    evol_instruct,
+    evol_instruct_rounds,  # evol_instruct's driver: it registers the method
     generate,
     judge,
     magpie,
@@ -14,8 +14,8 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     oss_instruct,
     preference,
     rephrase,
-    self_improve,
-    self_instruct,
+    self_improve_star,  # self_improve's driver (every mode): it registers the method
+    self_instruct_rounds,  # self_instruct's driver: it registers the method
     textbook,
     tinystories,
 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
 
 import pyarrow as pa
 from pydantic import Field, model_validator
@@ -26,8 +25,6 @@ from synth_ray.engine.requests import EngineResult
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE, evolving_prompt
-from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
 from synth_ray.sections import Section, check_templates
 
 # The operations whose prompts the WizardLM code publishes (Evol_Instruct/depth.py, breadth.py).
@@ -280,22 +277,3 @@ class RespondStep(Method):
                 **self.token_fields(result),
             }
         )
-
-
-def run_evol_instruct(ctx: JobContext) -> dict[str, Any]:
-    """Rounds of evolution, elimination and responses (methods/evol_instruct_rounds.py)."""
-    from synth_ray.methods.evol_instruct_rounds import run_rounds
-
-    return run_rounds(ctx)
-
-
-register(
-    MethodSpec(
-        "evol_instruct",
-        run=run_evol_instruct,
-        section=EvolConfig,
-        old_section_names=("evol",),
-        fingerprint_key="evol",  # the section's name before issue 12: earlier outputs resume
-        papers=lambda config: ["xu2023wizardlm"],
-    )
-)

@@ -41,6 +41,7 @@ from synth_ray.methods.evol_instruct import (
     copies_scaffolding,
 )
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
+from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext
 from synth_ray.stats import UnitStats
 
@@ -192,3 +193,15 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         extra=outside,
         sections={"evol_instruct": {"rounds": evol.rounds, "pool_after_last_round": pool}},
     )
+
+
+register(
+    MethodSpec(
+        "evol_instruct",
+        run=run_rounds,
+        section=EvolConfig,
+        old_section_names=("evol",),
+        fingerprint_key="evol",  # the section's name before issue 12: earlier outputs resume
+        papers=lambda config: ["xu2023wizardlm"],
+    )
+)

@@ -41,10 +41,9 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
-from synth_ray.io.inputs import Document, InputSpec, absolute_path
+from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
     TOKEN_COLUMNS,
     Candidate,
@@ -55,10 +54,8 @@ from synth_ray.methods.base import (
     row_id,
 )
 from synth_ray.methods.checkers import get_checker, normalize_number
-from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext, run_single_stage
 from synth_ray.sections import ADDED, Section, check_templates
-from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict, sandbox_or_config_error
+from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict
 
 
 class SelfImproveConfig(Section):
@@ -445,54 +442,3 @@ class SelfImproveMethod(Method):
             else Dropped("disagrees_with_majority")
             for i, (sample, answer) in enumerate(zip(samples, answers, strict=True))
         ]
-
-
-def run_self_improve(ctx: JobContext) -> dict[str, Any]:
-    """STaR runs two stages (methods/self_improve_star.py); the other modes are one stage."""
-    if ctx.config.section_as(SelfImproveConfig).mode == "star":
-        from synth_ray.methods.self_improve_star import run_star
-
-        return run_star(ctx)
-    section = ctx.config.section_as(SelfImproveConfig)
-    return run_single_stage(ctx, SelfImproveMethod(section, ctx.model_name))
-
-
-def self_improve_input(config: JobConfig) -> InputSpec:
-    """The question column, plus the reference answers' column when there is one."""
-    i, si = config.input, config.section_as(SelfImproveConfig)
-    assert i is not None
-    extra = (si.answer_column,) if si.answer_column else ()
-    return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
-
-
-def self_improve_files(config: JobConfig) -> dict[tuple[str, str], str]:
-    path = config.section_as(SelfImproveConfig).few_shot_path
-    return {("self_improve", "few_shot_path"): path} if path else {}
-
-
-def check_self_improve(config: JobConfig) -> None:
-    """Before any work: the few-shot file reads, and programs can be confined on this node."""
-    section = config.section_as(SelfImproveConfig)
-    load_few_shot(section.few_shot_path)
-    if section.checker == "program":
-        sandbox_or_config_error(section.sandbox, "self_improve.checker")
-
-
-def self_improve_papers(config: JobConfig) -> list[str]:
-    section = config.section_as(SelfImproveConfig)
-    mode = {"star": "zelikman2022star", "rejection": "yuan2023rft"}
-    papers = [mode.get(section.mode, "huang2022selfimprove")]
-    return papers + (["chen2022pot"] if section.checker == "program" else [])
-
-
-register(
-    MethodSpec(
-        "self_improve",
-        run=run_self_improve,
-        input_spec=self_improve_input,
-        section=SelfImproveConfig,
-        check=check_self_improve,
-        files=self_improve_files,
-        papers=self_improve_papers,
-    )
-)

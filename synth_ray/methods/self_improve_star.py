@@ -1,4 +1,9 @@
-"""STaR's two stages in one output folder: direct rationales, then rationalization with a hint.
+"""Method `self_improve`'s driver and registration: one stage for most modes, and STaR's two
+stages in one output folder: direct rationales, then rationalization with a hint.
+
+    synth-ray run configs/self_improve.yaml
+
+The modes' requests and parsing are in methods/self_improve.py; this module runs them.
 
 The questions sent to `rationalize` are derived from what `direct` committed: every input
 question with neither a kept direct row nor an error row. They go by reference: one
@@ -13,8 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod
-from synth_ray.methods.stages import JobContext
+from synth_ray.config import JobConfig
+from synth_ray.io.inputs import InputSpec, absolute_path
+from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod, load_few_shot
+from synth_ray.methods.stages import JobContext, run_single_stage
+from synth_ray.verify.sandbox import sandbox_or_config_error
 
 
 def run_star(ctx: JobContext) -> dict[str, Any]:
@@ -30,3 +39,52 @@ def run_star(ctx: JobContext) -> dict[str, Any]:
     return runner.run_unsettled_stage(
         "rationalize", store, docs, units, "direct", rationalize, ctx.fingerprint
     )
+
+
+def run_self_improve(ctx: JobContext) -> dict[str, Any]:
+    """STaR runs two stages (methods/self_improve_star.py); the other modes are one stage."""
+    if ctx.config.section_as(SelfImproveConfig).mode == "star":
+        return run_star(ctx)
+    section = ctx.config.section_as(SelfImproveConfig)
+    return run_single_stage(ctx, SelfImproveMethod(section, ctx.model_name))
+
+
+def self_improve_input(config: JobConfig) -> InputSpec:
+    """The question column, plus the reference answers' column when there is one."""
+    i, si = config.input, config.section_as(SelfImproveConfig)
+    assert i is not None
+    extra = (si.answer_column,) if si.answer_column else ()
+    return InputSpec(absolute_path(i.path), si.question_column, i.id_column, i.limit, extra)
+
+
+def self_improve_files(config: JobConfig) -> dict[tuple[str, str], str]:
+    path = config.section_as(SelfImproveConfig).few_shot_path
+    return {("self_improve", "few_shot_path"): path} if path else {}
+
+
+def check_self_improve(config: JobConfig) -> None:
+    """Before any work: the few-shot file reads, and programs can be confined on this node."""
+    section = config.section_as(SelfImproveConfig)
+    load_few_shot(section.few_shot_path)
+    if section.checker == "program":
+        sandbox_or_config_error(section.sandbox, "self_improve.checker")
+
+
+def self_improve_papers(config: JobConfig) -> list[str]:
+    section = config.section_as(SelfImproveConfig)
+    mode = {"star": "zelikman2022star", "rejection": "yuan2023rft"}
+    papers = [mode.get(section.mode, "huang2022selfimprove")]
+    return papers + (["chen2022pot"] if section.checker == "program" else [])
+
+
+register(
+    MethodSpec(
+        "self_improve",
+        run=run_self_improve,
+        input_spec=self_improve_input,
+        section=SelfImproveConfig,
+        check=check_self_improve,
+        files=self_improve_files,
+        papers=self_improve_papers,
+    )
+)

@@ -23,15 +23,12 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.instruction_filters import parse_numbered_list
-from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.self_instruct_prompts import CLASSIFY, INPUT_FIRST, OUTPUT_FIRST
-from synth_ray.methods.stages import JobContext
 from synth_ray.sections import Section, check_templates
 
 
@@ -378,33 +375,3 @@ class InstanceGeneration(Method):
                 **tokens,
             }
         )
-
-
-def run_self_instruct(ctx: JobContext) -> dict[str, Any]:
-    """Rounds of generation, filtering and instances (methods/self_instruct_rounds.py)."""
-    from synth_ray.methods.self_instruct_rounds import run_rounds
-
-    return run_rounds(ctx)
-
-
-def seed_path(config: JobConfig) -> str:
-    return config.section_as(SelfInstructConfig).seed_path or ""
-
-
-def self_instruct_files(config: JobConfig) -> dict[tuple[str, str], str]:
-    path = config.section_as(SelfInstructConfig).seed_path
-    return {("self_instruct", "seed_path"): path} if path else {}
-
-
-register(
-    MethodSpec(
-        "self_instruct",
-        run=run_self_instruct,
-        input_spec=None,  # it grows from seed tasks, not input rows
-        section=SelfInstructConfig,
-        sample_texts=lambda config: load_seed_instructions(seed_path(config)),
-        check=lambda config: load_seed_instructions(seed_path(config)) and None,
-        files=self_instruct_files,
-        papers=lambda config: ["wang2023selfinstruct"],
-    )
-)

@@ -28,6 +28,7 @@ from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import row_id
 from synth_ray.methods.instruction_filters import RougePool, heuristic_drop
+from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.self_instruct import (
     ClassificationCheck,
     InstanceGeneration,
@@ -169,3 +170,26 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         extra=pool_stage,
         sections={"self_instruct": summary},
     )
+
+
+def seed_path(config: JobConfig) -> str:
+    return config.section_as(SelfInstructConfig).seed_path or ""
+
+
+def self_instruct_files(config: JobConfig) -> dict[tuple[str, str], str]:
+    path = config.section_as(SelfInstructConfig).seed_path
+    return {("self_instruct", "seed_path"): path} if path else {}
+
+
+register(
+    MethodSpec(
+        "self_instruct",
+        run=run_rounds,
+        input_spec=None,  # it grows from seed tasks, not input rows
+        section=SelfInstructConfig,
+        sample_texts=lambda config: load_seed_instructions(seed_path(config)),
+        check=lambda config: load_seed_instructions(seed_path(config)) and None,
+        files=self_instruct_files,
+        papers=lambda config: ["wang2023selfinstruct"],
+    )
+)

@@ -19,9 +19,10 @@ import os
 import socket
 from typing import Any
 
+from synth_ray.engine.build import build_engine
 from synth_ray.engine.models import resolve_model
 from synth_ray.engine.prompts import renderer_for
-from synth_ray.engine.vllm_engine import EngineSettings, build_engine
+from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.runtime.priority import run_at_normal_priority
 from synth_ray.runtime.reaper import start_reaper
 from synth_ray.runtime.slice_worker import SliceWorker

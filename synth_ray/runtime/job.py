@@ -17,8 +17,7 @@ from typing import Any
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.models import model_display_name, resolve_model
-from synth_ray.engine.prompts import PromptRenderer
-from synth_ray.errors import ConfigError
+from synth_ray.engine.prompts import load_renderer
 from synth_ray.io.inputs import (
     default_id_column,
     identify_inputs,
@@ -35,17 +34,6 @@ from synth_ray.runtime.stage import RunSummary, StageRunner
 from synth_ray.runtime.stage_documents import InputDocuments
 from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.timeline import set_state
-
-
-def load_renderer(config: JobConfig) -> PromptRenderer:
-    """The model's tokenizer and chat template; an unusable model is a ConfigError."""
-    model_path = resolve_model(config.engine.model)
-    try:
-        return PromptRenderer.from_model(model_path, source=config.engine.model)
-    except Exception as err:  # transformers raises many types for an unusable folder or id
-        raise ConfigError(
-            f"engine.model {config.engine.model}: cannot load its tokenizer ({type(err).__name__})"
-        ) from None
 
 
 def with_default_id_column(config: JobConfig, method: Any) -> JobConfig:

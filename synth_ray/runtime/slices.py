@@ -37,6 +37,7 @@ from synth_ray.methods.base import Method
 from synth_ray.methods.stages import GeneratedDocuments
 from synth_ray.plan import WorkUnit
 from synth_ray.runtime.scheduler import JobFailed, SliceWriteFailed, WorkItem
+from synth_ray.runtime.slice_task import SliceTask
 from synth_ray.runtime.stage_documents import (
     EarlierRows,
     InputWithEarlierRows,
@@ -120,35 +121,6 @@ class StageSpec:
 
         schema = self.method.schema
         return schema.append(NN_FIELD) if self.annotate_nn else schema
-
-
-@dataclass(frozen=True)
-class SliceTask:
-    """Input rows [start, stop) of unit `unit_index` (rows [unit_start, unit_stop)).
-
-    With `fail_reason` set the replica generates nothing: every row of the slice becomes an
-    error row with that reason (a row that kept killing replicas)."""
-
-    stage_key: str
-    unit_index: int
-    unit_id: str
-    unit_start: int
-    unit_stop: int
-    start: int
-    stop: int
-    fail_reason: str | None = None
-    unit_seek: Seek | None = None  # where the unit's first document starts in the input
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage_key}#{self.unit_index}:{self.start}-{self.stop}"
-
-    @property
-    def whole_unit(self) -> bool:
-        return self.start == self.unit_start and self.stop == self.unit_stop
-
-    def as_unit(self) -> WorkUnit:
-        return WorkUnit(self.unit_index, self.unit_id, self.start, self.stop, 0)
 
 
 @dataclass(frozen=True)

@@ -396,7 +396,7 @@ class StageRunner:
         starts the new engine's, with its own chat template and max_model_len. Returns the
         name its rows record. A caller-owned backend (tests) is kept as it is."""
         from synth_ray.engine.models import model_display_name
-        from synth_ray.runtime.job import load_renderer
+        from synth_ray.engine.prompts import load_renderer
 
         name = model_display_name(engine.model)
         if engine != self.config.engine:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,9 +24,7 @@ from synth_ray.io.filesystem import Location
 from synth_ray.io.inputs import Document, InputChangedError, InputSpec, iter_document_range
 from synth_ray.methods.stages import DocumentBuilder, JoinedDocumentBuilder
 from synth_ray.plan import WorkUnit, unit_id_of
-
-if TYPE_CHECKING:
-    from synth_ray.runtime.slices import SliceTask
+from synth_ray.runtime.slice_task import SliceTask
 
 
 class InputDocuments:
@@ -198,8 +196,6 @@ class DocumentsByReference:
         return self.rows
 
     def __call__(self) -> Iterator[Document]:
-        from synth_ray.runtime.slices import SliceTask
-
         for unit in self.units:
             task = SliceTask("", unit.index, unit.unit_id, unit.start, unit.stop, unit.start,
                              unit.stop, None, unit.seek)  # fmt: skip
