@@ -3,7 +3,7 @@
     python -c "from synth_ray.config import load_config; print(load_config('configs/quickstart.yaml'))"
 
 Every section forbids unknown keys, so a typo stops the run before any work starts with one
-line naming the key (`ConfigError`, exit status 2). The README's reference table lists each key.
+line naming the key (`ConfigError`, exit status 2). docs/config.md lists each key.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class OutputConfig(_Section):
 
 
 class EngineConfig(_Section):
-    """The engine. A vLLM engine argument is one field here marked `VLLM` (plus its README row):
+    """The engine. A vLLM engine argument is one field here marked `VLLM` (plus its row in docs/config.md):
     it reaches vLLM under the same name, with no other edit (`vllm_args`)."""
 
     model: str = Field(

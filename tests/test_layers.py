@@ -109,7 +109,7 @@ def _imports(file: Path, modules: set[str]) -> set[str]:
 
 
 def test_no_import_cycles_even_through_imports_inside_functions():
-    """README, design: no module imports one that imports it back; the one lookup upward is
+    """docs/design.md: no module imports one that imports it back; the one lookup upward is
     sections.method_sections() loading the method plug-ins."""
     files = {}
     for file in PACKAGE.rglob("*.py"):

@@ -9,7 +9,7 @@ methods/stages.py's StageRunnerLike) and which local files `submit` must send.
 Adding a method: write its module (its `Method` classes, a `register(MethodSpec(...))` at the
 bottom, its config section a `Section` beside it), import it in methods/__init__.py (a
 package outside this one registers through the `synth_ray.methods` entry-point group instead),
-add its test and recipe, and its README rows.
+add its test and recipe, and its rows in docs/methods.md and docs/config.md.
 """
 
 from __future__ import annotations
