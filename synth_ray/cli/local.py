@@ -1,47 +1,22 @@
-"""The `synth-ray` command: run or submit a job, follow it, report status, prepare the model.
+"""Commands on this machine and its outputs: `run`, `report`, `inspect`, `prepare-model`.
 
-    synth-ray run configs/quickstart.yaml --set input.limit=20
-    synth-ray status out/quickstart
-    synth-ray inspect out/quickstart --where "style = 'qa'" --n 3
-    synth-ray report out/quickstart      (report/index.html; run writes it when a job completes)
-    synth-ray submit configs/generate.yaml --address http://HEAD:8265   (then logs/status/stop)
-    synth-ray prepare-model
-    synth-ray bench configs/generate.yaml --systems synth-ray,vllm,ray-data --lengths skewed
-
-A `UserError` (bad config, missing input, output conflict, missing resources) prints one line
-`error: ...` and exits 2 before any work; a job that fails mid-way (`JobFailed`) prints the
-reason and exits 1, keeping every unit it had committed; a run stopped by SIGTERM/SIGINT
-commits what finishes within `--grace` and exits 75 (runtime/stopping.py).
+synth-ray run configs/quickstart.yaml --set input.limit=20
+synth-ray inspect out/quickstart --where "style = 'qa'" --n 3
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from synth_ray.cli.common import _fail, app, console, err_console
 from synth_ray.errors import UserError
 from synth_ray.io.storage_errors import find_storage_error
 from synth_ray.runtime.stopping import DEFAULT_GRACE_S, EXIT_STOPPED, JobStopped, StopRequest
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="synth-ray: synthetic training data on Ray + vLLM, exactly-once Parquet shards.",
-)
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -273,145 +248,6 @@ def inspect(
     )
 
 
-AddressOption = Annotated[
-    str | None,
-    typer.Option(
-        "--address",
-        help="Ray dashboard URL of the cluster (default: RAY_ADDRESS if http, else 127.0.0.1:8265).",
-    ),
-]
-
-
-def _is_job_id(target: str, address: str | None) -> bool:
-    """A job id, not an output folder: --address given, or nothing by that name here."""
-    if "://" in target or Path(target).exists():
-        return False
-    return address is not None or target.startswith(("synth-ray-", "raysubmit_"))
-
-
-@app.command()
-def status(
-    # a str, not a Path: Path would fold the '//' of a URI (s3://b/x -> s3:/b/x)
-    target: Annotated[str, typer.Argument(help="A job's output folder or URI, or a job id.")],
-    address: AddressOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-) -> None:
-    """Committed and pending units; rows in, out, dropped, errored; tokens. Given a job id
-    (with --address for a cluster), the job's state too."""
-    from synth_ray.status import collect_status
-
-    report: dict = {}
-    try:
-        if _is_job_id(target, address):
-            from synth_ray.jobs import job_info
-
-            report = job_info(target, address)
-            output = report.get("output")
-            if output:
-                try:
-                    report["progress"] = collect_status(output)
-                except UserError:
-                    report["progress"] = "output not readable from here"
-        else:
-            report = collect_status(target)
-    except UserError as err:
-        _fail(str(err), err.exit_code)
-    if as_json:
-        print(json.dumps(report, indent=2, default=str))
-        return
-    progress = report.pop("progress", None)
-    table = Table(title=f"synth-ray status: {target}", show_header=False)
-    _add_rows(table, report)
-    if isinstance(progress, dict):
-        _add_rows(table, progress, prefix="output ")
-    elif progress:
-        table.add_row("output", progress)
-    console.print(table)
-
-
-def _add_rows(table: Table, report: dict, prefix: str = "") -> None:
-    for key, value in report.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-        table.add_row(prefix + key.replace("_", " "), escape(str(value)))
-
-
-@app.command()
-def submit(
-    config: Annotated[Path, typer.Argument(help="Job config (YAML).")],
-    address: AddressOption = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key by its dotted path."),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace an output that holds a different job's output.")
-    ] = False,
-    replan: Annotated[
-        bool,
-        typer.Option(help="Resume although the input files changed (see `run --replan`)."),
-    ] = False,
-    follow: Annotated[bool, typer.Option(help="Stream the job's log until it ends.")] = False,
-    grace: Annotated[
-        float,
-        typer.Option(min=0, help="Seconds `synth-ray stop` gives the work in flight to commit."),
-    ] = DEFAULT_GRACE_S,
-) -> None:
-    """Submit a job to a Ray cluster (Jobs API); the config and local inputs travel with it.
-    Submitting the same config again resumes from the committed shards."""
-    from synth_ray.jobs import logs, wait
-    from synth_ray.jobs import submit as submit_job
-
-    try:
-        job_id, url, output = submit_job(config, address, set_ or [], overwrite, grace, replan)
-    except UserError as err:
-        _fail(str(err), err.exit_code)
-    console.print(f"submitted job {job_id} to {url}", highlight=False)
-    console.print(f"output: {output}", highlight=False)
-    console.print(
-        f"follow it:  synth-ray logs {job_id} --address {url} --follow\n"
-        f"status:     synth-ray status {job_id} --address {url}\n"
-        f"stop:       synth-ray stop {job_id} --address {url}",
-        highlight=False,
-    )
-    if follow:
-        logs(job_id, url, follow=True, write=lambda chunk: print(chunk, end="", flush=True))
-        final = wait(job_id, url)
-        console.print(f"job {job_id}: {final}")
-        if final != "SUCCEEDED":
-            raise typer.Exit(1)
-
-
-@app.command()
-def logs(
-    job_id: Annotated[str, typer.Argument(help="The job id `submit` printed.")],
-    address: AddressOption = None,
-    follow: Annotated[bool, typer.Option(help="Keep printing until the job ends.")] = False,
-) -> None:
-    """Print a submitted job's driver log."""
-    from synth_ray.jobs import logs as job_logs
-
-    try:
-        job_logs(job_id, address, follow, write=lambda chunk: print(chunk, end="", flush=True))
-    except UserError as err:
-        _fail(str(err), err.exit_code)
-
-
-@app.command()
-def stop(
-    job_id: Annotated[str, typer.Argument(help="The job id `submit` printed.")],
-    address: AddressOption = None,
-) -> None:
-    """Stop a submitted job; its committed units stay, and submitting again resumes."""
-    from synth_ray.jobs import stop as stop_job
-
-    try:
-        final = stop_job(job_id, address)
-    except UserError as err:
-        _fail(str(err), err.exit_code)
-    console.print(f"job {job_id}: {final}")
-
-
 @app.command("prepare-model")
 def prepare_model() -> None:
     """Convert the embedded model (SmolLM2-135M-Instruct) once and print its folder."""
@@ -421,73 +257,3 @@ def prepare_model() -> None:
         console.print(str(prepare_embedded_model()))
     except UserError as err:
         _fail(str(err), err.exit_code)
-
-
-@app.command()
-def bench(
-    config: Annotated[Path, typer.Argument(help="Job config: model, engine, sampling, resources.")],
-    systems: Annotated[
-        str, typer.Option(help="Comma-separated: synth-ray, vllm (raw LLM.generate), ray-data.")
-    ] = "synth-ray,vllm,ray-data",
-    prompts: Annotated[int, typer.Option(help="Requests in the workload.")] = 128,
-    lengths: Annotated[
-        str,
-        typer.Option(help="fixed (ignore_eos), skewed (most short, a few long), natural."),
-    ] = "fixed",
-    source: Annotated[
-        str,
-        typer.Option(help="questions (built in) or rephrase (WRAP prompts over the input)."),
-    ] = "questions",
-    sweep: Annotated[
-        str | None,
-        typer.Option(help="KEY=v1,v2,...: one run per value, e.g. engine.max_num_seqs=64,256"),
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key: --set sampling.max_tokens=128"),
-    ] = None,
-    results: Annotated[
-        Path, typer.Option(help="Folder for results.md, results.jsonl and the plot.")
-    ] = Path("bench-results"),
-    label: Annotated[str, typer.Option(help="A word for this run in the results.")] = "",
-    seed: Annotated[int, typer.Option(help="Seed of the skewed lengths.")] = 0,
-) -> None:
-    """Throughput of the same prompts through synth-ray, raw vLLM and Ray Data LLM, each in a
-    fresh process, side by side: one table, appended to results.md/.jsonl, and a plot."""
-    from synth_ray.bench.report import table_lines
-    from synth_ray.bench.runner import BenchOptions, parse_sweep, run_bench
-
-    try:
-        opts = BenchOptions(
-            config=config,
-            overrides=set_ or [],
-            systems=tuple(s.strip() for s in systems.split(",") if s.strip()),
-            prompts=prompts,
-            lengths=lengths,
-            source=source,
-            sweep=parse_sweep(sweep),
-            results_dir=results,
-            seed=seed,
-            label=label,
-        )
-        records, md, plot = run_bench(opts, say=lambda line: err_console.print(escape(line)))
-    except UserError as err:
-        _fail(str(err), err.exit_code)
-    lines = table_lines(records)
-    if console.is_terminal:
-        table = Table(*lines[0])
-        for line in lines[1:]:
-            table.add_row(*line)
-        console.print(table)
-    else:  # a log or a pipe: the Markdown table, never cut to a terminal's width
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-    console.print(f"results: {md}" + (f"; plot: {plot}" if plot else ""))
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
