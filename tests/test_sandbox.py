@@ -405,11 +405,18 @@ def test_a_file_over_its_cap_ends_the_program_even_if_it_catches_the_error():
         [
             catching.format(write="open('big', 'wb').write(b'x' * (2 << 20))"),
             catching.format(write="sys.stdout.buffer.write(b'x' * (2 << 20))"),
+            # SIGXFSZ blocked (the filter cannot read a signal set): the output still stops at
+            # its cap, and a capped output is no pass
+            catching.format(
+                write="signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXFSZ})\n"
+                "    sys.stdout.buffer.write(b'x' * (2 << 20))\n    sys.stdout.flush()"
+            ),
         ]
     )
-    for verdict in verdicts:
+    for verdict in verdicts[:2]:
         assert verdict.status == "crash" and verdict.reason == "wrote or printed over 1 MiB"
         assert verdict.stdout.startswith("handler refused\n") and "caught" not in verdict.stdout
+    assert verdicts[2].status == "crash" and verdicts[2].reason == "wrote or printed over 1 MiB"
 
 
 def test_a_real_time_signal_is_a_verdict_not_an_error(runner):
@@ -550,3 +557,35 @@ def test_ordinary_programs_still_run_under_default_deny(runner):
     assert [v.status for v in verdicts] == ["pass"] * len(ORDINARY), verdicts
     assert [v.stdout.split("\n")[0] for v in verdicts][:2] == ["3", "45"]
     assert verdicts[-1].stdout == "no processes: PermissionError\n"
+
+
+def test_no_truncate_or_chmod_of_files_it_can_only_read(runner):
+    """Landlock governs neither chmod nor (before ABI 3) truncate: a file the program may merely
+    read (its own interpreter here) must not be re-moded or cut through an open descriptor
+    or a path. The mode asked is the file's own, so nothing would change if it got through."""
+    verdict = runner.run_one(
+        "import os, sys\nexe = os.path.realpath(sys.executable)\n"
+        "fd = os.open(exe, os.O_RDONLY)\n"
+        "for name, call in [('fchmod', lambda: os.fchmod(fd, os.stat(exe).st_mode & 0o7777)),\n"
+        "                   ('truncate', lambda: os.truncate('main.py', 0))]:\n"
+        "    try:\n"
+        "        call()\n"
+        "        print(name, 'allowed')\n"
+        "    except PermissionError:\n"
+        "        print(name, 'refused')\n"
+        "x86 = os.uname().machine == 'x86_64'\n"
+        "if x86:  # rt_sigaction(SIGXFSZ | 1 << 32, SIG_IGN): the kernel would cut it to 25\n"
+        "    import ctypes\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    act = (ctypes.c_ulong * 4)(1, 0, 0, 0)\n"
+        "    print('high bits', libc.syscall(13, 25 | 1 << 32, act, None, 8), ctypes.get_errno())\n"
+        "else:\n"
+        "    print('high bits', -1, 1)\n"
+    )
+    assert verdict.stdout == "fchmod refused\ntruncate refused\nhigh bits -1 1\n", verdict
+
+
+def test_a_program_bigger_than_its_folder_is_a_verdict():
+    small = CodeRunner(SandboxConfig(timeout_s=5, folder_mb=1))
+    verdict = small.run_one("x = 1\n" + "#" * (2 << 20))
+    assert verdict.status == "crash" and "over 1 MiB" in verdict.reason

@@ -109,14 +109,30 @@ def set_limits(limits: dict) -> None:
     os.nice(limits["nice"])
 
 
+def capability_sets() -> dict[str, int]:
+    """This process's capability sets (CapEff, CapPrm, CapBnd, ...) from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        return {
+            k: int(v, 16) for k, v in (line.split(":", 1) for line in f if line.startswith("Cap"))
+        }
+
+
 def drop_privileges() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
     if os.geteuid() != 0:
         return  # an unprivileged process holds no capabilities to drop
-    _check(_libc.prctl(PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT, 0, 0, 0), "securebits")
-    for cap in range(64):
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != 22:
-            raise ConfineError(f"dropping capability {cap}: {os.strerror(ctypes.get_errno())}")
+    if _libc.prctl(PR_SET_SECUREBITS, SECBITS_LOCKED_NOROOT, 0, 0, 0) < 0:
+        # root without CAP_SETPCAP (a container that dropped it): fine only when exec can
+        # grant nothing back, i.e. the bounding set is already empty
+        if capability_sets().get("CapBnd", -1) != 0:
+            raise ConfineError(
+                "running as root without CAP_SETPCAP: root's capabilities cannot be dropped "
+                "for good (run the job as another user, or keep CAP_SETPCAP)"
+            )
+    else:
+        for cap in range(64):
+            if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 and ctypes.get_errno() != 22:
+                raise ConfineError(f"dropping capability {cap}: {os.strerror(ctypes.get_errno())}")
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]

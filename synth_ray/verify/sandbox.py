@@ -178,6 +178,8 @@ class CodeRunner:
 
     def run_one(self, program: str) -> Verdict:
         config = self.config
+        if len(program.encode("utf-8", "surrogatepass")) > config.folder_mb << 20:
+            return Verdict("crash", f"the program alone is over {config.folder_mb} MiB", "")
         workdir = tempfile.mkdtemp(prefix="synth-ray-sandbox-")
         captured = tempfile.mkdtemp(prefix="synth-ray-sandbox-out-")  # outside its reach
         process: subprocess.Popen | None = None
@@ -273,6 +275,11 @@ class CodeRunner:
         error_line = _last_line(err_path)
         if code < 0:
             return Verdict("crash", _signal_reason(-code, self.config), stdout_text)
+        if max(out_path.stat().st_size, err_path.stat().st_size) >= self.config.file_mb << 20:
+            # it reached the cap with SIGXFSZ blocked (rt_sigprocmask cannot be filtered by
+            # its set): the output was cut all the same, and that is not a pass
+            reason = f"wrote or printed over {self.config.file_mb} MiB"
+            return Verdict("crash", reason, stdout_text)
         if len(stdout) > cap:  # what it printed to stderr is only searched for its error line
             return Verdict("crash", f"printed over {self.config.output_kb} KiB", stdout_text)
         if code != 0 and error_line.startswith("MemoryError"):

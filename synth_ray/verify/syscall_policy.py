@@ -12,7 +12,9 @@ is, including every syscall added to the kernel later: sockets of any kind (sock
 SysV IPC and POSIX message queues, new processes and threads, ptrace, mounts and namespaces,
 keyrings, io_uring, AIO, BPF, inotify/fanotify, listmount/statmount, memfd, chmod/chown/utimes
 and xattr writes (Landlock does not govern metadata), fallocate, and changing another
-process's limits, scheduling or memory.
+process's limits, scheduling or memory. `truncate` and `fchmod` are refused too: Landlock
+governs neither before its ABI 3 (truncate) or at all (chmod), and a file the program can
+merely open (a system library) is not its to cut or re-mode.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ALLOWED = (
     "newfstatat", "fstatat64", "statx", "statfs", "fstatfs", "access", "faccessat",
     "faccessat2", "getdents64", "getcwd", "chdir", "fchdir", "rename", "renameat", "renameat2",
     "unlink", "unlinkat", "rmdir", "link", "linkat", "symlink", "symlinkat", "readlink",
-    "readlinkat", "truncate", "ftruncate", "fsync", "fdatasync", "flock", "fadvise64",
+    "readlinkat", "ftruncate", "fsync", "fdatasync", "flock", "fadvise64",
     "sendfile", "copy_file_range", "dup", "dup2", "dup3", "pipe", "pipe2", "umask",
     "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
     # waiting on its own descriptors
@@ -66,8 +68,9 @@ CONDITIONAL: tuple[tuple[str, tuple[tuple, ...]], ...] = (
     ("prlimit64", ((0, "==", 0),)),
     ("prlimit64", ((0, "==", SELF),)),
     # any handler but for SIGXFSZ, which stays fatal: a file or output over its cap ends the
-    # program (CPython would ignore it, and the cap would be an error a program can catch)
-    ("rt_sigaction", ((0, "!=", SIGXFSZ),)),
+    # program (CPython would ignore it, and the cap would be an error a program can catch).
+    # Each signal by its number ("==" on the whole register: high bits match nothing)
+    *(("rt_sigaction", ((0, "==", number),)) for number in range(1, 65) if number != SIGXFSZ),
     ("rt_sigaction", ((0, "==", SIGXFSZ), (1, "==", 0))),  # reading it is fine
     # no setuid or setgid bit on anything it creates
     ("open", ((2, "&==", 0, 0o6000),)),
@@ -75,7 +78,6 @@ CONDITIONAL: tuple[tuple[str, tuple[tuple, ...]], ...] = (
     ("creat", ((1, "&==", 0, 0o6000),)),
     ("mkdir", ((1, "&==", 0, 0o6000),)),
     ("mkdirat", ((2, "&==", 0, 0o6000),)),
-    ("fchmod", ((1, "&==", 0, 0o7000),)),  # its own open files only: chmod by path is refused
     # fcntl and ioctl: the commands ordinary I/O uses; none can signal another process
     # (F_SETOWN, F_SETSIG) or type into a terminal (TIOCSTI)
     *(
