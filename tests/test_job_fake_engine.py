@@ -658,3 +658,35 @@ def test_row_ids_default_to_an_id_column_when_every_file_has_one(tmp_path, embed
         run_job(
             config(without, "named", id_column="id"), show_progress=False, backend=FakeBackend()
         )
+    # ids that repeat: the error says how to derive them instead, and that works
+    dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": "same", "prompt": p} for p in "ab"])
+    with pytest.raises(InputError, match="appears more than once .input.id_column: ''"):
+        run_job(config(dup, "dup"), show_progress=False, backend=FakeBackend())
+    asked = run_job(config(dup, "dup", id_column=""), show_progress=False, backend=FakeBackend())
+    assert asked.row_ids == "row ids: derived from file name and row number (input.id_column: '')"
+    assert len(OutputStore(tmp_path / "dup").rows()) == 2
+
+
+def test_an_output_made_with_derived_ids_before_the_default_keeps_them(
+    tmp_path, embedded_model, monkeypatch
+):
+    """An output this job made (before ids defaulted to an `id` column) with derived ids from
+    an input that has one resumes as it was, rather than being refused as another job."""
+    import synth_ray.runtime.job as job_mod
+
+    rows = [{"id": f"doc-{i}", "prompt": f"question {i}"} for i in range(6)]
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    config = job_config(
+        tmp_path,
+        path,
+        method="generate",
+        input={"path": str(path), "text_column": "prompt", "id_column": None},
+    )
+    with monkeypatch.context() as before_the_default:
+        before_the_default.setattr(job_mod, "default_id_column", lambda spec: None)
+        first = run_job(config, show_progress=False, backend=FakeBackend())
+    again = run_job(config, show_progress=False, backend=FakeBackend())
+    assert again.units_skipped == again.units_total == first.units_total
+    assert again.row_ids.startswith("row ids: derived")
+    fresh = run_job(config, overwrite=True, show_progress=False, backend=FakeBackend())
+    assert fresh.row_ids.startswith("row ids: the input's 'id' column")

@@ -36,19 +36,37 @@ from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.timeline import set_state
 
 
-def with_default_id_column(config: JobConfig, method: Any) -> JobConfig:
+def with_default_id_column(config: JobConfig, method: Any, resuming: bool = True) -> JobConfig:
     """`config` with `input.id_column: id` when it names none and every input file has an `id`
     column (io/inputs.py `default_id_column`), so a real corpus without one runs as it is and
     one with one keeps its ids; `id_column: ""` asks for derived ids. Resolved before the
     fingerprint, so a recipe that named `id` and one that relies on this default are the
-    same job."""
+    same job. An output this job made with derived ids before this default keeps them when
+    `resuming` (not --overwrite)."""
     if method.input_spec is None or config.input is None or config.input.id_column:
         return config
     if config.input.id_column == "":  # asked for: derived ids, whatever columns there are
         found = None
     else:
         found = default_id_column(method.input_spec(config))
-    return config.model_copy(update={"input": config.input.model_copy(update={"id_column": found})})
+    resolved = config.model_copy(
+        update={"input": config.input.model_copy(update={"id_column": found})}
+    )
+    if found is not None and resuming and _made_with_derived_ids(config, resolved):
+        return config.model_copy(
+            update={"input": config.input.model_copy(update={"id_column": None})}
+        )
+    return resolved
+
+
+def _made_with_derived_ids(config: JobConfig, resolved: JobConfig) -> bool:
+    """Whether the output was made by this same job with derived ids, before ids defaulted to
+    an `id` column: then it keeps them, so it resumes as it was."""
+    try:
+        job = OutputStore(config.output.path).read_job()
+    except Exception:  # noqa: BLE001 - no readable output: a new one
+        return False
+    return bool(job) and job.get("fingerprint") == config.fingerprint() != resolved.fingerprint()
 
 
 def row_ids_line(id_column: str | None, given: str | None) -> str:
@@ -91,7 +109,7 @@ def run_job(
     method = method_spec(config.method)
     method.check(config)  # the method's own files (seeds, exemplars): fail now
     given_ids = config.input.id_column if config.input is not None else None  # "": derived
-    config = with_default_id_column(config, method)
+    config = with_default_id_column(config, method, resuming=not overwrite)
     docs = None
     if method.input_spec is None:
         texts = method.sample_texts
