@@ -287,6 +287,12 @@ def run_magpie(ctx: JobContext) -> dict[str, Any]:
         functools.partial(response_documents, duplicates=repeated),
         answer,
         ctx.fingerprint,
+        # a unit's documents depend on every earlier unit (its repeats): a changed earlier
+        # unit (--replan) must change this one's id too
+        salts={
+            k: ",".join(map(str, sorted(repeated.get(unit.start, ()))))
+            for k, unit in enumerate(units)
+        },
     )
     # every instruction request is a row of the job: those that never reached stage 2 here
     first = work.totals("instructions")

@@ -97,11 +97,13 @@ class StageRunnerLike(Protocol):
         method: Method,
         fingerprint: str,
         group: int = 1,
+        salts: dict[int, str] | None = None,
     ) -> dict[str, Any]:
         """Run `stage` on documents `build` makes from the `columns` of what `earlier_stage`
         committed in `earlier_store`, by reference: each unit covers `group` consecutive
         `earlier_units` (the earlier stage's, or the input plan's it derives from: found by
-        index) and its replica reads their shards; the driver reads no row."""
+        index) and its replica reads their shards; the driver reads no row. `salts[k]` joins
+        unit k's id when something besides those shards decides its documents."""
 
     def run_joined_stage(
         self,

@@ -294,13 +294,15 @@ class StageRunner:
         method: Method,
         fingerprint: str,
         group: int = 1,
+        salts: dict[int, str] | None = None,
     ) -> dict[str, Any]:
         """Run `stage` on documents built from `earlier_stage`'s committed rows, by reference
         (`EarlierRows`): unit k covers earlier units [k*group, (k+1)*group), their ordinal
         range and their data shards; its replica reads those shards' `columns` and `build`s
         its documents. `earlier_units` give the indexes and ordinal ranges (the earlier
         stage's own units, or those of the input plan its units derive from). Unit ids derive
-        from the earlier ones, so a resume plans the same units; the driver reads no row."""
+        from the earlier ones (and unit k's `salts[k]`: what else decides its documents, such
+        as Magpie's duplicates), so a resume plans the same units; the driver reads no row."""
         plan_key = f"{fingerprint}/{stage}"
         records = committed_records(earlier_store, earlier_stage, earlier_units)
         units, shards = [], {}
@@ -312,6 +314,8 @@ class StageRunner:
                 names.extend(record.data_shards())
                 hasher.update(f"|{record.unit_id}".encode())
             shards[k] = tuple(names)
+            if salts and salts.get(k):
+                hasher.update(f"|{salts[k]}".encode())
             first, last = covered[0], covered[-1]
             estimated = sum(u.stop - u.start for u in covered)
             units.append(WorkUnit(k, hasher.hexdigest()[:16], first.start, last.stop, estimated))

@@ -114,7 +114,8 @@ class UnitBuilder:
                 error = Errored(candidate.error_stage, candidate.error)
                 pending.outcomes[candidate.row_id] = [error] * candidate.error_rows()
             elif candidate.dropped is not None:
-                pending.outcomes[candidate.row_id] = [Dropped(candidate.dropped)] * candidate.width
+                drops = [Dropped(candidate.dropped)] * candidate.error_rows()
+                pending.outcomes[candidate.row_id] = drops
         for candidate, ids in zip(to_render, token_ids, strict=True):
             if len(ids) >= self.max_model_len:
                 error = Errored(
@@ -148,7 +149,9 @@ def failed_unit(method: Method, unit: WorkUnit, docs: list[Document], reason: st
         if candidate.error is not None:
             error = Errored(candidate.error_stage, candidate.error)
         elif candidate.dropped is not None:
-            pending.outcomes[candidate.row_id] = [Dropped(candidate.dropped)] * candidate.width
+            pending.outcomes[candidate.row_id] = [
+                Dropped(candidate.dropped)
+            ] * candidate.error_rows()
             continue
         else:
             error = Errored("generate", reason)
