@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -342,3 +342,12 @@ class UriLocation(Location):
 
     def file_ref(self, name: str) -> str:
         return self._uri_of(name)
+
+
+def read_columns(shards: Iterable[tuple[Location, str]], columns: tuple[str, ...]) -> pa.Table:
+    """The `columns` of these shards (each a folder and a name), concatenated in order; no
+    shard: an empty table of string columns."""
+    tables = [location.read_table(name, columns=list(columns)) for location, name in shards]
+    if tables:
+        return pa.concat_tables(tables)
+    return pa.table({c: pa.array([], pa.string()) for c in columns})

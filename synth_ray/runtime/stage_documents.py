@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
-from synth_ray.io.filesystem import Location
+from synth_ray.io.filesystem import Location, read_columns
 from synth_ray.io.inputs import Document, InputChangedError, InputSpec, iter_document_range
 from synth_ray.methods.stages import DocumentBuilder, JoinedDocumentBuilder
 from synth_ray.plan import WorkUnit, unit_id_of
@@ -118,14 +116,8 @@ class EarlierRows:
     build: DocumentBuilder
 
     def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
-        tables = [
-            self.output.read_table(shard, columns=list(self.columns))
-            for shard in self.shards.get(task.unit_index, ())
-        ]
-        if tables:
-            table = pa.concat_tables(tables)
-        else:
-            table = pa.table({c: pa.array([], pa.string()) for c in self.columns})
+        shards = self.shards.get(task.unit_index, ())
+        table = read_columns([(self.output, shard) for shard in shards], self.columns)
         docs = []
         for doc in self.build(table, task.unit_start):
             if doc.ordinal >= task.unit_stop:
@@ -161,14 +153,8 @@ class InputWithEarlierRows:
         whole = list(iter_document_range(self.spec, start, stop, task.unit_seek))
         planned = self.unit_ids[task.unit_index]
         check_rows(self.spec, self.plan_key, task.unit_index, start, stop, planned, whole)
-        tables = [
-            self.outputs[folder].read_table(shard, columns=list(self.columns))
-            for folder, shard in self.shards.get(task.unit_index, ())
-        ]
-        if tables:
-            table = pa.concat_tables(tables)
-        else:
-            table = pa.table({c: pa.array([], pa.string()) for c in self.columns})
+        shards = self.shards.get(task.unit_index, ())
+        table = read_columns([(self.outputs[i], shard) for i, shard in shards], self.columns)
         docs = []
         for doc in self.build(whole, table):
             if not task.unit_start <= doc.ordinal < task.unit_stop:

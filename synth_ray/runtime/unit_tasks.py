@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth_ray.io.filesystem import Location
+from synth_ray.io.filesystem import Location, read_columns
 from synth_ray.runtime.ray_tasks import connected, get, window
 
 UNITS_PER_TASK = 16  # a task's overhead (~ms) against a unit's read (~10 ms at 10k rows)
@@ -34,15 +34,7 @@ def summarize_batch(
     summarize: Summarize,
 ) -> list[Any]:
     """`summarize` of each unit's table (its shards' `columns`, in shard order)."""
-    out = []
-    for shards in batch:
-        tables = [location.read_table(name, columns=list(columns)) for name in shards]
-        if tables:
-            table = pa.concat_tables(tables)
-        else:
-            table = pa.table({c: pa.array([], pa.string()) for c in columns})
-        out.append(summarize(table))
-    return out
+    return [summarize(read_columns([(location, n) for n in shards], columns)) for shards in batch]
 
 
 def summarize_units(
