@@ -460,6 +460,13 @@ def test_diversity_state_and_vectors_on_a_uri_resume_to_the_same_decisions(
     assert target.listdir("out/embeddings") == target.listdir("out/data")
 
 
+# pyarrow's own wording (arrow/filesystem/s3_internal.h, ErrorToStatus)
+SLOW_DOWN = (
+    "When uploading part for key 'out/data/x' in bucket 'bucket': AWS Error SLOW_DOWN during "
+    "UploadPart operation: Please reduce your request rate."
+)
+
+
 class ThrottlingHandler(NoRenameHandler):
     """Every `every`-th PUT (or every PUT after `always_after`) fails as S3 throttling does."""
 
@@ -474,7 +481,7 @@ class ThrottlingHandler(NoRenameHandler):
         n = self.calls["attempts"]
         if (self.always_after is not None and n > self.always_after) or n % self.every == 0:
             self.failed += 1
-            raise OSError("When uploading part: AWS Error SLOW_DOWN (HTTP status 503): SlowDown")
+            raise OSError(SLOW_DOWN)
         return super().open_output_stream(path, metadata)
 
 
@@ -526,41 +533,56 @@ def test_persistent_throttling_fails_the_job_with_one_line(
         register_filesystem("mock", None)
     line = find_storage_error(failed.value) or str(failed.value)
     assert "PUT mock://bucket/out/" in line and "still failing after 6 attempts" in line, line
-    assert "SlowDown" in line and "\n" not in line
+    assert "SLOW_DOWN" in line and "\n" not in line
 
 
 @pytest.mark.parametrize(
-    ("error", "transient"),
+    ("error", "kind"),
     [
-        (OSError("AWS Error SLOW_DOWN (HTTP status 503): SlowDown"), True),
-        (OSError("Google Cloud Storage error: 429 Too Many Requests"), True),
-        (OSError("AWS Error NETWORK_CONNECTION: curlCode: 28, Timeout was reached"), True),
-        (OSError("HTTP status 500 InternalError"), True),
-        (ConnectionResetError(104, "Connection reset by peer"), True),
-        (OSError("AWS Error ACCESS_DENIED (HTTP status 403): Access Denied"), False),
-        (OSError("AWS Error NO_SUCH_BUCKET: The specified bucket does not exist"), False),
-        (FileNotFoundError(2, "No such file", "x"), False),
-        (PermissionError(13, "Permission denied", "x"), False),
-        (OSError(28, "No space left on device"), False),
+        (OSError(SLOW_DOWN), "s3 SLOW_DOWN"),
+        (
+            OSError("AWS Error THROTTLING during ListObjectsV2 operation: Rate exceeded"),
+            "s3 THROTTLING",
+        ),
+        (
+            OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 28"),
+            "s3 NETWORK_CONNECTION",
+        ),
+        (
+            OSError("AWS Error UNKNOWN (HTTP status 503) during HeadObject operation: "),
+            "s3 HTTP 503",
+        ),
+        (OSError("google::cloud::Status(UNAVAILABLE: connection reset)"), "gcs UNAVAILABLE"),
+        (
+            OSError("google::cloud::Status(RESOURCE_EXHAUSTED: rate limit)"),
+            "gcs RESOURCE_EXHAUSTED",
+        ),
+        (ConnectionResetError(104, "Connection reset by peer"), "ConnectionResetError"),
+        (TimeoutError("timed out"), "TimeoutError"),
+        # permanent: what matters is the code, not words in the message
+        (
+            OSError("AWS Error ACCESS_DENIED during PutObject operation: SlowDown 503 timed out"),
+            None,
+        ),
+        (OSError("AWS Error NO_SUCH_BUCKET during PutObject operation: try again"), None),
+        (OSError("AWS Error UNKNOWN (HTTP status 403) during HeadObject operation: "), None),
+        (OSError("google::cloud::Status(PERMISSION_DENIED: service unavailable)"), None),
+        (OSError("Service Unavailable: connection reset, slow down, 503"), None),
+        (FileNotFoundError(2, "No such file", "x"), None),
+        (PermissionError(13, "Permission denied", "x"), None),
+        (OSError(28, "No space left on device"), None),
+        (ValueError("503"), None),
     ],
 )
-def test_which_errors_are_transient(error, transient):
-    from synth_ray.io.retry import is_transient
+def test_errors_are_classified_by_their_code_not_their_words(error, kind):
+    from synth_ray.io.retry import error_kind, is_transient
 
-    assert is_transient(error) is transient
+    assert error_kind(error) == kind and is_transient(error) is (kind is not None)
 
 
-def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
-    import random
-
-    from synth_ray.io.retry import BASE_S, CAP_S, backoff_delay, retry_transient
+def test_retries_are_jittered_bounded_and_only_for_transient_errors():
+    from synth_ray.io.retry import BASE_S, CAP_S, retry_transient
     from synth_ray.io.storage_errors import ObjectStoreError
-
-    rng = random.Random(7)
-    for attempt in range(10):
-        delays = {backoff_delay(attempt, rng) for _ in range(50)}
-        assert len(delays) > 40  # jittered, not a fixed schedule
-        assert all(0 <= d <= min(CAP_S, BASE_S * 2**attempt) for d in delays)
 
     slept: list[float] = []
     calls = {"n": 0}
@@ -568,15 +590,15 @@ def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
     def flaky():
         calls["n"] += 1
         if calls["n"] < 3:
-            raise OSError("503 Service Unavailable")
+            raise OSError(SLOW_DOWN)
         return "ok"
 
-    assert retry_transient("PUT s3://b/x", flaky, sleep=slept.append, rng=rng) == "ok"
+    assert retry_transient("PUT s3://b/x", flaky, sleep=slept.append) == "ok"
     assert calls["n"] == 3 and len(slept) == 2
 
     def denied():
         calls["n"] += 1
-        raise OSError("AWS Error ACCESS_DENIED (HTTP status 403)")
+        raise OSError("AWS Error ACCESS_DENIED during PutObject operation: Access Denied")
 
     calls["n"] = 0
     slept.clear()
@@ -584,13 +606,111 @@ def test_backoff_is_jittered_bounded_and_retries_only_transient_errors():
         retry_transient("PUT s3://b/x", denied, sleep=slept.append)
     assert calls["n"] == 1 and slept == []  # not retried
 
-    with pytest.raises(ObjectStoreError, match=r"^PUT s3://b/x: still failing after 4 attempts"):
-        retry_transient(
-            "PUT s3://b/x",
-            lambda: (_ for _ in ()).throw(TimeoutError("timed out")),
-            attempts=4,
-            sleep=slept.append,
-        )
+    waits: list[list[float]] = []
+    for _ in range(40):
+        slept = []
+        with pytest.raises(
+            ObjectStoreError, match=r"^PUT s3://b/x: still failing after 9 attempts"
+        ):
+            retry_transient(
+                "PUT s3://b/x",
+                lambda: (_ for _ in ()).throw(TimeoutError("timed out")),
+                attempts=9,
+                sleep=slept.append,
+            )
+        waits.append(slept)
+    assert all(len(w) == 8 for w in waits)
+    for n in range(8):
+        nth = [w[n] for w in waits]
+        assert all(0 <= d <= min(CAP_S, BASE_S * 2**n) for d in nth)
+        assert len(set(nth)) > 35  # full jitter, not a fixed schedule
+    assert max(w[7] for w in waits) > CAP_S / 2  # and it does back off, to the cap
+
+
+@pytest.fixture()
+def s3_behind_a_proxy(monkeypatch):
+    """moto's S3 server behind a fault-injecting proxy; pyarrow's real S3 filesystem talks to
+    the proxy. Yields (bucket URI, the proxy's fault rule setter, the proxy)."""
+    import boto3
+    from fault_proxy import FaultProxy
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    rule = {"decide": lambda method, path, n: None}
+    proxy = FaultProxy(f"http://{host}:{port}", lambda m, p, n: rule["decide"](m, p, n))
+    env = {
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with proxy:
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="faulty")
+        try:
+            yield "s3://faulty/out", rule, proxy
+        finally:
+            server.stop()
+
+
+S3_SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>r1</RequestId></Error>"
+)
+S3_ACCESS_DENIED_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message><RequestId>r2</RequestId></Error>"
+)
+
+
+def test_real_s3_throttling_is_retried_once_per_fault_and_the_job_is_exact(
+    s3_behind_a_proxy, tmp_path, docs_file, embedded_model, no_sleep
+):
+    """The first PUT of every other object (but the lease's) answered 503 SlowDown by the
+    store: pyarrow's real error is classified by its code and retried here, one request per
+    attempt (the SDK's own retries are off, so faults and retries match one for one), commit
+    objects are retried by obstore, and every row is there once. A 403 is never retried."""
+    from fault_proxy import Fault
+
+    import synth_ray.io.retry as retry_mod
+
+    uri, rule, proxy = s3_behind_a_proxy
+    config = uri_config(tmp_path, docs_file, uri)
+    seen: list[str] = []
+
+    def first_put_of_every_other_key(method, path, n):
+        key = path.split("?")[0]  # each attempt is a new multipart upload
+        if method != "PUT" or key in seen or "_lease" in key:
+            return None
+        seen.append(key)
+        return Fault(503, S3_SLOW_DOWN_BODY) if len(seen) % 2 == 0 else None
+
+    rule["decide"] = first_put_of_every_other_key
+    before = retry_mod.retries_made
+    summary = run_job(config, show_progress=False, backend=FakeBackend())
+    faulted = [path for _, path, status in proxy.requests if status == 503]
+    # commit objects are conditional writes through obstore, whose own retries take them
+    by_obstore = [path for path in faulted if "/_commits/unit-" in path]
+    assert len(by_obstore) >= 3 and len(faulted) - len(by_obstore) >= 10
+    assert retry_mod.retries_made - before == len(faulted) - len(by_obstore)
+    assert summary.units_committed == summary.units_total and summary.stats["accounted"]
+    ids = ids_of(uri)
+    assert len(ids) == len(set(ids)) == summary.stats["rows_out"]
+
+    rule["decide"] = lambda method, path, n: (
+        Fault(403, S3_ACCESS_DENIED_BODY) if method == "PUT" and "_lease" not in path else None
+    )
+    proxy.requests.clear()
+    denied = uri_config(tmp_path, docs_file, "s3://faulty/other")
+    with pytest.raises(Exception) as failed:
+        run_job(denied, show_progress=False, backend=FakeBackend())
+    assert "AWS Error ACCESS_DENIED" in str(failed.value)
+    assert sum(1 for _, _, status in proxy.requests if status == 403) == 1  # never retried
 
 
 def commit_units(store: OutputStore, n: int) -> list[UnitRecord]:

@@ -34,7 +34,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from synth_ray.errors import ConfigError
-from synth_ray.io.retry import retry_transient
+from synth_ray.io.retry import retry_transient, without_sdk_retries
 from synth_ray.io.shards import (
     sweep_temp_files,
     write_bytes_atomic,
@@ -91,7 +91,8 @@ def resolve_uri(uri: str, key: str = "output.path") -> tuple[pafs.FileSystem, st
             "(synth_ray.io.filesystem.register_filesystem)"
         )
     try:
-        return pafs.FileSystem.from_uri(uri)
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return without_sdk_retries(fs), path
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise ConfigError(
             f"{key} {uri}: pyarrow cannot open a filesystem for scheme '{scheme}' "
@@ -242,7 +243,7 @@ class UriLocation(Location):
     def _uri_of(self, name: str) -> str:
         """`name` under this URI, before any query (`s3://b/x?region=r` -> `s3://b/x/n?region=r`)."""
         base, sep, query = self.uri.partition("?")
-        return f"{base}/{name}{sep}{query}"
+        return f"{base}/{name}{sep}{query}" if name else self.uri
 
     def child(self, name: str) -> UriLocation:
         return UriLocation(self.fs, self._path(name), self._uri_of(name), self.key, self._made)
@@ -251,7 +252,7 @@ class UriLocation(Location):
         if not self.base:
             return "dir"  # the root of the filesystem
         try:
-            info = self.fs.get_file_info(self.base)
+            info = self._retry("HEAD", "", lambda: self.fs.get_file_info(self.base))
         except OSError as err:
             raise ConfigError(
                 f"{self.key} {self.uri}: cannot reach it ({_first_line(err)})"
@@ -268,7 +269,8 @@ class UriLocation(Location):
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         if parent and parent not in self._made:
             # a no-op or a marker on object stores
-            self._retry("MKDIR", parent, lambda: self.fs.create_dir(parent, recursive=True))
+            shown = parent[len(self.base) :].strip("/") if parent.startswith(self.base) else parent
+            self._retry("MKDIR", shown, lambda: self.fs.create_dir(parent, recursive=True))
             self._made.add(parent)
 
     def write_bytes_atomic(self, name: str, data: bytes) -> None:
@@ -330,7 +332,7 @@ class UriLocation(Location):
     def make_dir(self) -> None:
         if self.base:
             try:
-                self.fs.create_dir(self.base, recursive=True)
+                self._retry("MKDIR", "", lambda: self.fs.create_dir(self.base, recursive=True))
             except OSError as err:  # e.g. a bucket that does not exist or is not writable
                 raise ConfigError(
                     f"{self.key} {self.uri}: cannot create it ({_first_line(err)})"
