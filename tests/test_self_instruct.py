@@ -212,3 +212,55 @@ def test_round_zero_shows_eight_seeds_then_six_seeds_and_two_machine(tmp_path):
     for doc in round_prompts(config, seeds, machine, 1):
         items = listed(doc.text)
         assert len(items) == 8 and sum("Machine" in x for x in items) == 2
+
+
+# Model-shaped completions of the generation prompt (which ends "9."), and the paper's filters.
+
+CHATTER = (
+    "Sure! Here are some more tasks:\n"
+    "\n"
+    "10. Explain how vaccines train the immune system.\n"
+    "11. Sort the list of numbers.\n"
+    "\n"
+    "I hope these tasks are helpful! Let me know if you need more."
+)
+
+
+def test_closing_chatter_after_a_blank_line_is_not_an_instruction():
+    """The paper stops generation at a blank line; the chatter after one is dropped, the
+    preamble before the list too, and numbered items after a blank line are still read."""
+    from synth_ray.methods.base import Candidate
+    from synth_ray.methods.instruction_filters import parse_numbered_list
+    from synth_ray.methods.self_instruct import InstructionGeneration
+
+    tasks = ["Explain how vaccines train the immune system.", "Sort the list of numbers."]
+    assert parse_numbered_list(CHATTER) == tasks
+    outcome = InstructionGeneration().finish(
+        Candidate("r", "s"), EngineResult("r", CHATTER, 10, 64, "stop")
+    )
+    assert outcome.row["instructions"] == tasks
+    spaced = (
+        "Plan a trip to Rome.\n\n10. Name three rivers.\n\n11. Define a prime number.\n\nEnjoy!"
+    )
+    assert parse_numbered_list(spaced) == [
+        "Plan a trip to Rome.",
+        "Name three rivers.",
+        "Define a prime number.",
+    ]
+    # a blank line before the list: what follows it and is not numbered is no continuation
+    assert parse_numbered_list("Sure!\n\nHere you go, more tasks.\n10. Name a river.") == [
+        "Name a river."
+    ]
+
+
+def test_a_truncated_completion_keeps_an_item_a_blank_line_closed():
+    from synth_ray.methods.instruction_filters import parse_numbered_list
+
+    cut_in_chatter = CHATTER[: CHATTER.index("Let me")]
+    assert parse_numbered_list(cut_in_chatter, truncated=True)[-1] == "Sort the list of numbers."
+    cut_in_item = CHATTER[: CHATTER.index("of numbers")]
+    assert parse_numbered_list(cut_in_item, truncated=True) == [
+        "Explain how vaccines train the immune system."
+    ]
+    assert parse_numbered_list("10. Name a river.\n11.", truncated=True) == ["Name a river."]
+

@@ -103,25 +103,48 @@ _PREAMBLE = re.compile(
 )
 
 
-def parse_numbered_list(completion: str) -> list[str]:
-    """Instructions from a completion that continues a numbered list: text before the first
-    number is the item the prompt's trailing number started, unless it is a chat model's
-    preamble ("Sure! Here are some more tasks:"); wrapped lines are joined."""
+_ITEM = re.compile(r"^\s*(?:Task\s*)?(\d+)\s*[.):]\s*(.*)$")
+
+
+def parse_numbered_list(completion: str, truncated: bool = False) -> list[str]:
+    """Instructions from a completion that continues a numbered list.
+
+    An item is a numbered line and the lines right under it (wrapped lines are joined). A blank
+    line ends it, as the paper's "\\n\\n" stop ends the whole completion: text after a blank
+    line that does not open a new numbered item (a chat model's "I hope these tasks are
+    helpful!") belongs to no item and is dropped. Numbered items after a blank line are still
+    read, so a chat model's preamble and blank line, or a list spaced by blank lines, loses
+    nothing. Text before the first number is the item the prompt's trailing number started
+    (its first paragraph only), unless it is a chat model's preamble ("Sure! Here are some
+    more tasks:"). `truncated` (the completion hit max_tokens): the last item is dropped when
+    the text ended inside it; one a blank line had closed is complete and kept.
+    """
     items: list[str] = []
-    current: list[str] = []
+    current: list[str] | None = []  # None: after a blank line, outside any item
     numbered = False
+
+    def close() -> bool:
+        text = re.sub(r"\s+", " ", " ".join(current or [])).strip()
+        if text and (numbered or not _is_preamble(text)):
+            items.append(text)
+            return True
+        return False
+
     for line in completion.splitlines():
-        match = re.match(r"^\s*(?:Task\s*)?(\d+)\s*[.):]\s*(.*)$", line)
+        match = _ITEM.match(line)
         if match:
-            if current and (numbered or not _is_preamble(" ".join(current))):
-                items.append(" ".join(current))
+            close()
             numbered = True
-            current = [match.group(2).strip()] if match.group(2).strip() else []
-        elif line.strip():
+            current = [match.group(2).strip()]
+        elif not line.strip():
+            close()
+            current = None
+        elif current is not None:
             current.append(line.strip())
-    if current and (numbered or not _is_preamble(" ".join(current))):
-        items.append(" ".join(current))
-    return [re.sub(r"\s+", " ", item).strip() for item in items if item.strip()]
+    open_at_end = current is not None
+    if close() and truncated and open_at_end:
+        items.pop()
+    return items
 
 
 def _is_preamble(text: str) -> bool:

@@ -151,11 +151,9 @@ class InstructionGeneration(Method):
         ]
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
-        instructions = parse_numbered_list(result.text)
-        if result.finish_reason == "length":
-            # cut off mid-item: the last one is incomplete. (The paper drops the whole
-            # response; the complete items before it are kept here.)
-            instructions = instructions[:-1]
+        # Cut off by max_tokens, an item still open is incomplete. (The paper drops the whole
+        # response; the complete items are kept here.)
+        instructions = parse_numbered_list(result.text, truncated=result.finish_reason == "length")
         if not instructions:
             return Dropped("no_instructions_parsed")
         return Kept(
