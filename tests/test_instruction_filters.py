@@ -37,7 +37,7 @@ def test_pool_similarity_and_growth():
         (" ".join(["word"] * 200), "length"),
         ("Draw a picture of a cat using ASCII.", "unsupported_task"),
         ("Describe the image in the input.", "unsupported_task"),
-        ("Summarize the attached video transcript.", "unsupported_task"),
+        ("Summarize the attached file in one paragraph.", "unsupported_task"),
         ("- Write a haiku about rain today", "starts_with_punctuation"),
         ("Écris un poème sur la mer s'il te plaît", "non_english"),
     ],

@@ -264,3 +264,23 @@ def test_a_truncated_completion_keeps_an_item_a_blank_line_closed():
     ]
     assert parse_numbered_list("10. Name a river.\n11.", truncated=True) == ["Name a river."]
 
+
+@pytest.mark.parametrize(
+    ("instruction", "reason"),
+    [
+        # the paper's keyword list, not Alpaca's longer one (video, audio, music, ...)
+        ("Write a song about the music of the city at night.", None),
+        ("Describe a video game you would like to play.", None),
+        ("Plot the monthly sales figures for the year.", "unsupported_task"),
+        ("Tell me how to GO TO the station from here.", "unsupported_task"),
+        # the paper drops "Write a program" tasks (compared after str.capitalize())
+        ("Write a program to sort a list of numbers.", "write_a_program"),
+        ("write a PROGRAM that counts the vowels in a word.", "write_a_program"),
+        ("Write a poem about computer programs.", None),
+    ],
+)
+def test_the_papers_keyword_and_program_filters(instruction, reason):
+    from synth_ray.methods.instruction_filters import heuristic_drop
+
+    assert heuristic_drop(instruction, min_words=4, max_words=150) == reason
+

@@ -3,8 +3,8 @@
     python -c "from synth_ray.methods.instruction_filters import rouge_l; print(rouge_l('a b c', 'a c'))"
 
 `heuristic_drop` returns the name of the first heuristic an instruction fails (length, an
-unsupported modality keyword, starting with punctuation, starting with a non-English
-character), or None. `RougePool` keeps the accepted instructions and tells, for a new one,
+unsupported modality keyword, starting with "Write a program", starting with punctuation,
+starting with a non-English character), or None. `RougePool` keeps the accepted instructions and tells, for a new one,
 its highest ROUGE-L F-measure against the pool; the paper adds an instruction only when that
 is at most 0.7. ROUGE-L is computed on lower-cased word tokens (LCS, F-measure), like
 `rouge_score` without stemming; the pool check is O(pool x tokens^2) in pure Python, fine for
@@ -17,7 +17,8 @@ import re
 import string
 
 _TOKEN = re.compile(r"[a-z0-9]+")
-# Tasks a text-only model cannot do (the paper's keyword list).
+# Tasks a text-only model cannot do: the paper's keyword list (bootstrap_instructions.py), matched
+# as whole words in any case. Alpaca's longer list (video, audio, music, ...) is not the paper's.
 UNSUPPORTED_KEYWORDS = [
     "image",
     "images",
@@ -32,11 +33,6 @@ UNSUPPORTED_KEYWORDS = [
     "draw",
     "plot",
     "go to",
-    "video",
-    "audio",
-    "music",
-    "flowchart",
-    "diagram",
 ]
 _UNSUPPORTED = re.compile(r"\b(" + "|".join(re.escape(k) for k in UNSUPPORTED_KEYWORDS) + r")\b")
 
@@ -69,12 +65,18 @@ def rouge_l(a: str | list[str], b: str | list[str]) -> float:
 
 
 def heuristic_drop(instruction: str, min_words: int, max_words: int) -> str | None:
-    """The paper drops instructions of 3 words or fewer: `min_words` defaults to 4."""
+    """The first of the paper's heuristics that `instruction` fails, in the paper's order, or
+    None. The paper drops instructions of 3 words or fewer (`min_words` defaults to 4), and
+    those starting with "Write a program": the model tends to prefix existing tasks with it,
+    leaving unclear whether a program or the result is wanted."""
     words = instruction.split()
     if len(words) < min_words or len(words) > max_words:
         return "length"
     if _UNSUPPORTED.search(instruction.lower()):
         return "unsupported_task"
+    # The paper's code compares after str.capitalize(), so any case of "write a program" matches.
+    if instruction.lower().startswith("write a program"):
+        return "write_a_program"
     first = instruction[0]
     if first in string.punctuation:
         return "starts_with_punctuation"
