@@ -284,3 +284,22 @@ def test_the_papers_keyword_and_program_filters(instruction, reason):
 
     assert heuristic_drop(instruction, min_words=4, max_words=150) == reason
 
+
+def test_presence_penalties_are_the_papers_and_reach_vllm():
+    from synth_ray.engine.requests import EngineRequest, SamplingSpec
+    from synth_ray.engine.vllm_engine import sampling_params
+    from synth_ray.methods.self_instruct import (
+        ClassificationCheck,
+        InstanceGeneration,
+        InstructionGeneration,
+    )
+
+    job = SamplingSpec(temperature=0.7, top_p=0.5, max_tokens=350)
+    generation = InstructionGeneration().stage_sampling(job)
+    assert generation.presence_penalty == 2.0
+    assert InstanceGeneration("m").stage_sampling(job).presence_penalty == 1.5
+    assert ClassificationCheck().stage_sampling(generation).presence_penalty == 0.0
+    request = EngineRequest("r", [1, 2], generation, seed=None, max_tokens=350)
+    params = sampling_params(request, per_request_seed=False)
+    assert (params.presence_penalty, params.frequency_penalty) == (2.0, 0.0)
+

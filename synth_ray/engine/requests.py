@@ -18,6 +18,8 @@ class SamplingSpec:
     ignore_eos: bool = False
     n: int = 1  # completions per prompt, sampled in one engine request (shared prefill)
     stop: tuple[str, ...] = ()  # generation ends before any of these strings (not included)
+    # OpenAI-style: subtracted from the logit of every token already in the output
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ def sampling_params(request: EngineRequest, per_request_seed: bool) -> Any:
         ignore_eos=sampling.ignore_eos,
         n=sampling.n,
         stop=list(sampling.stop) or None,
+        presence_penalty=sampling.presence_penalty,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
 

@@ -88,9 +88,12 @@ class SelfInstructConfig(Section):
             raise ValueError("self_instruct.seed_path: required for method self_instruct")
 
 
-# Stop strings and lengths of the paper's code (yizhongw/self-instruct): bootstrap_instructions.py,
-# identify_clf_or_not.py and generate_instances.py with max_instances_to_generate=5.
+# Stop strings, lengths and penalties of the paper's code (yizhongw/self-instruct):
+# bootstrap_instructions.py, identify_clf_or_not.py and generate_instances.py with
+# max_instances_to_generate=5. Their frequency penalties are 0, vLLM's default.
 GENERATION_STOP = ("\n16", "16.", "16 .")
+GENERATION_PRESENCE_PENALTY = 2.0
+INSTANCE_PRESENCE_PENALTY = 1.5
 CLASSIFY_STOP = ("\n", "Task")
 MAX_INSTANCES = 5
 INSTANCE_MAX_TOKENS = 350
@@ -136,10 +139,14 @@ class InstructionGeneration(Method):
         return 1
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
-        """The job's sampling (the paper: T=0.7, top_p=0.5), stopping where the paper's list of
-        8 + 7 ends. The paper's "\n\n" stop is left out: a chat model opens with a preamble
-        and a blank line, and would stop before its list."""
-        return dataclasses.replace(job, stop=GENERATION_STOP)
+        """The job's temperature, top_p and max_tokens (the paper's: 0.7, 0.5, 1024), with the
+        paper's presence penalty of 2 (a token already generated is less likely again: new
+        tasks, not variations of the list's), stopping where the paper's list of 8 + 7 ends.
+        The paper's "\n\n" stop is left out: a chat model opens with a preamble and a blank
+        line, and would stop before its list; the parser ends an item at a blank line instead."""
+        return dataclasses.replace(
+            job, stop=GENERATION_STOP, presence_penalty=GENERATION_PRESENCE_PENALTY
+        )
 
     def expand(self, doc: Document) -> list[Candidate]:
         return [
@@ -189,7 +196,13 @@ class ClassificationCheck(Method):
         """Greedy, 3 tokens, stop at a newline or "Task", as the paper's
         identify_clf_or_not.py asks: a Yes/No answer, not a sampled essay."""
         return dataclasses.replace(
-            job, temperature=0.0, top_p=1.0, max_tokens=3, n=1, stop=CLASSIFY_STOP
+            job,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=3,
+            n=1,
+            stop=CLASSIFY_STOP,
+            presence_penalty=0.0,
         )
 
     def expand(self, doc: Document) -> list[Candidate]:
@@ -310,8 +323,9 @@ class InstanceGeneration(Method):
         return self.max_instances
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
-        """Greedy, at most 350 tokens (or the job's max_tokens if lower), stopping before
-        example `max_instances + 1` or the next task, as the paper's generate_instances.py."""
+        """Greedy with a presence penalty of 1.5 (later instances repeat the first less), at
+        most 350 tokens (or the job's max_tokens if lower), stopping before example
+        `max_instances + 1` or the next task, as the paper's generate_instances.py."""
         return dataclasses.replace(
             job,
             temperature=0.0,
@@ -319,6 +333,7 @@ class InstanceGeneration(Method):
             max_tokens=min(job.max_tokens, INSTANCE_MAX_TOKENS),
             n=1,
             stop=(f"Example {self.max_instances + 1}", "Task:"),
+            presence_penalty=INSTANCE_PRESENCE_PENALTY,
         )
 
     def expand(self, doc: Document) -> list[Candidate]:
