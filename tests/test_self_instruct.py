@@ -303,3 +303,16 @@ def test_presence_penalties_are_the_papers_and_reach_vllm():
     params = sampling_params(request, per_request_seed=False)
     assert (params.presence_penalty, params.frequency_penalty) == (2.0, 0.0)
 
+
+def test_generation_prompt_is_the_papers_list_one_line_per_instruction():
+    from synth_ray.methods.self_instruct_prompts import generation_prompt
+
+    prompt = generation_prompt(
+        ["Question: in which year did Yao Ming retire?\nAnswer:", "Name a colour."]
+    )
+    assert prompt.splitlines() == [
+        "Come up with a series of tasks:",
+        "1. Question: in which year did Yao Ming retire? Answer",
+        "2. Name a colour.",
+        "3.",
+    ]

@@ -8,6 +8,8 @@ our own, written in the paper's format.
 
 from __future__ import annotations
 
+import re
+
 GENERATE_HEADER = "Come up with a series of tasks:\n"
 
 CLASSIFY = """Can the following task be regarded as a classification task with finite output labels?
@@ -53,9 +55,13 @@ Task: {instruction}
 
 
 def generation_prompt(instructions: list[str], header: str = GENERATE_HEADER) -> str:
-    """The numbered list of in-context instructions, ending with the next number to fill."""
-    lines = [header]
+    """The header line, then the numbered list of in-context instructions, ending with the
+    next number to fill. As in the paper's encode_prompt, the list follows the header without
+    a blank line, and each instruction is put on one line (a seed such as
+    "Question: ...\\nAnswer:" would otherwise break the list) without its trailing colons."""
+    lines = [header.rstrip("\n")]
     for i, instruction in enumerate(instructions, start=1):
-        lines.append(f"{i}. {instruction}")
+        one_line = re.sub(r"\s+", " ", instruction).strip().rstrip(":")
+        lines.append(f"{i}. {one_line}")
     lines.append(f"{len(instructions) + 1}.")
     return "\n".join(lines)
