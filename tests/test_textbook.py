@@ -22,7 +22,13 @@ from synth_ray.errors import ConfigError
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.textbook import TextbookConfig
 from synth_ray.methods.textbook_prompts import textbook_prompt
-from synth_ray.methods.tinystories import VOCABULARY, TinyStoriesConfig, story_request, uses_word
+from synth_ray.methods.tinystories import (
+    TinyStoriesConfig,
+    built_in_vocabulary,
+    load_vocabulary,
+    story_request,
+    uses_word,
+)
 from synth_ray.runtime.job import run_job
 
 
@@ -144,11 +150,69 @@ def test_words_are_checked_in_their_inflections():
 
 def test_story_requests_are_seeded_and_drawn_from_the_vocabulary():
     config = TinyStoriesConfig(max_features=2)
-    first = [story_request(i, 0, config, VOCABULARY) for i in range(50)]
-    assert first == [story_request(i, 0, config, VOCABULARY) for i in range(50)]
-    assert first != [story_request(i, 1, config, VOCABULARY) for i in range(50)]
-    assert all(r["noun"] in VOCABULARY["nouns"] and r["verb"] in VOCABULARY["verbs"] for r in first)
+    words = built_in_vocabulary()
+    first = [story_request(i, 0, config, words) for i in range(50)]
+    assert first == [story_request(i, 0, config, words) for i in range(50)]
+    assert first != [story_request(i, 1, config, words) for i in range(50)]
+    assert all(r["noun"] in words["nouns"] and r["verb"] in words["verbs"] for r in first)
     assert {len(r["features"]) for r in first} == {0, 1, 2}
+
+
+def test_default_vocabulary_is_the_papers_size_and_its_triples_rarely_repeat():
+    """The paper drew one verb, noun and adjective per story from about 1500 basic words. The
+    built-in vocabulary is the TinyStories dataset's (1,603 distinct words); 100,000 draws,
+    5% of the paper's 2.1 million stories, repeat a triple about 50 times (the 150 words
+    used before: about 33,000)."""
+    words = built_in_vocabulary()
+    assert {kind: len(set(words[kind])) for kind in words} == {
+        "nouns": 1066,
+        "verbs": 394,
+        "adjectives": 245,
+    }
+    assert 1400 < len({w for kind in words.values() for w in kind}) < 1700
+    assert {"decorate"} <= set(words["verbs"]) and {"thunder"} <= set(words["nouns"])
+    assert "ancient" in words["adjectives"]  # the paper's example prompt's three words
+    config = TinyStoriesConfig()
+    draws = [story_request(i, 0, config, words) for i in range(100_000)]
+    assert all(
+        r["verb"] in words["verbs"]
+        and r["noun"] in words["nouns"]
+        and r["adjective"] in words["adjectives"]
+        for r in draws
+    )
+    triples = {(r["verb"], r["noun"], r["adjective"]) for r in draws}
+    assert len(triples) > 99_800
+
+
+def test_a_users_vocabulary_replaces_the_built_in_one(tmp_path):
+    vocabulary = tmp_path / "words.json"
+    mine = {"nouns": ["kettle", "moss"], "verbs": ["wobble"], "adjectives": ["fizzy"]}
+    vocabulary.write_text(json.dumps({**mine, "source": "mine"}))
+    config = TinyStoriesConfig(vocabulary_path=str(vocabulary))
+    assert config.vocabulary is None
+    words = load_vocabulary(config.vocabulary_path)
+    assert words == mine
+    draws = [story_request(i, 0, config, words) for i in range(20)]
+    assert {r["noun"] for r in draws} == {"kettle", "moss"}
+    assert {(r["verb"], r["adjective"]) for r in draws} == {("wobble", "fizzy")}
+    # the recipe names the built-in vocabulary; `--set tinystories.vocabulary_path=...` wins
+    both = TinyStoriesConfig(vocabulary="tinystories", vocabulary_path=str(vocabulary))
+    assert both.vocabulary is None and both.vocabulary_path == str(vocabulary)
+
+
+def test_default_vocabulary_change_refuses_outputs_drawn_from_the_old_one():
+    """An output drawn from the earlier 150-word list must not resume into one drawn from the
+    TinyStories words, so the default job's fingerprint changed; a job with its own vocabulary
+    file draws the same words as before and keeps its fingerprint (the value pinned below
+    was computed before the built-in vocabulary changed)."""
+
+    def fingerprint(section):
+        data = {"method": "tinystories", "output": {"path": "o"}, "tinystories": section}
+        return validate_config(data).fingerprint()
+
+    assert fingerprint({}) != "b144522320f48e36"  # the default job's before the change
+    assert fingerprint({}) == fingerprint({"vocabulary": "tinystories"})
+    assert fingerprint({"vocabulary_path": "words.json"}) == "2dc5be8ba1cfbe3f"
 
 
 def tinystories_config(tmp_path, **section):

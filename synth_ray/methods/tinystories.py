@@ -5,11 +5,14 @@ three sampled words and sampled features.
     synth-ray run configs/tinystories.yaml
 
 Each of `tinystories.num_stories` requests draws a noun, a verb and an adjective from the
-vocabulary (ours, below, of words a 3-year-old knows, or `vocabulary_path`), and 0 to
-`max_features` story features, with an RNG seeded by sampling.seed and the story's index. The
-prompt is the paper's (section 2.1). Every row records its words and features, and
-`words_used` says which of the three the story actually contains (with a common English
-inflection: "jumped", "bigger", "baking", "happier"). `require_all_words: true` drops a story missing one as `missing_required_words`.
+vocabulary, and 0 to `max_features` story features, with an RNG seeded by sampling.seed and the
+story's index. The vocabulary is the paper's: the 1,603 words of the TinyStories dataset's
+prompts (data/tinystories_vocabulary.json names its source), about 100 million (noun, verb,
+adjective) triples, so a dataset of the paper's 2.1 million stories rarely repeats one; or a
+user's `vocabulary_path`. The prompt is the paper's (section 2.1). Every row records its words
+and features, and `words_used` says which of the three the story actually contains (with a
+common English inflection: "jumped", "bigger", "baking", "happier"). `require_all_words: true`
+drops a story missing one as `missing_required_words`.
 Row id = hash(story index, "story").
 """
 
@@ -19,11 +22,12 @@ import functools
 import json
 import random
 import re
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.requests import EngineResult
@@ -32,7 +36,7 @@ from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import GeneratedDocuments, JobContext
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 
 # The paper's prompt (its section 2.1 example, words and features as placeholders).
 PROMPT = (
@@ -49,25 +53,11 @@ FEATURES = {
     "foreshadowing": "the narrative uses foreshadowing or setup and payoff",
     "conflict": "the story has some form of conflict in it",
 }
-# Ours: everyday words of a young child's world.
-VOCABULARY = {
-    "nouns": (
-        "apple ball bath bear bed bee bird boat book box bread bug bus cake car cat chair cloud "
-        "cookie cup dog doll door duck egg farm fish flower frog garden girl boy hat hill horse "
-        "house juice kite lamp leaf lion milk moon mouse nest park pig pond rabbit rain river "
-        "rock shoe sky snow sock star sun swing table toy train tree truck water window worm"
-    ).split(),
-    "verbs": (
-        "bake climb clap dance dig draw drink eat fall find fix fly give help hide hop hug jump "
-        "kick laugh look love make open paint play pull push read ride run share shout sing sit "
-        "skip sleep smile splash swim throw walk wash wave wish"
-    ).split(),
-    "adjectives": (
-        "big blue brave bright clean cold curious dark fast fluffy funny gentle happy hungry kind "
-        "little loud messy new noisy old pretty quiet red round sad shiny silly slow small soft "
-        "sticky sunny tall tiny warm wet yellow"
-    ).split(),
-}
+WORD_KINDS = ("nouns", "verbs", "adjectives")
+# The paper's vocabulary: the TinyStories dataset's 1,066 nouns, 394 verbs and 245 adjectives
+# (1,603 distinct words); the file names its source and licence.
+BUILT_IN_VOCABULARY = "tinystories"
+VOCABULARY_FILE = "data/tinystories_vocabulary.json"  # in this package
 
 
 class TinyStoriesConfig(Section):
@@ -77,12 +67,33 @@ class TinyStoriesConfig(Section):
         description=f"Features drawn from: {', '.join(FEATURES)}.",
     )
     max_features: int = Field(2, ge=0, description="Each story gets 0 to this many features.")
+    # Set whenever vocabulary_path is not (None when it is), so it enters the fingerprint of
+    # every job drawing from the built-in words: an output drawn from the earlier 150-word
+    # list is refused, not resumed into a mix of two vocabularies, while a job with its own
+    # file keeps its fingerprint (ADDED: None is left out).
+    vocabulary: Literal["tinystories"] | None = Field(
+        None,
+        description="The built-in vocabulary the words are drawn from: tinystories, the "
+        "TinyStories dataset's 1,066 nouns, 394 verbs and 245 adjectives.",
+        json_schema_extra=ADDED,
+    )
     vocabulary_path: str | None = Field(
-        None, description='JSON {"nouns": [...], "verbs": [...], "adjectives": [...]}.'
+        None,
+        description='JSON {"nouns": [...], "verbs": [...], "adjectives": [...]}, drawn from '
+        "instead of the built-in vocabulary.",
     )
     require_all_words: bool = Field(
         False, description="Drop a story that misses one of its three words."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_vocabulary(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("vocabulary_path") is None:
+            return {**data, "vocabulary": data.get("vocabulary") or BUILT_IN_VOCABULARY}
+        return {**data, "vocabulary": None}
 
     def check_in_job(self, job: Any) -> None:
         unknown = sorted(set(self.features) - set(FEATURES))
@@ -93,9 +104,28 @@ class TinyStoriesConfig(Section):
             )
 
 
+def vocabulary_words(data: Any, where: str) -> dict[str, list[str]]:
+    """The nouns, verbs and adjectives of a parsed vocabulary JSON (other keys, such as the
+    built-in file's source and licence, are ignored); a missing or empty list is a
+    ConfigError naming `where`."""
+    for kind in WORD_KINDS:
+        words = data.get(kind) if isinstance(data, dict) else None
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+            raise ConfigError(f"{where}: needs a non-empty list of words '{kind}'")
+    return {kind: data[kind] for kind in WORD_KINDS}
+
+
+@functools.cache
+def built_in_vocabulary() -> dict[str, list[str]]:
+    """The TinyStories vocabulary shipped with the package (VOCABULARY_FILE)."""
+    file = resources.files("synth_ray.methods").joinpath(VOCABULARY_FILE)
+    return vocabulary_words(json.loads(file.read_text(encoding="utf-8")), VOCABULARY_FILE)
+
+
 def load_vocabulary(path: str | None) -> dict[str, list[str]]:
+    """The words of the JSON file at `path`, or the built-in vocabulary when it is None."""
     if path is None:
-        return VOCABULARY
+        return built_in_vocabulary()
     file = Path(path)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -103,13 +133,7 @@ def load_vocabulary(path: str | None) -> dict[str, list[str]]:
         raise ConfigError(f"config key tinystories.vocabulary_path: no such file {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ConfigError(f"tinystories.vocabulary_path {path}: not valid JSON") from None
-    for kind in ("nouns", "verbs", "adjectives"):
-        words = data.get(kind) if isinstance(data, dict) else None
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
-            raise ConfigError(
-                f"tinystories.vocabulary_path {path}: needs a non-empty list of words '{kind}'"
-            )
-    return {kind: data[kind] for kind in ("nouns", "verbs", "adjectives")}
+    return vocabulary_words(data, f"tinystories.vocabulary_path {path}")
 
 
 INFLECTIONS = r"(?:s|es|ed|d|ing|er|est|ies|ied|ier|iest|ly|ily|y)?"
