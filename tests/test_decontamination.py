@@ -218,3 +218,32 @@ def test_the_index_is_built_where_it_is_used_not_shipped():
     shipped = pickle.loads(pickle.dumps(d))
     assert shipped._index is None and shipped.benchmarks == d.benchmarks
     assert shipped.match(["y" + "X" * 30]) == "b" and shipped._index is not None
+
+
+def test_a_benchmark_edited_in_place_changes_the_jobs_fingerprint(tmp_path):
+    """A resume decontaminates against the benchmark its run began with, or is refused: the
+    file's content is in the fingerprint, not only its path."""
+    import os
+
+    from synth_ray.config import validate_config
+
+    bench = write_jsonl(tmp_path / "he.jsonl", HUMAN_EVAL)
+
+    def fingerprint() -> str:
+        return validate_config(
+            {
+                "method": "oss_instruct",
+                "input": {"path": str(tmp_path / "code.jsonl"), "text_column": "content"},
+                "output": {"path": str(tmp_path / "out")},
+                "oss_instruct": {"decontaminate": [{"name": "human_eval", "path": str(bench)}]},
+            }
+        ).fingerprint()
+
+    before = fingerprint()
+    assert fingerprint() == before
+    stat = bench.stat()
+    write_jsonl(bench, HUMAN_EVAL[:2])
+    os.utime(
+        bench, ns=(stat.st_atime_ns, stat.st_mtime_ns)
+    )  # the same mtime: its size tells it changed
+    assert fingerprint() != before

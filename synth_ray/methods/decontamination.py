@@ -31,7 +31,9 @@ not pickled with the method sent to the replicas).
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import importlib.util
 import json
 import re
@@ -184,6 +186,31 @@ def _benchmark_file(benchmark: Benchmark) -> Path:
     if file.is_dir() and benchmark.name != "ds_1000":
         raise InputError(f"{benchmark.name}: {benchmark.path} is a folder, not a file")
     return file
+
+
+def content_digest(benchmark: Benchmark) -> str:
+    """sha256 of the benchmark's bytes (a folder: of its files' names and bytes), so a file
+    edited in place between a run and its resume is a changed job, not a silent mix of rows
+    decontaminated against two versions. "" when the file cannot be found (the job's own
+    check names it)."""
+    try:
+        file = _benchmark_file(benchmark)
+    except InputError:
+        return ""
+    files = sorted(f for f in file.rglob("*") if f.is_file()) if file.is_dir() else [file]
+    return _digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(files: tuple[tuple[str, int, int], ...]) -> str:
+    hasher = hashlib.sha256()
+    root = Path(files[0][0]).parent if files else Path()
+    for name, _, _ in files:
+        hasher.update(str(Path(name).relative_to(root)).encode() + b"\0")
+        with open(name, "rb") as src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                hasher.update(block)
+    return hasher.hexdigest()[:16]
 
 
 def _strings(benchmark: Benchmark, file: Path) -> dict[str, list[str]]:

@@ -56,6 +56,7 @@ from synth_ray.methods.decontamination import (
     Benchmark,
     Decontaminator,
     check_benchmarks,
+    content_digest,
     load_benchmarks,
 )
 from synth_ray.methods.oss_instruct_prompts import REQUIRED, SYSTEM, oss_prompt
@@ -108,6 +109,16 @@ class OSSInstructConfig(Section):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    def decisive(self) -> dict[str, Any]:
+        """As every section, with each benchmark's content digest beside its name and path."""
+        out = super().decisive()
+        if "decontaminate" in out:
+            out["decontaminate"] = [
+                {**entry, "content": content_digest(benchmark)}
+                for entry, benchmark in zip(out["decontaminate"], self.decontaminate, strict=True)
+            ]
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> OSSInstructConfig:
