@@ -8,6 +8,10 @@ Each document is split into chunks of at most `rephrase.max_chunk_tokens` tokens
 ~300), or kept whole (`rephrase.whole_document`), and each chunk is rephrased once per style.
 The built-in styles are their papers' prompts (methods/rephrase_styles.py); a `custom_styles`
 entry is a template with `{text}`, sent after WRAP's system prompt, and may replace a built-in.
+Dropped: `empty_output`; for Nemotron-CC's styles also `truncated` (cut by max_tokens),
+`missing_opening` (`wikipedia`, `distill`: the answer does not open with the line its prompt
+asks for) and `unparsed` (`diverse_qa`: a line before the first question), as NeMo Curator's
+post-processing drops them.
 Row id = hash(source_id, chunk_index, style): the same config and input give the same ids.
 """
 
@@ -40,7 +44,6 @@ from synth_ray.methods.rephrase_styles import (
     WRAP,
     WRAP_SYSTEM,
     Style,
-    without_opening,
 )
 from synth_ray.methods.stages import JobContext, run_single_stage
 from synth_ray.sections import ADDED, Section
@@ -147,7 +150,14 @@ class RephraseMethod(Method):
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
         style = self.styles[candidate.fields["style"]]
-        text = without_opening(result.text.strip(), style.opening)
+        if style.drop_truncated and result.finish_reason == "length":
+            return Dropped("truncated")
+        text = result.text.strip()
+        if style.postprocess is not None:
+            processed = style.postprocess(text)
+            if isinstance(processed, Dropped):
+                return processed
+            text = processed.strip()
         if not text:
             return Dropped("empty_output")
         return Kept(

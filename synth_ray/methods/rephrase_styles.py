@@ -10,13 +10,21 @@
 - Nemotron-CC (Su et al. 2024, "Nemotron-CC: Transforming Common Crawl into a Refined
   Long-Horizon Pretraining Dataset", appendix; as in NeMo Curator): `wikipedia` and
   `distill` with their system prompts, `diverse_qa`, `extract_knowledge` and
-  `knowledge_list` with none. The line a prompt asks the answer to open with ("Paraphrased
-  Text:", ...) is removed from the row, as Nemotron-CC's post-processing does.
+  `knowledge_list` with none. Each answer is post-processed per style as NeMo Curator's
+  Nemotron-CC pipeline does (tutorials/nemotron-cc/nemotron_sdg_utilities.py), see
+  `nemotron_postprocess`: an answer cut by max_tokens is dropped (`truncated`), markdown
+  emphasis is removed, `wikipedia` and `distill` answers that do not open with their required
+  line are dropped (`missing_opening`) and lose it when they do, and a `diverse_qa` answer with
+  anything but its opening line before the first question is dropped (`unparsed`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from synth_ray.methods.base import Dropped
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,12 @@ class Style:
     template: str  # with {text}
     system: str | None
     source: str
-    opening: str | None = None  # the answer's required first words, removed from the row
+    # the answer -> the row's text, or the filter that drops it (Nemotron-CC's per-style
+    # post-processing); None: the answer is the row's text
+    postprocess: Callable[[str], str | Dropped] | None = None
+    # an answer cut by max_tokens is dropped as `truncated` (NeMo Curator's token-count filter
+    # sits just under each style's output budget, so a cut answer never passes it)
+    drop_truncated: bool = False
 
 
 WRAP_SYSTEM = (
@@ -39,6 +52,94 @@ NEMOTRON_DISTILL_SYSTEM = (
 WRAP = "WRAP"
 FINEPHRASE = "FinePhrase"
 NEMOTRON = "Nemotron-CC"
+
+WIKIPEDIA_OPENING = "Here is a paraphrased version:"
+DIVERSE_QA_OPENING = "Here are the questions and answers based on the provided text:"
+DISTILL_OPENING = "Paraphrased Text:"
+PASSAGE_LINES = ("Passage:", "Passage 1:", "Passage 2:", "Passage 3:")
+
+# NeMo Curator's MarkdownRemover: bold, italic, underline, then links (which keep their URL)
+_MARKDOWN = (
+    (re.compile(r"\*\*(.*?)\*\*"), r"\1"),
+    (re.compile(r"\*(.*?)\*"), r"\1"),
+    (re.compile(r"_(.*?)_"), r"\1"),
+    (re.compile(r"\[.*?\]\((.*?)\)"), r"\1"),
+)
+
+
+def without_markdown(text: str) -> str:
+    """The text without markdown emphasis and link markup, as NeMo Curator's MarkdownRemover
+    leaves it before every Nemotron-CC style's own step: `**Paraphrased Text:**` becomes
+    `Paraphrased Text:`, and so does any `a_b_c` become `ab_c`."""
+    for pattern, replacement in _MARKDOWN:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def without_quotes(text: str) -> str:
+    """NeMo Curator's QuotationRemover: a text wholly inside double quotes loses them, unless
+    its first line is a quoted line of its own."""
+    if len(text.strip()) > 2 and text[0] == '"' and text[-1] == '"':
+        if "\n" not in text.strip() or text.split("\n")[0][-1] != '"':
+            text = text[1:-1]
+    return text
+
+
+def after_opening(opening: str) -> Callable[[str], str | Dropped]:
+    """Nemotron-CC's post-processing of `wikipedia` and `distill`: an answer that does not begin
+    with `opening` (exactly, once markdown is removed) is dropped as `missing_opening`, so a
+    refusal or a "Sure! Here is..." preamble never becomes a row; one that does loses it."""
+
+    def postprocess(text: str) -> str | Dropped:
+        text = without_markdown(text)
+        if not text.startswith(opening):
+            return Dropped("missing_opening")
+        return without_quotes(text[len(opening) :].strip())
+
+    return postprocess
+
+
+def diverse_qa_pairs(text: str) -> str | Dropped:
+    """Nemotron-CC's post-processing of `diverse_qa` (NeMo Curator's
+    NemotronCCDiverseQAPostprocessor): the answer's lines lose their "- " bullets and the
+    opening line, and each "Question:" line starts a pair that takes the lines after it. An
+    answer with any other line before its first question, or with no question, is dropped as
+    `unparsed`. The pairs are kept in order, a blank line apart."""
+    lines = [line.strip() for line in without_markdown(text).split("\n") if line.strip()]
+    lines = [line[2:].strip() if line.startswith("- ") else line for line in lines]
+    if lines and lines[0] == DIVERSE_QA_OPENING:
+        lines = lines[1:]
+    pairs: list[str] = []
+    for line in lines:
+        if line.startswith("Question:"):
+            pairs.append(line)
+        elif pairs:
+            pairs[-1] += "\n" + line
+        else:
+            return Dropped("unparsed")
+    if not pairs:
+        return Dropped("unparsed")
+    return "\n\n".join(pairs)
+
+
+def knowledge_items(text: str) -> str:
+    """Nemotron-CC's post-processing of `knowledge_list` (NeMo Curator's
+    NemotronCCKnowledgeListPostprocessor): a first line that is not a bullet (a preamble) is
+    removed, and each bulleted or indented line loses its bullet and indent."""
+    lines = []
+    for index, line in enumerate(without_markdown(text).split("\n")):
+        if index == 0 and not line.startswith("-"):
+            continue
+        lines.append(line[2:].strip() if line.startswith(("  ", "- ")) else line)
+    return "\n".join(lines)
+
+
+def without_passage_labels(text: str) -> str:
+    """Nemotron-CC's post-processing of `extract_knowledge`: lines that are only a passage
+    label ("Passage:", "Passage 1:" to "Passage 3:") are removed."""
+    lines = without_markdown(text).split("\n")
+    return "\n".join(line for line in lines if line not in PASSAGE_LINES)
+
 
 STYLES: dict[str, Style] = {
     "easy": Style(
@@ -111,7 +212,8 @@ STYLES: dict[str, Style] = {
         'with "Here is a paraphrased version:".\n\nText: {text}',
         WRAP_SYSTEM,
         NEMOTRON,
-        opening="Here is a paraphrased version:",
+        postprocess=after_opening(WIKIPEDIA_OPENING),
+        drop_truncated=True,
     ),
     "diverse_qa": Style(
         "Task:\nRead the text, ask questions and answer them.\n\nFollow these instructions:\n"
@@ -135,7 +237,8 @@ STYLES: dict[str, Style] = {
         "[second question] Answer: [second answer]\n....",
         None,
         NEMOTRON,
-        opening="Here are the questions and answers based on the provided text:",
+        postprocess=diverse_qa_pairs,
+        drop_truncated=True,
     ),
     "distill": Style(
         "Your task is to read and paraphrase the provided text following these instructions:\n"
@@ -152,7 +255,8 @@ STYLES: dict[str, Style] = {
         '"Paraphrased Text:".',
         NEMOTRON_DISTILL_SYSTEM,
         NEMOTRON,
-        opening="Paraphrased Text:",
+        postprocess=after_opening(DISTILL_OPENING),
+        drop_truncated=True,
     ),
     "extract_knowledge": Style(
         "Your task is to rewrite knowledge from the provided text following these instructions."
@@ -168,6 +272,8 @@ STYLES: dict[str, Style] = {
         "knowledge from the above text as a passage or passages following the instructions.",
         None,
         NEMOTRON,
+        postprocess=without_passage_labels,
+        drop_truncated=True,
     ),
     "knowledge_list": Style(
         "Review the text and extract the key information. Follow these instructions:\n- "
@@ -180,16 +286,7 @@ STYLES: dict[str, Style] = {
         "instructions.",
         None,
         NEMOTRON,
+        postprocess=knowledge_items,
+        drop_truncated=True,
     ),
 }
-
-
-def without_opening(text: str, opening: str | None) -> str:
-    """The answer without the words its prompt asked it to open with (any case, any
-    surrounding markup), when it does open with them."""
-    if not opening:
-        return text
-    stripped = text.lstrip(" *#\n")
-    if stripped.lower().startswith(opening.lower()):
-        return stripped[len(opening) :].strip(" *#\n")
-    return text
