@@ -19,8 +19,10 @@ from synth_ray.config import validate_config
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
+from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import OutputStore
-from synth_ray.methods.textbook import TextbookConfig
+from synth_ray.methods.base import Dropped, Kept
+from synth_ray.methods.textbook import TextbookConfig, TextbookMethod
 from synth_ray.methods.textbook_prompts import textbook_prompt
 from synth_ray.methods.tinystories import (
     TinyStoriesConfig,
@@ -53,22 +55,94 @@ class Echo:
 
 def test_pairs_prompts_and_seeds():
     config = TextbookConfig(
-        formats=["textbook_academic", "blogpost"], audiences=["young children", "researchers"]
+        formats=["textbook_academic", "textbook_exercises", "blogpost"],
+        audiences=["young children", "college students"],
     )
     assert config.pairs() == [
-        ("textbook_academic", "young children"),
-        ("textbook_academic", "researchers"),
+        ("textbook_academic", "college students"),  # Cosmopedia wrote it for college only
+        ("textbook_exercises", "young children"),  # ours takes any audience
+        ("textbook_exercises", "college students"),
         ("blogpost", None),  # a blog post names no audience: written once
     ]
     web = textbook_prompt(
-        "textbook_academic", "Bees live in colonies. " * 100, "extract", "researchers"
+        "textbook_academic", "Bees live in colonies. " * 100, "extract", "college students"
     )
     assert web.startswith('Here is an extract from a webpage: "Bees live')
-    assert "targeted at researchers, related to the given extract" in web
+    assert "targeted at college students, related to the given extract" in web
     assert len(web) < 1000 + 1200  # the extract is cut to 1000 characters, as Cosmopedia did
-    topic = textbook_prompt("wikihow", "Caring for a {audience} sourdough", "topic", "x")
+    topic = textbook_prompt("wikihow", "Caring for a {audience} sourdough", "topic", None)
     assert topic.startswith('Here is a topic: "Caring for a {audience} sourdough".')
     assert "related to the topic above" in topic
+    exercises = textbook_prompt("textbook_exercises", "Bees.", "topic", "young children")
+    assert "Write a section of a textbook for young children that teaches" in exercises
+
+
+def test_each_audience_gets_the_prompt_cosmopedia_wrote_for_it():
+    """Cosmopedia's narrative textbook, blog post and story name no audience, its academic
+    web prompt is written for college students, and its OpenStax prompts differ per audience
+    in more than a name: no audience is pasted into another's prompt."""
+    narrative = textbook_prompt("textbook_narrative", "Bees.", "extract", None)
+    assert "course unit suitable for a textbook, related to the given extract" in narrative
+    assert "targeted at" not in narrative
+    assert TextbookConfig(formats=["textbook_narrative"]).pairs() == [("textbook_narrative", None)]
+    story = textbook_prompt("young_children_story", "Bees.", "extract", None)
+    assert "inspired from this text snippet: \n\u201cBees.\u201d" in story
+    assert "addressing everything in the snippet" in story
+    units = TextbookConfig(
+        seed="topic",
+        formats=["textbook_unit"],
+        audiences=["young children", "professionals and researchers"],
+    )
+    prompts = [textbook_prompt(f, "Photosynthesis", "topic", a) for f, a in units.pairs()]
+    assert prompts[0].startswith(
+        "Create a fun and simple e-learning module on 'Photosynthesis', tailored for 5 to 10 "
+        "year-old children."
+    )
+    assert "In this module for young children, aim to:" in prompts[0]
+    assert prompts[1].startswith(
+        "Create an extract of a scientific journal article for 'Photosynthesis', tailored for "
+        "professionals and researchers on the topic.\n\nThe style should mirror"
+    )
+
+
+@pytest.mark.parametrize(
+    ("textbook", "message"),
+    [
+        (
+            {"formats": ["textbook_academic"], "audiences": ["researchers"]},
+            "Cosmopedia wrote textbook_academic for college students; none of ['researchers']",
+        ),
+        (
+            {"formats": ["textbook_academic", "blogpost"], "audiences": ["college students", "x"]},
+            "no listed format has a prompt for 'x'",
+        ),
+        (
+            {"formats": ["textbook_unit"], "audiences": ["young children"]},
+            "textbook_unit is written for a topic (Cosmopedia's OpenStax prompts)",
+        ),
+    ],
+)
+def test_audiences_without_a_prompt_are_refused(textbook, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(
+            {
+                "method": "textbook",
+                "input": {"path": "x"},
+                "output": {"path": "o"},
+                "textbook": textbook,
+            }
+        )
+
+
+def test_a_document_cut_by_max_tokens_is_dropped():
+    """An unfinished textbook is no pretraining text: dropped as `truncated`, as other methods
+    drop theirs (Cosmopedia kept them, with a 2500-token budget)."""
+    method = TextbookMethod(TextbookConfig(), "m", 0)
+    candidate = method.expand(Document(ordinal=0, source_id="s", text="Bees live in hives."))[0]
+    cut = method.finish(candidate, EngineResult("r", "Bees are insects that", 9, 2500, "length"))
+    assert cut == Dropped("truncated")
+    whole = method.finish(candidate, EngineResult("r", "Bees are insects.", 9, 5, "stop"))
+    assert isinstance(whole, Kept) and whole.row["text"] == "Bees are insects."
 
 
 def textbook_config(tmp_path, **textbook):
@@ -115,8 +189,10 @@ def test_textbook_rows_record_format_audience_and_seed(tmp_path, embedded_model)
     assert sorted(r["id"] for r in rows(tmp_path / "b" / "out")) == sorted(r["id"] for r in out)
     stats = summary.stats
     assert stats["errored_by_stage"] == {"input": 2} and stats["accounted"]
-    academic = next(p for p in engine.prompts if "targeted at high school students" in p)
-    assert "Write an extensive and detailed course unit" in academic
+    academic = next(p for p in engine.prompts if "Write an extensive and detailed course" in p)
+    assert "targeted at college students, related to the given extract" in academic
+    exercises = [p for p in engine.prompts if "Write a section of a textbook for" in p]
+    assert any("for high school students that teaches" in p for p in exercises)
 
 
 def test_killed_textbook_job_resumes_exactly(tmp_path, embedded_model, monkeypatch):

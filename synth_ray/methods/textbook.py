@@ -5,11 +5,14 @@ audience), and phi-style textbook sections with exercises.
 
 Each input row is a seed: a web extract (`textbook.seed: extract`, Cosmopedia's web-seeded
 prompts) or a topic (`seed: topic`). Each seed is written once per (format, audience) pair:
-every pair, or `textbook.per_seed` of them drawn per seed with a seeded RNG. A format that names
-no audience (wikihow, blogpost, young_children_story) is written once per seed, whatever the
-audiences. Prompts and their sources: methods/textbook_prompts.py. Rows are kept as generated
-(`finish_reason` says if max_tokens cut one); an empty completion is dropped as `empty`.
-Row id = hash(source_id, format, audience).
+every pair, or `textbook.per_seed` of them drawn per seed with a seeded RNG. Each audience has
+the prompt Cosmopedia wrote for it (textbook_academic: college students; textbook_unit: young
+children, middle school students, college students, professionals and researchers); a format
+is paired only with the listed audiences it has a prompt for, and a format that names no
+audience (wikihow, blogpost, textbook_narrative, young_children_story) is written once per
+seed. Prompts and their sources: methods/textbook_prompts.py. Dropped: `empty` (an empty
+completion) and `truncated` (cut by max_tokens: an unfinished document is no pretraining
+text). Row id = hash(source_id, format, audience).
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
-from synth_ray.methods.textbook_prompts import EXTRACT_CHARS, FORMATS, textbook_prompt
+from synth_ray.methods.textbook_prompts import (
+    ANY_AUDIENCE,
+    EXTRACT_CHARS,
+    FORMATS,
+    audiences_of,
+    textbook_prompt,
+)
 from synth_ray.sections import Section
 
 
@@ -40,8 +49,10 @@ class TextbookConfig(Section):
     )
     audiences: list[str] = Field(
         default_factory=lambda: ["college students"],
-        description="Audiences of the formats that name one (Cosmopedia: young children, high "
-        "school students, college students, researchers).",
+        description="Audiences of the formats written for one; each format takes those it has "
+        "a prompt for (textbook_academic: college students; textbook_unit: young children, "
+        "middle school students, college students, professionals and researchers; "
+        "textbook_exercises: any).",
     )
     per_seed: int | None = Field(
         None, ge=1, description="(format, audience) pairs drawn per seed; None: every pair."
@@ -58,17 +69,39 @@ class TextbookConfig(Section):
             raise ValueError("formats: expected at least one format and one audience")
         if any(not a.strip() for a in self.audiences):
             raise ValueError("audiences: an audience is empty")
+        for name in self.formats:
+            prompts = FORMATS[name]
+            if self.seed == "extract" and all(p.extract is None for p in prompts.values()):
+                raise ValueError(
+                    f"formats: {name} is written for a topic (Cosmopedia's OpenStax prompts); "
+                    "set textbook.seed: topic"
+                )
+            if not audiences_of(name, self.audiences):
+                raise ValueError(
+                    f"audiences: Cosmopedia wrote {name} for {', '.join(map(str, prompts))}; "
+                    f"none of {self.audiences} is one"
+                )
+        used = {a for name in self.formats for a in audiences_of(name, self.audiences)}
+        unused = [a for a in self.audiences if a not in used]
+        if unused and used != {None}:
+            written = {
+                name: [a for a in FORMATS[name] if a not in (None, ANY_AUDIENCE)]
+                for name in self.formats
+                if None not in FORMATS[name]
+            }
+            raise ValueError(
+                f"audiences: no listed format has a prompt for {unused[0]!r} (audiences with "
+                f"a prompt: {written})"
+            )
         return self
 
     def pairs(self) -> list[tuple[str, str | None]]:
         """Every (format, audience) written for a seed; None where a format names none."""
-        out: list[tuple[str, str | None]] = []
-        for name in dict.fromkeys(self.formats):
-            if "{audience}" in FORMATS[name]:
-                out += [(name, audience) for audience in dict.fromkeys(self.audiences)]
-            else:
-                out.append((name, None))
-        return out
+        return [
+            (name, audience)
+            for name in dict.fromkeys(self.formats)
+            for audience in dict.fromkeys(audiences_of(name, self.audiences))
+        ]
 
 
 class TextbookMethod(Method):
@@ -119,9 +152,7 @@ class TextbookMethod(Method):
                 messages=[
                     {
                         "role": "user",
-                        "content": textbook_prompt(
-                            name, seed, self.config.seed, audience or "a general audience"
-                        ),
+                        "content": textbook_prompt(name, seed, self.config.seed, audience),
                     }
                 ],
             )
@@ -129,6 +160,8 @@ class TextbookMethod(Method):
         ]
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        if result.finish_reason == "length":
+            return Dropped("truncated")
         text = result.text.strip()
         if not text:
             return Dropped("empty")
