@@ -37,6 +37,37 @@ def test_numeric(text, expected):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        ("Half a cup each.\n#### .5", "0.5"),
+        ("#### -.25", "-0.25"),
+        ("She eats 3/4 of the pie.\n#### 3/4", "0.75"),
+        ("So the answer is 3/4.", "0.75"),
+        ("Each gets 1/3 of the cake", "1/3"),  # no finite decimal: a fraction, lowest terms
+        ("#### 2/6", "1/3"),
+        ("#### 10/2", "5"),
+        ("#### -3/4", "-0.75"),
+        ("#### 1/1024", "0.0009765625"),
+        ("The probability is $\\boxed{\\frac{3}{4}}$.", "0.75"),  # MATH's reference
+        ("The answer is \\dfrac{1}{3}.", "1/3"),
+        ("#### 5/0", None),
+        ("It was 3/4/2020 when we met.", "3"),  # a date is not a fraction
+    ],
+)
+def test_numeric_decimals_and_fractions_are_exact_rationals(text, expected):
+    assert get_checker("numeric").extract(text) == expected
+
+
+def test_equal_rationals_compare_equal_however_written():
+    numeric = get_checker("numeric")
+    reference = numeric.extract("She has 3 out of 4 left.\n#### 3/4")
+    for spelled in ("#### 0.75", "#### .75", "#### 6/8", "the answer is \\frac{3}{4}"):
+        assert numeric.is_correct(numeric.extract(spelled), reference), spelled
+    assert not numeric.is_correct(numeric.extract("#### 3"), reference)
+    assert not numeric.is_correct(numeric.extract("#### 4"), reference)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ("Thinking...\nThe answer is Paris.", "paris"),
         ("Line one\n  Blue Whale  \n", "blue whale"),
         ("#### Yes", "yes"),

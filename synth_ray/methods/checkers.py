@@ -5,7 +5,9 @@
 Each checker turns free text (a model's rationale, or a raw reference such as GSM8K's answer
 with `#### 18` at the end) into a normalized final answer, or None when there is none.
 - numeric: GSM8K's `#### 42`, else "the answer is 42", else the last number; commas, `$`,
-  trailing units and a `.0` are normalized away ("$1,200.00 dollars" -> "1200").
+  trailing units and a `.0` are normalized away ("$1,200.00 dollars" -> "1200"). Numbers are
+  exact rationals: ".5" is 0.5, and a fraction ("3/4", MATH's "\\frac{3}{4}") is one number, so
+  3/4 and 0.75 compare equal; one that has no finite decimal is written "1/3".
 - exact: "the answer is X" or the last non-empty line; case, spaces and final punctuation.
 - choice: a multiple-choice letter A-E: "(B)", "answer: B", "the answer is B".
 Checkers are looked up by name (`self_improve.checker`); `CHECKERS` is the registry.
@@ -15,33 +17,70 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Context, Decimal, InvalidOperation, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 
 from synth_ray.errors import ConfigError
 
-_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
+_DECIMAL = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
+# a fraction is one number: "3/4" is three quarters, not a 3 and a 4 (a date's 3/4/2020 is none)
+_NUMBER = r"(?<![\d/])-?\$?" + _DECIMAL + r"(?:/" + _DECIMAL + r"(?![\d/]))?"
 _GSM8K_FINAL = re.compile(r"####\s*(" + _NUMBER + ")")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUMBER)
+# MATH's LaTeX fractions, \frac{3}{4} (also \dfrac, \tfrac), read as 3/4
+_LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 
 
-def normalize_number(text: str) -> str | None:
-    match = _ANY_NUMBER.search(text)
-    if match is None:
-        return None
-    raw = match.group(0).replace("$", "").replace(",", "")
-    # exact at any length: the default context (28 digits) would round, or raise on quantize
-    with localcontext(Context(prec=len(raw) + 2)):
-        try:
-            value = Decimal(raw)
-        except InvalidOperation:
-            return None
+# exact at any length: Decimal's default context (28 digits) would round, or raise on quantize,
+# and int() refuses numbers of more than 4300 digits
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def _spell(value: Decimal) -> str:
+    with localcontext(_EXACT):
         if value == value.to_integral_value():
             return str(value.quantize(Decimal(1)))
         return format(value.normalize(), "f")
 
 
+def _spell_fraction(value: Fraction) -> str:
+    """A finite decimal ("0.75") where the fraction has one, else "p/q" in lowest terms."""
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{_spell(Decimal(value.numerator))}/{_spell(Decimal(value.denominator))}"
+    places = max(twos, fives)
+    scaled = value * 10**places  # an integer: the denominator divides 10**places
+    return _spell(Decimal(scaled.numerator).scaleb(-places, _EXACT))
+
+
+def normalize_number(text: str) -> str | None:
+    """The first number in `text`, an exact rational spelled one way: "$1,200.00" -> "1200",
+    ".5" -> "0.5", "3/4" and "0.75" -> "0.75", "2/6" -> "1/3"; None when there is none (or
+    a fraction divides by zero)."""
+    match = _ANY_NUMBER.search(_LATEX_FRACTION.sub(r"\1/\2", text))
+    if match is None:
+        return None
+    raw = match.group(0).replace("$", "").replace(",", "")
+    numerator, _, denominator = raw.partition("/")
+    try:
+        value = Decimal(numerator)
+        if not denominator:
+            return _spell(value)
+        divisor = Decimal(denominator)
+    except InvalidOperation:
+        return None
+    if divisor == 0:
+        return None
+    return _spell_fraction(Fraction(value) / Fraction(divisor))
+
+
 def extract_numeric(text: str) -> str | None:
+    text = _LATEX_FRACTION.sub(r"\1/\2", text)
     final = _GSM8K_FINAL.findall(text)
     if final:
         return normalize_number(final[-1])
