@@ -265,6 +265,16 @@ def test_without_an_answer_line_the_invented_question_is_cut_before_scoring():
         "The hint says the answer is 18, so 48 - 30 = 18.\n#### 18",
         "Using the given answer of 18: 48 - 30 = 18.\n#### 18",
         "As the correct answer is 18, we check 48 - 30 = 18.\n#### 18",
+        # knowing the answer from the hint without naming it
+        "We know the answer is 18, so she bakes 12 * 4 = 48 and 48 - 30 = 18.\n#### 18",
+        "We are told that the answer is 18. 12 * 4 = 48 muffins, 48 - 30 = 18.\n#### 18",
+        "We already know that the final answer is 18: 48 - 30 = 18.\n#### 18",
+        "Since the answer is 18, she must have sold 48 - 18 = 30.\n#### 18",
+        "Given that the answer is 18, we check: 12 * 4 = 48, 48 - 30 = 18.\n#### 18",
+        "If the answer is 18, then 48 - 30 = 18 works.\n#### 18",
+        "The question says the answer is 18. 12 * 4 = 48 and 48 - 30 = 18.\n#### 18",
+        "Knowing the answer is 18, we work backwards: 18 + 30 = 48 = 12 * 4.\n#### 18",
+        "The answer is given as 18. 12 * 4 = 48, 48 - 30 = 18.\n#### 18",
     ],
 )
 def test_rationalized_rationale_that_mentions_its_hint_is_dropped(text):
@@ -278,6 +288,22 @@ def test_rationalized_rationale_that_mentions_its_hint_is_dropped(text):
     method, candidate = _method(stage="direct")
     [outcome] = _finish(method, candidate, text)
     assert outcome.row["correct"] is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "She bakes 12 * 4 = 48 muffins. After selling 30, 48 - 30 = 18.\nSo the answer is 18.\n#### 18",
+        "We know that each tray has 12 muffins, so 12 * 4 = 48. We know she sells 30, so "
+        "48 - 30 = 18. Therefore, the answer is 18.\n#### 18",
+        "The answer is 18 because 12 * 4 = 48 and 48 - 30 = 18.\n#### 18",
+        "Now that we know the total, 48 - 30 = 18, the final answer is 18.\n#### 18",
+    ],
+)
+def test_rationalized_rationale_that_only_concludes_its_answer_is_kept(text):
+    method, candidate = _method(stage="rationalize")
+    [outcome] = _finish(method, candidate, text)
+    assert outcome.row["source"] == "rationalized" and outcome.row["correct"] is True
 
 
 class ProgramEngine(ScriptedEngine):

@@ -10,7 +10,8 @@ Three modes (`self_improve.mode`), one row per sample:
   without the hint. methods/self_improve_star.py runs the two stages. As in the STaR code, a
   completion is cut after its first answer line (`#### N`), so a next problem the model goes on
   to invent is neither scored nor kept. A rationalized rationale that mentions its hint ("the
-  hint says 33") is dropped (`mentions_hint`): it is stored without the hint, so it would not
+  hint says 33") or starts from knowing the answer ("we know the answer is 33", "since the
+  answer is 33") is dropped (`mentions_hint`): it is stored without the hint, so it would not
   make sense. The STaR code keeps those; this is a deliberate departure.
 - `rejection`: n samples in one request (vLLM's `n`), keep up to k correct ones.
 - `self_consistency` (Huang et al. 2022, "Large Language Models Can Self-Improve"): n samples,
@@ -174,8 +175,20 @@ _PRINT_ANS = (
 _NEXT_QUESTION = re.compile(r"^\s*Q:", re.MULTILINE)
 # A rationalized rationale that talks about its hint was not reasoned out: STaR saves the
 # rationale as if no hint had been given, so one that cites it teaches the wrong thing.
+# It cites the hint by name ("the hint says"), calls the answer given ("the correct answer",
+# "the answer is given as"), or takes it as known before deriving it ("we know the answer is
+# 33", "we are told that the answer is", "since the answer is", "if the answer is"). A
+# conclusion ("so the answer is 33", "we know that 3 * 14 = 42") is none of these.
+_THE_ANSWER_IS = r"the\s+(?:(?:final|correct|right)\s+)?answer\s*(?:is|was|=|equals|:)"
 _MENTIONS_HINT = re.compile(
-    r"\bhint\b|\b(?:given|correct|provided|expected) answer\b|\banswer (?:key|given)\b",
+    r"\bhint\b"
+    r"|\b(?:given|correct|provided|expected|known) answer\b"
+    r"|\banswer\s+(?:(?:is|was)\s+)?(?:key|given|provided|stated)\b"
+    r"|\b(?:know|knew|known|knowing|told|tells?|given|says?|said|states?|stated)"
+    r"\s+(?:(?:that|us|me|already)\s+)*"
+    + _THE_ANSWER_IS
+    + r"|\b(?:since|because|as|if)\s+"
+    + _THE_ANSWER_IS,
     re.IGNORECASE,
 )
 
@@ -223,7 +236,10 @@ def hardcodes_answer(program: str, question: str, answer: str | None) -> bool:
 
 
 def mentions_hint(rationale: str) -> bool:
-    """Whether a rationale refers to the hint it was given ("the hint says 33")."""
+    """Whether a rationale shows it was given the answer: it names the hint ("the hint says
+    33"), calls the answer given ("the correct answer is 33"), or starts from knowing it ("we
+    know the answer is 33", "since the answer is 33"). A rationale that only concludes ("so
+    the answer is 33") does not."""
     return _MENTIONS_HINT.search(rationale) is not None
 
 
