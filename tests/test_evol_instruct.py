@@ -11,10 +11,27 @@ from conftest import Crash, crash_on_commit, job_config, write_jsonl
 from fake_backend import FakeBackend
 
 from synth_ray.engine.prompts import PromptRenderer
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.output_store import OutputStore
-from synth_ray.methods.evol_instruct import choose_operation, copies_scaffolding, response_drop
+from synth_ray.methods.evol_instruct import (
+    JUDGE_MAX_TOKENS,
+    EvolveStep,
+    JudgeStep,
+    RespondStep,
+    choose_operation,
+    copies_scaffolding,
+    response_drop,
+)
 from synth_ray.runtime.job import run_job
+
+
+def test_the_equality_judge_is_greedy_whatever_the_job_samples():
+    job = SamplingSpec(temperature=0.9, top_p=0.95, max_tokens=2048, n=3, stop=("###",))
+    judge = JudgeStep().stage_sampling(job)
+    assert (judge.temperature, judge.top_p, judge.n, judge.stop) == (0.0, 1.0, 1, ())
+    assert judge.max_tokens == JUDGE_MAX_TOKENS <= 8
+    assert EvolveStep(0).stage_sampling(job) == job
+    assert RespondStep("m").stage_sampling(job) == job
 
 
 def test_elimination_rules_on_hand_made_text():
@@ -36,14 +53,19 @@ class ScriptedEngine:
 
     def __init__(self, embedded_model):
         self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+        self.sampling = {}  # request kind -> the sampling settings its requests came with
 
     def __call__(self, request):
         prompt = self.tokenizer.decode(request.prompt_token_ids)
         h = int(hashlib.sha256(request.request_id.encode()).hexdigest(), 16) % 10
+        s = request.sampling
+        settings = (s.temperature, s.top_p, request.max_tokens, s.n)
         if "#Rewritten Prompt#:" in prompt or "#Created Prompt#:" in prompt:
+            self.sampling.setdefault("evolve", set()).add(settings)
             given = prompt.split("Prompt#:\n")[1].split("\n#")[0].strip()
             text = f"#Rewritten Prompt#: {given}" if h == 0 else f"{given} Also explain step {h}."
         elif "Your Judgement" in prompt:
+            self.sampling.setdefault("judge", set()).add(settings)
             text = "Equal" if h == 1 else "Not Equal"
         elif h == 2:
             text = "Sorry, I can't."
@@ -51,6 +73,8 @@ class ScriptedEngine:
             text = "the and of it"
         else:
             text = f"A careful answer number {h} with real content."
+        if "Your Judgement" not in prompt and "Prompt#:" not in prompt:
+            self.sampling.setdefault("respond", set()).add(settings)
         return EngineResult(request.request_id, text, len(request.prompt_token_ids), 5, "stop")
 
 
@@ -78,11 +102,18 @@ def rows(path):
 
 
 def test_rounds_eliminate_by_rule_and_chain_parents(tmp_path, inputs, embedded_model):
+    engine = ScriptedEngine(embedded_model)
     summary = run_job(
         config(tmp_path, inputs),
         show_progress=False,
-        backend=FakeBackend(responder=ScriptedEngine(embedded_model)),
+        backend=FakeBackend(responder=engine),
     )
+    # the equality judge is greedy and short; evolving and answering sample as the job says
+    assert engine.sampling == {
+        "evolve": {(0.7, 0.9, 16, 1)},
+        "judge": {(0.0, 1.0, JUDGE_MAX_TOKENS, 1)},
+        "respond": {(0.7, 0.9, 16, 1)},
+    }
     out = rows(tmp_path / "out")
     assert {"instruction", "response", "round", "operation", "parent_id"} <= set(out[0])
     by_id = {r["id"]: r for r in out}

@@ -5,7 +5,8 @@
 Per round, three stage methods (methods/evol_instruct_rounds.py runs them):
 - `EvolveStep`: rewrite an instruction with its round's operation (in-depth: add constraints,
   deepening, concretizing, increased reasoning steps, complicate input; or in-breadth).
-- `JudgeStep`: does the evolved instruction equal its parent? (the paper's LLM judgement)
+- `JudgeStep`: does the evolved instruction equal its parent? (the paper's LLM judgement,
+  asked greedily in a few tokens whatever the job's sampling)
 - `RespondStep`: answer the evolved instruction; the output rows.
 The paper's elimination rules, each counted under its name when it drops an evolution:
 `no_information_gain` (judged equal), `copies_prompt_scaffolding` (mentions "#Rewritten
@@ -15,13 +16,14 @@ short), `response_only_stopwords` (only punctuation and stop words).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE, evolving_prompt
@@ -83,6 +85,9 @@ STOP_WORDS = set(
     "no not of on or our she so than that the their them then there these they this to too "
     "us was we were what when which who will with you your yes ok okay".split()
 )
+# The judge answers "Equal" or "Not Equal" (its prompt asks for no reason): room for that,
+# with some markup, and no explanation to pay for.
+JUDGE_MAX_TOKENS = 8
 # "It apologises and is short": the paper's rule for a response showing the model could not
 # answer; 80 words is our reading of "short" (responses to evolved prompts run longer).
 SHORT_APOLOGY_WORDS = 80
@@ -192,6 +197,15 @@ class JudgeStep(Method):
 
     def estimate_rows(self, doc: Document) -> int:
         return 1
+
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """Greedy and short, whatever the job's `sampling` says: whether two instructions are
+        equal is a judgement, so the same pair always gets the same verdict; a sampled one
+        would eliminate evolutions at random. (WizardLM's released code has no judge; its
+        evolve and respond calls sample at T=1, as the job's sampling does here.)"""
+        return dataclasses.replace(
+            job, temperature=0.0, top_p=1.0, max_tokens=JUDGE_MAX_TOKENS, n=1, stop=()
+        )
 
     def expand(self, doc: Document) -> list[Candidate]:
         rid = row_id(doc.source_id, "judge")
