@@ -398,6 +398,39 @@ def test_program_prompt_and_cut():
     assert [program_answer(v) for v in verdicts] == ["3.3", "8"]
 
 
+def test_program_ends_where_program_of_thoughts_stops_it():
+    from synth_ray.methods.self_improve import cut_program
+
+    # PoT's stop is a blank line: what follows the program is not part of it
+    prose = "cows = 3 * 14\nans = cows - 9\n\nThis program finds that the farmer has 33 cows."
+    assert cut_program(prose) == "cows = 3 * 14\nans = cows - 9"
+    invented = (
+        "ans = 3 * 14 - 9\n\nQuestion: A shop sells 4 pens.\n# Python code, return ans\nans = 4"
+    )
+    assert cut_program(invented) == "ans = 3 * 14 - 9"
+    assert cut_program("\n\ncows = 3 * 14\nans = cows - 9") == "cows = 3 * 14\nans = cows - 9"
+    # a fenced program ends at its fence: its blank lines are code
+    fenced = "```python\ncows = 3 * 14\n\nans = cows - 9\n```\n\nSo 33 cows."
+    assert cut_program(fenced) == "cows = 3 * 14\n\nans = cows - 9"
+
+
+def test_program_of_thought_samples_as_the_paper():
+    """Program of Thoughts' self-consistency runs (run_gsm8k.py): T=0.4, top_p 1, 256 tokens;
+    generation stops at the next problem the model invents."""
+    from synth_ray.config import load_config
+    from synth_ray.engine.requests import SamplingSpec
+    from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod
+
+    recipe = load_config(REPO / "configs" / "program_of_thought.yaml")
+    s = recipe.sampling
+    assert (s.temperature, s.top_p, s.max_tokens) == (0.4, 1.0, 256)
+    job = SamplingSpec(0.4, 1.0, 256)
+    programs = SelfImproveMethod(SelfImproveConfig(checker="program", mode="rejection"), "m")
+    assert programs.stage_sampling(job) == SamplingSpec(0.4, 1.0, 256, n=4, stop=("\nQuestion:",))
+    rationales = SelfImproveMethod(SelfImproveConfig(), "m")
+    assert rationales.stage_sampling(job) == job
+
+
 def test_star_driver_reads_no_row_once_the_direct_stage_committed(
     tmp_path, embedded_model, monkeypatch
 ):

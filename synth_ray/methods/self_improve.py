@@ -22,7 +22,8 @@ Answers are extracted and compared by a named checker (methods/checkers.py).
 `self_improve.checker: program` is program-of-thought (Chen et al. 2022, "Program of Thoughts
 Prompting"; the format of its GSM8K prompt, wenhuchen/Program-of-Thoughts: "Question: ...",
 "# Python code, return ans", a program assigning `ans`; MathInstruct's PoT half is made so):
-the rationale is a Python program, run in the code sandbox (verify/sandbox.py, limits under
+the rationale is a Python program (cut at its first blank line, PoT's stop, or at the end of
+its markdown fence), run in the code sandbox (verify/sandbox.py, limits under
 `self_improve.sandbox`), and its answer is what it computes for `ans`, compared with the
 reference by the numeric checker. Any mode works with it. A program that fails, times out or
 crashes is dropped as `program_fail`, `program_timeout` or `program_crash`; a rationalized
@@ -32,6 +33,7 @@ as `answer_hardcoded` (it printed the hint rather than computing it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -42,7 +44,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
@@ -160,6 +162,12 @@ PROGRAM_FEW_SHOT = [
 ]
 # Where a program ends: the next problem the model invents, or the end of a markdown fence.
 _PROGRAM_END = re.compile(r"^\s*(?:Question:|Q:|```\s*$)", re.MULTILINE)
+# Program of Thoughts stops generating at a blank line (run_gsm8k.py: stop=['\n\n']); here an
+# unfenced program is cut there instead, as a chat model's fenced program may hold blank lines.
+_PROGRAM_STOP = "\n\n"
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+# Generation stops at the next problem the model invents, which no program is followed by.
+PROGRAM_STOP_STRINGS = ("\nQuestion:",)
 _FENCE_START = re.compile(r"^\s*```(?:python|py)?\s*$", re.MULTILINE)
 _NUMBER_LITERAL = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 # run after the program: its answer on a line of its own, whatever it printed before; a float
@@ -207,11 +215,15 @@ def cut_at_first_answer(text: str) -> str:
 
 
 def cut_program(text: str) -> str:
-    """The program in a completion: inside a markdown fence if it opened one, up to the next
-    invented question or the fence's end, without the `# Python code` header line."""
+    """The program in a completion, without the `# Python code` header line: inside a markdown
+    fence if it opened one, up to the fence's end; else up to its first blank line, where
+    Program of Thoughts' stop ends it (what follows is prose, or the next problem). Either
+    way, not past the next invented question."""
     fence = _FENCE_START.search(text)
     if fence is not None and not text[: fence.start()].strip():
         text = text[fence.end() :]
+    else:
+        text = _LEADING_BLANK_LINES.sub("", text).split(_PROGRAM_STOP, 1)[0]
     end = _PROGRAM_END.search(text)
     program = text[: end.start()] if end else text
     lines = [ln for ln in program.strip("\n").split("\n") if ln.strip() != PROGRAM_HEADER]
@@ -294,6 +306,14 @@ class SelfImproveMethod(Method):
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": self.width}
+
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """The job's sampling with `n`; a program of thought also stops at the next problem
+        the model goes on to invent (`Question:`), which would be cut anyway."""
+        sampling = super().stage_sampling(job)
+        if self.programs:
+            return dataclasses.replace(sampling, stop=PROGRAM_STOP_STRINGS)
+        return sampling
 
     def estimate_rows(self, doc: Document) -> int:
         return self.width
