@@ -412,6 +412,12 @@ def test_program_ends_where_program_of_thoughts_stops_it():
     # a fenced program ends at its fence: its blank lines are code
     fenced = "```python\ncows = 3 * 14\n\nans = cows - 9\n```\n\nSo 33 cows."
     assert cut_program(fenced) == "cows = 3 * 14\n\nans = cows - 9"
+    # a chat model's preamble before the fence is not the program
+    chat = "Here is the code:\n\n```python\ncows = 3 * 14\nans = cows - 9\n```\nSo 33."
+    assert cut_program(chat) == "cows = 3 * 14\nans = cows - 9"
+    # a fence after an unfenced program (an invented next answer) is not this program
+    later = "ans = 3 * 14 - 9\n\nQuestion: next?\n```python\nans = 4\n```"
+    assert cut_program(later) == "ans = 3 * 14 - 9"
 
 
 def test_program_of_thought_samples_as_the_paper():

@@ -214,14 +214,17 @@ def cut_at_first_answer(text: str) -> str:
     return (text[: match.start()] if match and match.start() > 0 else text).strip()
 
 
+_ASSIGNMENT = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=[^=]", re.MULTILINE)
+
+
 def cut_program(text: str) -> str:
     """The program in a completion, without the `# Python code` header line: inside a markdown
-    fence if it opened one, up to the fence's end; else up to its first blank line, where
+    fence if it opened one (after prose at most: no assignment before it), up to the fence's end; else up to its first blank line, where
     Program of Thoughts' stop ends it (what follows is prose, or the next problem). Either
     way, not past the next invented question."""
     fence = _FENCE_START.search(text)
-    if fence is not None and not text[: fence.start()].strip():
-        text = text[fence.end() :]
+    if fence is not None and not _ASSIGNMENT.search(text[: fence.start()]):
+        text = text[fence.end() :]  # a chat model's preamble ("Here is the code:") is no code
     else:
         text = _LEADING_BLANK_LINES.sub("", text).split(_PROGRAM_STOP, 1)[0]
     end = _PROGRAM_END.search(text)
