@@ -6,9 +6,13 @@ Aligned LLMs with Nothing"; magpie-align/magpie exp/gen_ins.py, exp/gen_res.py).
 
 The prefix is the model's own chat template cut just before the user's message (rendered with
 two different messages: both must give the same text before them, exactly once, and a
-non-empty one; a template that cannot be cut so is refused before any work). It is sent as a
-raw prompt, so the aligned model writes what a user would ask. Three steps, each committed or
-replayed exactly:
+non-empty one; a template that cannot be cut so is refused before any work), less the system
+turn the template writes when given none: the bare user header, as Magpie's pre_query_template
+(Llama 3.1: `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n`; Qwen2 and the
+embedded SmolLM2: `<|im_start|>user\n`). `magpie.system_prompt` puts a system turn of one's own
+before it (Magpie's --system_prompt). The prefix is sent as a raw prompt, so the aligned model
+writes what a user would ask; a resume under another prefix is refused as changed input.
+Three steps, each committed or replayed exactly:
 - stage `instructions` (in stages/): `magpie.num_instructions` requests of that one prompt, at
   Magpie's instruction sampling (temperature 1, top_p 1; one line: it stops at a newline, as
   gen_ins.py's early stopping does). Dropped: `empty`, `too_short` (fewer than
@@ -18,8 +22,10 @@ replayed exactly:
   embedding filter. The driver decides on 16-byte hashes of the instructions, computed in Ray
   tasks beside the shards; each responses unit is an instructions unit, whose replica reads
   its committed instructions and skips the unit's duplicates: the driver reads no row.
-- stage `responses` (the output): each instruction in the chat template, greedy as gen_res.py
-  (`magpie.response_temperature: 0`), at the job's max_tokens. Dropped: `empty_response`.
+- stage `responses` (the output): each instruction in the chat template (with the template's
+  default system turn and never `magpie.system_prompt`, as gen_res.py renders it), greedy as
+  gen_res.py (`magpie.response_temperature: 0`), at the job's max_tokens. Dropped:
+  `empty_response`.
 `stats.json` counts every request of the first stage, so rows_in = num_instructions.
 Row id = hash(instruction request id, "response").
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 import re
 from typing import Any
 
@@ -43,10 +50,11 @@ from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import GeneratedDocuments, JobContext
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 from synth_ray.stats import UnitStats
 
 SENTINELS = ("QQQ-magpie-first-QQQ", "ZZZ-magpie-second-ZZZ")
+SYSTEM_SENTINEL = "SSS-magpie-system-SSS"
 
 
 class MagpieConfig(Section):
@@ -61,6 +69,14 @@ class MagpieConfig(Section):
         128, ge=8, description="Tokens an instruction may take (capped by sampling.max_tokens)."
     )
     response_temperature: float = Field(0.0, ge=0, description="Magpie's gen_res.py: 0.")
+    system_prompt: str | None = Field(
+        None,
+        min_length=1,
+        description="A system turn before the pre-query prefix (Magpie's --system_prompt); "
+        "None: the bare user header, Magpie's default. Responses are answered without it, as "
+        "gen_res.py answers them.",
+        json_schema_extra=ADDED,
+    )
 
     def check_in_job(self, job: Any) -> None:
         if job.filters.diversity.enabled and job.filters.diversity.partitions > 1:
@@ -70,16 +86,51 @@ class MagpieConfig(Section):
             )
 
 
-def pre_query_prefix(tokenizer: Any) -> tuple[str, tuple[str, ...]]:
+def pre_query_prefix(
+    tokenizer: Any, system_prompt: str | None = None
+) -> tuple[str, tuple[str, ...]]:
     """The template's text before a user message, and the end-of-turn text after it (a stop
-    string for the instruction). ConfigError, naming why, when the template cannot be cut."""
+    string for the instruction). ConfigError, naming why, when the template cannot be cut.
+
+    Without `system_prompt` it is the bare user header, as Magpie's pre_query_template: a
+    system turn the template writes when given none (Llama 3.1's "Cutting Knowledge Date"
+    block, Qwen2's "You are a helpful assistant.") is removed, and what the template writes
+    before any turn (its BOS) kept: `without_default_system_turn`. With one, it is what the
+    template writes before the user's message after that system message (Magpie's
+    pre_query_template_with_system_prompt for Llama 3; Llama 3.1's template adds its date
+    lines); a template that drops or refuses a system message is refused."""
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         raise ConfigError("engine.model: has no chat template; magpie needs an aligned chat model")
+    if system_prompt is None:
+        prefix, after = _cut(tokenizer, [])
+        prefix = without_default_system_turn(tokenizer, prefix)
+    else:
+        refused = ConfigError(
+            "magpie.system_prompt: the chat template of engine.model has no system turn "
+            "before the user's (it drops or refuses a system message)"
+        )
+        try:
+            prefix, after = _cut(tokenizer, [{"role": "system", "content": system_prompt}])
+        except ConfigError:
+            raise
+        except Exception:  # jinja's TemplateError ("System role not supported") and friends
+            raise refused from None
+        if system_prompt not in prefix:
+            raise refused
+    end_of_turn = after.strip().splitlines()[0].strip() if after.strip() else ""
+    return prefix, (end_of_turn,) if end_of_turn else ()
+
+
+def _cut(tokenizer: Any, before: list[dict[str, str]]) -> tuple[str, str]:
+    """The template's text before and after a user message that follows `before`: both
+    sentinels must show once, with the same non-empty text before them."""
     cuts = []
     for sentinel in SENTINELS:
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": sentinel}], tokenize=False, add_generation_prompt=False
+            [*before, {"role": "user", "content": sentinel}],
+            tokenize=False,
+            add_generation_prompt=False,
         )
         if text.count(sentinel) != 1:
             raise ConfigError(
@@ -87,7 +138,7 @@ def pre_query_prefix(tokenizer: Any) -> tuple[str, tuple[str, ...]]:
                 "magpie cannot cut it"
             )
         cuts.append(text.partition(sentinel)[::2])
-    (prefix, suffix), (other_prefix, _) = cuts
+    (prefix, after), (other_prefix, _) = cuts
     if prefix != other_prefix:
         raise ConfigError(
             "engine.model: its chat template's text before the user's message depends on the "
@@ -98,8 +149,73 @@ def pre_query_prefix(tokenizer: Any) -> tuple[str, tuple[str, ...]]:
             "engine.model: its chat template writes nothing before the user's message (no user "
             "role marker); magpie cannot cut it"
         )
-    end_of_turn = suffix.strip().splitlines()[0].strip() if suffix.strip() else ""
-    return prefix, (end_of_turn,) if end_of_turn else ()
+    return prefix, after
+
+
+def without_default_system_turn(tokenizer: Any, prefix: str) -> str:
+    """`prefix` (the template's text before a lone user message) less the system turn the
+    template writes when given none: what is written before any turn, then the user header.
+
+    The default turn is the text an explicit system message takes the place of: with one, the
+    template writes head + message + tail, and `prefix` is head + (its default text) + tail.
+    The tail is the system turn's end (as the user's or the assistant's turn ends, with the
+    whitespace after it) and the user header; the head is what comes before any turn, then
+    the system header, which opens as the user's and the assistant's headers do. A template
+    without a system role, or without a system turn unless given one, keeps `prefix`, as does
+    one whose system message is not a turn of its own and that writes no default text there
+    (DeepSeek's); one that writes default text that cannot be cut so is refused (ConfigError)
+    rather than sent with it."""
+    system = {"role": "system", "content": SYSTEM_SENTINEL}
+    user = {"role": "user", "content": SENTINELS[0]}
+    text = _rendered(tokenizer, [system, user])
+    if text is None or text.count(SYSTEM_SENTINEL) != 1 or text.count(SENTINELS[0]) != 1:
+        return prefix  # no system role: the template refuses, drops or repeats the message
+    head, _, rest = text.partition(SYSTEM_SENTINEL)
+    tail = rest.partition(SENTINELS[0])[0]
+    framed = len(prefix) >= len(head) + len(tail)
+    if not (framed and prefix.startswith(head) and prefix.endswith(tail)):
+        return prefix  # no system turn unless given one
+    prompted = _text_after(tokenizer, [user], SENTINELS[0], generation=True)
+    answer = {"role": "assistant", "content": SENTINELS[1]}
+    for end in (
+        _text_after(tokenizer, [user], SENTINELS[0]),
+        _text_after(tokenizer, [user, answer], SENTINELS[1]),
+    ):
+        if not end or not tail.startswith(end):
+            continue
+        end = tail[: len(tail) - len(tail[len(end) :].lstrip())]
+        if not prompted.startswith(end):
+            continue
+        user_header, assistant_header = tail[len(end) :], prompted[len(end) :]
+        opening = os.path.commonprefix([user_header, assistant_header])
+        if user_header and opening and opening in head:
+            return head[: head.index(opening)] + user_header
+    if not prefix[len(head) : len(prefix) - len(tail)].strip():
+        return prefix
+    raise ConfigError(
+        "engine.model: its chat template writes a system turn by default that magpie cannot "
+        "cut away from the user header; set magpie.system_prompt to choose the system turn"
+    )
+
+
+def _rendered(
+    tokenizer: Any, messages: list[dict[str, str]], generation: bool = False
+) -> str | None:
+    """The template's text for `messages`; None when the template refuses them."""
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation
+        )
+    except Exception:  # jinja's TemplateError ("roles must alternate") and friends
+        return None
+
+
+def _text_after(
+    tokenizer: Any, messages: list[dict[str, str]], last: str, generation: bool = False
+) -> str:
+    """What the template writes after the last message's text `last` ("" if refused)."""
+    text = _rendered(tokenizer, messages, generation)
+    return text.partition(last)[2] if text is not None and text.count(last) == 1 else ""
 
 
 def normalized(instruction: str) -> str:
@@ -256,11 +372,15 @@ def instruction_request(index: int, prefix: str) -> Document:
 
 def run_magpie(ctx: JobContext) -> dict[str, Any]:
     config = ctx.config.section_as(MagpieConfig)
-    prefix, stop = pre_query_prefix(ctx.renderer.tokenizer)  # refuses before any work
+    # refuses before any work
+    prefix, stop = pre_query_prefix(ctx.renderer.tokenizer, config.system_prompt)
     make = functools.partial(instruction_request, prefix=prefix)
     requests = GeneratedDocuments(config.num_instructions, make)  # each replica makes its own
     ask = MagpieInstructions(config, stop)
-    units = ctx.runner.plan(requests, ask, f"{ctx.fingerprint}/instructions")
+    # the prefix is every request's text: committed instructions asked with another one (an
+    # older synth-ray, a changed template, a date in a system turn) are changed input
+    digest = hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
+    units = ctx.runner.plan(requests, ask, f"{ctx.fingerprint}/instructions/{digest}")
     ctx.prepare()
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
