@@ -266,7 +266,8 @@ class ScriptedModel:
             return EngineResult(rid, INSTRUCTIONS[i], tokens, 9, why)
         self.sampling["response"] = request.sampling
         asked = prompt.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
-        return EngineResult(rid, f"An answer to: {asked}", tokens, 9, "stop")
+        why = "length" if asked == INSTRUCTIONS[6] else "stop"  # cut by max_tokens: kept
+        return EngineResult(rid, f"An answer to: {asked}", tokens, 9, why)
 
 
 def magpie_config(tmp_path, **magpie):
@@ -311,6 +312,8 @@ def test_magpie_job_filters_dedupes_and_answers(tmp_path, embedded_model):
         INSTRUCTIONS[6],
     ]
     assert out[0]["response"] == f"An answer to: {INSTRUCTIONS[0]}"
+    # gen_res.py keeps a response cut by max_tokens; its row says so
+    assert [r["finish_reason"] for r in out] == ["stop", "stop", "length"]
     stats = summary.stats
     assert stats["dropped_by_filter"] == {
         "empty": 1,

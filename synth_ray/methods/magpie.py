@@ -25,7 +25,8 @@ Three steps, each committed or replayed exactly:
 - stage `responses` (the output): each instruction in the chat template (with the template's
   default system turn and never `magpie.system_prompt`, as gen_res.py renders it), greedy as
   gen_res.py (`magpie.response_temperature: 0`), at the job's max_tokens. Dropped:
-  `empty_response`.
+  `empty_response`. A response cut by max_tokens is kept, as gen_res.py keeps it; its row's
+  `finish_reason` is "length".
 `stats.json` counts every request of the first stage, so rows_in = num_instructions.
 Row id = hash(instruction request id, "response").
 """
