@@ -207,12 +207,19 @@ def _papers(config: dict[str, Any]) -> list[Paper]:
 
 
 def _models(config: dict[str, Any]) -> list[str]:
-    """The job's model, and any other a method section names (a judge's own engine)."""
+    """The job's model, and any other a method section names (a judge's own engine, a list
+    of generators' engines)."""
     models = [f"model: `{model_display_name(config['engine']['model'])}`"]
     section = config.get(config["method"]) or {}
     for key, value in section.items():
-        if isinstance(value, dict) and value.get("model"):
-            models.append(f"{key} model: `{model_display_name(value['model'])}`")
+        engines = value if isinstance(value, list) else [value]
+        names = [
+            f"`{model_display_name(e['model'])}`"
+            for e in engines
+            if isinstance(e, dict) and e.get("model")
+        ]
+        if names:
+            models.append(f"{key} model{'s' if len(names) > 1 else ''}: {', '.join(names)}")
     return models
 
 
