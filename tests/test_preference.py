@@ -1,44 +1,175 @@
-"""Method `preference`: the rating parser, the pair chosen through the shuffled order, every
-drop counted, and a kill between and inside its stages resumed exactly (simulated engine; the
-real engine runs it in test_end_to_end.py).
+"""Method `preference`: UltraFeedback's templates and parser, its principles and its pool of
+generators, the pair chosen through the shuffled order, every drop counted, and a kill between
+and inside its stages resumed exactly (simulated engine; the real engine runs it in
+test_end_to_end.py).
 
     pytest tests/test_preference.py
 """
 
 from __future__ import annotations
 
+import random
 import re
+import shutil
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import Crash, crash_on_commit, write_jsonl
 from fake_backend import FakeBackend
 
-from synth_ray.config import validate_config
+from synth_ray.config import EngineConfig, validate_config
+from synth_ray.dataset.card import card_text
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
 from synth_ray.io.output_store import OutputStore
-from synth_ray.methods.preference_prompts import parse_ratings, rating_prompt
+from synth_ray.methods.base import row_id
+from synth_ray.methods.preference import draw_generators, generation_order
+from synth_ray.methods.preference_principles import PRINCIPLES, draw_principle
+from synth_ray.methods.preference_prompts import (
+    TEMPLATES,
+    parse_annotations,
+    parse_ratings,
+    rating_prompt,
+    system_prompt,
+)
 from synth_ray.runtime.job import run_job
 
+# GPT-4's answer to UltraFeedback's helpfulness template, in its format (the Type line and
+# its rationale, then the rating and its rationale); text 4 leaves out its Type line
+HELPFULNESS_ANSWER = """#### Output for Text 1
+Type: 1, 2
+Rationale: The response is clear and relevant, providing useful information, but it does not address the limited walking ability of the grandparents.
+Rating: 3
+Rationale: The text is correct and provides useful information, but it does not fully address the specific needs and preferences of the family.
 
-def test_ratings_parsed_per_text_in_the_papers_format():
+#### Output for Text 2
+Type: 1, 2, 3
+Rationale: The response is clear, relevant, comprehensive and concise.
+Rating: 5
+Rationale: The text is accurate, in-depth and offers profound insights.
+
+#### Output for Text 3
+Type: None
+Rationale: The text is not relevant to the task.
+Rating: 1
+Rationale: The text fabricates content.
+
+#### Output for Text 4
+Rating: 4
+Rationale: Accurate and extensive."""
+
+
+def test_helpfulness_types_and_ratings_parsed_as_the_paper_reads_them():
+    annotations = parse_annotations(HELPFULNESS_ANSWER, 4, "helpfulness")
+    assert [a.rating for a in annotations] == [3.0, 5.0, 1.0, None]  # 4: out of the format
+    assert [a.types for a in annotations] == [(1, 2), (1, 2, 3), (), None]
+    assert annotations[2].types_rationale == "The text is not relevant to the task."
+    assert (
+        annotations[1].rationale == "The text is accurate, in-depth and offers profound insights."
+    )
+    # without headers: the blank-line blocks by position, as the paper's `process` splits
+    headerless = re.sub(r"#### Output for Text \d\n", "", HELPFULNESS_ANSWER)
+    assert parse_ratings(headerless, 4, "truthfulness") == [3.0, 5.0, 1.0, None]
+    assert parse_ratings(headerless, 3, "truthfulness") == [None, None, None]  # 4 blocks
+
+
+def test_plain_aspects_parsed_per_text_in_the_papers_format():
     answer = (
         "#### Output for Text 2\nRating: 3\nRationale: fine\n\n"
         "#### Output for Text 1\nRating: **5**\nRationale: best\n\n"
         "#### Output for Text 3\nRating: N/A\nRationale: creative\n\n"
         "#### Output for Text 4\nRating: 9\nRationale: off the scale"
     )
-    assert parse_ratings(answer, 4) == [5.0, 3.0, None, None]
-    assert parse_ratings("Rating: 2\nRating: 4", 2) == [2.0, 4.0]  # no headers: in order
-    assert parse_ratings("Rating: 2", 2) == [None, None]  # ambiguous: nothing guessed
-    prompt = rating_prompt("instruction_following", "Say hi", ["hi", "hello", "hey"])
-    assert "# Instruction Following Assessment" in prompt
-    assert prompt.endswith(
-        "Instruction: Say hi\n\nTexts:\n<text 1> hi\n<text 2> hello\n<text 3> hey\n\n### Output\n"
+    assert parse_ratings(answer, 4, "instruction_following") == [5.0, 3.0, None, None]
+    # helpfulness wants its Type line: a block without one is not in its format
+    assert parse_ratings(answer, 4, "helpfulness") == [None] * 4
+    honesty = (
+        "##### Output for Text 1\nRating: N/A\nRationale: A creative writing task.\n\n"
+        "##### Output for Text 2\nRating: 4 (correct but uncertain)\nRationale: Hedges."
     )
-    assert "#### Output for Text 3\nRating: [Rating]" in prompt
+    assert parse_ratings(honesty, 2, "honesty") == [None, 4.0]
+    assert parse_ratings("Rating: 2\nRationale: a\n\nRating: 4\nRationale: b", 2, "honesty") == [
+        2.0,
+        4.0,
+    ]
+    assert parse_ratings("Rating: 2\nRationale: a", 2, "honesty") == [None, None]  # one block
+
+
+def test_the_templates_are_the_papers_for_four_texts_and_grow_to_n():
+    texts = ["hi", "hello", "hey", "yo"]
+    filled = {f"text_{i}": t for i, t in enumerate(texts, 1)}
+    for aspect, template in TEMPLATES.items():
+        wk = "No additional world knowledge for reference."
+        paper = template.format(instruction="Say hi", world_knowledge=wk, **filled)
+        assert rating_prompt(aspect, "Say hi", texts) == paper
+    helpfulness = rating_prompt("helpfulness", "Say hi", texts[:2])
+    assert (
+        'Assign numeric identifier (or "None") from 1 to 3 for each type of informativeness:\n'
+        "1. **Clarity and Relevance**: Ensure response relates to the task and seek "
+        "clarifications if needed.\n"
+    ) in helpfulness
+    assert helpfulness.endswith(
+        "#### Output for Text 1\n"
+        'Type: [List of numeric identifiers (or "None") for informativeness type, separated by '
+        "commas]\n"
+        "Rationale: [Rationale for the identification in short sentences]\n"
+        "Rating: [Rating for text 1]\n"
+        "Rationale: [Rationale for the rating in short sentencs]\n\n"
+        "#### Output for Text 2\nType: [List of types]\nRationale: [Rationale]\n"
+        "Rating: [Rating]\nRationale: [Rationale]\n\n---\n\n## Annotation\n\n### Input\n"
+        "Instruction: Say hi\n\nTexts:\n<text 1> hi\n<text 2> hello\n\n### Output\n"
+    )
+    assert "World Knowledge" not in helpfulness
+    six = rating_prompt("truthfulness", "Say {hi}", [*texts, "a", "b"])
+    assert "#### Output for Text 6\nType: [List of types]\n" in six and "<text 6> b\n" in six
+    assert six.endswith(
+        "<text 6> b\n\nWorld Knowledge:\nNo additional world knowledge for reference."
+        "\n\n### Output\n"
+    )
+    assert "##### Output for Text 3\nRating: [Rating]" in rating_prompt("honesty", "x", texts[:3])
+    assert system_prompt(4) == (
+        "Your role is to evaluate text quality based on given criteria.\n"
+        'You\'ll receive an instructional description ("Instruction") and four text outputs '
+        '("Text").\nUnderstand and interpret instructions to evaluate effectively.\n'
+        "Provide annotations for each text with a rating and rationale.\n"
+        "The four texts given are independent, and should be evaluated separately."
+    )
+
+
+def test_principles_are_the_papers_drawn_in_its_mix():
+    assert {k: len(v) for k, v in PRINCIPLES.items()} == {
+        "helpfulness": 11,
+        "honesty": 11,
+        "truthfulness": 11,
+        "verbalized_calibration": 1,
+    }
+    assert PRINCIPLES["truthfulness"][-1] == (
+        "As an AI assistant, operate under the principle of truthfulness. Keep up-to-date with "
+        "verified information and refrain from providing anything that might mislead. \n"
+    )
+    rng = random.Random(0)
+    drawn = Counter(draw_principle(rng, "chat")[0] for _ in range(20000))
+    share = {k: v / 20000 for k, v in drawn.items()}
+    # UltraFeedback's ShareGPT/UltraChat mix: 60% / 20% / 18% / 2%
+    assert abs(share["helpfulness"] - 0.6) < 0.02 and abs(share["truthfulness"] - 0.2) < 0.02
+    assert (
+        abs(share["honesty"] - 0.18) < 0.02 and abs(share["verbalized_calibration"] - 0.02) < 0.01
+    )
+    assert {draw_principle(rng, "evol_instruct")[0] for _ in range(50)} == {"helpfulness"}
+    assert draw_principle(rng, "none") is None
+
+
+def test_each_prompt_draws_distinct_generators_while_the_pool_has_n():
+    rng = random.Random(1)
+    for _ in range(50):
+        drawn = draw_generators(rng, 4, 6)
+        assert len(set(drawn)) == 4 and set(drawn) <= set(range(6))
+        assert sorted(Counter(draw_generators(rng, 4, 3)).values()) == [1, 1, 2]
+    assert draw_generators(rng, 4, 1) == [0, 0, 0, 0]
+    job, other, judge = (EngineConfig(model=m) for m in ("job", "other", "judge"))
+    assert generation_order([judge, other, job], job, judge) == [2, 1, 0]
 
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}?"} for i in range(6)]
@@ -52,6 +183,9 @@ RATINGS = {
     "p4": [5, 1, 1, 2],
     "p5": [3, 3, 1, 5],
 }
+# each response request's id: its prompt and response index
+RESPONSE_IDS = {row_id(p["id"], "response", k): (p["id"], k) for p in PROMPTS for k in range(4)}
+TRUNCATED = ("p3", 0)  # cut by max_tokens: rated, and kept as UltraFeedback kept them
 
 
 class ScriptedModel:
@@ -60,14 +194,17 @@ class ScriptedModel:
     def __init__(self, embedded_model: str) -> None:
         self.tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
         self.shown: list[list[int]] = []  # the response order of each rating prompt
+        self.asked: list[str] = []  # each response request's prompt
 
     def __call__(self, request):
         prompt = self.tokenizer.decode(request.prompt_token_ids)
         rid, tokens = request.request_id, len(request.prompt_token_ids)
         if "Instruction Following Assessment" not in prompt:
-            pid = "p" + re.search(r"Question number (\d+)", prompt).group(1)
-            samples = tuple((f"{pid} answer {k}", 3, "stop") for k in range(request.sampling.n))
-            return EngineResult(rid, samples[0][0], tokens, 12, "stop", samples=samples)
+            assert request.sampling.n == 1  # one request per response, each its principle
+            self.asked.append(prompt)
+            pid, k = RESPONSE_IDS[rid]
+            why = "length" if (pid, k) == TRUNCATED else "stop"
+            return EngineResult(rid, f"{pid} answer {k}", tokens, 3, why)
         shown = re.findall(r"<text (\d+)> (p\d) answer (\d)", prompt)
         self.shown.append([int(k) for _, _, k in shown])
         blocks = []
@@ -120,6 +257,18 @@ def test_pairs_are_the_best_and_worst_rated_through_the_shuffle(tmp_path, embedd
     # the shown order is shuffled per prompt: not every prompt shows response 0 first
     assert len(engine.shown) == 6 and all(sorted(o) == [0, 1, 2, 3] for o in engine.shown)
     assert any(order != [0, 1, 2, 3] for order in engine.shown)
+    # the response cut by max_tokens is rated and kept (as UltraFeedback's were), and marked
+    assert pairs["p3"]["finish_reasons"] == ["length", "stop", "stop", "stop"]
+    assert pairs["p3"]["rejected"] == "p3 answer 0"
+    # one model wrote every response, each under a principle's system prompt of the chat mix
+    assert {m for p in pairs.values() for m in p["models"]} == {"SmolLM2-135M-Instruct"}
+    assert {p["response_model"] for p in pairs.values()} == {"SmolLM2-135M-Instruct"}
+    drawn = [principle for p in pairs.values() for principle in p["principles"]]
+    assert set(drawn) <= {"helpfulness", "truthfulness", "honesty", "verbalized_calibration"}
+    assert "helpfulness" in drawn and all(p["types"] is None for p in pairs.values())
+    assert len(engine.asked) == 24
+    quoted = [text.strip() for texts in PRINCIPLES.values() for text in texts]
+    assert all(any(text in prompt for text in quoted) for prompt in engine.asked)
 
 
 def test_random_rejected_is_a_lower_rated_response(tmp_path, embedded_model):
@@ -155,7 +304,9 @@ def test_killed_in_the_rating_stage_resumes_exactly(tmp_path, embedded_model, mo
                 )
     backend = FakeBackend(responder=engine)
     summary = run_job(preference_config(tmp_path), show_progress=False, backend=backend)
+    pair_ids = {row_id(p["id"], "pair") for p in PROMPTS}
     assert len(backend.generated) == len(set(backend.generated)) < 6
+    assert set(backend.generated) <= pair_ids  # no response asked again
     clean = read_pairs(tmp_path / "clean" / "out")
     assert read_pairs(tmp_path / "out") == clean
     assert summary.stats["accounted"] and summary.stats["rows_in"] == 7
@@ -166,7 +317,9 @@ def test_killed_in_the_rating_stage_resumes_exactly(tmp_path, embedded_model, mo
     [
         ({"sampling": {"temperature": 0}}, "sampling.temperature: 0 makes the n responses one"),
         ({"preference": {"n": 1}}, "config key preference.n"),
-        ({"preference": {"aspect": "honesty"}}, "config key preference.aspect"),
+        ({"preference": {"aspect": "harmlessness"}}, "config key preference.aspect"),
+        ({"preference": {"principles": "sharegpt"}}, "config key preference.principles"),
+        ({"preference": {"generators": []}}, "config key preference.generators"),
     ],
 )
 def test_bad_preference_config(tmp_path, change, message):
@@ -183,8 +336,6 @@ def test_bad_preference_config(tmp_path, change, message):
 def test_a_judge_engine_rates_with_another_model(tmp_path, embedded_model):
     """`preference.judge_engine`: the rating stage renders with the judge model's template and
     its rows name both models (the simulated backend stands in for both engines)."""
-    import shutil
-
     judge = tmp_path / "judge-model"
     shutil.copytree(embedded_model, judge)
     engine = ScriptedModel(embedded_model)
@@ -198,10 +349,55 @@ def test_a_judge_engine_rates_with_another_model(tmp_path, embedded_model):
     assert other.fingerprint() != config.fingerprint() != preference_config(tmp_path).fingerprint()
 
 
-def test_use_engine_stops_the_old_replicas_and_loads_the_new_template(tmp_path, embedded_model):
-    import shutil
+def test_a_pool_of_generators_writes_each_prompts_responses(tmp_path, embedded_model, monkeypatch):
+    """`preference.generators`: each prompt's 4 responses come from the pool's two models (two
+    each, as the pool is smaller than n), one stage per model in its own folder, then the
+    job's model rates them. A kill in the second model's stage resumes exactly: nothing
+    committed is asked again (the simulated backend stands in for every engine)."""
+    for name in ("gen-a", "gen-b"):
+        shutil.copytree(embedded_model, tmp_path / name)
+    pool = [{"model": str(tmp_path / name)} for name in ("gen-a", "gen-b")]
+    engine = ScriptedModel(embedded_model)
+    clean = preference_config(tmp_path / "clean", generators=pool)
+    summary = run_job(clean, show_progress=False, backend=FakeBackend(responder=engine))
+    pairs = read_pairs(tmp_path / "clean" / "out")
+    assert sorted(pairs) == ["p0", "p3", "p4", "p5"]
+    for pair in pairs.values():
+        assert sorted(pair["models"]) == ["gen-a", "gen-a", "gen-b", "gen-b"]
+        assert pair["chosen_model"] == pair["models"][pair["responses"].index(pair["chosen"])]
+        assert pair["judge_model"] == "SmolLM2-135M-Instruct"
+    assert {p["response_model"] for p in pairs.values()} <= {"gen-a, gen-b", "gen-b, gen-a"}
+    assert any(p["models"] != pairs["p0"]["models"] for p in pairs.values())  # drawn per prompt
+    stats = summary.stats
+    assert stats["preference"]["responses_by_model"] == {"gen-a": 12, "gen-b": 12}
+    assert stats["preference"]["responses_stage"]["errored_by_stage"] == {"input": 4}
+    assert stats["dropped_by_filter"] == {"tie": 1, "too_few_rated": 1, "too_few_responses": 1}
+    assert stats["accounted"] and stats["preference"]["prompts"] == 7
+    for k in (0, 1):
+        committed = OutputStore(tmp_path / "clean" / "out" / "stages" / f"generator-{k}")
+        assert committed.totals("responses").rows_out == 12
+    card = card_text(OutputStore(tmp_path / "clean" / "out"))
+    assert "- generators models: `gen-a`, `gen-b`" in card
+    # a kill at the second model's second commit, then a resume, makes the same pairs
+    commits = []
 
-    from synth_ray.config import EngineConfig
+    def second_model(record):
+        commits.append(record.stage)
+        return commits.count("responses") == 6  # each model's stage commits 4 units
+
+    config = preference_config(tmp_path, generators=pool)
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, second_model)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=FakeBackend(responder=engine))
+    backend = FakeBackend(responder=engine)
+    run_job(config, show_progress=False, backend=backend)
+    assert read_pairs(tmp_path / "out") == pairs
+    asked = [RESPONSE_IDS[r] for r in backend.generated if r in RESPONSE_IDS]
+    assert 0 < len(asked) < 12 and len(set(backend.generated)) == len(backend.generated)
+
+
+def test_use_engine_stops_the_old_replicas_and_loads_the_new_template(tmp_path, embedded_model):
     from synth_ray.runtime.stage import RunSummary, StageRunner
 
     class Replicas:

@@ -3,20 +3,26 @@ chosen/rejected pair per prompt with both ratings (UltraFeedback; Self-Rewarding
 
     synth-ray run configs/preference.yaml
 
-Two stages, each committed exactly once. `responses` (in stages/): one request per prompt with
-vLLM's `n` at the job's sampling, one row per response. `pairs` (the output): one rating request
-per prompt showing its responses in a shuffled order (UltraFeedback shuffles against position
-bias; the order is seeded by sampling.seed and the prompt's id), with the paper's system prompt
-and aspect rubric, greedy; each response gets "Rating: 1-5". The chosen response is the highest
-rated, the rejected the lowest (Self-Rewarding, Yuan et al. 2024) or, with `rejected: random`,
-a random lower-rated one (UltraFeedback-binarized, Tunstall et al. 2023). Dropped, by reason:
-`tie` (every rated response equal), `too_few_rated` (fewer than 2 ratings parsed),
-`identical_responses` (the rated responses are one text). Prompts whose responses failed to
-generate count as `too_few_responses`. The rating stage goes by reference: each of its units
-covers `n` responses units, whose committed rows its replica reads (`pair_documents`), so the
-driver holds no response. With `preference.judge_engine` (an engine section) the
-rating stage runs on that model: the generator's replicas stop and the judge's start between
-the stages. Row id = hash(source_id, "pair").
+Stages, each committed exactly once. `responses` (in stages/): one request per response, each
+under a system prompt of a principle drawn for it (UltraFeedback's principles and mixes,
+preference_principles.py), at the job's sampling. With `preference.generators` (engine
+sections) each prompt's `n` responses come from as many models of that pool, drawn per prompt
+(distinct models while the pool has `n`, as UltraFeedback drew 4 of its 17): one `responses`
+stage per model, in `stages/generator-K/`, the replicas of one model stopping before the
+next's start; without it the job's model writes all `n`. Which model and principle writes
+response i of a prompt is drawn from sampling.seed and the prompt's id, so a resume redraws
+the same. `pairs` (the output): one rating request per prompt showing its responses in a
+shuffled order (UltraFeedback shuffles against position bias; seeded the same way), with the
+paper's system prompt and aspect template, greedy. The chosen response is the highest rated,
+the rejected the lowest (Self-Rewarding, Yuan et al. 2024) or, with `rejected: random`, a
+random lower-rated one (UltraFeedback-binarized, Tunstall et al. 2023). A response cut by
+max_tokens is rated like any other, as UltraFeedback's were; rows record each response's
+`finish_reasons`. Dropped, by reason: `tie` (every rated response equal), `too_few_rated`
+(fewer than 2 ratings parsed), `identical_responses` (the rated responses are one text).
+Prompts whose responses failed to generate count as `too_few_responses`. The rating stage goes
+by reference: each of its units is an input unit, whose rows and whose committed responses
+(of every generator) its replica reads (`pair_documents`), so the driver holds no response.
+The judge is the job's engine, or `preference.judge_engine`. Row id = hash(source_id, "pair").
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from pydantic import Field, model_validator
 from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
-from synth_ray.io.output_store import STAGES_DIR
+from synth_ray.io.output_store import STAGES_DIR, OutputStore
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
+from synth_ray.methods.preference_principles import MIXES, draw_principle
 from synth_ray.methods.preference_prompts import (
-    parse_ratings,
+    TEMPLATES,
+    TYPED_ASPECTS,
+    parse_annotations,
     rating_prompt,
     system_prompt,
 )
@@ -46,48 +55,98 @@ from synth_ray.methods.stages import JobContext
 from synth_ray.sections import Section
 from synth_ray.stats import UnitStats
 
+Aspect = Literal["instruction_following", "honesty", "truthfulness", "helpfulness"]
+PrincipleMix = Literal["chat", "flan", "evol_instruct", "truthful_qa", "none"]
+assert set(Aspect.__args__) == set(TEMPLATES) and set(PrincipleMix.__args__) == set(MIXES)
+
 
 class PreferenceConfig(Section):
     n: int = Field(4, ge=2, le=8, description="Responses per prompt (UltraFeedback: 4).")
-    aspect: Literal["instruction_following", "helpfulness"] = Field(
-        "instruction_following", description="The UltraFeedback rubric the judge rates with."
+    aspect: Aspect = Field(
+        "instruction_following", description="The UltraFeedback template the judge rates with."
     )
     rejected: Literal["lowest", "random"] = Field(
         "lowest",
         description="lowest: the lowest-rated response (Self-Rewarding); random: any lower-rated "
         "one (UltraFeedback-binarized).",
     )
+    principles: PrincipleMix = Field(
+        "chat",
+        description="UltraFeedback's mix of principles, one drawn per response, whose system "
+        "prompt the response is written under (chat: its ShareGPT/UltraChat mix); none: no "
+        "principle.",
+    )
     system_prompt: str | None = Field(
-        None, description="Sent before each prompt when responses are generated."
+        None,
+        description="Sent before each prompt when responses are generated, the principle's "
+        "system prompt after it.",
     )
     judge_max_tokens: int = Field(
         500, ge=16, description="Tokens of the rating answer (UltraFeedback: 500)."
     )
+    generators: list[EngineConfig] | None = Field(
+        None,
+        min_length=1,
+        description="Engine sections of the models that write the responses, each prompt's "
+        "drawn from them; None: the job's engine writes them all.",
+    )
     judge_engine: EngineConfig | None = Field(
         None,
         description="An engine section for the rating stage (a stronger judge); None: the "
-        "job's engine rates the responses it wrote.",
+        "job's engine rates the responses.",
     )
 
     @model_validator(mode="after")
-    def _judge_model_path_absolute(self) -> PreferenceConfig:
-        """A local judge model folder, absolute now: a submitted job runs in another folder."""
-        model = self.judge_engine.model if self.judge_engine else None
-        if model and not model.startswith("embedded:") and Path(model).expanduser().exists():
-            self.judge_engine.__dict__["model"] = str(Path(model).expanduser().resolve())
+    def _model_paths_absolute(self) -> PreferenceConfig:
+        """Local model folders, absolute now: a submitted job runs in another folder."""
+        for engine in [*(self.generators or []), self.judge_engine]:
+            model = engine.model if engine else None
+            if model and not model.startswith("embedded:") and Path(model).expanduser().exists():
+                engine.__dict__["model"] = str(Path(model).expanduser().resolve())
         return self
 
     def check_in_job(self, job: Any) -> None:
         if job.sampling.temperature == 0:
             raise ValueError(
-                "sampling.temperature: 0 makes the n responses one text; sample (e.g. 0.8)"
+                "sampling.temperature: 0 makes the n responses one text; sample (e.g. 1.0)"
             )
         if job.filters.diversity.enabled:
             raise ValueError("filters.diversity.enabled: not supported for preference pairs")
 
 
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """Who writes one response of a prompt: the pool's generator `generator`, under the
+    system prompt of `principle` (None: none drawn)."""
+
+    generator: int
+    principle: str | None
+    principle_prompt: str | None
+
+
+def draw_generators(rng: random.Random, n: int, pool: int) -> list[int]:
+    """The generator of each of `n` responses: distinct ones while the pool has `n` (as
+    UltraFeedback drew 4 models of its pool per prompt), else the pool again and again, each
+    pass in a new order, so every model writes n/pool of them, give or take one."""
+    drawn: list[int] = []
+    while len(drawn) < n:
+        drawn.extend(rng.sample(range(pool), min(pool, n - len(drawn))))
+    return drawn
+
+
+def completion_plan(seed: Any, source_id: str, n: int, pool: int, mix: str) -> list[Completion]:
+    """Response i's generator and principle, the same on every run for this prompt."""
+    rng = random.Random(f"{seed}:{source_id}:completions")
+    plan = []
+    for generator in draw_generators(rng, n, pool):
+        drawn = draw_principle(rng, mix)
+        plan.append(Completion(generator, *(drawn or (None, None))))
+    return plan
+
+
 class Responses(Method):
-    """Stage 1: `n` sampled responses per prompt, one row each."""
+    """Stage 1, one per generator: the responses this generator writes, one request and one
+    row each."""
 
     name = "preference_responses"
     schema = pa.schema(
@@ -97,47 +156,78 @@ class Responses(Method):
             pa.field("sample", pa.int32()),
             pa.field("prompt", pa.string()),
             pa.field("response", pa.string()),
+            pa.field("model", pa.string()),
+            pa.field("principle", pa.string()),
+            pa.field("system_prompt", pa.string()),
             *TOKEN_COLUMNS,
         ]
     )
 
-    def __init__(self, config: PreferenceConfig) -> None:
+    def __init__(
+        self,
+        config: PreferenceConfig,
+        seed: Any,
+        model: str,
+        generator: int = 0,
+        pool: int = 1,
+    ) -> None:
         self.config = config
+        self.seed = seed
+        self.model = model
+        self.generator = generator
+        self.pool = pool
+        # every generator's stage reads every prompt: the first counts them
+        self.counts_input_documents = generator == 0
 
     def estimate_rows(self, doc: Document) -> int:
-        return self.config.n
+        """1: the units are sized by the output's rows, one pair per prompt (the rating
+        stage's units are these units)."""
+        return 1
 
-    def sampling_overrides(self) -> dict[str, Any]:
-        return {"n": self.config.n}
+    def mine(self, doc: Document) -> list[tuple[int, Completion]]:
+        """The prompt's responses this generator writes: (response index, completion)."""
+        config = self.config
+        plan = completion_plan(self.seed, doc.source_id, config.n, self.pool, config.principles)
+        return [(i, c) for i, c in enumerate(plan) if c.generator == self.generator]
 
     def expand(self, doc: Document) -> list[Candidate]:
+        mine = self.mine(doc)
+        if not mine:
+            return []
         rid = row_id(doc.source_id, "responses")
-        n = self.config.n
         if doc.error is not None:
-            return [Candidate(rid, doc.source_id, error=doc.error, width=n)]
+            return [Candidate(rid, doc.source_id, error=doc.error, width=len(mine))]
         if not doc.text or not doc.text.strip():
-            return [Candidate(rid, doc.source_id, error="empty prompt", width=n)]
-        messages = [{"role": "user", "content": doc.text}]
-        if self.config.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
-        return [Candidate(rid, doc.source_id, {"prompt": doc.text}, messages=messages, width=n)]
-
-    def finish(self, candidate: Candidate, result: EngineResult) -> list[Outcome]:
-        return [
-            Kept(
-                {
-                    "id": candidate.sample_id(i),
-                    "source_id": candidate.source_id,
-                    "sample": i,
-                    "prompt": candidate.fields["prompt"],
-                    "response": text,
-                    "n_input_tokens": result.n_input_tokens if i == 0 else 0,
-                    "n_output_tokens": n_tokens,
-                    "finish_reason": why,
-                }
+            return [Candidate(rid, doc.source_id, error="empty prompt", width=len(mine))]
+        candidates = []
+        for i, completion in mine:
+            parts = (self.config.system_prompt, completion.principle_prompt)
+            system = " ".join(part for part in parts if part)
+            messages = [{"role": "user", "content": doc.text}]
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            fields = {
+                "sample": i,
+                "prompt": doc.text,
+                "principle": completion.principle,
+                "system_prompt": system or None,
+            }
+            candidates.append(
+                Candidate(row_id(doc.source_id, "response", i), doc.source_id, fields, messages)
             )
-            for i, (text, n_tokens, why) in enumerate(result.all_samples())
-        ]
+        return candidates
+
+    def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
+        return Kept(
+            {
+                "id": candidate.row_id,
+                "source_id": candidate.source_id,
+                **candidate.fields,
+                "response": result.text,
+                "model": self.model,
+                **self.token_fields(result),
+            }
+        )
 
 
 class RatePairs(Method):
@@ -154,7 +244,13 @@ class RatePairs(Method):
             pa.field("chosen_rating", pa.float64()),
             pa.field("rejected_rating", pa.float64()),
             pa.field("ratings", pa.list_(pa.float64())),
+            pa.field("types", pa.list_(pa.list_(pa.int32()))),
             pa.field("responses", pa.list_(pa.string())),
+            pa.field("models", pa.list_(pa.string())),
+            pa.field("principles", pa.list_(pa.string())),
+            pa.field("finish_reasons", pa.list_(pa.string())),
+            pa.field("chosen_model", pa.string()),
+            pa.field("rejected_model", pa.string()),
             pa.field("rationale", pa.string()),
             pa.field("aspect", pa.string()),
             pa.field("response_model", pa.string()),
@@ -163,11 +259,8 @@ class RatePairs(Method):
         ]
     )
 
-    def __init__(
-        self, config: PreferenceConfig, response_model: str, judge_model: str, seed: int
-    ) -> None:
+    def __init__(self, config: PreferenceConfig, judge_model: str, seed: Any) -> None:
         self.config = config
-        self.response_model = response_model
         self.judge_model = judge_model
         self.seed = seed
 
@@ -194,15 +287,21 @@ class RatePairs(Method):
             {"role": "system", "content": system_prompt(len(responses))},
             {"role": "user", "content": user},
         ]
-        fields = {"prompt": doc.text, "responses": responses, "shown": shown}
+        fields = {**doc.extra, "prompt": doc.text, "shown": shown}
         return [Candidate(row_id(doc.source_id, "pair"), doc.source_id, fields, messages)]
 
     def finish(self, candidate: Candidate, result: EngineResult) -> Outcome:
-        responses: list[str] = candidate.fields["responses"]
-        shown: list[int] = candidate.fields["shown"]
+        fields = candidate.fields
+        responses: list[str] = fields["responses"]
+        models: list[str] = fields["models"]
+        shown: list[int] = fields["shown"]
         ratings: list[float | None] = [None] * len(responses)
-        for position, rating in enumerate(parse_ratings(result.text, len(responses))):
-            ratings[shown[position]] = rating
+        types: list[list[int] | None] = [None] * len(responses)
+        annotations = parse_annotations(result.text, len(responses), self.config.aspect)
+        for position, annotation in enumerate(annotations):
+            ratings[shown[position]] = annotation.rating
+            if annotation.types is not None:
+                types[shown[position]] = list(annotation.types)
         rated = [i for i, r in enumerate(ratings) if r is not None]
         if len(rated) < 2:
             return Dropped("too_few_rated")
@@ -222,71 +321,115 @@ class RatePairs(Method):
             {
                 "id": candidate.row_id,
                 "source_id": candidate.source_id,
-                "prompt": candidate.fields["prompt"],
+                "prompt": fields["prompt"],
                 "chosen": responses[chosen],
                 "rejected": responses[rejected],
                 "chosen_rating": ratings[chosen],
                 "rejected_rating": ratings[rejected],
                 "ratings": ratings,
+                "types": types if self.config.aspect in TYPED_ASPECTS else None,
                 "responses": responses,
+                "models": models,
+                "principles": fields["principles"],
+                "finish_reasons": fields["finish_reasons"],
+                "chosen_model": models[chosen],
+                "rejected_model": models[rejected],
                 "rationale": result.text.strip(),
                 "aspect": self.config.aspect,
-                "response_model": self.response_model,
+                "response_model": ", ".join(dict.fromkeys(models)),
                 "judge_model": self.judge_model,
                 **self.token_fields(result),
             }
         )
 
 
-RESPONSE_COLUMNS = ("source_id", "sample", "prompt", "response")
+RESPONSE_COLUMNS = ("source_id", "sample", "response", "model", "principle", "finish_reason")
 
 
-def pair_documents(table: pa.Table, first_ordinal: int, n: int) -> list[Document]:
-    """The rating stage's documents from a unit's committed responses (the replica builds
-    them: runtime `run_derived_stage`): one per prompt with all `n` responses, in the order
-    the prompts come, numbered from `first_ordinal`. A prompt with fewer responses (errors)
-    gets none: the driver counts those from the two stages' totals."""
-    by_prompt: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+def pair_documents(docs: list[Document], table: pa.Table, n: int) -> list[Document]:
+    """The rating stage's documents, built on the replica (runtime `run_joined_stage`) from
+    an input unit's rows and the responses every generator committed for them: one per prompt
+    with all `n` responses (in response order), each with its model, principle and finish
+    reason. A prompt with fewer responses (errors) gets none: the driver counts those from
+    the stages' totals."""
+    by_prompt: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     columns = [table.column(c).to_pylist() for c in RESPONSE_COLUMNS]
-    for source_id, sample, prompt, response in zip(*columns, strict=True):
-        by_prompt[source_id].append((sample, prompt, response))
-    docs = []
-    for source_id, got in by_prompt.items():
+    for source_id, *rest in zip(*columns, strict=True):
+        by_prompt[source_id].append(tuple(rest))
+    out = []
+    for doc in docs:
+        got = sorted(by_prompt.get(doc.source_id, []), key=lambda r: r[0])
         if len(got) < n:
             continue
-        got.sort(key=lambda r: r[0])
-        responses = [response for _, _, response in got]
-        ordinal = first_ordinal + len(docs)
-        docs.append(Document(ordinal, source_id, got[0][1], extra={"responses": responses}))
-    return docs
+        _, responses, models, principles, finish_reasons = (list(c) for c in zip(*got, strict=True))
+        extra = {
+            "responses": responses,
+            "models": models,
+            "principles": principles,
+            "finish_reasons": finish_reasons,
+        }
+        out.append(Document(doc.ordinal, doc.source_id, doc.text, extra=extra))
+    return out
+
+
+def generation_order(
+    generators: list[EngineConfig], first: EngineConfig, judge: EngineConfig
+) -> list[int]:
+    """The order the generators' stages run in: a model that is the job's engine first (its
+    replicas may be up already), one that is the judge's engine last (its replicas stay up
+    for the ratings), so that fewer engines start."""
+    return sorted(
+        range(len(generators)), key=lambda k: (generators[k] != first, generators[k] == judge)
+    )
 
 
 def run_preference(ctx: JobContext) -> dict[str, Any]:
     assert ctx.docs is not None
     config = ctx.config.section_as(PreferenceConfig)
-    sample = Responses(config)
-    units = ctx.runner.plan(ctx.docs, sample, f"{ctx.fingerprint}/responses", ctx.id_column)
+    seed = ctx.config.sampling.seed
+    pool = len(config.generators or [None])
+    plan_method = Responses(config, seed, ctx.model_name, 0, pool)
+    units = ctx.runner.plan(ctx.docs, plan_method, f"{ctx.fingerprint}/responses", ctx.id_column)
     ctx.prepare()
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
-    ctx.runner.execute(work, ctx.docs, sample, units, stage="responses")
+    stores: list[OutputStore] = [work]
+    generated: dict[str, int] = {}
+    if config.generators is None:
+        ctx.runner.execute(work, ctx.docs, plan_method, units, stage="responses")
+        generated[ctx.model_name] = work.totals("responses").rows_out
+    else:
+        stores = [work.child(f"generator-{k}") for k in range(pool)]
+        judge = config.judge_engine or ctx.config.engine
+        for k in generation_order(config.generators, ctx.config.engine, judge):
+            key = f"{ctx.fingerprint}/stages/generator-{k}"
+            stores[k].prepare(key, {"stages_of": ctx.fingerprint}, overwrite=False)
+            model = ctx.runner.use_engine(config.generators[k])
+            write = Responses(config, seed, model, k, pool)
+            ctx.runner.execute(stores[k], ctx.docs, write, units, stage="responses")
+            rows = stores[k].totals("responses").rows_out
+            generated[model] = generated.get(model, 0) + rows
     judge_model = ctx.model_name
-    if config.judge_engine is not None:  # the generator's replicas make way for the judge's
+    if config.judge_engine is not None:  # the generators' replicas make way for the judge's
         judge_model = ctx.runner.use_engine(config.judge_engine)
-    rate = RatePairs(config, ctx.model_name, judge_model, ctx.config.sampling.seed)
-    ctx.runner.run_derived_stage(
+    elif config.generators is not None:
+        judge_model = ctx.runner.use_engine(ctx.config.engine)
+    rate = RatePairs(config, judge_model, seed)
+    ctx.runner.run_joined_stage(
         "pairs",
         ctx.store,
-        work,
+        ctx.docs,
         units,
-        "responses",
+        [(store, "responses") for store in stores],
         RESPONSE_COLUMNS,
         functools.partial(pair_documents, n=config.n),
+        1,
         rate,
         ctx.fingerprint,
-        group=config.n,  # a responses unit holds rows_per_shard / n prompts
     )
-    responses = work.totals("responses")
+    responses = UnitStats()
+    for store in stores:
+        responses.merge(store.totals("responses"))
     prompts = responses.input_documents
     short = prompts - ctx.store.totals("pairs").input_documents
     skipped = UnitStats(rows_in=short)
@@ -299,7 +442,9 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
             "preference": {
                 "prompts": prompts,
                 "responses_stage": responses.to_dict(),
+                "responses_by_model": generated,
                 "aspect": config.aspect,
+                "principles": config.principles,
             }
         },
     )
