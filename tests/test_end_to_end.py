@@ -82,6 +82,75 @@ def test_generate_job_with_ignore_eos_generates_exact_tokens(tmp_path, shared_en
     ]
 
 
+def test_structured_generate_on_real_engine(tmp_path, shared_engine):
+    """The engine decodes under the JSON Schema: every row kept holds the schema's typed
+    columns (read by datasets and DuckDB), and the only rows lost are ones max_tokens cut,
+    as row errors; a choice constraint gives only its choices."""
+    import duckdb
+    from datasets import Dataset
+
+    prompts = REPO / "examples" / "prompts.jsonl"
+    schema = {
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string", "maxLength": 24},
+            "difficulty": {"type": "integer", "minimum": 1, "maximum": 5},
+            "keywords": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 12},
+                "maxItems": 2,
+            },
+            "verdict": {
+                "type": "object",
+                "properties": {"safe": {"type": "boolean"}},
+                "required": ["safe"],
+            },
+        },
+        "required": ["topic", "difficulty", "keywords", "verdict"],
+        "additionalProperties": False,
+    }
+    config = job_config(
+        tmp_path,
+        prompts,
+        method="generate",
+        input={"path": str(prompts), "text_column": "prompt", "id_column": None},
+        sampling={"max_tokens": 120, "temperature": 0.7},
+        generate={"output_schema": schema},
+    )
+    summary = run_job(config, show_progress=False, backend=shared_engine)
+    data = tmp_path / "out" / "data"
+    frame = read_output(tmp_path / "out")
+    assert summary.stats["rows_out"] == len(frame) >= 4 and summary.stats["accounted"]
+    for _, row in frame.iterrows():
+        parsed = json.loads(row["text"])
+        assert parsed["difficulty"] == row["difficulty"] and 1 <= row["difficulty"] <= 5
+        assert len(row["topic"]) <= 24 and len(row["keywords"]) <= 2
+    stats = summary.stats
+    assert stats["rows_out"] + stats["rows_errored"] == 8 and stats["rows_dropped"] == 0
+    if stats["rows_errored"]:  # only a completion max_tokens cut can fail to parse
+        errors = pq.read_table(tmp_path / "out" / "errors").to_pylist()
+        assert {e["stage"] for e in errors} == {"structured_output"}
+        assert all("cut by max_tokens" in e["error"] for e in errors), errors
+    dataset = Dataset.from_parquet(str(data / "*.parquet"))
+    assert dataset.features["difficulty"].dtype == "int64"
+    assert dataset.features["verdict"]["safe"].dtype == "bool"
+    types = duckdb.sql(
+        f"SELECT typeof(difficulty), typeof(keywords), typeof(verdict) FROM '{data}/*.parquet'"
+    ).fetchall()
+    assert set(types) == {("BIGINT", "VARCHAR[]", "STRUCT(safe BOOLEAN)")}
+
+    choice = job_config(
+        tmp_path / "choice",
+        prompts,
+        method="generate",
+        input={"path": str(prompts), "text_column": "prompt", "id_column": None},
+        sampling={"max_tokens": 8},
+        generate={"constraint": {"choice": ["easy", "hard"]}},
+    )
+    run_job(choice, show_progress=False, backend=shared_engine)
+    assert set(read_output(tmp_path / "choice" / "out")["text"]) <= {"easy", "hard"}
+
+
 def test_too_long_document_and_prompt_on_real_engine(tmp_path, shared_engine):
     long_text = " ".join(f"token{i}" for i in range(1500))
     path = write_jsonl(

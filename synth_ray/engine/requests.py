@@ -11,6 +11,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """What the engine's structured outputs force a completion to be: `json` (a JSON Schema,
+    as canonical JSON text), `regex`, `choice` (one of `choices`) or `grammar` (EBNF/GBNF).
+    Every token that would leave that language is masked while decoding."""
+
+    kind: str
+    value: str = ""
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("json", "regex", "choice", "grammar"):
+            raise ValueError(f"constraint kind {self.kind!r}: json, regex, choice or grammar")
+
+
+@dataclass(frozen=True)
 class SamplingSpec:
     temperature: float
     top_p: float
@@ -20,6 +35,7 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()  # generation ends before any of these strings (not included)
     # OpenAI-style: subtracted from the logit of every token already in the output
     presence_penalty: float = 0.0
+    constraint: Constraint | None = None  # structured outputs: decoded inside this language
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth_ray.engine.dtype import choose_dtype, ran_as, read_cpu_flags
-from synth_ray.engine.requests import EngineRequest, EngineResult
+from synth_ray.engine.requests import Constraint, EngineRequest, EngineResult
 
 
 class EngineDead(RuntimeError):
@@ -67,8 +67,24 @@ def sampling_params(request: EngineRequest, per_request_seed: bool) -> Any:
         n=sampling.n,
         stop=list(sampling.stop) or None,
         presence_penalty=sampling.presence_penalty,
+        structured_outputs=structured_outputs(sampling.constraint),
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
+
+
+def structured_outputs(constraint: Constraint | None) -> Any:
+    """vLLM's StructuredOutputsParams for a constraint (None: free decoding)."""
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if constraint.kind == "json":
+        return StructuredOutputsParams(json=constraint.value)
+    if constraint.kind == "choice":
+        return StructuredOutputsParams(choice=list(constraint.choices))
+    if constraint.kind == "regex":
+        return StructuredOutputsParams(regex=constraint.value)
+    return StructuredOutputsParams(grammar=constraint.value)
 
 
 def rejected(request: EngineRequest, error: str) -> EngineResult:
