@@ -238,13 +238,22 @@ def test_a_run_paused_past_its_lease_rereads_it_before_committing(tmp_path):
         lease.release()
 
 
-def test_a_damaged_holder_record_is_read_as_a_dead_holder(tmp_path, docs, embedded_model):
+def test_a_damaged_holder_record_is_read_as_a_dead_holder(
+    tmp_path, docs, embedded_model, monkeypatch
+):
     """A record with a heartbeat that is not a number (a disk that damaged it): `status`
     still answers, and a run takes the output over instead of failing on it."""
+    import synth_ray.io.lease as lease_mod
     from synth_ray.status import collect_status
 
     config = job_config(tmp_path, docs)
     run_job(config, show_progress=False, backend=FakeBackend())
+    # the window's length is tested on a virtual clock above: here a short one, so the run
+    # watches the damaged record for 1 s instead of the default 20
+    defaults = lease_mod.OutputLease.__init__.__defaults__
+    monkeypatch.setattr(
+        lease_mod.OutputLease.__init__, "__defaults__", (None, 0.5, 1.0, *defaults[3:])
+    )
     damaged = {"run_id": "x", "host": "node-1", "pid": 3, "started": "?", "heartbeat": "soon"}
     (tmp_path / "out" / HOLDER_FILE).write_text(json.dumps(damaged))
     assert collect_status(str(tmp_path / "out"))["held_by"]["run_id"] == "x"
