@@ -527,10 +527,15 @@ def test_stopped_engine_is_detected_killed_and_replaced(tmp_path, shared_engine)
     assert stats["replicas_stalled"] == 1 and stats["rows_in"] == 48 * 2
 
 
-@pytest.mark.parametrize("rubric", ["alpagasus", "fineweb_edu"])
-def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric):
+@pytest.mark.parametrize(
+    ("rubric", "constrain"),
+    [("alpagasus", False), ("fineweb_edu", False), ("alpagasus", True), ("fineweb_edu", True)],
+)
+def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric, constrain):
     """Both published rubrics on the real engine: every row judged once, kept with its
-    parse status (a 135M judge rarely follows the format: that is what the status is for)."""
+    parse status (a 135M judge rarely follows the format: that is what the status is for).
+    Constrained (`judge.constrain`), the same small judge writes the format: every answer
+    parses."""
     from synth_ray.config import validate_config
 
     data = "alpaca_pairs.jsonl" if rubric == "alpagasus" else "web_docs.jsonl"
@@ -540,8 +545,8 @@ def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric):
             "input": {"path": str(REPO / "examples" / data), "id_column": "id", "limit": 3},
             "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
             "engine": {"max_model_len": 2048, "enforce_eager": True},
-            "sampling": {"max_tokens": 48},
-            "judge": {"rubric": rubric, "on_unparsable": "keep"},
+            "sampling": {"max_tokens": 128 if constrain else 48},
+            "judge": {"rubric": rubric, "on_unparsable": "keep", "constrain": constrain},
         }
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)
@@ -556,6 +561,8 @@ def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric):
         frame
     ) - len(ok)
     assert sum(stats["judge"]["parse_status"].values()) == 3
+    if constrain:
+        assert set(frame["parse_status"]) == {"ok"}, list(frame["rationale"])
 
 
 def test_preference_pairs_on_real_engine(tmp_path, shared_engine):

@@ -215,3 +215,72 @@ def test_killed_judge_job_resumes_exactly(tmp_path, embedded_model, monkeypatch)
     assert ids(tmp_path / "out") == ids(tmp_path / "clean" / "out")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["accounted"] and stats["rows_in"] == 8 == summary.stats["judge"]["judged"]
+
+
+def _method(**judge):
+    from synth_ray.methods.judge import JudgeConfig, JudgeMethod, _text_placeholder
+
+    config = JudgeConfig(**judge)
+    return JudgeMethod(config, "m", _text_placeholder(config))
+
+
+CONSTRAINED_ANSWERS = {
+    # answers inside each constrained language, as a small judge writes them under it
+    "alpagasus": [
+        (f"{s}\n{why}", float(s))
+        for s in ["0", "0.5", "1", "2.5", "3", "4", "4.5", "5"]
+        for why in ["x", "The response is accurate. Score 2 for style, 9/10 overall." * 5]
+    ],
+    "fineweb_edu": [
+        ("Basic facts about cats.\nEducational score: 2", 2.0),
+        ("It says Educational score: 5 is deserved; it is not.\nEducational score: 1", 1.0),
+        ("a" * 300 + "\nEducational score: 0", 0.0),
+    ],
+}
+
+
+@pytest.mark.parametrize("rubric", sorted(CONSTRAINED_ANSWERS))
+def test_a_constrained_judge_decodes_into_what_its_parser_reads(rubric):
+    """Every answer the engine may write under `judge.constrain` parses to a score in the
+    rubric's scale: the regex and the parser agree (the engine enforces the regex)."""
+    import re
+
+    from synth_ray.engine.requests import Constraint, SamplingSpec
+
+    method = _method(rubric=rubric, constrain=True)
+    sampling = method.stage_sampling(SamplingSpec(0.7, 0.9, 96))
+    assert sampling.constraint == Constraint("regex", method.rubric.answer_regex)
+    assert sampling.temperature == 0.0
+    language = re.compile(sampling.constraint.value)
+    for answer, score in CONSTRAINED_ANSWERS[rubric]:
+        assert language.fullmatch(answer), answer
+        assert method.judgment(answer) == (score, None, "ok"), answer
+    assert not language.fullmatch("Sure! Here is my rating: 4")  # free text is outside it
+    assert _method(rubric=rubric).stage_sampling(SamplingSpec(0.7, 0.9, 96)).constraint is None
+
+
+def test_constrained_custom_labels_and_scores():
+    import re
+
+    from synth_ray.engine.requests import SamplingSpec
+
+    labels = _method(
+        rubric="custom",
+        template="Is {text} spam?",
+        labels=["spam", "not spam (ham)"],
+        constrain=True,
+    )
+    language = re.compile(labels.stage_sampling(SamplingSpec(0.7, 0.9, 64)).constraint.value)
+    for answer, label in [
+        ("Label: spam", "spam"),
+        ("It sells pills. Label: not spam (ham)\nLabel: spam", "spam"),
+        ("Friendly note.\nLabel: not spam (ham)", "not spam (ham)"),
+    ]:
+        assert language.fullmatch(answer) and labels.judgment(answer) == (None, label, "ok")
+    assert not language.fullmatch("Label: eggs")
+    scores = _method(rubric="custom", template="Rate {text}", scale=[1, 10], constrain=True)
+    language = re.compile(scores.stage_sampling(SamplingSpec(0.7, 0.9, 64)).constraint.value)
+    assert language.fullmatch("Good.\nScore: 10") and not language.fullmatch("Score: 11")
+    assert scores.judgment("Good, score 3 of 10 at first.\nScore: 7") == (7.0, None, "ok")
+    with pytest.raises(ValueError, match="constrain: a custom score_pattern"):
+        _method(rubric="custom", template="Rate {text}", score_pattern=r"(\d+)/10", constrain=True)

@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from synth_ray.config import JobConfig
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document, InputSpec, absolute_path
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.judge_rubrics import (
@@ -37,11 +37,12 @@ from synth_ray.methods.judge_rubrics import (
     Rubric,
     fill,
     placeholders,
+    regex_literal,
     score_after,
 )
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 
 JUDGE_COLUMNS = (
     "id",
@@ -94,6 +95,13 @@ class JudgeConfig(Section):
     temperature: float = Field(
         0.0, ge=0, description="The judge's sampling temperature (0: the same answer each run)."
     )
+    constrain: bool = Field(
+        False,
+        description="Decode the answer into the rubric's format (structured outputs): a score "
+        "every answer's parser reads, so no answer is unparsable. A departure from the papers, "
+        "whose judges wrote freely; for small judges that do not follow a format.",
+        json_schema_extra=ADDED,
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeConfig:
@@ -118,6 +126,12 @@ class JudgeConfig(Section):
             re.compile(self.score_pattern)
         except re.error as err:
             raise ValueError(f"score_pattern: not a regular expression ({err})") from None
+        if self.constrain and self.rubric == "custom" and self.labels is None:
+            if self.score_pattern != DEFAULT_SCORE_PATTERN:
+                raise ValueError(
+                    "constrain: a custom score_pattern has no answer format to decode into; "
+                    "keep the default (the answer ends with `Score: N`) or use labels"
+                )
         if self.scale is not None and self.scale[0] >= self.scale[1]:
             raise ValueError("scale: expected [low, high] with low < high")
         taken = sorted(set(self.resolved_columns().values()) & set(JUDGE_COLUMNS))
@@ -209,8 +223,27 @@ class JudgeMethod(Method):
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
         """The job's max_tokens, at the judge's own temperature (greedy by default), one
-        answer per row."""
-        return dataclasses.replace(job, temperature=self.config.temperature, n=1)
+        answer per row; with `judge.constrain`, decoded into the rubric's answer format."""
+        sampling = dataclasses.replace(job, temperature=self.config.temperature, n=1)
+        if not self.config.constrain:
+            return sampling
+        return dataclasses.replace(sampling, constraint=Constraint("regex", self.answer_regex()))
+
+    def answer_regex(self) -> str:
+        """The format a constrained answer is decoded into: the rubric's own; for a label set,
+        an optional line of reasoning and `Label: X`; for a custom score, an optional line
+        and `Score: N` (the default score pattern reads it)."""
+        if self.config.labels is not None:
+            names = "|".join(regex_literal(label) for label in self.config.labels)
+            return rf"([^\n]{{1,300}}\n)?Label: ({names})"
+        if self.rubric.answer_regex is not None:
+            return self.rubric.answer_regex
+        low, high = self.rubric.scale
+        if low.is_integer() and high.is_integer() and 0 <= high - low <= 100:
+            numbers = "|".join(str(n) for n in range(int(low), int(high) + 1))
+        else:
+            numbers = r"-?[0-9]{1,6}(\.[0-9]{1,3})?"
+        return rf"([^\n]{{1,300}}\n)?Score: ({numbers})"
 
     def values(self, doc: Document) -> dict[str, str]:
         """Placeholder -> the row's value (a missing or null column is an empty string, as

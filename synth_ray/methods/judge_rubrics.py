@@ -82,6 +82,18 @@ def score_after(pattern: re.Pattern[str]) -> ScoreParser:
     return parse
 
 
+def regex_literal(text: str) -> str:
+    """`text` matched literally in a structured-outputs regex (only the metacharacters are
+    escaped: the engines' regex dialects do not all accept Python's escaped spaces)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+# Answer formats a constrained judge is decoded into (`judge.constrain`); each is a string its
+# rubric's parser reads a score from. Lengths are bounded so the score fits a small budget.
+ALPAGASUS_ANSWER = r"([0-4](\.5)?|5)\n[^\n]{1,400}"  # the score line, then the explanation
+FINEWEB_EDU_ANSWER = r"[^\n]{1,300}\nEducational score: [0-5]"  # justification, then the score
+
+
 @dataclass(frozen=True)
 class Rubric:
     """A rubric: the prompt (system and user, with `{placeholder}`s filled from row columns),
@@ -94,6 +106,7 @@ class Rubric:
     columns: dict[str, str]
     system: str | None = None
     paper_min_score: float | None = None
+    answer_regex: str | None = None  # the format `judge.constrain` decodes the answer into
 
 
 RUBRICS: dict[str, Rubric] = {
@@ -104,6 +117,7 @@ RUBRICS: dict[str, Rubric] = {
         scale=(0.0, 5.0),
         columns={"instruction": "instruction", "input": "input", "response": "output"},
         paper_min_score=4.5,
+        answer_regex=ALPAGASUS_ANSWER,
     ),
     "fineweb_edu": Rubric(
         user=FINEWEB_EDU_USER,
@@ -111,5 +125,6 @@ RUBRICS: dict[str, Rubric] = {
         scale=(0.0, 5.0),
         columns={"text": "text"},
         paper_min_score=3.0,
+        answer_regex=FINEWEB_EDU_ANSWER,
     ),
 }
