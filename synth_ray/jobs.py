@@ -112,8 +112,16 @@ def prepare_submission(
     data = apply_overrides(yaml.safe_load(Path(config_path).read_text()) or {}, overrides)
     if config.input is not None:
         data["input"]["path"] = _pack(config.input.path, workdir, "input")
-    for (section, key), path in method_spec(config.method).files(config).items():
-        data.setdefault(section, {})[key] = _pack(path, workdir, key)
+    for keys, path in method_spec(config.method).files(config).items():
+        where = data
+        for key in keys[:-1]:
+            where = where.setdefault(key, {}) if isinstance(key, str) else where[key]
+        where[keys[-1]] = _pack(path, workdir, "-".join(str(k) for k in keys[1:]))
+    section = config.section
+    for name, info in type(section).model_fields.items():
+        value = getattr(section, name)
+        if (info.json_schema_extra or {}).get("inline_on_submit") and value is not None:
+            data.setdefault(config.method, {})[name] = value
     reference = config.filters.diversity.reference_path
     if reference:
         data["filters"]["diversity"]["reference_path"] = _pack(reference, workdir, "reference")

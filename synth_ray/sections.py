@@ -27,6 +27,9 @@ RUNTIME = {"decisive": False}
 # A field added after outputs existed, whose default keeps the old behaviour: it enters the
 # fingerprint only when set to something else, so those outputs still resume.
 ADDED = {"omit_default": True}
+# A field whose file is read into the config when it is validated (a path becomes its
+# content): `submit` writes the content into the job it sends, not the local path.
+INLINED = {"inline_on_submit": True}
 PLUGIN_GROUP = "synth_ray.methods"
 
 

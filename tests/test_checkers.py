@@ -49,7 +49,9 @@ def test_numeric(text, expected):
         ("The probability is $\\boxed{\\frac{3}{4}}$.", "0.75"),  # MATH's reference
         ("The answer is \\dfrac{1}{3}.", "1/3"),
         ("#### 5/0", None),
-        ("It was 3/4/2020 when we met.", "3"),  # a date is not a fraction
+        ("It was 3/4/2020 when we met.", "3"),  # a date is no fraction: its first number
+        ("The answer is $\\frac12$.", "0.5"),  # LaTeX's unbraced one-digit parts
+        ("The answer is \\frac{-3}{4}.", "-0.75"),  # a sign inside the braces
     ],
 )
 def test_numeric_decimals_and_fractions_are_exact_rationals(text, expected):

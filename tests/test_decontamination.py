@@ -247,3 +247,18 @@ def test_a_benchmark_edited_in_place_changes_the_jobs_fingerprint(tmp_path):
         bench, ns=(stat.st_atime_ns, stat.st_mtime_ns)
     )  # the same mtime: its size tells it changed
     assert fingerprint() != before
+
+
+def test_a_benchmark_folder_with_subfolders_is_fingerprinted(tmp_path):
+    """DS-1000's ds1000_data holds a folder per library: its digest covers every file."""
+    from synth_ray.methods.decontamination import content_digest
+
+    root = tmp_path / "ds1000_data"
+    for library, q in [("Numpy", "q0"), ("Pandas", "q1")]:
+        (root / library / "Insertion" / q).mkdir(parents=True)
+        (root / library / "Insertion" / q / "prompt.txt").write_text(f"{library} problem")
+    benchmark = Benchmark(name="ds_1000", path=str(root))
+    first = content_digest(benchmark)
+    assert first and content_digest(benchmark) == first
+    (root / "Pandas" / "Insertion" / "q1" / "prompt.txt").write_text("Pandas problem, edited")
+    assert content_digest(benchmark) != first

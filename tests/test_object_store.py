@@ -557,6 +557,14 @@ def test_persistent_throttling_fails_the_job_with_one_line(
             OSError("google::cloud::Status(RESOURCE_EXHAUSTED: rate limit)"),
             "gcs RESOURCE_EXHAUSTED",
         ),
+        (
+            OSError("GetProperties failed. Azure Error: [ServerBusy] 503 The server is busy."),
+            "azure ServerBusy",
+        ),
+        (
+            OSError("Azure Error: [AuthorizationFailure] 403 This request is not authorized: 503"),
+            None,
+        ),
         (ConnectionResetError(104, "Connection reset by peer"), "ConnectionResetError"),
         (TimeoutError("timed out"), "TimeoutError"),
         # permanent: what matters is the code, not words in the message

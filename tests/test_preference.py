@@ -438,3 +438,24 @@ def test_the_driver_reads_no_response_to_build_the_rating_stage(
     stats = summary.stats
     assert stats["dropped_by_filter"]["too_few_responses"] == 1 and stats["accounted"]
     assert stats["preference"]["prompts"] == 7
+
+
+def test_ratings_in_bold_any_case_or_cut_after_the_rating_still_parse():
+    """A local judge that bolds its labels, writes them in lower case, or is cut by
+    judge_max_tokens after its last rating: each text keeps its rating (the paper asked
+    GPT-4 again until its exact format came back; a greedy judge would answer alike)."""
+    from synth_ray.methods.preference_prompts import parse_annotations
+
+    bold = "**Rating:** 4\n**Rationale:** Follows the task."
+    assert [a.rating for a in parse_annotations(bold, 1, "honesty")] == [4.0]
+    answer = (
+        "### Output for Text 1\nrating: 5\nrationale: Exact.\n\n"
+        "### Output for Text 2\n**Type:** None\n**Rationale:** x\n**Rating:** 2"
+    )
+    assert [a.rating for a in parse_annotations(answer, 2, "honesty")] == [5.0, 2.0]
+    typed = parse_annotations(
+        answer.replace("rating: 5", "Type: 1\nRationale: y\nRating: 5"), 2, "helpfulness"
+    )
+    assert [(a.rating, a.types) for a in typed] == [(5.0, (1,)), (2.0, ())]
+    cut = "### Output for Text 1\nRating: 3\nRationale: ok\n### Output for Text 2\nRating: 1"
+    assert [a.rating for a in parse_annotations(cut, 2, "honesty")] == [3.0, 1.0]

@@ -114,6 +114,55 @@ def test_submit_sends_the_files_each_method_names(tmp_path):
     assert (workdir / "few_shot_path" / "shots.jsonl").read_text() == shots.read_text()
 
 
+def test_submit_sends_a_schema_file_as_its_content_and_benchmark_files(tmp_path, monkeypatch):
+    """A JSON Schema given by path travels inside job.yaml (the config read it); each
+    decontamination benchmark file travels beside it, its path rewritten. The packed job
+    validates where it runs, with none of the local paths."""
+    import copy
+    import json
+
+    from synth_ray.config import validate_config
+    from synth_ray.jobs import prepare_submission
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "text": "hi"}])
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    bench = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "What is 2 + 2?"}])
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "a.py").write_text("print(1)\n")
+    cases = [
+        ("generate", prompts, {"output_schema": str(tmp_path / "schema.json")}),
+        ("oss_instruct", folder, {"decontaminate": ["human_eval", {"name": "gsm8k", "path": str(bench)}]}),
+    ]  # fmt: skip
+    for method, source, section in cases:
+        config = tmp_path / f"{method}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "method": method,
+                    "input": {"path": str(source)},
+                    "output": {"path": str(tmp_path / "out")},
+                    method: section,
+                }
+            )
+        )
+        workdir = tmp_path / f"workdir-{method}"
+        workdir.mkdir()
+        _, data = prepare_submission(config, [], workdir)
+        monkeypatch.chdir(workdir)
+        (tmp_path / "schema.json").rename(tmp_path / "moved.json") if method == "generate" else None
+        packed = validate_config(copy.deepcopy(data))  # (validation takes sections out)
+        if method == "generate":
+            assert data["generate"]["output_schema"] == schema
+        else:
+            entry = data["oss_instruct"]["decontaminate"][1]
+            assert entry["path"] == "decontaminate-1-path/gsm.jsonl"
+            assert (workdir / entry["path"]).read_text() == bench.read_text()
+            assert data["oss_instruct"]["decontaminate"][0] == "human_eval"
+        assert packed.fingerprint()
+
+
 RECIPES = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 
 

@@ -298,6 +298,10 @@ def test_rationalized_rationale_that_mentions_its_hint_is_dropped(text):
         "48 - 30 = 18. Therefore, the answer is 18.\n#### 18",
         "The answer is 18 because 12 * 4 = 48 and 48 - 30 = 18.\n#### 18",
         "Now that we know the total, 48 - 30 = 18, the final answer is 18.\n#### 18",
+        # the answer's unit or form, not its value: no hint is cited
+        "Since the answer is asked in muffins, we count: 12 * 4 = 48, 48 - 30 = 18.\n#### 18",
+        "As the answer is a count, 12 * 4 = 48 and 48 - 30 = 18.\n#### 18",
+        "If the answer is to be in dozens, 18 is 1.5 dozen; in muffins 48 - 30 = 18.\n#### 18",
     ],
 )
 def test_rationalized_rationale_that_only_concludes_its_answer_is_kept(text):

@@ -58,7 +58,11 @@ def sampling_params(request: EngineRequest, per_request_seed: bool) -> Any:
     from vllm.sampling_params import RequestOutputKind
 
     sampling = request.sampling
+    constrained = {}  # only when set: SamplingParams has this field from vLLM 0.10.2 on
+    if sampling.constraint is not None:
+        constrained["structured_outputs"] = structured_outputs(sampling.constraint)
     return SamplingParams(
+        **constrained,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         max_tokens=request.max_tokens,
@@ -67,7 +71,6 @@ def sampling_params(request: EngineRequest, per_request_seed: bool) -> Any:
         n=sampling.n,
         stop=list(sampling.stop) or None,
         presence_penalty=sampling.presence_penalty,
-        structured_outputs=structured_outputs(sampling.constraint),
         output_kind=RequestOutputKind.FINAL_ONLY,
     )
 

@@ -18,8 +18,10 @@ Errors are classified by kind, never by free text (`error_kind`):
 - pyarrow raises every S3 and GCS failure as a bare `OSError` whose message carries the
   SDK's error code in a fixed place: `AWS Error <S3Errors name>[ (HTTP status N)] during <op>
   operation: ...` (arrow/filesystem/s3_internal.h, `ErrorToStatus`) and
-  `google::cloud::Status(<StatusCode name>: ...)` (gcsfs_internal.cc). The code is read from
-  that place and looked up in the sets below; the rest of the message is never searched.
+  `google::cloud::Status(<StatusCode name>: ...)` (gcsfs_internal.cc), and Azure's as
+  `Azure Error: [<x-ms-error-code>] ...` (azurefs.cc). The code is read from that place and
+  looked up in the sets below; the rest of the message is never searched. HDFS errors come
+  with an errno, so Python's types above classify them.
   An S3 `UNKNOWN` is judged by its HTTP status (429 and 5xx transient).
 
 One layer of retries, not two: pyarrow's S3 filesystem retries on its own (the AWS SDK's
@@ -64,10 +66,13 @@ TRANSIENT_S3_ERRORS = frozenset(
 TRANSIENT_GCS_CODES = frozenset(
     {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "INTERNAL"}
 )
+# Azure Storage error codes (x-ms-error-code) that the service documents as retryable
+TRANSIENT_AZURE_CODES = frozenset({"ServerBusy", "InternalError", "OperationTimedOut"})
 _TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 
 _S3_CODE = re.compile(r"AWS Error (\w+|\[code \d+\])(?: \(HTTP status (\d+)\))? during ")
 _GCS_CODE = re.compile(r"google::cloud::Status\((\w+):")
+_AZURE_CODE = re.compile(r"Azure Error: \[(\w*)\]")
 _PERMANENT_TYPES = (
     FileNotFoundError,
     FileExistsError,
@@ -100,6 +105,9 @@ def error_kind(err: BaseException) -> str | None:
     gcs = _GCS_CODE.search(text)
     if gcs is not None and gcs.group(1) in TRANSIENT_GCS_CODES:
         return f"gcs {gcs.group(1)}"
+    azure = _AZURE_CODE.search(text)
+    if azure is not None and azure.group(1) in TRANSIENT_AZURE_CODES:
+        return f"azure {azure.group(1)}"
     return None
 
 

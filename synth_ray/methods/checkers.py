@@ -23,13 +23,17 @@ from fractions import Fraction
 from synth_ray.errors import ConfigError
 
 _DECIMAL = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
-# a fraction is one number: "3/4" is three quarters, not a 3 and a 4 (a date's 3/4/2020 is none)
+# a fraction is one number: "3/4" is three quarters, not a 3 and a 4 (a date, 3/4/2020, is no
+# fraction: its first number is read)
 _NUMBER = r"(?<![\d/])-?\$?" + _DECIMAL + r"(?:/" + _DECIMAL + r"(?![\d/]))?"
 _GSM8K_FINAL = re.compile(r"####\s*(" + _NUMBER + ")")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUMBER)
 # MATH's LaTeX fractions, \frac{3}{4} (also \dfrac, \tfrac), read as 3/4
-_LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+# (and the unbraced \frac12 of one-digit parts; a sign inside the braces: \frac{-3}{4})
+_LATEX_FRACTION = re.compile(
+    r"\\[dt]?frac\s*(?:\{\s*(-?\d+)\s*\}|(\d))\s*(?:\{\s*(-?\d+)\s*\}|(\d))"
+)
 
 
 # exact at any length: Decimal's default context (28 digits) would round, or raise on quantize,
@@ -58,11 +62,19 @@ def _spell_fraction(value: Fraction) -> str:
     return _spell(Decimal(scaled.numerator).scaleb(-places, _EXACT))
 
 
+def _latex_as_slash(found: re.Match[str]) -> str:
+    numerator = found.group(1) or found.group(2)
+    denominator = found.group(3) or found.group(4)
+    if denominator.startswith("-"):  # keep the sign in front, where the number reader sees it
+        numerator, denominator = f"-{numerator}".replace("--", ""), denominator[1:]
+    return f"{numerator}/{denominator}"
+
+
 def normalize_number(text: str) -> str | None:
     """The first number in `text`, an exact rational spelled one way: "$1,200.00" -> "1200",
     ".5" -> "0.5", "3/4" and "0.75" -> "0.75", "2/6" -> "1/3"; None when there is none (or
     a fraction divides by zero)."""
-    match = _ANY_NUMBER.search(_LATEX_FRACTION.sub(r"\1/\2", text))
+    match = _ANY_NUMBER.search(_LATEX_FRACTION.sub(_latex_as_slash, text))
     if match is None:
         return None
     raw = match.group(0).replace("$", "").replace(",", "")
@@ -80,7 +92,7 @@ def normalize_number(text: str) -> str | None:
 
 
 def extract_numeric(text: str) -> str | None:
-    text = _LATEX_FRACTION.sub(r"\1/\2", text)
+    text = _LATEX_FRACTION.sub(_latex_as_slash, text)
     final = _GSM8K_FINAL.findall(text)
     if final:
         return normalize_number(final[-1])

@@ -198,13 +198,14 @@ def content_digest(benchmark: Benchmark) -> str:
     except InputError:
         return ""
     files = sorted(f for f in file.rglob("*") if f.is_file()) if file.is_dir() else [file]
-    return _digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    root = file if file.is_dir() else file.parent
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest(str(root), stats)
 
 
 @functools.lru_cache(maxsize=64)
-def _digest(files: tuple[tuple[str, int, int], ...]) -> str:
+def _digest(root: str, files: tuple[tuple[str, int, int], ...]) -> str:
     hasher = hashlib.sha256()
-    root = Path(files[0][0]).parent if files else Path()
     for name, _, _ in files:
         hasher.update(str(Path(name).relative_to(root)).encode() + b"\0")
         with open(name, "rb") as src:

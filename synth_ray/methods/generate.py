@@ -44,7 +44,7 @@ from synth_ray.methods.structured_output import (
     json_constraint,
     load_schema,
 )
-from synth_ray.sections import ADDED, Section
+from synth_ray.sections import ADDED, INLINED, Section
 
 _BASE_FIELDS = [
     pa.field("id", pa.string()),
@@ -102,7 +102,7 @@ class GenerateConfig(Section):
         description="A JSON Schema (inline, or the path of a .json file) the engine decodes "
         "under; each top-level property becomes a typed column, and a text that still does "
         "not validate (cut by max_tokens) is a row error (methods/structured_output.py).",
-        json_schema_extra=ADDED,
+        json_schema_extra={**ADDED, **INLINED},
     )
     constraint: ConstraintConfig | None = Field(
         None,

@@ -60,7 +60,7 @@ from synth_ray.methods.decontamination import (
     load_benchmarks,
 )
 from synth_ray.methods.oss_instruct_prompts import REQUIRED, SYSTEM, oss_prompt
-from synth_ray.methods.registry import MethodSpec, register
+from synth_ray.methods.registry import FileKey, MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
 from synth_ray.sections import ADDED, Section, check_templates
 from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict, sandbox_or_config_error
@@ -475,12 +475,23 @@ def check_oss_instruct(config: JobConfig) -> None:
         sandbox_or_config_error(section.sandbox, "oss_instruct.tests")
 
 
+def oss_instruct_files(config: JobConfig) -> dict[FileKey, str]:
+    """The benchmark files to decontaminate against, sent with a submitted job."""
+    section = config.section_as(OSSInstructConfig)
+    return {
+        ("oss_instruct", "decontaminate", i, "path"): benchmark.path
+        for i, benchmark in enumerate(section.decontaminate)
+        if benchmark.path
+    }
+
+
 register(
     MethodSpec(
         "oss_instruct",
         run=run_oss_instruct,
         section=OSSInstructConfig,
         check=check_oss_instruct,
+        files=oss_instruct_files,
         papers=lambda config: ["wei2023magicoder"],
     )
 )

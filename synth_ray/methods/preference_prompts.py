@@ -391,8 +391,20 @@ class Annotation:
 UNRATED = Annotation(None)
 _HEADER = re.compile(r"#+\s*Output for Text\s*(\d+)", re.IGNORECASE)
 # annotate_preference.py's `process`, one pattern per answer format
-_PLAIN = re.compile(r"Rating: (.+?)\nRationale: (.+)", re.DOTALL)
-_TYPED = re.compile(r"Type: (.+?)\nRationale: (.+?)\nRating: (.+?)\nRationale: (.+)", re.DOTALL)
+# (any case, labels in markdown bold, and the last Rationale optional: a judge that bolds
+# its labels, or an answer cut by judge_max_tokens after the last rating, still parses)
+
+
+def _label(name: str) -> str:
+    return rf"(?:^|\n)[ \t#]*[*_]*{name}[*_]*[ \t]*:[*_]*[ \t]*"
+
+
+_LAST_RATIONALE = rf"(?:{_label('Rationale')}(.*))?$"
+_PLAIN = re.compile(rf"{_label('Rating')}(.+?){_LAST_RATIONALE}", re.DOTALL | re.IGNORECASE)
+_TYPED = re.compile(
+    rf"{_label('Type')}(.+?){_label('Rationale')}(.+?){_label('Rating')}(.+?){_LAST_RATIONALE}",
+    re.DOTALL | re.IGNORECASE,
+)
 _NUMBER = re.compile(r"\b\d+\b")
 
 
@@ -429,17 +441,20 @@ def _annotation(block: str, aspect: str) -> Annotation:
         if found is None:
             return UNRATED
         types, types_rationale, rating, rationale = found.groups()
-        named = () if types.strip() == "None" else tuple(int(t) for t in _NUMBER.findall(types))
-        return Annotation(_rating(rating), rationale.strip(), named, types_rationale.strip())
+        types = types.strip(" *_")
+        named = () if types == "None" else tuple(int(t) for t in _NUMBER.findall(types))
+        return Annotation(
+            _rating(rating), (rationale or "").strip() or None, named, types_rationale.strip()
+        )
     found = _PLAIN.search(block)
     if found is None:
         return UNRATED
-    return Annotation(_rating(found.group(1)), found.group(2).strip())
+    return Annotation(_rating(found.group(1)), (found.group(2) or "").strip() or None)
 
 
 def _rating(value: str) -> float | None:
     numbers = _NUMBER.findall(value)
-    if value.strip() == "N/A" or not numbers:
+    if value.strip(" *_\n") == "N/A" or not numbers:
         return None
     rating = float(numbers[0])
     return rating if 1 <= rating <= 5 else None

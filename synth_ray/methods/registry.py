@@ -36,7 +36,11 @@ def _nothing(config: JobConfig) -> None:
     return None
 
 
-def _no_files(config: JobConfig) -> dict[tuple[str, str], str]:
+# where a local file's path sits in the config: (section, key[, index, key ...])
+FileKey = tuple[str | int, ...]
+
+
+def _no_files(config: JobConfig) -> dict[FileKey, str]:
     return {}
 
 
@@ -50,7 +54,9 @@ class MethodSpec:
     how to read the input rows (None: the method reads none, e.g. Self-Instruct's seeds);
     `sample_texts` then gives the texts the diversity filter's centroids are trained on.
     `check` fails fast on the method's own files before any work; `files` names the local
-    files (config section, key) -> path that `submit` must send with the job.
+    files (config section, key[, list index, key ...]) -> path that `submit` must send with
+    the job. A section field marked INLINED (sections.py: a file read into the config, such
+    as `generate.output_schema`) is sent as its value instead.
     `papers` names the keys of methods/papers.py this config follows (the dataset card cites
     them). `section` is the method's config section, read from the key named like the method
     (`old_section_names` are accepted with a deprecation warning; `fingerprint_key`, where
@@ -62,7 +68,7 @@ class MethodSpec:
     input_spec: Callable[[JobConfig], InputSpec] | None = input_text_column
     sample_texts: Callable[[JobConfig], list[str]] | None = None
     check: Callable[[JobConfig], None] = _nothing
-    files: Callable[[JobConfig], dict[tuple[str, str], str]] = field(default=_no_files)
+    files: Callable[[JobConfig], dict[FileKey, str]] = field(default=_no_files)
     papers: Callable[[JobConfig], list[str]] = field(default=_no_papers)
     old_section_names: tuple[str, ...] = ()
     fingerprint_key: str | None = None

@@ -196,7 +196,8 @@ _MENTIONS_HINT = re.compile(
     r"\s+(?:(?:that|us|me|already)\s+)*"
     + _THE_ANSWER_IS
     + r"|\b(?:since|because|as|if)\s+"
-    + _THE_ANSWER_IS,
+    + _THE_ANSWER_IS
+    + r"\s*\$?-?\d",  # "since the answer is 33", not "since the answer is in hours"
     re.IGNORECASE,
 )
 

@@ -32,7 +32,6 @@ _SCALARS = {
     "number": pa.float64(),
     "boolean": pa.bool_(),
 }
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 class SchemaError(ValueError):
@@ -149,22 +148,28 @@ class StructuredReader:
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "the top level"
             return f"does not match the schema at {where}: {error.message}"[:500]
-        too_big = _out_of_int64(value)
-        if too_big is not None:
-            return f"integer {too_big} does not fit a 64-bit column"
-        return {f.name: value.get(f.name) for f in self.fields}
+        row = {}
+        for f in self.fields:
+            cell = _as_column_value(value.get(f.name), f.type)
+            try:  # what jsonschema accepts but a Parquet column cannot hold
+                pa.array([cell], f.type)
+            except (pa.ArrowException, UnicodeEncodeError, OverflowError) as err:
+                reason = str(err).splitlines()[0][:200]
+                return f"{f.name} cannot be stored as {f.type}: {reason}"
+            row[f.name] = cell
+        return row
 
 
-def _out_of_int64(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if not _INT64[0] <= value <= _INT64[1] else None
-    children = (
-        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    )
-    for child in children:
-        found = _out_of_int64(child)
-        if found is not None:
-            return found
-    return None
+def _as_column_value(value: Any, kind: pa.DataType) -> Any:
+    """`value` as its column holds it: an integer in a float64 column as a float (Arrow
+    refuses a Python int beyond int64 there), recursively through lists and structs."""
+    if pa.types.is_floating(kind) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if pa.types.is_list(kind) and isinstance(value, list):
+        return [_as_column_value(v, kind.value_type) for v in value]
+    if pa.types.is_struct(kind) and isinstance(value, dict):
+        return {
+            kind.field(i).name: _as_column_value(value.get(kind.field(i).name), kind.field(i).type)
+            for i in range(kind.num_fields)
+        }
+    return value
