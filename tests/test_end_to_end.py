@@ -85,7 +85,7 @@ def test_generate_job_with_ignore_eos_generates_exact_tokens(tmp_path, shared_en
 def test_structured_generate_on_real_engine(tmp_path, shared_engine):
     """The engine decodes under the JSON Schema: every row kept holds the schema's typed
     columns (read by datasets and DuckDB), and the only rows lost are ones max_tokens cut,
-    as row errors; a choice constraint gives only its choices."""
+    as row errors. (A regex constraint on the real engine: the constrained judge test.)"""
     import duckdb
     from datasets import Dataset
 
@@ -138,17 +138,6 @@ def test_structured_generate_on_real_engine(tmp_path, shared_engine):
         f"SELECT typeof(difficulty), typeof(keywords), typeof(verdict) FROM '{data}/*.parquet'"
     ).fetchall()
     assert set(types) == {("BIGINT", "VARCHAR[]", "STRUCT(safe BOOLEAN)")}
-
-    choice = job_config(
-        tmp_path / "choice",
-        prompts,
-        method="generate",
-        input={"path": str(prompts), "text_column": "prompt", "id_column": None},
-        sampling={"max_tokens": 8},
-        generate={"constraint": {"choice": ["easy", "hard"]}},
-    )
-    run_job(choice, show_progress=False, backend=shared_engine)
-    assert set(read_output(tmp_path / "choice" / "out")["text"]) <= {"easy", "hard"}
 
 
 def test_too_long_document_and_prompt_on_real_engine(tmp_path, shared_engine):

@@ -5,7 +5,7 @@ resume each time, and the final output equals a clean run's, exactly once.
 
 The job runs in a process of its own (tests/kill_anywhere_job.py: the whole job path on the
 simulated engine, slowed so kills land while planning, generating, writing shards and
-committing). 5 kills of a single-stage method and 4 of a two-stage one (STaR), every delay
+committing). 4 kills of a single-stage method and 3 of a two-stage one (STaR), every delay
 drawn from a seeded RNG over a clean run's duration, printed on failure to replay it with the
 phase each kill hit (read back from the output folder). Then kills aimed at every phase of a
 commit, on real generator actors (their slice workers write the shards in their own
@@ -137,7 +137,7 @@ def test_single_stage_job_killed_anywhere_resumes_exactly(tmp_path, embedded_mod
         "resources": {"replicas": 2},
         "scheduler": {"batch_size": 2, "max_in_flight_per_replica": 6, "min_slice_rows": 2},
     }
-    _kill_resume_check(tmp_path, data, kills=5, seed=SEED)
+    _kill_resume_check(tmp_path, data, kills=4, seed=SEED)
 
 
 def test_two_stage_star_job_killed_anywhere_resumes_exactly(tmp_path, embedded_model):
@@ -151,7 +151,7 @@ def test_two_stage_star_job_killed_anywhere_resumes_exactly(tmp_path, embedded_m
         "self_improve": {"mode": "star", "checker": "numeric"},
         "scheduler": {"batch_size": 1, "max_in_flight_per_replica": 2, "min_slice_rows": 1},
     }
-    _kill_resume_check(tmp_path, data, kills=4, seed=SEED + 1)
+    _kill_resume_check(tmp_path, data, kills=3, seed=SEED + 1)
 
 
 PHASES = (
@@ -205,9 +205,10 @@ def test_killed_in_every_commit_phase_on_real_replicas_resumes_exactly(tmp_path,
         }
         return _write_config(tmp_path / f"{name}.yaml", data)
 
-    def start(cfg: Path) -> subprocess.Popen:
+    def start(cfg: Path, ray: bool = True) -> subprocess.Popen:
+        how = ["--ray", "0.2"] if ray else ["0"]
         return subprocess.Popen(
-            [sys.executable, str(JOB), str(cfg), "--ray", "0.2"],
+            [sys.executable, str(JOB), str(cfg), *how],
             cwd=REPO,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
@@ -215,7 +216,9 @@ def test_killed_in_every_commit_phase_on_real_replicas_resumes_exactly(tmp_path,
             text=True,
         )
 
-    clean = start(config("clean"))
+    # the clean run's rows and counts do not depend on where the engine ran: in-process, it
+    # costs no Ray start (CI's time is process and engine starts)
+    clean = start(config("clean"), ray=False)
     assert clean.wait(300) == 0, clean.stderr.read()[-3000:]
     units_total = len(OutputStore(tmp_path / "clean").committed())
     assert units_total == 10
