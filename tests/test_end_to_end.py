@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -260,14 +259,7 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
         method="self_improve",
         input={"path": str(questions), "id_column": "id", "limit": 3},
         sampling={"max_tokens": 48, "temperature": 0.8},
-        # self-consistency constrained (`constrain`): every sample then has an answer
-        self_improve={
-            "mode": mode,
-            "n": 3,
-            "k": 2,
-            "min_agreement": 0.3,
-            "constrain": mode == "self_consistency",
-        },
+        self_improve={"mode": mode, "n": 3, "k": 2, "min_agreement": 0.3},
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
@@ -291,13 +283,6 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
             "iteration",
         } <= set(frame.columns)
         assert frame["id"].is_unique
-    assert mode != "self_consistency" or frame is not None  # a 1/3 plurality always agrees
-    if frame is not None and mode == "self_consistency":
-        # constrained: reasoning, then the answer line, always
-        from synth_ray.methods.self_improve import answer_line_regex
-
-        language = re.compile(answer_line_regex(48))
-        assert all(language.fullmatch(r) for r in frame["rationale"]), list(frame["rationale"])
 
 
 def test_program_of_thought_recipe_on_real_engine(tmp_path, shared_engine):

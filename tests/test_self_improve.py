@@ -460,34 +460,3 @@ def test_star_driver_reads_no_row_once_the_direct_stage_committed(
     assert seen["watching"] and seen["reads"] == []
     [rationalize] = [spec for spec in specs if spec.stage == "rationalize"]
     assert not isinstance(rationalize.documents, list)  # no question travels with it
-
-
-def test_a_constrained_rationale_always_ends_in_an_answer_the_checker_reads(tmp_path):
-    """`self_improve.constrain`: the engine decodes each rationale into reasoning and a
-    '#### N' line; every string of that language has an answer the numeric checker reads,
-    and the reasoning fits the budget. Refused where the checker has no such line."""
-    import re
-
-    from synth_ray.engine.requests import SamplingSpec
-    from synth_ray.methods.checkers import get_checker
-    from synth_ray.methods.self_improve import answer_line_regex, cut_at_first_answer
-
-    for stage in ("direct", "rationalize"):
-        method, _ = _method(stage=stage, constrain=True)
-        sampling = method.stage_sampling(SamplingSpec(0.8, 0.95, 48))
-        assert sampling.constraint.value == answer_line_regex(48)
-    language = re.compile(answer_line_regex(48))
-    numeric = get_checker("numeric")
-    for text, answer in [
-        ("She bakes 12 * 4 = 48 and sells 30, so 48 - 30 = 18.\n#### 18", "18"),
-        ("Half of 7.\n#### 3.5", "3.5"),
-        ("It drops by 4: 1 - 5 = -4.\nSo:\n#### -4", "-4"),
-    ]:
-        assert language.fullmatch(text), text
-        assert numeric.extract(cut_at_first_answer(text)) == answer
-    assert not language.fullmatch("x" * 97 + "\n#### 1")  # the reasoning is bounded
-    assert not language.fullmatch("The answer is 18.")
-    method, _ = _method(stage="direct")
-    assert method.stage_sampling(SamplingSpec(0.8, 0.95, 48)).constraint is None
-    with pytest.raises(ValueError, match="constrain: checker exact has no fixed answer line"):
-        _method(stage="direct", constrain=True, checker="exact")

@@ -44,7 +44,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
+from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
@@ -99,22 +99,10 @@ class SelfImproveConfig(Section):
         default_factory=dict,
         description="Override prompt templates: instruction (the line before the examples), hint ({answer}).",
     )
-    constrain: bool = Field(
-        False,
-        description="checker numeric: decode each rationale into the answer format (a reasoning "
-        "of at most 2 characters per max_tokens, then '#### N'; structured outputs), so every "
-        "sample has an answer. A departure from the papers, for small models.",
-        json_schema_extra=ADDED,
-    )
 
     @model_validator(mode="after")
     def _labels_needed(self) -> SelfImproveConfig:
         check_templates(self.templates, {"instruction": set(), "hint": {"answer"}})
-        if self.constrain and self.checker != "numeric":
-            raise ValueError(
-                f"constrain: checker {self.checker} has no fixed answer line to decode into "
-                "(only numeric: '#### N')"
-            )
         if self.mode in ("star", "rejection") and not self.answer_column:
             raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
         if self.mode == "rejection" and self.k > self.n:
@@ -212,14 +200,6 @@ _MENTIONS_HINT = re.compile(
     + r"\s*\$?-?\d",  # "since the answer is 33", not "since the answer is in hours"
     re.IGNORECASE,
 )
-
-
-def answer_line_regex(max_tokens: int) -> str:
-    """The format `self_improve.constrain` decodes a rationale into: reasoning without '#',
-    short enough (2 characters per output token) that the answer line fits the budget, then
-    '#### N' with N a plain number, which the numeric checker reads."""
-    reasoning = max(8, 2 * max_tokens)
-    return rf"[^#]{{1,{reasoning}}}\n#### -?[0-9]{{1,12}}(\.[0-9]{{1,6}})?"
 
 
 def cut_at_first_answer(text: str) -> str:
@@ -337,9 +317,6 @@ class SelfImproveMethod(Method):
         sampling = super().stage_sampling(job)
         if self.programs:
             return dataclasses.replace(sampling, stop=PROGRAM_STOP_STRINGS)
-        if self.config.constrain:
-            regex = answer_line_regex(sampling.max_tokens)
-            return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
         return sampling
 
     def estimate_rows(self, doc: Document) -> int:
