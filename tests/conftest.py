@@ -61,6 +61,21 @@ def job_config(tmp_path: Path, input_path: Path, **sections) -> JobConfig:  # no
     return validate_config(data)
 
 
+def use_local_s3(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Point every S3 client of this process (pyarrow, obstore, boto3) at a local endpoint
+    (moto's server, or a proxy in front of it) with test credentials."""
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture(scope="session")
 def embedded_model() -> str:
     from synth_ray.engine.models import prepare_embedded_model

@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, job_config, make_docs, write_jsonl
+from conftest import REPO, job_config, make_docs, use_local_s3, write_jsonl
 from fake_backend import FakeBackend, VirtualClock
 
 from synth_ray.io.filesystem import open_location
@@ -297,16 +297,7 @@ def uri_output(request, tmp_path, monkeypatch):
     server = ThreadedMotoServer(port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_local_s3(monkeypatch, f"http://{host}:{port}")
     boto3.client("s3").create_bucket(Bucket="lease-bucket")
     try:
         yield "s3://lease-bucket/out"

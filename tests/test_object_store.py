@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, job_config, make_docs, write_jsonl
+from conftest import REPO, job_config, make_docs, use_local_s3, write_jsonl
 from fake_backend import FakeBackend
 from typer.testing import CliRunner
 
@@ -648,16 +648,7 @@ def s3_behind_a_proxy(monkeypatch):
     host, port = server.get_host_and_port()
     rule = {"decide": lambda method, path, n: None}
     proxy = FaultProxy(f"http://{host}:{port}", lambda m, p, n: rule["decide"](m, p, n))
-    env = {
-        "AWS_ENDPOINT_URL": proxy.url,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_local_s3(monkeypatch, proxy.url)
     with proxy:
         boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="faulty")
         try:

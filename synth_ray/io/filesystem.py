@@ -41,6 +41,7 @@ from synth_ray.io.shards import (
     write_parquet,
     write_shard_atomic,
 )
+from synth_ray.io.storage_errors import first_line
 
 T = TypeVar("T")
 
@@ -73,11 +74,6 @@ def canonical(path: str | Path) -> str:
     return f"{base.rstrip('/')}{sep}{query}"
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
-
-
 def resolve_uri(uri: str, key: str = "output.path") -> tuple[pafs.FileSystem, str]:
     """The filesystem and its path for `uri`; a scheme pyarrow cannot open, or a store it
     cannot reach while resolving (e.g. an S3 bucket's region), is a one-line ConfigError."""
@@ -96,11 +92,11 @@ def resolve_uri(uri: str, key: str = "output.path") -> tuple[pafs.FileSystem, st
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise ConfigError(
             f"{key} {uri}: pyarrow cannot open a filesystem for scheme '{scheme}' "
-            f"({_first_line(err)}); use a local path or an s3://, gs://, abfs://, hdfs:// "
+            f"({first_line(err)}); use a local path or an s3://, gs://, abfs://, hdfs:// "
             "or file:// URI"
         ) from None
     except OSError as err:
-        raise ConfigError(f"{key} {uri}: cannot reach it ({_first_line(err)})") from None
+        raise ConfigError(f"{key} {uri}: cannot reach it ({first_line(err)})") from None
 
 
 def open_location(path: str | Path, key: str = "output.path") -> Location:
@@ -255,7 +251,7 @@ class UriLocation(Location):
             info = self._retry("HEAD", "", lambda: self.fs.get_file_info(self.base))
         except OSError as err:
             raise ConfigError(
-                f"{self.key} {self.uri}: cannot reach it ({_first_line(err)})"
+                f"{self.key} {self.uri}: cannot reach it ({first_line(err)})"
             ) from None
         return {pafs.FileType.Directory: "dir", pafs.FileType.File: "file"}.get(
             info.type, "missing"
@@ -335,7 +331,7 @@ class UriLocation(Location):
                 self._retry("MKDIR", "", lambda: self.fs.create_dir(self.base, recursive=True))
             except OSError as err:  # e.g. a bucket that does not exist or is not writable
                 raise ConfigError(
-                    f"{self.key} {self.uri}: cannot create it ({_first_line(err)})"
+                    f"{self.key} {self.uri}: cannot create it ({first_line(err)})"
                 ) from None
             self._made.add(self.base)
 

@@ -43,7 +43,7 @@ from typing import TypeVar
 import pyarrow.fs as pafs
 import tenacity
 
-from synth_ray.io.storage_errors import ObjectStoreError
+from synth_ray.io.storage_errors import ObjectStoreError, first_line
 
 T = TypeVar("T")
 
@@ -116,11 +116,6 @@ def is_transient(err: BaseException) -> bool:
     return error_kind(err) is not None
 
 
-def _reason(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else repr(err)
-
-
 def retry_transient(
     what: str,
     call: Callable[[], T],
@@ -136,7 +131,7 @@ def retry_transient(
         err = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         print(
-            f"warning: {what}: {_reason(err)}; retry {state.attempt_number} of "
+            f"warning: {what}: {first_line(err)}; retry {state.attempt_number} of "
             f"{attempts - 1} in {delay:.1f}s",
             file=sys.stderr,
             flush=True,
@@ -156,7 +151,7 @@ def retry_transient(
         if not is_transient(err):
             raise
         raise ObjectStoreError(
-            f"{what}: still failing after {attempts} attempts: {_reason(err)}"
+            f"{what}: still failing after {attempts} attempts: {first_line(err)}"
         ) from err
 
 

@@ -27,6 +27,12 @@ STORAGE_ERRNOS = {
 }
 
 
+def first_line(err: BaseException) -> str:
+    """The error's first non-empty line (at most 300 characters), or its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
 class ObjectStoreError(OSError):
     """An object-store call still failing after its retries (io/retry.py); the message names
     the URI, the operation and the last error."""
