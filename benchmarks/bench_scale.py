@@ -27,6 +27,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,23 +141,8 @@ def child(case: str, path: Path, out: Path, replicas: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--cases", default="jsonl,parquet,star")
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--results", type=Path, default=HERE / "results.md")
-    parser.add_argument("--label", default="", help="a word on what this run measures")
-    parser.add_argument(
-        "--child", nargs=3, metavar=("CASE", "INPUT", "OUT"), help=argparse.SUPPRESS
-    )
-    args = parser.parse_args()
-    if args.child:
-        case, path, out = args.child
-        print(json.dumps(child(case, Path(path), Path(out), args.replicas)), flush=True)
-        return
-
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+def measure(args: argparse.Namespace, work: Path) -> list[dict]:
+    """Each case at each size, each in a fresh driver process; results in run order."""
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         inputs = write_inputs(work, n)
@@ -176,6 +162,30 @@ def main() -> None:
             )
             rows.append(result)
             print(json.dumps(result), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--cases", default="jsonl,parquet,star")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=HERE / "results.md")
+    parser.add_argument("--label", default="", help="a word on what this run measures")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("CASE", "INPUT", "OUT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        case, path, out = args.child
+        print(json.dumps(child(case, Path(path), Path(out), args.replicas)), flush=True)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        rows = measure(args, work)
+    finally:  # the inputs and outputs of a 1M-row run are about 400 MB
+        shutil.rmtree(work, ignore_errors=True)
     m = machine()
     stamp = time.strftime("%Y-%m-%d %H:%M")
     label = f" ({args.label})" if args.label else ""
