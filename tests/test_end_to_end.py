@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -657,7 +658,9 @@ def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine
 
 def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_model):
     """`preference.judge_engine` on real engines: `synth-ray run` starts the generator's
-    replica, stops it after the responses, and starts the judge's (another model folder)."""
+    replica, stops it after the responses, and starts the judge's (another model folder).
+    The judge decodes its ratings under `preference.constrain` with n-gram speculative
+    decoding on (vllm 15554: the two broke together): every answer rates every text."""
     import shutil
 
     judge = tmp_path / "judge-135m"
@@ -677,11 +680,18 @@ def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_mod
                 "sampling": {"max_tokens": 16, "temperature": 0.8},
                 "preference": {
                     "n": 2,
-                    "judge_max_tokens": 32,
+                    "judge_max_tokens": 96,
+                    "constrain": True,
                     "judge_engine": {
                         "model": str(judge),
                         "max_model_len": 2048,
                         "enforce_eager": True,
+                        "speculative_config": {
+                            "method": "ngram",
+                            "num_speculative_tokens": 4,
+                            "prompt_lookup_max": 4,
+                            "prompt_lookup_min": 2,
+                        },
                     },
                 },
                 "ray": {"num_cpus": 2},
@@ -702,10 +712,14 @@ def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_mod
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["accounted"] and stats["rows_in"] == 2
     assert stats["preference"]["responses_stage"]["rows_out"] == 4
+    assert stats["rows_errored"] == 0 and "too_few_rated" not in stats["dropped_by_filter"]
     if stats["rows_out"]:
         frame = read_output(tmp_path / "out")
         assert set(frame["judge_model"]) == {"judge-135m"}
         assert set(frame["response_model"]) == {"SmolLM2-135M-Instruct"}
+        assert all(None not in ratings for ratings in frame["ratings"])
+        block = r"#+ Output for Text 1\nRating: [1-5]\nRationale: [^\n#]+\n\n#+ Output for Text 2"
+        assert all(re.match(block, answer) for answer in frame["rationale"])
     # a completed run ends with its dataset card (citing both models) and its report
     card = (tmp_path / "out" / "README.md").read_text()
     assert "judge_engine model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Crash, crash_on_commit, write_jsonl
 from fake_backend import FakeBackend
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from synth_ray.config import EngineConfig, validate_config
 from synth_ray.dataset.card import card_text
@@ -29,6 +31,7 @@ from synth_ray.methods.preference import draw_generators, generation_order
 from synth_ray.methods.preference_principles import PRINCIPLES, draw_principle
 from synth_ray.methods.preference_prompts import (
     TEMPLATES,
+    answer_regex,
     parse_annotations,
     parse_ratings,
     rating_prompt,
@@ -136,6 +139,48 @@ def test_the_templates_are_the_papers_for_four_texts_and_grow_to_n():
         "Provide annotations for each text with a rating and rationale.\n"
         "The four texts given are independent, and should be evaluated separately."
     )
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_constrained_answer_gives_each_text_its_rating(data):
+    """The parser reads a rating for every text from any answer the engine may decode into
+    (strings drawn from the regex itself), and the rationales fit the budget."""
+    aspect = data.draw(st.sampled_from(sorted(TEMPLATES)))
+    count = data.draw(st.integers(2, 5))
+    budget = data.draw(st.integers(300, 500))
+    regex = answer_regex(aspect, count, budget)
+    answer = data.draw(st.from_regex(regex, fullmatch=True))
+    ratings = [int(r) if r != "N/A" else None for r in re.findall(r"Rating: (\S+)", answer)]
+    assert len(ratings) == count
+    assert parse_ratings(answer, count, aspect) == ratings
+    if aspect in ("helpfulness", "truthfulness"):
+        assert all(a.types is not None for a in parse_annotations(answer, count, aspect))
+
+
+def test_the_longest_constrained_answer_fits_its_budget(embedded_model):
+    """At one token per rationale character (digits: SmolLM2 spends a token on each), the
+    longest answer each aspect's regex admits still fits judge_max_tokens."""
+    tokenizer = PromptRenderer.from_model(embedded_model).tokenizer
+    for aspect in sorted(TEMPLATES):
+        for count, budget in ((2, 120), (4, 500), (8, 1000)):
+            regex = answer_regex(aspect, count, budget)
+            chars = int(re.search(r"\{1,(\d+)\}", regex).group(1))
+            longest = re.sub(r"\[\^\\n#\]\{1,\d+\}", "0" * chars, regex)
+            longest = longest.replace("(None|[1-3](, [1-3]){0,2})", "1, 2, 3")
+            longest = longest.replace("([1-5]|N/A)", "N/A").replace("[1-5]", "5")
+            longest = longest.replace("\\n", "\n")
+            assert re.fullmatch(regex, longest), (aspect, longest)
+            tokens = len(tokenizer(longest, add_special_tokens=False)["input_ids"])
+            assert tokens <= budget, (aspect, count, budget, tokens)
+
+
+def test_constrained_answers_follow_the_templates_headers():
+    honesty = answer_regex("honesty", 2, 500)
+    assert honesty.startswith("##### Output for Text 1\\nRating: ([1-5]|N/A)")
+    typed = answer_regex("helpfulness", 4, 500)
+    assert typed.startswith("#### Output for Text 1\\nType: (None|[1-3](, [1-3]){0,2})")
+    assert not re.fullmatch(typed, "#### Output for Text 1\nRating: 5\nRationale: ok")
 
 
 def test_principles_are_the_papers_drawn_in_its_mix():
@@ -320,6 +365,10 @@ def test_killed_in_the_rating_stage_resumes_exactly(tmp_path, embedded_model, mo
         ({"preference": {"aspect": "harmlessness"}}, "config key preference.aspect"),
         ({"preference": {"principles": "sharegpt"}}, "config key preference.principles"),
         ({"preference": {"generators": []}}, "config key preference.generators"),
+        (
+            {"preference": {"constrain": True, "judge_max_tokens": 100}},
+            "preference.judge_max_tokens: 100 tokens cannot hold 4 constrained ratings",
+        ),
     ],
 )
 def test_bad_preference_config(tmp_path, change, message):

@@ -38,7 +38,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from synth_ray.config import EngineConfig, JobConfig
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
@@ -46,13 +46,14 @@ from synth_ray.methods.preference_principles import MIXES, draw_principle
 from synth_ray.methods.preference_prompts import (
     TEMPLATES,
     TYPED_ASPECTS,
+    answer_regex,
     parse_annotations,
     rating_prompt,
     system_prompt,
 )
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 from synth_ray.stats import UnitStats
 
 Aspect = Literal["instruction_following", "honesty", "truthfulness", "helpfulness"]
@@ -84,6 +85,14 @@ class PreferenceConfig(Section):
     judge_max_tokens: int = Field(
         500, ge=16, description="Tokens of the rating answer (UltraFeedback: 500)."
     )
+    constrain: bool = Field(
+        False,
+        description="Decode each rating answer into the paper's block format (structured "
+        "outputs): every text gets a rating its parser reads, with rationales cut to fit "
+        "judge_max_tokens. A departure from the paper, whose GPT-4 wrote freely; for small "
+        "judges that do not follow the format.",
+        json_schema_extra=ADDED,
+    )
     generators: list[EngineConfig] | None = Field(
         None,
         min_length=1,
@@ -95,6 +104,15 @@ class PreferenceConfig(Section):
         description="An engine section for the rating stage (a stronger judge); None: the "
         "job's engine rates the responses.",
     )
+
+    @model_validator(mode="after")
+    def _constrained_answer_fits(self) -> PreferenceConfig:
+        if self.constrain:
+            try:
+                answer_regex(self.aspect, self.n, self.judge_max_tokens)
+            except ValueError as err:
+                raise ValueError(f"judge_max_tokens: {err}") from None
+        return self
 
     @model_validator(mode="after")
     def _model_paths_absolute(self) -> PreferenceConfig:
@@ -268,9 +286,20 @@ class RatePairs(Method):
         return 1
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
-        """Greedy, as UltraFeedback rated (temperature 0), one answer."""
+        """Greedy, as UltraFeedback rated (temperature 0), one answer; with
+        `preference.constrain`, decoded into the paper's block format."""
+        config = self.config
+        constraint = None
+        if config.constrain:
+            regex = answer_regex(config.aspect, config.n, config.judge_max_tokens)
+            constraint = Constraint("regex", regex)
         return dataclasses.replace(
-            job, temperature=0.0, top_p=1.0, n=1, max_tokens=self.config.judge_max_tokens
+            job,
+            temperature=0.0,
+            top_p=1.0,
+            n=1,
+            max_tokens=config.judge_max_tokens,
+            constraint=constraint,
         )
 
     def order(self, source_id: str, count: int) -> list[int]:

@@ -430,6 +430,42 @@ def parse_annotations(answer: str, count: int, aspect: str) -> list[Annotation]:
     return [_annotation(block, aspect) if block else UNRATED for block in blocks]
 
 
+# tokens a constrained block's fixed text may take besides its rationales (header, labels,
+# rating, blank line), counted generously: the engine may spell a forced text in small tokens
+BLOCK_TOKENS = {"plain": 24, "typed": 40}
+MIN_RATIONALE_CHARS = 8
+
+
+def answer_regex(aspect: str, count: int, max_tokens: int) -> str:
+    """The answer a constrained judge is decoded into (`preference.constrain`): the paper's
+    blocks for `count` texts with the aspect's header, a rating of 1-5 (honesty also N/A),
+    a typed aspect's `Type:` line (None, or identifiers 1-3), and one-line rationales short
+    enough that every block fits `max_tokens` at one token per character, so no rating is
+    cut away. `parse_annotations` reads every string it admits. Raises ValueError when
+    `max_tokens` cannot hold `count` blocks."""
+    typed = aspect in TYPED_ASPECTS
+    fixed = BLOCK_TOKENS["typed" if typed else "plain"] * count
+    rationales = count * (2 if typed else 1)
+    chars = (max_tokens - fixed) // rationales
+    if chars < MIN_RATIONALE_CHARS:
+        need = fixed + MIN_RATIONALE_CHARS * rationales
+        raise ValueError(
+            f"{max_tokens} tokens cannot hold {count} constrained ratings with their "
+            f"rationales; give at least {need}"
+        )
+    header = re.search(r"(#+) Output for Text 1\n", template_for(aspect, count))
+    assert header is not None
+    rationale = rf"[^\n#]{{1,{min(chars, 400)}}}"
+    rating = "([1-5]|N/A)" if aspect == "honesty" else "[1-5]"
+    blocks = []
+    for i in range(1, count + 1):
+        block = rf"{header.group(1)} Output for Text {i}\n"
+        if typed:
+            block += rf"Type: (None|[1-3](, [1-3]){{0,2}})\nRationale: {rationale}\n"
+        blocks.append(block + rf"Rating: {rating}\nRationale: {rationale}")
+    return r"\n\n".join(blocks)
+
+
 def parse_ratings(answer: str, count: int, aspect: str) -> list[float | None]:
     """The rating of each of `count` texts, in the order shown (see `parse_annotations`)."""
     return [a.rating for a in parse_annotations(answer, count, aspect)]
