@@ -9,12 +9,14 @@ every system generated exactly the planned tokens, never a speed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from synth_ray.bench.constraints import conforms, vllm_fields
 from synth_ray.bench.report import Row, markdown, plot, summarize, table_lines
 from synth_ray.bench.runner import BenchOptions, parse_sweep
 from synth_ray.bench.spec import RunSpec, SystemResult
@@ -70,6 +72,8 @@ def test_bad_options_are_one_line_config_errors():
     for kwargs, expected in [
         ({"systems": ("vllm", "tgi")}, "--systems vllm,tgi: expected some of"),
         ({"systems": ()}, "--systems : expected some of"),
+        ({"constraints": ("json",)}, "--constraints json: needs --lengths natural"),
+        ({"constraints": ("xml",), "lengths": "natural"}, "--constraints xml: expected some of"),
         ({"lengths": "long"}, "--lengths long: expected one of fixed, skewed, natural"),
         ({"source": "web"}, "--source web: expected one of questions, rephrase"),
         ({"prompts": 0}, "--prompts 0: expected at least 1"),
@@ -168,6 +172,80 @@ def test_random_model_keeps_the_shape_and_takes_the_tokenizers_vocabulary(embedd
     assert not list(out.glob("*.safetensors"))
     with pytest.raises(ValueError, match="shape 'gpt5'"):
         make_random_model(tmp_path / "x", "gpt5", Path(embedded_model))
+
+
+def test_conforms_reads_each_constraint_as_the_engine_enforces_it():
+    json_fields = vllm_fields("json")
+    good = '{"answer": "salt from rocks", "keywords": ["salt"], "confidence": 80}'
+    assert conforms(json_fields, good)
+    assert not conforms(json_fields, good[:-1])  # cut by max_tokens
+    assert not conforms(json_fields, good.replace("80", "180"))  # off the schema's range
+    assert not conforms(json_fields, '{"answer": "x", "keywords": [], "confidence": 1, "y": 2}')
+    regex = vllm_fields("regex")
+    assert conforms(regex, "Answer: Salt washes in from rocks.\nConfidence: 90%")
+    assert not conforms(regex, "Answer: Salt washes in from rocks.")
+    assert conforms(vllm_fields("choice"), "it depends") and not conforms(
+        vllm_fields("choice"), "It depends."
+    )
+    assert conforms(vllm_fields("none"), "anything at all")
+    with pytest.raises(ValueError, match="constraint 'xml'"):
+        vllm_fields("xml")
+
+
+def test_constrained_rows_are_priced_against_their_own_free_decoding(tmp_path):
+    def constrained(tokens: int, done: float, conforming: int) -> SystemResult:
+        out = result(tokens, 10.0, done, done + 5)
+        out.conforming = conforming
+        return out
+
+    rows = [
+        Row("", "vllm", result(1000, 10.0, 20.0, 25.0)),
+        Row("", "synth-ray", result(1000, 10.0, 20.0, 25.0)),
+        Row("", "vllm", constrained(400, 15.0, 10), constraint="json"),
+        Row("", "synth-ray", constrained(360, 16.0, 9), constraint="json"),
+    ]
+    by = {(r["sweep"], r["system"]): r for r in summarize(rows)}
+    assert by["constraint=json", "vllm"]["vs_free"] == 0.8  # 80 tok/s against 100
+    assert by["constraint=json", "synth-ray"]["vs_free"] == 0.6
+    assert by["constraint=json", "synth-ray"]["steady_ratio"] == 0.75  # to the json vLLM
+    assert by["constraint=json", "synth-ray"]["conforming"] == "9/10"
+    assert "vs_free" not in by["", "vllm"]
+    lines = table_lines(summarize(rows))
+    assert lines[0][-2:] == ["vs free", "conforming"] and lines[3][-2:] == ["0.8", "10/10"]
+    assert "vs free" not in table_lines(summarize(rows[:2]))[0]
+
+
+def test_synth_ray_decodes_under_the_same_constraint_as_the_others(tmp_path):
+    from synth_ray.config import validate_config
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a", "max_tokens": 3}\n')
+    job = {"engine": {"model": "m"}, "sampling": {"temperature": 0.7, "max_tokens": 64}}
+    for kind, key in (("json", "output_schema"), ("regex", "constraint"), ("choice", "constraint")):
+        spec = RunSpec("m", "auto", {}, 1, 0.7, 0.9, 0, False, str(prompts), constraint=kind)
+        config = synth_ray_job(job, spec, tmp_path / "out")
+        assert key in config["generate"], kind
+        validate_config(config)
+    spec = RunSpec("m", "auto", {}, 1, 0.7, 0.9, 0, False, str(prompts))
+    assert set(synth_ray_job(job, spec, tmp_path / "out")["generate"]) == {
+        "raw_prompt",
+        "max_tokens_column",
+    }
+
+
+@pytest.mark.engine
+def test_raw_vllm_decodes_the_bench_constraint(embedded_model, tmp_path):
+    """The baseline's requests carry the constraint: every answer is one of the choices,
+    which free decoding of these questions never gives (about 30 s, one engine start)."""
+    from synth_ray.bench.systems import run_program
+
+    workload = build_workload(embedded_model, 3, 12, "natural", "questions", None, 0)
+    prompts = workload.write(tmp_path / "p.jsonl")
+    engine = {"max_model_len": 512, "enforce_eager": True}
+    spec = RunSpec(embedded_model, "auto", engine, 1, 0.7, 0.9, 0, False, str(prompts))
+    spec = dataclasses.replace(spec, cpu_threads=2, constraint="choice")
+    out = run_program("vllm", spec, tmp_path)
+    assert out.requests == 3 and out.conforming == 3, out
 
 
 @pytest.mark.engine

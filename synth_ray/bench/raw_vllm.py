@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from synth_ray.bench.constraints import conforms
 from synth_ray.bench.spec import RunSpec, SystemResult, since_start
 
 
@@ -20,6 +21,7 @@ def main(spec_path: str, result_path: str) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.platforms import current_platform
+    from vllm.sampling_params import StructuredOutputsParams
 
     from synth_ray.engine.dtype import choose_dtype, ran_as, read_cpu_flags
     from synth_ray.engine.prompts import PromptRenderer
@@ -34,6 +36,8 @@ def main(spec_path: str, result_path: str) -> None:
     ids = tokenizer([p for p, _ in requests], add_special_tokens=False)["input_ids"]
     llm = LLM(model=spec.model, dtype=choice.dtype, disable_log_stats=True, **spec.engine_args)
     dtype = ran_as(choice, getattr(llm.llm_engine, "model_config", None)).dtype
+    constrained = spec.structured_fields()
+    structured = StructuredOutputsParams(**constrained) if constrained else None
     params = [
         SamplingParams(
             temperature=spec.temperature,
@@ -41,6 +45,7 @@ def main(spec_path: str, result_path: str) -> None:
             max_tokens=budget,
             ignore_eos=spec.ignore_eos,
             seed=None if on_cpu else spec.seed + i,
+            structured_outputs=structured,
         )
         for i, (_, budget) in enumerate(requests)
     ]
@@ -54,6 +59,9 @@ def main(spec_path: str, result_path: str) -> None:
         first_result_s=done,
         done_s=done,
         dtype=dtype,
+        conforming=(
+            sum(conforms(constrained, o.outputs[0].text) for o in outputs) if constrained else None
+        ),
     ).write(result_path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from synth_ray.bench.constraints import conforms
 from synth_ray.bench.spec import RunSpec, SystemResult, since_start
 
 
@@ -49,6 +50,8 @@ def main(spec_path: str, result_path: str) -> None:
         **({} if on_gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
     )
     temperature, top_p, ignore_eos = spec.temperature, spec.top_p, spec.ignore_eos
+    constrained = spec.structured_fields()
+    structured = {"structured_outputs": dict(constrained)} if constrained else {}
     processor = build_processor(
         config,
         preprocess=lambda row: {
@@ -58,18 +61,23 @@ def main(spec_path: str, result_path: str) -> None:
                 "top_p": top_p,
                 "max_tokens": int(row["max_tokens"]),
                 "ignore_eos": ignore_eos,
+                **structured,
             },
         },
-        postprocess=lambda row: {"n": row["num_generated_tokens"]},
+        postprocess=lambda row: {
+            "n": row["num_generated_tokens"],
+            "ok": conforms(constrained, row["generated_text"]),
+        },
     )
     requests = spec.requests()
     dataset = ray.data.from_items([{"prompt": p, "max_tokens": b} for p, b in requests])
-    tokens = rows = 0
+    tokens = rows = conforming = 0
     first = None
     for row in processor(dataset).iter_rows():
         first = first if first is not None else since_start()
         tokens += int(row["n"])
         rows += 1
+        conforming += bool(row["ok"])
     done = since_start()
     SystemResult(
         output_tokens=tokens,
@@ -78,6 +86,7 @@ def main(spec_path: str, result_path: str) -> None:
         first_result_s=first if first is not None else done,
         done_s=done,
         dtype=dtype,
+        conforming=conforming if constrained else None,
     ).write(result_path)
     ray.shutdown()
 

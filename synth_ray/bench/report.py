@@ -5,7 +5,9 @@
 Figures per system: output tokens/s steady state (engine ready -> last result; the engine's
 load excluded) and whole process (spawn -> exit), requests/s (steady), each as a ratio to raw
 vLLM measured in the same run, time to first result, wall time. A system whose engine load is
-not observable (Ray Data LLM) has no steady figures. Figures are comparable only within one
+not observable (Ray Data LLM) has no steady figures. Under a constraint, each system's figure
+is also a ratio to its own free decoding of the same sweep value (`vs free`: steady tokens/s,
+else whole-process), and `conforming` counts the texts in the constraint's language. Figures are comparable only within one
 table: same machine, same workload, one run.
 """
 
@@ -26,6 +28,19 @@ class Row:
     system: str
     result: SystemResult | None
     skipped: str = ""  # why the system did not run
+    constraint: str = "none"  # what the requests decoded under (bench/constraints.py)
+
+    @property
+    def setting(self) -> str:
+        """The sweep value and the constraint: rows compared with each other share it."""
+        if self.constraint == "none":
+            return self.sweep
+        return ", ".join(x for x in (self.sweep, f"constraint={self.constraint}") if x)
+
+    def speed(self) -> float | None:
+        """Steady tokens/s where observable, else whole-process: what `vs free` compares."""
+        steady = self.steady_tok_s()
+        return steady if steady is not None else self.whole_tok_s()
 
     def steady_tok_s(self) -> float | None:
         r = self.result
@@ -49,12 +64,18 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 
 def summarize(rows: list[Row]) -> list[dict[str, Any]]:
-    """One record per row, with ratios to raw vLLM of the same sweep value."""
-    base = {r.sweep: r for r in rows if r.system == "vllm" and r.result}
+    """One record per row, with ratios to raw vLLM of the same setting (sweep value and
+    constraint) and, under a constraint, to the same system's free decoding."""
+    base = {r.setting: r for r in rows if r.system == "vllm" and r.result}
+    free = {(r.sweep, r.system): r for r in rows if r.constraint == "none" and r.result}
     records = []
     for row in rows:
-        ref = base.get(row.sweep)
-        rec: dict[str, Any] = {"sweep": row.sweep, "system": row.system}
+        ref = base.get(row.setting)
+        rec: dict[str, Any] = {
+            "sweep": row.setting,
+            "system": row.system,
+            "constraint": row.constraint,
+        }
         if row.result is None:
             rec["skipped"] = row.skipped
             records.append(rec)
@@ -73,6 +94,10 @@ def summarize(rows: list[Row]) -> list[dict[str, Any]]:
             dtype=row.result.dtype,
             notes=row.result.notes,
         )
+        if row.constraint != "none":
+            unconstrained = free.get((row.sweep, row.system))
+            rec["vs_free"] = _ratio(row.speed(), unconstrained.speed() if unconstrained else None)
+            rec["conforming"] = f"{row.result.conforming}/{row.result.requests}"
         records.append(rec)
     return records
 
@@ -88,7 +113,10 @@ COLUMNS = [
     ("first_result_s", "first result s"),
     ("wall_s", "wall s"),
     ("output_tokens", "output tokens"),
+    ("vs_free", "vs free"),
+    ("conforming", "conforming"),
 ]
+_CONSTRAINED_ONLY = ("vs_free", "conforming")
 
 
 def _cell(value: Any) -> str:
@@ -97,7 +125,12 @@ def _cell(value: Any) -> str:
 
 def table_lines(records: list[dict[str, Any]]) -> list[list[str]]:
     show_sweep = any(r["sweep"] for r in records)
-    cols = [c for c in COLUMNS if show_sweep or c[0] != "sweep"]
+    constrained = any(r.get("constraint", "none") != "none" for r in records)
+    cols = [
+        c
+        for c in COLUMNS
+        if (show_sweep or c[0] != "sweep") and (constrained or c[0] not in _CONSTRAINED_ONLY)
+    ]
     lines = [[title for _, title in cols]]
     for rec in records:
         if "skipped" in rec:

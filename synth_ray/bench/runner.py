@@ -2,9 +2,11 @@
 
     synth-ray bench configs/generate.yaml --systems synth-ray,vllm --prompts 64 --lengths skewed
     synth-ray bench configs/generate.yaml --sweep engine.max_num_seqs=64,256
+    synth-ray bench configs/bench.yaml --constraints none,json,regex --lengths natural
 
 The config gives the model, the engine settings (engine.*), sampling (temperature, top_p,
-max_tokens) and synth-ray's resources/scheduler; a sweep applies `KEY=value` to it like `--set`.
+max_tokens) and synth-ray's resources/scheduler; a sweep applies `KEY=value` to it like `--set`,
+and each of `constraints` (bench/constraints.py) runs the workload again, decoded under it.
 Systems run in fresh processes, one at a time, so they never share the machine. A system whose
 packages are missing is skipped with one line saying what to install; one that fails is reported
 with its log and the others still run.
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth_ray.bench import constraints as bench_constraints
 from synth_ray.bench import machine, report
 from synth_ray.bench.spec import RunSpec
 from synth_ray.bench.systems import SYSTEMS, SystemFailed, missing, run_system
@@ -41,6 +44,7 @@ class BenchOptions:
     seed: int = 0
     label: str = ""
     work_dir: Path | None = None  # where each system's logs and outputs go (default: a temp dir)
+    constraints: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -54,6 +58,16 @@ class BenchOptions:
             )
         if self.source not in SOURCES:
             raise ConfigError(f"--source {self.source}: expected one of {', '.join(SOURCES)}")
+        kinds = bench_constraints.KINDS
+        if not self.constraints or any(c not in kinds for c in self.constraints):
+            raise ConfigError(
+                f"--constraints {','.join(self.constraints)}: expected some of {','.join(kinds)}"
+            )
+        if self.lengths != "natural" and set(self.constraints) != {"none"}:
+            raise ConfigError(
+                f"--constraints {','.join(self.constraints)}: needs --lengths natural (with "
+                "ignore_eos the engine stops constraining once the grammar ends)"
+            )
         if self.prompts < 1:
             raise ConfigError(f"--prompts {self.prompts}: expected at least 1")
 
@@ -100,7 +114,7 @@ def _documents(job: Any, n: int) -> list[str]:
     return [doc.text for doc in iter_documents(spec) if doc.text]
 
 
-def spec_for(job: Any, prompts_path: Path, ignore_eos: bool) -> RunSpec:
+def spec_for(job: Any, prompts_path: Path, ignore_eos: bool, constraint: str = "none") -> RunSpec:
     from synth_ray.engine.models import resolve_model
 
     cores = os.cpu_count() or 1
@@ -123,6 +137,7 @@ def spec_for(job: Any, prompts_path: Path, ignore_eos: bool) -> RunSpec:
         # Ray Data LLM's CPU stages and its engine each hold a CPU; on 2 it waits forever
         ray_num_cpus=max(4, job.ray.num_cpus or cores),
         cpu_threads=max(1, int(threads)),
+        constraint=constraint,
     )
 
 
@@ -160,31 +175,37 @@ def run_bench(
             documents,
             opts.seed,
         )
-        spec = spec_for(job, workload.write(here / "prompts.jsonl"), workload.ignore_eos)
+        prompts_path = workload.write(here / "prompts.jsonl")
         job_dict = job.model_dump(mode="json")
-        for system, hint in runnable:
-            if hint:
-                rows.append(report.Row(label, system, None, f"not installed ({hint})"))
-                continue
-            say(f"{label + ': ' if label else ''}{system}: running ({opts.prompts} prompts)")
-            try:
-                result = run_system(system, job_dict, spec, here / system)
-            except SystemFailed as err:
-                say(f"{system}: failed: {err}")
-                rows.append(report.Row(label, system, None, f"failed: {err}"))
-                continue
-            planned = workload.planned_output_tokens
-            if planned is not None and result.output_tokens != planned:
-                result.notes = (
-                    f"{result.notes}; " if result.notes else ""
-                ) + f"generated {result.output_tokens} of {planned} planned tokens"
-            rows.append(report.Row(label, system, result))
+        for kind in opts.constraints:
+            spec = spec_for(job, prompts_path, workload.ignore_eos, kind)
+            setting = report.Row(label, "", None, constraint=kind).setting
+            for system, hint in runnable:
+                if hint:
+                    rows.append(report.Row(label, system, None, f"not installed ({hint})", kind))
+                    continue
+                say(
+                    f"{setting + ': ' if setting else ''}{system}: running ({opts.prompts} prompts)"
+                )
+                try:
+                    result = run_system(system, job_dict, spec, here / kind / system)
+                except SystemFailed as err:
+                    say(f"{system}: failed: {err}")
+                    rows.append(report.Row(label, system, None, f"failed: {err}", kind))
+                    continue
+                planned = workload.planned_output_tokens
+                if planned is not None and result.output_tokens != planned:
+                    result.notes = (
+                        f"{result.notes}; " if result.notes else ""
+                    ) + f"generated {result.output_tokens} of {planned} planned tokens"
+                rows.append(report.Row(label, system, result, constraint=kind))
     records = report.summarize(rows)
     assert first_job is not None
     m = machine.describe()
     stamp = time.strftime("%Y-%m-%d %H:%M")
+    decoded = f", decoded {' / '.join(opts.constraints)}" if opts.constraints != ("none",) else ""
     what = (
-        f"{opts.prompts} {opts.source} prompts, {opts.lengths} lengths "
+        f"{opts.prompts} {opts.source} prompts{decoded}, {opts.lengths} lengths "
         f"(max_tokens {first_job.sampling.max_tokens}), {first_job.engine.model}"
     )
     title = f"{stamp} synth-ray bench{f' ({opts.label})' if opts.label else ''}: {what}"
@@ -210,6 +231,7 @@ def run_bench(
         "prompts": opts.prompts,
         "lengths": opts.lengths,
         "source": opts.source,
+        "constraints": list(opts.constraints),
         "max_tokens": first_job.sampling.max_tokens,
         "model": first_job.engine.model,
         "engine_args": first_job.engine.vllm_args(),

@@ -33,6 +33,8 @@ class RunSpec:
     ray_num_cpus: int | None = None
     # a CPU engine's OpenMP threads: what synth-ray's replica gets (cluster.replica_cpus)
     cpu_threads: int = 1
+    # what every request decodes under: none, json, regex or choice (bench/constraints.py)
+    constraint: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, path: Path) -> Path:
@@ -42,6 +44,12 @@ class RunSpec:
     @classmethod
     def read(cls, path: str | Path) -> RunSpec:
         return cls(**json.loads(Path(path).read_text()))
+
+    def structured_fields(self) -> dict[str, Any] | None:
+        """vLLM `StructuredOutputsParams` fields of the constraint; None for free decoding."""
+        from synth_ray.bench.constraints import vllm_fields
+
+        return vllm_fields(self.constraint)
 
     def requests(self) -> list[tuple[str, int]]:
         with open(self.prompts_path) as fh:
@@ -58,6 +66,8 @@ class SystemResult:
     dtype: str | None = None
     wall_s: float = 0.0  # process start -> exit, measured by the parent
     notes: str = ""
+    # requests whose text is in the constraint's language (None: free decoding, not checked)
+    conforming: int | None = None
 
     @property
     def generation_s(self) -> float:

@@ -7,7 +7,9 @@
 - `synth-ray`: `synth-ray run` of a `generate` job over the same rendered prompts
   (`generate.raw_prompt`, each row's own budget through `generate.max_tokens_column`), with the
   config's engine, resources and scheduler sections; its figures come from the run's own
-  `_runs.jsonl` and `stats.json`, its first result is its first committed shard.
+  `_runs.jsonl` and `stats.json`, its first result is its first committed shard. Under a
+  constraint its `generate` section carries it (bench/constraints.py), and a JSON text that
+  does not validate (cut by max_tokens) is an error row, still counted as a request.
 Each process's wall time is measured here, from spawn to exit, Ray and engine start included.
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from synth_ray.bench import constraints
 from synth_ray.bench.spec import RunSpec, SystemResult
 
 SYSTEMS = ("synth-ray", "vllm", "ray-data")
@@ -93,7 +96,8 @@ def run_program(system: str, spec: RunSpec, work: Path) -> SystemResult:
 
 
 def synth_ray_job(job: dict[str, Any], spec: RunSpec, out: Path) -> dict[str, Any]:
-    """The `generate` job that runs the spec's prompts with the config's engine sections."""
+    """The `generate` job that runs the spec's prompts with the config's engine sections,
+    decoded under the spec's constraint, if any."""
     budgets = [b for _, b in spec.requests()]
     keep = ("engine", "resources", "scheduler", "ray")
     config = {key: job[key] for key in keep if key in job}
@@ -104,7 +108,11 @@ def synth_ray_job(job: dict[str, Any], spec: RunSpec, out: Path) -> dict[str, An
             "path": str(out),
             "rows_per_shard": job.get("output", {}).get("rows_per_shard", 10_000),
         },
-        generate={"raw_prompt": True, "max_tokens_column": "max_tokens"},
+        generate={
+            "raw_prompt": True,
+            "max_tokens_column": "max_tokens",
+            **constraints.generate_section(spec.constraint),
+        },
         sampling={
             **job.get("sampling", {}),
             "max_tokens": max(budgets),
@@ -123,6 +131,8 @@ def run_synth_ray(job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResul
         [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress", "--overwrite"],
         work / "synth-ray.log",
     )
+    import pyarrow.parquet as pq
+
     from synth_ray.io.output_store import OutputStore
 
     run = OutputStore(out).runs()[-1]
@@ -141,6 +151,14 @@ def run_synth_ray(job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResul
         dtype=run.get("engine_dtype"),
         wall_s=wall,
         notes=f"{stats['rows_errored']} error rows" if stats["rows_errored"] else "",
+        conforming=(
+            sum(
+                constraints.conforms(spec.structured_fields(), text)
+                for text in pq.read_table(out / "data", columns=["text"])["text"].to_pylist()
+            )
+            if spec.constraint != "none"
+            else None
+        ),
     )
 
 

@@ -42,6 +42,13 @@ def bench(
     results: Annotated[
         Path, typer.Option(help="Folder for results.md, results.jsonl and the plot.")
     ] = Path("bench-results"),
+    constraints: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: none (free), json, regex, choice: the workload once per "
+            "constraint, decoded under it (needs --lengths natural); `vs free` prices each."
+        ),
+    ] = "none",
     label: Annotated[str, typer.Option(help="A word for this run in the results.")] = "",
     seed: Annotated[int, typer.Option(help="Seed of the skewed lengths.")] = 0,
 ) -> None:
@@ -59,6 +66,7 @@ def bench(
             lengths=lengths,
             source=source,
             sweep=parse_sweep(sweep),
+            constraints=tuple(c.strip() for c in constraints.split(",") if c.strip()),
             results_dir=results,
             seed=seed,
             label=label,
