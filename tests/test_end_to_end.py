@@ -260,7 +260,14 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
         method="self_improve",
         input={"path": str(questions), "id_column": "id", "limit": 3},
         sampling={"max_tokens": 48, "temperature": 0.8},
-        self_improve={"mode": mode, "n": 3, "k": 2, "min_agreement": 0.3},
+        # self-consistency constrained (`constrain`): every sample ends in its answer line
+        self_improve={
+            "mode": mode,
+            "n": 3,
+            "k": 2,
+            "min_agreement": 0.3,
+            "constrain": mode == "self_consistency",
+        },
     )
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
@@ -284,6 +291,17 @@ def test_self_improve_modes_on_real_engine(tmp_path, shared_engine, mode):
             "iteration",
         } <= set(frame.columns)
         assert frame["id"].is_unique
+    if mode == "self_consistency":
+        # every sample has an answer, so a plurality of 1 in 3 always reaches min_agreement:
+        # each question keeps a row, only the minority is dropped, and each kept rationale is
+        # reasoning and the answer line, ended before max_tokens
+        from synth_ray.methods.self_improve import answer_line_regex
+
+        assert set(stats["dropped_by_filter"]) <= {"disagrees_with_majority"}, stats
+        assert frame is not None and frame["source_id"].nunique() == 3
+        language = re.compile(answer_line_regex(48))
+        assert all(language.fullmatch(r) for r in frame["rationale"]), list(frame["rationale"])
+        assert (frame["finish_reason"] == "stop").all()
 
 
 def test_program_of_thought_recipe_on_real_engine(tmp_path, shared_engine):

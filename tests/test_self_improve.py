@@ -460,3 +460,165 @@ def test_star_driver_reads_no_row_once_the_direct_stage_committed(
     assert seen["watching"] and seen["reads"] == []
     [rationalize] = [spec for spec in specs if spec.stage == "rationalize"]
     assert not isinstance(rationalize.documents, list)  # no question travels with it
+
+
+# --- self_improve.constrain: the format the engine decodes into, against the parser ----------
+
+
+def sample_constrained(rng, max_tokens):
+    """A random string of `answer_line_regex(max_tokens)`'s language, shaped like the model's
+    (words, arithmetic, '$', newlines) or not (any printable character), up to its bounds."""
+    import string
+
+    from synth_ray.methods.self_improve import answer_line_budget
+
+    printable = [c for c in string.printable if c not in "#\t\r\x0b\x0c"]
+    words = [" She bakes", " 12 * 4 = 48", " $7", "\n", " so", " 48 - 30 = 18.", " 3/4", "-"]
+    budget = answer_line_budget(max_tokens)
+    reasoning = ""
+    target = min(budget, rng.choice([1, 2, budget, rng.randint(1, budget)]))
+    while len(reasoning) < target:
+        reasoning += rng.choice(words) if rng.random() < 0.5 else rng.choice(printable)
+    reasoning = reasoning[: target - 1] + rng.choice([c for c in printable if c.strip()])
+    number = "-" * rng.randint(0, 1) + "".join(
+        rng.choice(string.digits) for _ in range(rng.choice([1, 9, rng.randint(1, 9)]))
+    )
+    if rng.random() < 0.5:
+        number += "." + "".join(rng.choice(string.digits) for _ in range(rng.randint(1, 4)))
+    return f"{reasoning}\n#### {number}", number
+
+
+@pytest.mark.parametrize("max_tokens", [23, 48, 96, 512])
+def test_every_constrained_rationale_ends_in_an_answer_the_checker_reads(max_tokens):
+    """Property, over random strings of the language (hypothesis is not a dependency): each
+    fits max_tokens with room for the end-of-sequence token (a token is at least one ASCII
+    character), its `#### N` is the first answer line, the numeric checker reads N from it,
+    and the stored rationale (cut and stripped) is still in the language."""
+    import random
+
+    from synth_ray.methods.checkers import get_checker, normalize_number
+    from synth_ray.methods.self_improve import answer_line_regex, cut_at_first_answer
+
+    language = re.compile(answer_line_regex(max_tokens))
+    numeric = get_checker("numeric")
+    rng = random.Random(max_tokens)
+    for _ in range(2000):
+        text, number = sample_constrained(rng, max_tokens)
+        assert language.fullmatch(text), text
+        assert len(text) <= max_tokens - 1
+        stored = cut_at_first_answer(text)
+        assert language.fullmatch(stored.strip()), text
+        assert numeric.extract(stored) == normalize_number(number) is not None, text
+    longest = "x" * (max_tokens - 22) + "\n#### -123456789.1234"
+    assert language.fullmatch(longest) and len(longest) == max_tokens - 1
+    assert not language.fullmatch("x" + longest)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " She bakes 12 * 4 = 48 muffins. 48 - 30 = 18 are left.\n#### 18",
+        " Half of 7 is 7 / 2.\n#### 3.5",
+        " It drops by 4: 1 - 5 = -4.\nSo:\n#### -4",
+        "1\n#### 0",
+    ],
+)
+def test_model_shaped_rationales_in_the_constrained_language(text):
+    from synth_ray.methods.self_improve import answer_line_regex
+
+    assert re.fullmatch(answer_line_regex(96), text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is 18.",  # no answer line
+        "#### 18",  # no reasoning
+        "\n#### 18",
+        " 48 - 30 = 18. \n#### 18",  # reasoning ends in a space
+        " 48 - 30 = 18.\n\n#### 18",  # a blank line before the answer
+        " 48 - 30 = 18.\n#### 18\nQ: Tom reads 15 pages",  # goes on past the answer line
+        " 48 - 30 = 18.\n#### 18 muffins",
+        " 48 - 30 = 18.\n#### $18",
+        " 1,000 + 200\n#### 1,200",
+        " 2 / 3\n#### 2/3",
+        " # of muffins: 18\n#### 18",  # a '#' in the reasoning
+        " 12 × 4 = 48\n#### 48",  # not ASCII: a token may be part of a character
+        " 4 ways\n#### 1234567890",  # 10 digits
+        " half\n#### 0.12345",
+        "x" * 75 + "\n#### 1",  # reasoning past 96 - 22 characters
+    ],
+)
+def test_strings_outside_the_constrained_language(text):
+    from synth_ray.methods.self_improve import answer_line_regex
+
+    assert not re.fullmatch(answer_line_regex(96), text)
+
+
+def test_constrain_decodes_every_stage_under_the_answer_line_and_enters_the_fingerprint(
+    tmp_path,
+):
+    """`self_improve.constrain`: both STaR stages and the n-sample modes decode under the
+    regex of the job's max_tokens; off, nothing is constrained and the fingerprint is the
+    one outputs made before the option have; on, it differs (no resume across the two)."""
+    from synth_ray.engine.requests import Constraint, SamplingSpec
+    from synth_ray.methods.self_improve import answer_line_regex
+
+    for stage in ("direct", "rationalize"):
+        method, _ = _method(stage=stage, constrain=True)
+        sampling = method.stage_sampling(SamplingSpec(0.8, 0.95, 96))
+        assert sampling.constraint == Constraint("regex", answer_line_regex(96))
+    method, _ = _method(mode="self_consistency", n=4, constrain=True)
+    sampling = method.stage_sampling(SamplingSpec(0.8, 0.95, 48))
+    assert sampling.n == 4 and sampling.constraint.value == answer_line_regex(48)
+    assert _method()[0].stage_sampling(SamplingSpec(0.8, 0.95, 96)).constraint is None
+
+    def fingerprint(**section):
+        return job_config(
+            tmp_path,
+            QUESTIONS,
+            method="self_improve",
+            input={"path": str(QUESTIONS), "id_column": "id"},
+            sampling={"max_tokens": 96},
+            self_improve=section,
+        ).fingerprint()
+
+    assert fingerprint() == fingerprint(constrain=False) != fingerprint(constrain=True)
+    from synth_ray.config import load_config
+
+    assert load_config(REPO / "configs" / "self_improve.yaml").section.constrain  # the recipe
+
+
+@pytest.mark.parametrize(
+    ("section", "sampling", "message"),
+    [
+        (
+            {"checker": "exact"},
+            {"max_tokens": 96},
+            "constrain: checker exact has no '#### N' answer line",
+        ),
+        ({"checker": "program"}, {"max_tokens": 96}, "constrain: checker program has no"),
+        ({}, {"max_tokens": 22}, "self_improve.constrain: sampling.max_tokens 22 leaves no room"),
+        ({}, {"max_tokens": 96, "ignore_eos": True}, "self_improve.constrain: sampling.ignore_eos"),
+    ],
+)
+def test_constrain_refused_where_it_cannot_hold(tmp_path, section, sampling, message):
+    from synth_ray.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match=re.escape(message)):
+        job_config(
+            tmp_path,
+            QUESTIONS,
+            method="self_improve",
+            input={"path": str(QUESTIONS), "id_column": "id"},
+            sampling=sampling,
+            self_improve={"constrain": True, **section},
+        )
+    job_config(  # 23 tokens: one character of reasoning and the longest answer line
+        tmp_path,
+        QUESTIONS,
+        method="self_improve",
+        input={"path": str(QUESTIONS), "id_column": "id"},
+        sampling={"max_tokens": 23},
+        self_improve={"constrain": True},
+    )

@@ -19,6 +19,13 @@ Three modes (`self_improve.mode`), one row per sample:
   reaches `min_agreement`; no labels needed (source `majority`).
 Answers are extracted and compared by a named checker (methods/checkers.py).
 
+`self_improve.constrain` (checker numeric; on in configs/self_improve.yaml for the embedded
+model) decodes every rationale, in every mode and stage, with structured outputs into
+`answer_line_regex(max_tokens)`: reasoning that fits the budget, then `#### N`. Every sample
+then ends in the answer line the checker reads, within max_tokens (provided prompt and
+max_tokens fit `engine.max_model_len`), instead of the last number of an unfinished text. A
+departure from the papers, whose models wrote freely.
+
 `self_improve.checker: program` is program-of-thought (Chen et al. 2022, "Program of Thoughts
 Prompting"; the format of its GSM8K prompt, wenhuchen/Program-of-Thoughts: "Question: ...",
 "# Python code, return ans", a program assigning `ans`; MathInstruct's PoT half is made so):
@@ -44,7 +51,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import (
@@ -99,15 +106,31 @@ class SelfImproveConfig(Section):
         default_factory=dict,
         description="Override prompt templates: instruction (the line before the examples), hint ({answer}).",
     )
+    constrain: bool = Field(
+        False,
+        description="checker numeric: decode each rationale (structured outputs) into reasoning "
+        "short enough to fit max_tokens and a '#### N' line, so every sample ends in an "
+        "answer the checker reads. A departure from the papers, for small models.",
+        json_schema_extra=ADDED,
+    )
 
     @model_validator(mode="after")
     def _labels_needed(self) -> SelfImproveConfig:
         check_templates(self.templates, {"instruction": set(), "hint": {"answer"}})
+        if self.constrain and self.checker != "numeric":
+            raise ValueError(
+                f"constrain: checker {self.checker} has no '#### N' answer line to decode into "
+                "(only numeric)"
+            )
         if self.mode in ("star", "rejection") and not self.answer_column:
             raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
         if self.mode == "rejection" and self.k > self.n:
             raise ValueError(f"k: {self.k} is more than n={self.n}")
         return self
+
+    def check_in_job(self, job: Any) -> None:
+        if self.constrain:
+            check_answer_line_budget(job.sampling, "self_improve.constrain")
 
 
 INSTRUCTION = (
@@ -200,6 +223,48 @@ _MENTIONS_HINT = re.compile(
     + r"\s*\$?-?\d",  # "since the answer is 33", not "since the answer is in hours"
     re.IGNORECASE,
 )
+
+
+# The format a constrained rationale is decoded into (`constrain`): reasoning of printable
+# ASCII and newlines without '#', ending in a visible character, then the answer line
+# "\n#### N" with N a plain number. Each output token is at least one character (the language
+# is ASCII: no token is a part of a character), so a completion of at most max_tokens - 1
+# characters ends, with its end-of-sequence token, within max_tokens. SmolLM2 spends a token on
+# each digit: a bound of characters per token above 1 would not hold.
+_REASONING_CHAR = r'[ -"$-~\n]'
+_REASONING_LAST = r'[!-"$-~]'
+ANSWER_LINE = r"\n#### -?[0-9]{1,9}(\.[0-9]{1,4})?"
+ANSWER_LINE_CHARS = len("\n#### -123456789.1234")  # the longest answer line: 21 characters
+
+
+def answer_line_budget(max_tokens: int) -> int:
+    """The reasoning's characters at most, before the answer line: the rest of `max_tokens`
+    after the longest answer line and the end-of-sequence token (less than 1: no room)."""
+    return max_tokens - ANSWER_LINE_CHARS - 1
+
+
+def check_answer_line_budget(sampling: Any, key: str) -> None:
+    """Refuse (ValueError naming `key`) a job whose sampling leaves no room for a constrained
+    rationale: max_tokens under 23, or ignore_eos (it would write past the answer line)."""
+    if answer_line_budget(sampling.max_tokens) < 1:
+        raise ValueError(
+            f"{key}: sampling.max_tokens {sampling.max_tokens} leaves no room for reasoning "
+            f"before the answer line (at least {ANSWER_LINE_CHARS + 2})"
+        )
+    if sampling.ignore_eos:
+        raise ValueError(f"{key}: sampling.ignore_eos would write on past the answer line")
+
+
+def answer_line_regex(max_tokens: int) -> str:
+    """The language `constrain` decodes a completion of at most `max_tokens` tokens into:
+    reasoning (printable ASCII and newlines, no '#', ending in a visible character) of at
+    most `answer_line_budget(max_tokens)` characters, then "\n#### N" (N: up to 9 digits,
+    optionally a sign and 4 decimals). Every string of it ends before max_tokens, and its
+    `#### N` is the first answer line, the one the numeric checker reads."""
+    budget = answer_line_budget(max_tokens)
+    if budget < 1:
+        raise ValueError(f"max_tokens {max_tokens}: no room for reasoning and an answer line")
+    return rf"{_REASONING_CHAR}{{0,{budget - 1}}}{_REASONING_LAST}{ANSWER_LINE}"
 
 
 def cut_at_first_answer(text: str) -> str:
@@ -313,10 +378,14 @@ class SelfImproveMethod(Method):
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
         """The job's sampling with `n`; a program of thought also stops at the next problem
-        the model goes on to invent (`Question:`), which would be cut anyway."""
+        the model goes on to invent (`Question:`), which would be cut anyway. With
+        `constrain`, each rationale is decoded into `answer_line_regex(max_tokens)`."""
         sampling = super().stage_sampling(job)
         if self.programs:
             return dataclasses.replace(sampling, stop=PROGRAM_STOP_STRINGS)
+        if self.config.constrain:
+            regex = answer_line_regex(sampling.max_tokens)
+            return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
         return sampling
 
     def estimate_rows(self, doc: Document) -> int:
