@@ -16,7 +16,8 @@ from conftest import REPO, Crash, crash_on_commit, job_config, write_jsonl
 from fake_backend import FakeBackend
 
 from synth_ray.engine.prompts import PromptRenderer
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.base import Dropped, Kept, row_id
@@ -260,6 +261,74 @@ def test_answers_stage_keeps_up_to_k_correct_samples():
     assert "unknown variable" not in rephrase  # forward exemplars for rephrased questions
 
 
+# --- metamath.constrain: the answers stage's format, against the parser that scores it -------
+
+
+def constrained_config(tmp_path, max_tokens=128, constrain=True, **metamath):
+    """A job on the example questions with `metamath.constrain` (None: left out)."""
+    section = {**metamath, **({} if constrain is None else {"constrain": constrain})}
+    return job_config(
+        tmp_path,
+        QUESTIONS,
+        method="metamath",
+        input={"path": str(QUESTIONS), "id_column": "id"},
+        engine={"max_model_len": 2048},
+        sampling={"max_tokens": max_tokens},
+        metamath=section,
+    )
+
+
+@pytest.mark.parametrize("max_tokens", [23, 64, 128])
+def test_every_constrained_rationale_is_scored_on_its_answer_line(max_tokens):
+    """Property, over random strings of the answers stage's language (hypothesis is not a
+    dependency): no sample is dropped as `no_answer`; each is scored on its `#### N`."""
+    import random
+
+    from test_self_improve import sample_constrained
+
+    from synth_ray.methods.checkers import normalize_number
+    from synth_ray.methods.self_improve import answer_line_regex
+
+    answers = MetaMathAnswers(MetaMathConfig(n=1, constrain=True), "m")
+    sampling = answers.stage_sampling(SamplingSpec(0.7, 0.95, max_tokens))
+    assert sampling.constraint.value == answer_line_regex(max_tokens) and sampling.n == 1
+    extra = {
+        "augmentation": "fobar",
+        "original_question": "q",
+        "expected_answer": "14",
+        "masked_number": "14",
+    }
+    (question,) = answers.expand(Document(0, "q00", "q?", extra=extra))
+    rng = random.Random(max_tokens)
+    for _ in range(1000):
+        text, number = sample_constrained(rng, max_tokens)
+        [outcome] = answers.finish(question, result(text))
+        if normalize_number(number) == "14":
+            assert isinstance(outcome, Kept) and outcome.row["answer"] == "14", text
+        else:
+            assert outcome == Dropped("incorrect"), text
+    [kept] = answers.finish(question, result(" 3 * x - 9 = 33, so x = 14.\n#### 14"))
+    assert kept.row["rationale"] == "3 * x - 9 = 33, so x = 14.\n#### 14"
+
+
+def test_constrain_decodes_only_the_answers_stage_and_enters_the_fingerprint(tmp_path):
+    """Stage 1 stays free (its checks judge whether the model rephrased or restated at all);
+    off, nothing is constrained; the option is in the fingerprint only when on; the recipe
+    has it on."""
+    from synth_ray.config import load_config
+
+    questions = MetaMathQuestions(MetaMathConfig(constrain=True))
+    assert questions.stage_sampling(SamplingSpec(0.7, 0.95, 128)).constraint is None
+    answers = MetaMathAnswers(MetaMathConfig(), "m")
+    assert answers.stage_sampling(SamplingSpec(0.7, 0.95, 128)).constraint is None
+    off = constrained_config(tmp_path, constrain=False)
+    assert off.fingerprint() == constrained_config(tmp_path, constrain=None).fingerprint()
+    assert off.fingerprint() != constrained_config(tmp_path).fingerprint()
+    with pytest.raises(ConfigError, match="metamath.constrain: sampling.max_tokens 22 leaves"):
+        constrained_config(tmp_path, max_tokens=22)
+    assert load_config(REPO / "configs" / "metamath.yaml").section.constrain
+
+
 # --- the whole job on a scripted engine -------------------------------------------------------
 
 
@@ -427,6 +496,8 @@ def test_bad_rows_and_unmaskable_questions_are_counted(tmp_path, embedded_model)
 
 @pytest.mark.engine
 def test_metamath_on_real_engine_then_resume_is_a_no_op(tmp_path, shared_engine):
+    from synth_ray.methods.self_improve import answer_line_regex
+
     cfg = job_config(
         tmp_path,
         QUESTIONS,
@@ -434,19 +505,23 @@ def test_metamath_on_real_engine_then_resume_is_a_no_op(tmp_path, shared_engine)
         input={"path": str(QUESTIONS), "id_column": "id", "limit": 2},
         engine={"max_model_len": 2048},
         sampling={"max_tokens": 64, "temperature": 0.8},
-        metamath={"n": 2, "k": 2},
+        metamath={"n": 2, "k": 2, "constrain": True},
     )
     summary = run_job(cfg, show_progress=False, backend=shared_engine)
     stats = summary.stats
     assert stats["accounted"] and stats["input_documents"] == 2
     assert stats["rows_in"] == 2 * 3 * 2 and stats["rows_errored"] == 0
+    # constrained: every rationale (at least FOBAR's 2 x 2) ends in its answer line
+    assert "no_answer" not in stats["dropped_by_filter"], stats["dropped_by_filter"]
     per = stats["metamath"]["augmentations"]
     assert set(per) == {"rephrase", "fobar", "sv"}
     assert per["fobar"]["asked"] == per["fobar"]["bootstrapped"] == 2  # template only
     out = rows(tmp_path / "out")
     assert len(out) == stats["rows_out"] == sum(p["rows_out"] for p in per.values())
+    language = re.compile(answer_line_regex(64))
     for r in out:
         assert r["answer"] == r["expected_answer"] and r["model"] == "SmolLM2-135M-Instruct"
+        assert language.fullmatch(r["rationale"]) and r["finish_reason"] == "stop", r
     again = run_job(cfg, show_progress=False, backend=shared_engine)
     assert again.units_skipped == again.units_total
     assert rows(tmp_path / "out") == out and again.stats["rows_in"] == stats["rows_in"]

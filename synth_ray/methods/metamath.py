@@ -35,6 +35,11 @@ Stages, in one output folder (resumed exactly after a kill in either):
    (numeric checker) are kept, the others dropped as `no_answer` (no `#### N` line: cut by
    max_tokens, or unformatted, where the checker's fallback to "the last number" would guess),
    `incorrect` or `over_k`.
+   With `metamath.constrain` (on in configs/metamath.yaml, for the embedded model) each
+   rationale is decoded with structured outputs into self_improve's
+   `answer_line_regex(max_tokens)`, reasoning then `#### N`, so none is `no_answer`. Stage 1
+   stays free: its checks (a question, the answer stated) judge whether the model rephrased
+   or restated at all, and a forced format passes a small model's answer with a '?' glued on.
 Each unit of stage 2 is a stage-1 unit's: its replica reads that unit's input rows (FOBAR is
 built from them) and committed questions (`answer_documents`), so rerunning plans the same
 units and the driver reads no row. Dropped in stage 2 without a request: `no_number` (no
@@ -62,7 +67,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from synth_ray.config import JobConfig
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document, InputSpec, absolute_path
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import (
@@ -82,10 +87,15 @@ from synth_ray.methods.metamath_prompts import (
     TEMPLATES,
 )
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.self_improve import FEW_SHOT, cut_at_first_answer
+from synth_ray.methods.self_improve import (
+    FEW_SHOT,
+    answer_line_regex,
+    check_answer_line_budget,
+    cut_at_first_answer,
+)
 from synth_ray.methods.stages import JobContext
 from synth_ray.methods.templating import fill
-from synth_ray.sections import Section, check_templates
+from synth_ray.sections import ADDED, Section, check_templates
 from synth_ray.stats import UnitStats
 
 Augmentation = Literal["rephrase", "fobar", "sv"]
@@ -118,6 +128,13 @@ class MetaMathConfig(Section):
         description="Override prompt templates: rephrase ({question}), sv_rewrite ({question}, "
         "{answer}), fobar ({question}, {answer}), sv ({statement}), instruction.",
     )
+    constrain: bool = Field(
+        False,
+        description="Decode each rationale of the answers stage (structured outputs) into "
+        "reasoning short enough to fit max_tokens and the '#### N' line that is scored. A "
+        "departure from MetaMath, for small models.",
+        json_schema_extra=ADDED,
+    )
 
     @field_validator("augmentations")
     @classmethod
@@ -138,6 +155,10 @@ class MetaMathConfig(Section):
 
     def template(self, name: str) -> str:
         return self.templates.get(name, TEMPLATES[name])
+
+    def check_in_job(self, job: Any) -> None:
+        if self.constrain:
+            check_answer_line_budget(job.sampling, "metamath.constrain")
 
 
 # A whole number token: an optional `$`, digits (commas by thousands, a decimal part), then
@@ -383,6 +404,16 @@ class MetaMathAnswers(Method):
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": self.config.n}
+
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """The job's sampling with `n`; with `constrain`, each rationale is decoded into
+        self_improve's `answer_line_regex(max_tokens)`: reasoning, then the `#### N` line
+        this stage scores, within max_tokens."""
+        sampling = super().stage_sampling(job)
+        if not self.config.constrain:
+            return sampling
+        regex = answer_line_regex(sampling.max_tokens)
+        return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
 
     def estimate_rows(self, doc: Document) -> int:
         return self.config.n
