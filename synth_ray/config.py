@@ -55,6 +55,13 @@ class OutputConfig(_Section):
     # 10k rows of ~300-token rephrasings is ~10 MB of Parquet: big enough for readers, small
     # enough that a killed run loses little work.
     rows_per_shard: int = Field(10_000, ge=1, description="About this many output rows per shard.")
+    # what is kept beside the rows, not which rows: a resume may switch it either way
+    keep_dropped: bool = Field(
+        False,
+        description="Also write every row a method drops, with its filter and the completion "
+        "it came from, to dropped/ (units committed while off have none).",
+        json_schema_extra=RUNTIME,
+    )
 
 
 class EngineConfig(_Section):

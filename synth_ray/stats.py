@@ -64,6 +64,8 @@ class UnitStats:
     # a method's own counts of its candidates by label (`Candidate.tallies`): what it asked
     # for, per kind, counted where the candidates are made, so no driver re-reads them
     tallies: Counter[str] = field(default_factory=Counter)
+    # kept rows a method sent to a named split (`Kept(row, split=...)`), counted in rows_out
+    splits: Counter[str] = field(default_factory=Counter)
 
     def observe(self, row: dict[str, Any]) -> None:
         """Count a kept row into the distributions."""
@@ -110,6 +112,7 @@ class UnitStats:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.tallies.update(other.tallies)
+        self.splits.update(other.splits)
         if other.nn_histogram:
             mine = self.nn_histogram or [0] * len(other.nn_histogram)
             self.nn_histogram = [a + b for a, b in zip(mine, other.nn_histogram, strict=True)]
@@ -127,6 +130,8 @@ class UnitStats:
             histogram["categories"] = self.categories  # type: ignore[assignment]
         if self.tallies:
             histogram["tallies"] = dict(sorted(self.tallies.items()))  # type: ignore[assignment]
+        if self.splits:
+            histogram["rows_by_split"] = dict(sorted(self.splits.items()))  # type: ignore[assignment]
         return {
             "input_documents": self.input_documents,
             "rows_in": self.rows_in,
@@ -154,4 +159,5 @@ class UnitStats:
             lengths={k: list(v) for k, v in data.get("length_bins", {}).items()},
             categories={k: dict(v) for k, v in data.get("categories", {}).items()},
             tallies=Counter(data.get("tallies", {})),
+            splits=Counter(data.get("rows_by_split", {})),
         )

@@ -474,7 +474,7 @@ def test_driver_does_no_per_row_work(tmp_path, shared_engine, monkeypatch):
     monkeypatch.setattr(RephraseMethod, "expand", refuse)
     monkeypatch.setattr(RephraseMethod, "finish", refuse)
     monkeypatch.setattr(PromptRenderer, "render_text", refuse)
-    monkeypatch.setattr(OutputStore, "write_shards", refuse)
+    monkeypatch.setattr(OutputStore, "write_data_shard", refuse)
     config = job_config(tmp_path, REPO / "examples" / "web_docs.jsonl")
     summary = run_job(config, show_progress=False, backend=shared_engine)
     assert summary.stats["accounted"] and summary.stats["rows_out"] > 0
@@ -657,12 +657,14 @@ def test_textbook_and_tinystories_on_real_engine(tmp_path, shared_engine, method
 
 
 def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine):
-    """FinePhrase's and Nemotron-CC's formats, each document rephrased whole."""
+    """FinePhrase's and Nemotron-CC's formats, each document rephrased whole. Diverse QA
+    drops a rephrasing cut by max_tokens; with `output.keep_dropped` its completion is kept."""
     docs = REPO / "examples" / "web_docs.jsonl"
     config = job_config(
         tmp_path,
         docs,
         input={"path": str(docs), "id_column": "id", "limit": 2},
+        output={"keep_dropped": True},
         engine={"max_model_len": 2048},
         sampling={"max_tokens": 32},
         rephrase={"styles": ["faq", "diverse_qa"], "whole_document": True},
@@ -672,6 +674,12 @@ def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine
     assert stats["accounted"] and stats["rows_in"] == 4
     frame = read_output(tmp_path / "out")
     assert set(frame["chunk_index"]) == {0} and set(frame["style"]) <= {"faq", "diverse_qa"}
+    dropped = pq.read_table(tmp_path / "out" / "dropped").to_pylist()
+    assert len(dropped) == stats["rows_dropped"] and stats["dropped_by_filter"]["truncated"] > 0
+    for row in dropped:
+        assert row["filter"] in stats["dropped_by_filter"] and row["stage"] == "rephrase"
+        if row["filter"] == "truncated":  # the model's own words, 32 tokens of them
+            assert len(row["completion"].split()) >= 5, row
 
 
 def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_model):

@@ -39,12 +39,30 @@ class UnitRecord:
     more_data_shards: list[str] = field(default_factory=list)
     more_error_shards: list[str] = field(default_factory=list)
     run_id: str = ""  # the run that committed it (its lease's id, io/lease.py)
+    # output.keep_dropped: the dropped rows' shards, one per slice that dropped any, in row
+    # order (none for a unit committed while it was off)
+    dropped_shards: list[str] = field(default_factory=list)
+    # rows the method kept into a named split (`Kept(row, split=...)`): split -> its shards,
+    # one per slice in row order, for every split the stage's method declares
+    split_shards: dict[str, list[str]] = field(default_factory=dict)
 
     def data_shards(self) -> list[str]:
         return [self.data_shard, *self.more_data_shards]
 
     def error_shards(self) -> list[str]:
         return [s for s in (self.error_shard, *self.more_error_shards) if s]
+
+    def all_shards(self) -> list[str]:
+        """Every file the record names: what a sweep keeps and an uncommit deletes."""
+        embedding = [self.embedding_shard] if self.embedding_shard else []
+        splits = [s for shards in self.split_shards.values() for s in shards]
+        return [
+            *self.data_shards(),
+            *self.error_shards(),
+            *embedding,
+            *self.dropped_shards,
+            *splits,
+        ]
 
 
 _FIELDS = {f.name for f in fields(UnitRecord)}

@@ -13,6 +13,10 @@
     data/part-NNNNNN-SSSSSS-EEEEEE-<attempt>.parquet   the same, for a unit generated in
                                  slices (the end of a job): rows [SSSSSS, EEEEEE) of the unit
     errors/part-NNNNNN-<attempt>.parquet   error rows of unit NNNNNN (only when it had some)
+    dropped/part-NNNNNN-<attempt>.parquet  dropped rows of unit NNNNNN with their completion
+                                 (output.keep_dropped, only when it had some)
+    <split>/part-NNNNNN-<attempt>.parquet  rows a method kept into its named split (every
+                                 unit of a stage whose method declares it, possibly empty)
     embeddings/part-NNNNNN-<attempt>.parquet   vectors of the unit's kept rows (diversity filter only)
     _diversity/          the filter's centroids and reference-corpus vectors
     _staging/            filtered slices' rows before their unit is decided (swept per stage)
@@ -31,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +63,7 @@ STATS_FILE = "stats.json"
 DRIVER_STATS_FILE = "_driver_stats.json"  # rows a method's driver decided outside any unit
 DATA_DIR = "data"
 ERRORS_DIR = "errors"
+DROPPED_DIR = "dropped"  # output.keep_dropped: the rows methods dropped, with their completion
 EMBEDDINGS_DIR = "embeddings"
 DIVERSITY_DIR = "_diversity"
 STAGING_DIR = "_staging"  # diversity-filtered slices, written before the unit is decided
@@ -68,6 +74,17 @@ ERROR_SCHEMA = pa.schema(
         pa.field("source_id", pa.string()),
         pa.field("stage", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("unit_index", pa.int32()),
+    ]
+)
+
+DROPPED_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("source_id", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("filter", pa.string()),
+        pa.field("completion", pa.string()),
         pa.field("unit_index", pa.int32()),
     ]
 )
@@ -97,7 +114,23 @@ _OWNED = (
     CARD_FILE,
     REPORT_DIR,
     PLANS_DIR,
+    DROPPED_DIR,
 )
+# the dataset card's own config names: a split cannot take them either
+_CARD_CONFIGS = ("default", ERRORS_DIR, DROPPED_DIR)
+_SPLIT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def check_split_name(name: str) -> None:
+    """Raise ValueError unless `name` can name a split of kept rows (`Kept(row, split=...)`):
+    a lowercase identifier, since it becomes the output's folder `<name>/` and a dataset-card
+    config, and none of the folders or configs the output already has (data, errors,
+    dropped, embeddings, stages, report, default)."""
+    reserved = sorted({n for n in (*_OWNED, *_CARD_CONFIGS) if _SPLIT_NAME.fullmatch(n)})
+    if not isinstance(name, str) or not _SPLIT_NAME.fullmatch(name):
+        raise ValueError(f"split {name!r}: a lowercase identifier ([a-z][a-z0-9_]*)")
+    if name in reserved:
+        raise ValueError(f"split {name!r}: reserved (not one of {', '.join(reserved)})")
 
 
 def shard_name(
@@ -180,8 +213,9 @@ class OutputStore:
                 f"fingerprint {(job or {}).get('fingerprint')} != {fingerprint}); "
                 "rerun with --overwrite to replace it, or choose another output.path"
             )
-        if overwrite:
-            for name in _OWNED:
+        if overwrite:  # with the folders of the old job's splits its records name
+            splits = {split for r in self.committed().values() for split in r.split_shards}
+            for name in (*_OWNED, *sorted(splits)):
                 loc.delete(name)
             self.commits.forget()
         loc.make_dir()
@@ -220,19 +254,13 @@ class OutputStore:
             return records
         return {k: r for k, r in records.items() if r.stage == stage}
 
-    def write_shards(
-        self,
-        name: str,
-        unit_index: int,
-        rows: list[dict[str, Any]],
-        schema: pa.Schema,
-        errors: list[dict[str, Any]],
-    ) -> tuple[str, str | None]:
-        """Write `data/<name>` (always, possibly empty) and `errors/<name>` (when there are
-        error rows); returns their names. Nothing is committed until a record names them."""
+    def write_data_shard(self, name: str, rows: list[dict[str, Any]], schema: pa.Schema) -> str:
+        """Write `data/<name>` (always, possibly empty); returns its name. Nothing is
+        committed until a record names it (and the unit's error, dropped and split shards,
+        written under the same `name`: runtime/slice_worker.py `write_beside_data`)."""
         data_shard = f"{DATA_DIR}/{name}"
         self._write_shard(data_shard, pa.Table.from_pylist(rows, schema=schema))
-        return data_shard, self.write_error_shard(name, unit_index, errors)
+        return data_shard
 
     def write_error_shard(
         self, name: str, unit_index: int, errors: list[dict[str, Any]]
@@ -246,6 +274,31 @@ class OutputStore:
         )
         self._write_shard(error_shard, table)
         return error_shard
+
+    def write_dropped_shard(
+        self, name: str, unit_index: int, stage: str, dropped: list[dict[str, Any]]
+    ) -> str | None:
+        """Write `dropped/<name>` when there are dropped rows (output.keep_dropped: `id`,
+        `source_id`, `filter`, `completion` each, `stage` added); returns its name (None if
+        none)."""
+        if not dropped:
+            return None
+        shard = f"{DROPPED_DIR}/{name}"
+        rows = [{**d, "stage": stage, "unit_index": unit_index} for d in dropped]
+        self._write_shard(shard, pa.Table.from_pylist(rows, schema=DROPPED_SCHEMA))
+        return shard
+
+    def write_split_shards(
+        self, name: str, splits: dict[str, list[dict[str, Any]]], schema: pa.Schema
+    ) -> dict[str, str]:
+        """Write `<split>/<name>` for every split in `splits`, an empty one too (so each
+        declared split is readable, with its schema, even when no row went there); returns
+        split -> shard name."""
+        shards = {}
+        for split, rows in splits.items():
+            shards[split] = f"{split}/{name}"
+            self._write_shard(shards[split], pa.Table.from_pylist(rows, schema=schema))
+        return shards
 
     def write_table(self, name: str, table: pa.Table) -> None:
         """Write any table under `name` (a temp name and rename locally, one PUT on a URI)."""
@@ -274,14 +327,14 @@ class OutputStore:
             self.lease.check()
         self.commits.drop({r.unit_id for r in records})
         for record in records:
-            for shard in [*record.data_shards(), *record.error_shards(), record.embedding_shard]:
-                if shard:
-                    self.location.delete(shard)
+            for shard in record.all_shards():
+                self.location.delete(shard)
 
-    def sweep_unreferenced(self, stage: str) -> int:
-        """Delete `stage`'s data and error shards that no commit record names, and its staged
-        rows, so a plain listing of data/ holds committed rows only; returns how many went.
-        Call when the stage has committed every unit.
+    def sweep_unreferenced(self, stage: str, splits: tuple[str, ...] = ()) -> int:
+        """Delete `stage`'s data, error, dropped and split shards (`splits`: the stage's
+        method's, plus any a record names) that no commit record names, and its staged rows,
+        so a plain listing of data/ holds committed rows only; returns how many went. Call
+        when the stage has committed every unit.
 
         What it deletes is provably nobody's live work: the lease is checked first, so this
         run is the output's only writer; a stray is then this run's own (a slice's failed or
@@ -293,14 +346,13 @@ class OutputStore:
         if self.lease is not None:  # another run's uncommitted shards are not strays
             self.lease.check()
         named: set[str] = set()
+        folders = [DATA_DIR, ERRORS_DIR, STAGING_DIR, EMBEDDINGS_DIR, DROPPED_DIR, *splits]
         for record in self.committed(stage).values():
-            named.update(record.data_shards())
-            named.update(record.error_shards())
-            if record.embedding_shard:
-                named.add(record.embedding_shard)
+            named.update(record.all_shards())
+            folders += [s for s in record.split_shards if s not in folders]
         prefix = f"{stage}-part-" if stage else "part-"
         removed = 0
-        for folder in (DATA_DIR, ERRORS_DIR, STAGING_DIR, EMBEDDINGS_DIR):
+        for folder in folders:
             for file in self.location.listdir(folder):
                 if file.startswith(prefix) and f"{folder}/{file}" not in named:
                     self.location.delete(f"{folder}/{file}")

@@ -66,7 +66,12 @@ class Candidate:
 
 @dataclass
 class Kept:
+    """A row kept: into `data/` (the dataset's default config), or with `split` set into the
+    output's folder `<split>/` (its own dataset-card config, same schema), which must be one
+    of the method's `splits`; otherwise the row becomes a `parse` error."""
+
     row: dict[str, Any]
+    split: str | None = None
 
 
 @dataclass
@@ -92,6 +97,10 @@ class Method(ABC):
     # the output column the diversity filter compares (None: this method's rows are not
     # filtered at commit; a driver may filter them itself, as Self-Instruct does)
     diversity_column: str | None = None
+    # named splits this method may keep rows into (`Kept(row, split=...)`), besides data/:
+    # each is written for every unit, empty too, so its card config exists from the first
+    # commit; names are checked by `check_split_name` (lowercase, not an output folder)
+    splits: tuple[str, ...] = ()
 
     @abstractmethod
     def estimate_rows(self, doc: Document) -> int:

@@ -20,7 +20,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,7 @@ from synth_ray.runtime.units import (
     NN_FIELD,
     PendingUnit,
     UnitBuilder,
+    UnitRows,
     collect_rows,
     failed_unit,
     filtered_text,
@@ -157,7 +158,12 @@ class SliceWorker:
         for candidate, result in pairs:
             pending.add_result(spec.method, candidate, result)
         filtering = spec.embedders is not None
-        out = collect_rows(pending, spec.annotate_nn or filtering)
+        out = collect_rows(
+            pending,
+            spec.annotate_nn or filtering,
+            keep_dropped=spec.keep_dropped,
+            splits=spec.method.splits,
+        )
         rows = (task.start - task.unit_start, task.stop - task.unit_start)
         span = None if task.whole_unit else rows
         name = shard_name(spec.stage, task.unit_index, span, new_attempt(spec.run_id))
@@ -177,19 +183,16 @@ class SliceWorker:
             table = table.append_column(ROW_ID_COLUMN, pa.array(out.row_ids, pa.string()))
             data_shard = f"{STAGING_DIR}/{name}"
             store.write_table(data_shard, table)
-            error_shard = store.write_error_shard(name, task.unit_index, out.errors)
         else:
-            data_shard, error_shard = store.write_shards(
-                name, task.unit_index, out.rows, spec.schema, out.errors
-            )
+            data_shard = store.write_data_shard(name, out.rows, spec.schema)
         done = SliceDone(
             key=task.key,
             unit_index=task.unit_index,
             start=task.start,
             data_shard=data_shard,
-            error_shard=error_shard,
             stats=out.stats.to_dict(),
             decided=decided,
+            **write_beside_data(store, spec, name, task.unit_index, out),
         )
         return done, texts
 
@@ -214,6 +217,20 @@ class SliceWorker:
             error=error,
             storage_failed=writing and storage is not None,
         )
+
+
+def write_beside_data(
+    store: OutputStore, spec: StageSpec, name: str, unit_index: int, out: UnitRows
+) -> dict[str, Any]:
+    """Write a slice's error rows, its dropped rows (with `keep_dropped`) and its split rows
+    under the data shard's `name`; returns the SliceDone fields naming them. A filtered slice
+    writes these at once too: only its data/ rows wait for the unit's decision."""
+    stage = spec.stage or spec.method.name
+    return {
+        "error_shard": store.write_error_shard(name, unit_index, out.errors),
+        "dropped_shard": store.write_dropped_shard(name, unit_index, stage, out.dropped),
+        "split_shards": store.write_split_shards(name, out.splits, spec.schema),
+    }
 
 
 def check_planned_rows(

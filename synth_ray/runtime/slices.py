@@ -81,6 +81,7 @@ class StageSpec:
     embedding_dim: int = 0
     embed_chunk: int = 1024
     run_id: str = ""  # the run's lease id: every shard a replica writes carries it
+    keep_dropped: bool = False  # output.keep_dropped: dropped rows go to dropped/ too
     plan_key: str = ""  # the units' ids hash it first: a slice's rows are checked against it
     _ordinals: list[int] = field(default_factory=list, repr=False)
 
@@ -158,6 +159,8 @@ class SliceDone:
     vectors: np.ndarray | None = None  # filtered slice: vectors of the rows to decide on
     decided: np.ndarray | None = None  # filtered slice: their positions among its rows
     embedding_shard: str | None = None  # a finalized unit's kept vectors
+    dropped_shard: str | None = None  # output.keep_dropped: the slice's dropped rows
+    split_shards: dict[str, str] = field(default_factory=dict)  # split -> the slice's shard
 
 
 def cut_slices(
@@ -228,6 +231,16 @@ class _OpenUnit:
         return slices, stats, [s.error_shard for s in slices if s.error_shard]
 
 
+def kept_aside(slices: list[SliceDone]) -> dict[str, Any]:
+    """The unit record's fields naming its slices' dropped and split shards, in row order."""
+    splits: dict[str, list[str]] = {}
+    for piece in slices:
+        for split, shard in piece.split_shards.items():
+            splits.setdefault(split, []).append(shard)
+    dropped = [s.dropped_shard for s in slices if s.dropped_shard]
+    return {"dropped_shards": dropped, "split_shards": splits}
+
+
 class SliceTracker:
     """Collects finished slices and commits each unit once all its rows are back."""
 
@@ -271,6 +284,7 @@ class SliceTracker:
             stage=self.stage,
             more_data_shards=[s.data_shard for s in slices[1:]],
             more_error_shards=errors[1:],
+            **kept_aside(slices),
         )
         self.store.commit(record)
         self.on_commit(stats)
@@ -388,7 +402,8 @@ class FilteredSliceTracker(SliceTracker):
             assert piece.decided is not None and piece.vectors is not None
             positions.append(piece.decided.astype(np.int64) + offset)
             vectors.append(piece.vectors)
-            offset += piece.stats["rows_out"]
+            split_rows = sum(piece.stats.get("rows_by_split", {}).values())
+            offset += piece.stats["rows_out"] - split_rows  # the rows staged: data/'s
         all_vectors = (
             np.concatenate(vectors) if vectors else np.zeros((0, self.diversity.dim), np.float16)
         )
@@ -409,7 +424,7 @@ class FilteredSliceTracker(SliceTracker):
     def _commit_filtered(
         self, unit: _OpenUnit, done: SliceDone, task: FinalizeTask, nn: np.ndarray
     ) -> None:
-        _, stats, errors = unit.merged()
+        slices, stats, errors = unit.merged()
         kept = UnitStats.from_dict(done.stats)
         stats.lengths, stats.categories = kept.lengths, kept.categories  # of the kept rows only
         dropped = int((~task.keep).sum())
@@ -427,6 +442,7 @@ class FilteredSliceTracker(SliceTracker):
             stage=self.stage,
             embedding_shard=done.embedding_shard,
             more_error_shards=errors[1:],
+            **kept_aside(slices),
         )
         self.store.commit(record)
         self.diversity.unit_committed(self.store.location.uri, self.stage, unit.unit.unit_id)

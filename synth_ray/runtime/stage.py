@@ -26,7 +26,7 @@ from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
 from synth_ray.io.filesystem import Location, open_location
 from synth_ray.io.inputs import absolute_path
-from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore
+from synth_ray.io.output_store import DIVERSITY_DIR, OutputStore, check_split_name
 from synth_ray.methods.base import Method
 from synth_ray.methods.stages import (
     DocumentBuilder,
@@ -204,7 +204,10 @@ class StageRunner:
         units: list[WorkUnit],
         stage: str = "",
     ) -> dict[str, Any]:
-        """Generate the units not yet committed; returns the folder's stats (all stages)."""
+        """Generate the units not yet committed; returns the folder's stats (all stages). A
+        method declaring a split name the output cannot hold fails here, before any work."""
+        for split in method.splits:
+            check_split_name(split)
         for name, planned in list(self._unsaved_plans.items()):  # the output is claimed now
             try:
                 save_units(self.output, name, planned)
@@ -243,7 +246,7 @@ class StageRunner:
                 store.write_stats(units_total=self.summary.units_total)  # what did commit
                 raise
         # every unit is committed now: drop what killed runs left (also when none remained)
-        store.sweep_unreferenced(stage)
+        store.sweep_unreferenced(stage, method.splits)
         return store.write_stats(units_total=self.summary.units_total)
 
     def run_unsettled_stage(
@@ -517,6 +520,7 @@ class StageRunner:
             annotate_nn=annotate_nn,
             run_id=store.run_id,
             plan_key=remaining[0].plan_key if remaining else "",
+            keep_dropped=self.config.output.keep_dropped,
         )
         if diversity is not None:
             from synth_ray.runtime.diversity import EMBED_CHUNK

@@ -63,6 +63,10 @@ def completion_outcomes(
         n = len(outcomes)
         if n != width and (candidate.exact_width or not 1 <= n <= width):
             raise ValueError(f"{len(outcomes)} outcomes for {width} expected rows")
+        for outcome in outcomes:
+            split = getattr(outcome, "split", None)
+            if split is not None and split not in method.splits:
+                raise ValueError(f"kept into split {split!r}, which the method does not declare")
     except Exception as err:
         return [Errored("parse", f"{type(err).__name__}: {err}")] * candidate.error_rows()
     return outcomes
@@ -171,6 +175,21 @@ class UnitRows:
     stats: UnitStats
     kept_ids: list[str]  # ids of the rows the diversity decision kept (with a decision)
     row_ids: list[str] = field(default_factory=list)  # the id of each row in `rows`
+    # with `keep_dropped`: each dropped row's id, source_id, filter and completion
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    splits: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # kept rows by split
+
+
+def completion_of(candidate: Candidate, result: EngineResult | None, index: int) -> str | None:
+    """The completion row `index` of `candidate` came from: its own sample's where the
+    candidate asked for `width` samples, the whole completion where its rows share one
+    (`exact_width` False); None where no completion came (dropped or failed before)."""
+    if result is None or result.error is not None:
+        return None
+    if candidate.width > 1 and candidate.exact_width:
+        samples = result.all_samples()
+        return samples[index][0] if index < len(samples) else None
+    return result.text
 
 
 def filtered_text(row: dict[str, Any], column: str | None) -> str | None:
@@ -184,14 +203,20 @@ def collect_rows(
     annotate_nn: bool,
     diversity_column: str | None = None,
     decision: BatchDecision | None = None,
+    keep_dropped: bool = False,
+    splits: tuple[str, ...] = (),
 ) -> UnitRows:
     """Rows in candidate order, each outcome counted once. `annotate_nn` adds `nn_similarity`
-    (from the candidate's fields, or from `decision`, which also drops the rows it rejects)."""
+    (from the candidate's fields, or from `decision`, which also drops the rows it rejects).
+    Rows kept into a split go to `splits` (one list per declared split, empty too), not
+    through the diversity decision; `keep_dropped` keeps each dropped row with its completion."""
     stats = UnitStats(input_documents=pending.input_documents)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     kept_ids: list[str] = []
     row_ids: list[str] = []
+    dropped: list[dict[str, Any]] = []
+    split_rows: dict[str, list[dict[str, Any]]] = {split: [] for split in splits}
     filtered = 0  # position among the rows the diversity filter decided on
     for candidate in pending.candidates:
         stats.tallies.update(candidate.tallies)
@@ -201,6 +226,12 @@ def collect_rows(
             stats.input_tokens += result.n_input_tokens
             stats.output_tokens += result.n_output_tokens
         for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
+            if isinstance(outcome, Kept) and outcome.split is not None:
+                split_rows[outcome.split].append(outcome.row)
+                stats.rows_out += 1
+                stats.splits[outcome.split] += 1
+                stats.observe(outcome.row)
+                continue
             if isinstance(outcome, Kept) and annotate_nn:
                 row = dict(outcome.row)
                 row["nn_similarity"] = candidate.fields.get("nn_similarity")
@@ -220,6 +251,15 @@ def collect_rows(
                 stats.observe(outcome.row)
             elif isinstance(outcome, Dropped):
                 stats.dropped[outcome.filter_name] += 1
+                if keep_dropped:
+                    dropped.append(
+                        {
+                            "id": candidate.sample_id(index),
+                            "source_id": candidate.source_id,
+                            "filter": outcome.filter_name,
+                            "completion": completion_of(candidate, result, index),
+                        }
+                    )
             else:
                 stats.errored[outcome.stage] += 1
                 errors.append(
@@ -230,4 +270,4 @@ def collect_rows(
                         "error": outcome.error,
                     }
                 )
-    return UnitRows(rows, errors, stats, kept_ids, row_ids)
+    return UnitRows(rows, errors, stats, kept_ids, row_ids, dropped, split_rows)

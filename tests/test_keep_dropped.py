@@ -1,0 +1,291 @@
+"""Rows kept aside: every dropped row with its filter and completion (`output.keep_dropped`),
+and rows a method keeps into a named split (`Kept(row, split=...)`), each folder named by the
+unit's commit record.
+
+    pytest tests/test_keep_dropped.py
+
+The jobs run a small method of this file (`Sorter`) on the simulated engine: it drops rows
+before any request and after generation, samples two completions per prompt, and keeps some
+rows into an `uncertain` split. The real engine's dropped completions are checked in
+test_end_to_end.py (`test_rephrase_formats_whole_documents_on_real_engine`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import Crash, crash_on_commit, job_config, write_jsonl
+from fake_backend import FakeBackend
+
+import synth_ray.runtime.job as job_mod
+from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
+from synth_ray.io.manifest import UnitRecord
+from synth_ray.io.output_store import OutputStore, check_split_name
+from synth_ray.methods import method_spec
+from synth_ray.methods.base import Candidate, Dropped, Errored, Kept, Method, row_id
+from synth_ray.methods.stages import run_single_stage
+from synth_ray.runtime.job import run_job
+from synth_ray.runtime.units import completion_of, completion_outcomes
+
+PROMPTS = 12  # p0..p11; units of two prompts (rows_per_shard 4, two rows each)
+
+
+class Sorter(Method):
+    """Two samples per prompt. A prompt whose number is 3 mod 4 is dropped before any
+    request (`unanswerable`, both rows); otherwise sample 0 is kept (into `uncertain` when
+    the number is 1 mod 4) and sample 1 dropped (`second_sample`)."""
+
+    name = "sorter"
+    schema = pa.schema([("id", pa.string()), ("source_id", pa.string()), ("text", pa.string())])
+    splits = ("uncertain",)
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        return {"n": 2}
+
+    def estimate_rows(self, doc):
+        return 2
+
+    def expand(self, doc):
+        rid = row_id(doc.source_id, "sorter")
+        if number(doc.source_id) % 4 == 3:
+            return [Candidate(rid, doc.source_id, dropped="unanswerable", width=2)]
+        messages = [{"role": "user", "content": doc.text}]
+        return [Candidate(rid, doc.source_id, messages=messages, width=2)]
+
+    def finish(self, candidate, result):
+        (first, _, _), _ = result.all_samples()
+        split = "uncertain" if number(candidate.source_id) % 4 == 1 else None
+        row = {"id": candidate.sample_id(0), "source_id": candidate.source_id, "text": first}
+        return [Kept(row, split=split), Dropped("second_sample")]
+
+
+def number(source_id: str) -> int:
+    return int(source_id.rsplit(":", 1)[1])
+
+
+def two_samples(request: EngineRequest) -> EngineResult:
+    """n completions, each naming its sample, with markup the report must escape."""
+    samples = tuple(
+        (f"<b>sample {k}</b> of {request.request_id} " + "y" * 400, 5, "stop")
+        for k in range(request.sampling.n)
+    )
+    return EngineResult(
+        request.request_id, samples[0][0], 7, 5 * len(samples), "stop", None, samples
+    )
+
+
+@pytest.fixture()
+def sorter_job(tmp_path, monkeypatch):
+    """`config(out, keep_dropped)` for a `generate` job that runs `Sorter` instead."""
+    real = method_spec("generate")
+    sorter = dataclasses.replace(real, run=lambda ctx: run_single_stage(ctx, Sorter()))
+    monkeypatch.setattr(job_mod, "method_spec", lambda name: sorter)
+    prompts = [{"prompt": f"question number {i}"} for i in range(PROMPTS)]
+    path = write_jsonl(tmp_path / "p.jsonl", prompts)
+
+    def config(out: str, keep_dropped: bool = True):
+        made = job_config(
+            tmp_path,
+            path,
+            method="generate",
+            input={"path": str(path), "text_column": "prompt", "id_column": None},
+            output={"rows_per_shard": 4, "keep_dropped": keep_dropped},
+        )
+        return made.model_copy(update={"output": made.output.model_copy(update={"path": out})})
+
+    return config
+
+
+def expected_dropped() -> dict[str, tuple[str, bool]]:
+    """Dropped row id -> (filter, whether it has a completion)."""
+    out = {}
+    for i in range(PROMPTS):
+        rid = row_id(f"p.jsonl:{i}", "sorter")
+        if i % 4 == 3:
+            out[row_id(rid, "sample", 0)] = ("unanswerable", False)
+            out[row_id(rid, "sample", 1)] = ("unanswerable", False)
+        else:
+            out[row_id(rid, "sample", 1)] = ("second_sample", True)
+    return out
+
+
+def kept_aside(output: str) -> tuple[list[dict], list[dict]]:
+    """The committed dropped rows and `uncertain` rows, through the commit records."""
+    store = OutputStore(output)
+    records = sorted(store.committed().values(), key=lambda r: r.unit_index)
+    read = store.location.read_table
+    dropped = [row for r in records for s in r.dropped_shards for row in read(s).to_pylist()]
+    split = [
+        row for r in records for s in r.split_shards["uncertain"] for row in read(s).to_pylist()
+    ]
+    return dropped, split
+
+
+@pytest.mark.parametrize("where", ["folder", "uri"])
+def test_dropped_rows_and_split_rows_are_written_beside_the_data(
+    tmp_path, sorter_job, embedded_model, where
+):
+    out = tmp_path / "out"
+    output = str(out) if where == "folder" else out.as_uri()
+    summary = run_job(
+        sorter_job(output), show_progress=False, backend=FakeBackend(responder=two_samples)
+    )
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_in"] == 2 * PROMPTS
+    assert stats["dropped_by_filter"] == {"second_sample": 9, "unanswerable": 6}
+    assert stats["rows_out"] == 9 and stats["rows_by_split"] == {"uncertain": 3}
+    dropped, split = kept_aside(output)
+    assert {r["id"]: (r["filter"], r["completion"] is not None) for r in dropped} == (
+        expected_dropped()
+    )
+    assert len(dropped) == stats["rows_dropped"]
+    for row in dropped:  # the completion of its own sample, not the first one's
+        if row["completion"] is not None:
+            assert row["completion"].startswith("<b>sample 1</b> of ")
+        assert row["stage"] == "sorter" and row["source_id"].startswith("p.jsonl:")
+    assert sorted(number(r["source_id"]) for r in split) == [1, 5, 9]
+    data = pq.read_table(out / "data").to_pylist()
+    assert sorted(number(r["source_id"]) for r in data) == [0, 2, 4, 6, 8, 10]
+    # one shard per unit in each folder, named by the unit's record; the split's every unit
+    records = OutputStore(output).committed().values()
+    for folder, named in (
+        ("dropped", [s for r in records for s in r.dropped_shards]),
+        ("uncertain", [s for r in records for s in r.split_shards["uncertain"]]),
+    ):
+        assert sorted(f"{folder}/{p.name}" for p in (out / folder).iterdir()) == sorted(named)
+        assert len(named) == len(records) == summary.units_total
+
+
+def test_a_run_killed_mid_job_resumes_without_a_dropped_row_twice_or_lost(
+    tmp_path, sorter_job, embedded_model, monkeypatch
+):
+    """Killed at a unit's commit (its shards written, no record): the resume writes that unit
+    again, under a new attempt; the stage's sweep removes the killed attempt's dropped and
+    split shards, and every kept-aside row is there once."""
+    clean = tmp_path / "clean"
+    run_job(sorter_job(str(clean)), show_progress=False, backend=FakeBackend(responder=two_samples))
+    out = tmp_path / "out"
+    commits = []
+
+    def third(record):
+        commits.append(record)
+        return len(commits) == 3
+
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, third)
+        with pytest.raises(Crash):
+            run_job(
+                sorter_job(str(out)),
+                show_progress=False,
+                backend=FakeBackend(responder=two_samples),
+            )
+    strays = {f"dropped/{p.name}" for p in (out / "dropped").iterdir()}
+    assert set(commits[2].dropped_shards) <= strays and commits[2].split_shards["uncertain"]
+    summary = run_job(
+        sorter_job(str(out)), show_progress=False, backend=FakeBackend(responder=two_samples)
+    )
+    assert summary.units_skipped == 2 and summary.units_committed == summary.units_total - 2
+    dropped, split = kept_aside(str(out))
+    clean_dropped, clean_split = kept_aside(str(clean))
+    ids = [r["id"] for r in dropped]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in clean_dropped)
+    assert sorted(r["id"] for r in split) == sorted(r["id"] for r in clean_split)
+    for folder in ("dropped", "uncertain"):  # the killed attempt's shards are gone
+        left = {f"{folder}/{p.name}" for p in (out / folder).iterdir()}
+        killed = (
+            commits[2].dropped_shards if folder == "dropped" else commits[2].split_shards[folder]
+        )
+        assert not left & set(killed)
+        assert len(pq.read_table(out / folder)) == len(dropped if folder == "dropped" else split)
+
+
+def test_keep_dropped_is_not_in_the_fingerprint_and_a_resume_may_switch_it(
+    tmp_path, sorter_job, embedded_model
+):
+    """Switched on for a resume: the job is the same job; the units committed while it was
+    off keep no dropped rows (the card then has no dropped config)."""
+    out = str(tmp_path / "out")
+    assert sorter_job(out, True).fingerprint() == sorter_job(out, False).fingerprint()
+    backend = FakeBackend(responder=two_samples)
+    first = run_job(sorter_job(out, keep_dropped=False), show_progress=False, backend=backend)
+    assert not (tmp_path / "out" / "dropped").exists()
+    again = run_job(sorter_job(out, keep_dropped=True), show_progress=False, backend=backend)
+    assert again.units_skipped == first.units_total and again.units_committed == 0
+    assert kept_aside(out)[0] == []
+
+
+def test_the_completion_kept_is_the_rows_own():
+    """A sample's own text where the candidate asked for n samples; the whole completion
+    where its rows share one (`exact_width` False); none before any request or on an
+    engine error."""
+    samples = (("first", 3, "stop"), ("second", 4, "length"))
+    result = EngineResult("r", "first", 5, 7, "stop", None, samples)
+    many = Candidate("r", "s", width=2)
+    assert [completion_of(many, result, i) for i in (0, 1)] == ["first", "second"]
+    shared = Candidate("r", "s", width=5, exact_width=False)
+    one = EngineResult("r", "one text, three rows", 5, 7, "stop")
+    assert completion_of(shared, one, 2) == "one text, three rows"
+    assert completion_of(Candidate("r", "s"), one, 0) == "one text, three rows"
+    assert completion_of(many, None, 1) is None
+    failed = EngineResult("r", "", 5, 0, None, error="rejected")
+    assert completion_of(Candidate("r", "s"), failed, 0) is None
+
+
+def test_split_names_are_checked():
+    for good in ("uncertain", "needs_review", "v2"):
+        check_split_name(good)
+    for bad in ("data", "errors", "dropped", "embeddings", "stages", "report", "default"):
+        with pytest.raises(ValueError, match="reserved"):
+            check_split_name(bad)
+    for bad in ("Uncertain", "_staging", "two words", "a/b", "", "2nd"):
+        with pytest.raises(ValueError, match="lowercase identifier"):
+            check_split_name(bad)
+
+    class Undeclared(Sorter):
+        splits = ()
+
+    sampling = Sorter().stage_sampling(SamplingSpec(0.7, 0.9, 8))
+    result = two_samples(EngineRequest("r", [1], sampling, None, 8))
+    outcomes = completion_outcomes(Undeclared(), Candidate("r", "p.jsonl:1", width=2), result)
+    assert outcomes == [Errored("parse", outcomes[0].error)] * 2
+    assert "'uncertain', which the method does not declare" in outcomes[0].error
+
+
+def test_a_method_declaring_a_reserved_split_fails_before_any_work(
+    tmp_path, sorter_job, embedded_model, monkeypatch
+):
+    monkeypatch.setattr(Sorter, "splits", ("errors",))
+    backend = FakeBackend(responder=two_samples)
+    with pytest.raises(ValueError, match="split 'errors': reserved"):
+        run_job(sorter_job(str(tmp_path / "out")), show_progress=False, backend=backend)
+    assert backend.submitted == []
+
+
+@pytest.mark.parametrize("where", ["folder", "uri"])
+def test_dropped_and_split_shards_go_with_their_unit_and_strays_are_swept(tmp_path, where):
+    """What --replan does to a unit (`drop_units`) and a stage's end (`sweep_unreferenced`)
+    to its dropped and split shards, on either kind of commit log."""
+    store = OutputStore(tmp_path if where == "folder" else tmp_path.as_uri())
+    store.location.make_dir()
+    records = []
+    for i in range(2):
+        name = f"part-{i:06d}-x.parquet"
+        for folder in ("data", "dropped", "uncertain"):
+            store.write_table(f"{folder}/{name}", pa.table({"id": [str(i)]}))
+        stats = {"rows_in": 2, "rows_out": 1, "dropped_by_filter": {"f": 1}}
+        record = UnitRecord(i, f"u{i}", f"data/{name}", None, 1, stats)
+        record.dropped_shards = [f"dropped/{name}"]
+        record.split_shards = {"uncertain": [f"uncertain/{name}"]}
+        store.commit(record)
+        records.append(record)
+    for folder in ("dropped", "uncertain", "other"):  # a killed attempt's, and another split's
+        store.write_table(f"{folder}/part-000001-killed.parquet", pa.table({"id": ["1"]}))
+    assert store.sweep_unreferenced("", ("uncertain", "other")) == 3
+    store.drop_units([records[1]])
+    for folder in ("data", "dropped", "uncertain"):
+        assert store.location.listdir(folder) == ["part-000000-x.parquet"]
+    assert store.location.listdir("other") == []
