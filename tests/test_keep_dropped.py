@@ -1,6 +1,6 @@
 """Rows kept aside: every dropped row with its filter and completion (`output.keep_dropped`),
 and rows a method keeps into a named split (`Kept(row, split=...)`), each folder named by the
-unit's commit record.
+unit's commit record, read back through the dataset card by `datasets` and DuckDB.
 
     pytest tests/test_keep_dropped.py
 
@@ -13,15 +13,19 @@ test_end_to_end.py (`test_rephrase_formats_whole_documents_on_real_engine`).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import Crash, crash_on_commit, job_config, write_jsonl
 from fake_backend import FakeBackend
 
 import synth_ray.runtime.job as job_mod
+from synth_ray.dataset.card import card_text, write_card
+from synth_ray.dataset.report import write_report
 from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
 from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore, check_split_name
@@ -160,6 +164,72 @@ def test_dropped_rows_and_split_rows_are_written_beside_the_data(
         assert len(named) == len(records) == summary.units_total
 
 
+def test_the_card_and_the_report_show_the_dropped_rows_and_the_split(
+    tmp_path, sorter_job, embedded_model
+):
+    import duckdb
+    from datasets import load_dataset
+
+    out = tmp_path / "out"
+    run_job(sorter_job(str(out)), show_progress=False, backend=FakeBackend(responder=two_samples))
+    write_card(out)
+    cache = str(tmp_path / "hf")  # `datasets` caches a folder's config by its name: "out"
+    header = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
+    assert configs == {
+        "default": "data/*.parquet",
+        "dropped": "dropped/*.parquet",
+        "uncertain": "uncertain/*.parquet",
+    }
+    assert len(load_dataset(str(out), split="train", cache_dir=cache)) == 6
+    dropped = load_dataset(str(out), "dropped", split="train", cache_dir=cache)
+    assert sorted(dropped["id"]) == sorted(expected_dropped())
+    assert set(dropped.column_names) == {
+        "id",
+        "source_id",
+        "stage",
+        "filter",
+        "completion",
+        "unit_index",
+    }
+    uncertain = load_dataset(str(out), "uncertain", split="train", cache_dir=cache)
+    assert sorted(uncertain["source_id"]) == ["p.jsonl:1", "p.jsonl:5", "p.jsonl:9"]
+    glob = out / "dropped" / "*.parquet"
+    counts = duckdb.sql(f"SELECT filter, count(*) FROM '{glob}' GROUP BY 1 ORDER BY 1").fetchall()
+    assert counts == [("second_sample", 9), ("unanswerable", 6)]
+    split = duckdb.sql(f"SELECT count(*) FROM '{out / 'uncertain' / '*.parquet'}'").fetchall()
+    assert split == [(3,)]
+
+    page = Path(write_report(out)).read_text()
+    shown = page.split("id='dropped'")[1]
+    assert shown.count("<tr><td>second_sample</td>") == 3  # up to 3 per filter
+    assert shown.count("<tr><td>unanswerable</td>") == 3
+    assert "dropped before any request" in shown
+    assert "&lt;b&gt;sample 1&lt;/b&gt;" in shown and "<b>sample" not in shown  # escaped
+    assert "y" * 300 not in shown and "y" * 200 + " ..." in shown  # cut short
+
+
+def test_a_split_with_no_row_is_named_by_the_card_and_has_its_schema(
+    tmp_path, sorter_job, embedded_model
+):
+    """Every unit writes every declared split, an empty one too, so pyarrow and DuckDB read
+    it with its columns; the card says it holds 0 rows and gives it no config (`datasets`
+    refuses a config with no row)."""
+    out = tmp_path / "out"
+    config = sorter_job(str(out))
+    path = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "question 0"}])  # row 0: data/
+    config = config.model_copy(
+        update={"input": config.input.model_copy(update={"path": str(path)})}
+    )
+    run_job(config, show_progress=False, backend=FakeBackend(responder=two_samples))
+    empty = pq.read_table(out / "uncertain")
+    assert empty.num_rows == 0 and empty.column_names == ["id", "source_id", "text"]
+    text = card_text(OutputStore(out))
+    configs = yaml.safe_load(text.split("---")[1])["configs"]
+    assert [c["config_name"] for c in configs] == ["default", "dropped"]
+    assert "kept 0 rows into `uncertain/`, with the columns above" in text
+
+
 def test_a_run_killed_mid_job_resumes_without_a_dropped_row_twice_or_lost(
     tmp_path, sorter_job, embedded_model, monkeypatch
 ):
@@ -216,6 +286,8 @@ def test_keep_dropped_is_not_in_the_fingerprint_and_a_resume_may_switch_it(
     again = run_job(sorter_job(out, keep_dropped=True), show_progress=False, backend=backend)
     assert again.units_skipped == first.units_total and again.units_committed == 0
     assert kept_aside(out)[0] == []
+    configs = yaml.safe_load(card_text(OutputStore(out)).split("---")[1])["configs"]
+    assert [c["config_name"] for c in configs] == ["default", "uncertain"]
 
 
 def test_the_completion_kept_is_the_rows_own():

@@ -5,7 +5,10 @@
 Written by `synth-ray run` when a job completes (and by `synth-ray report`). The YAML header
 lists the features of the data shards and a `default` config whose data files are
 `data/*.parquet`, so `datasets.load_dataset(OUTPUT)` and the Hub read the rows and nothing else
-(an `errors` config is added when error shards exist). While a job runs, or after it was
+(an `errors` config is added when error shards exist, a `dropped` config when dropped rows were
+kept (`output.keep_dropped`), and one config per split a method kept rows into, named like it:
+`load_dataset(OUTPUT, "uncertain")`; a split with no row yet has none, since `datasets` refuses
+a config with no row, and the body says it holds 0). While a job runs, or after it was
 killed, the data folder may hold shards not committed yet: the configs then name the committed
 shards one by one, so a reader never sees an uncommitted or duplicated row. The body says how the data was made:
 the method and its papers, the model, sampling, the method's settings, filters and their
@@ -27,7 +30,14 @@ import yaml
 from synth_ray import __version__
 from synth_ray.engine.models import model_display_name
 from synth_ray.errors import UserError
-from synth_ray.io.output_store import CARD_FILE, DATA_DIR, ERRORS_DIR, STATS_FILE, OutputStore
+from synth_ray.io.output_store import (
+    CARD_FILE,
+    DATA_DIR,
+    DROPPED_DIR,
+    ERRORS_DIR,
+    STATS_FILE,
+    OutputStore,
+)
 from synth_ray.methods.papers import PAPERS, Paper
 
 SYNTH_RAY_CITATION = (
@@ -101,6 +111,26 @@ def card_text(store: OutputStore) -> str:
     schema = store.location.read_table(records[0].data_shard).schema if records else None
     data_files = _files(store, DATA_DIR, [s for r in records for s in r.data_shards()])
     error_files = _files(store, ERRORS_DIR, [s for r in records for s in r.error_shards()])
+    dropped_files = _files(store, DROPPED_DIR, [s for r in records for s in r.dropped_shards])
+    splits = sorted({split for r in records for split in r.split_shards})
+    split_rows = {
+        split: sum(r.stats.get("rows_by_split", {}).get(split, 0) for r in records)
+        for split in splits
+    }
+    split_files = {  # `datasets` refuses a config with no row: an empty split gets none
+        split: _files(store, split, [s for r in records for s in r.split_shards.get(split, [])])
+        for split in splits
+        if split_rows[split]
+    }
+    other_configs = [
+        {"config_name": name, "data_files": [{"split": "train", "path": files}]}
+        for name, files in [
+            (ERRORS_DIR, error_files),
+            (DROPPED_DIR, dropped_files),
+            *split_files.items(),
+        ]
+        if files
+    ]
     rows = int(stats.get("rows_out", 0))
     header = {
         "pretty_name": f"synth-ray {method}: {Path(str(config['output']['path'])).name}",
@@ -115,11 +145,7 @@ def card_text(store: OutputStore) -> str:
                 "data_files": [{"split": "train", "path": data_files}],
                 "default": True,
             },
-            *(
-                [{"config_name": "errors", "data_files": [{"split": "train", "path": error_files}]}]
-                if error_files
-                else []
-            ),
+            *other_configs,
         ],
     }
     papers = _papers(config)
@@ -163,7 +189,20 @@ def card_text(store: OutputStore) -> str:
         "```",
         "",
         "Only `data/*.parquet` holds rows; `errors/` holds the rows that failed, with the stage "
-        "and the reason; `stats.json` the full accounting.",
+        "and the reason; `stats.json` the full accounting."
+        + (
+            " `dropped/` holds the rows the filters dropped (`id`, `source_id`, `stage`, "
+            "`filter`, `completion`: the text it was dropped for, null when dropped before any "
+            'request; `load_dataset(path, "dropped")`).'
+            if dropped_files
+            else ""
+        )
+        + "".join(
+            f" The method kept {split_rows[split]:,} rows into `{split}/`"
+            + (f' (`load_dataset(path, "{split}")`)' if split_rows[split] else "")
+            + ", with the columns above."
+            for split in splits
+        ),
         "",
         "## License",
         "",
@@ -250,6 +289,14 @@ def _counts(stats: dict[str, Any]) -> list[str]:
         f"- dropped by filters: {stats.get('rows_dropped', 0):,}"
         + _by(stats.get("dropped_by_filter")),
         f"- errored: {stats.get('rows_errored', 0):,}" + _by(stats.get("errored_by_stage")),
+        *(
+            [
+                f"- of the rows kept, in named splits instead of data/: "
+                f"{sum(stats['rows_by_split'].values()):,}{_by(stats['rows_by_split'])}"
+            ]
+            if stats.get("rows_by_split")
+            else []
+        ),
         f"- tokens: {stats.get('input_tokens', 0):,} in, {stats.get('output_tokens', 0):,} out",
         f"- runs: {stats.get('runs', 0)}, generation time {stats.get('generation_wall_s', 0)} s",
     ]

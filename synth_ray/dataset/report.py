@@ -15,6 +15,8 @@ also while the job runs or after it was killed. What each figure is made of:
   merged in stats.json, exact, so no row of the output is read again for them (units committed
   by a version that did not record them are missing, and the caption says how many rows the
   figure holds); sample rows: the first rows of the first committed shard;
+- dropped rows (with `output.keep_dropped`): up to DROPPED_PER_FILTER per filter, with their
+  completion cut short, from the first DROPPED_SHARDS_READ dropped shards in (stage, unit) order;
 - the nearest-neighbour similarity histogram: the diversity filter's, over every row it saw.
 """
 
@@ -33,6 +35,7 @@ from matplotlib.figure import Figure
 
 from synth_ray.errors import UserError
 from synth_ray.io.output_store import (
+    DROPPED_DIR,
     PROGRESS_FILE,
     REPORT_DIR,
     STATS_FILE,
@@ -43,6 +46,9 @@ from synth_ray.stats import CATEGORY_COLUMNS, LENGTH_COLUMNS, MANY
 
 RATE_WINDOW_S = 15.0
 SAMPLE_ROWS = 5
+DROPPED_PER_FILTER = 3
+DROPPED_SHARDS_READ = 16  # a filter rare in a big output is not hunted through every shard
+COMPLETION_SHOWN = 300  # characters of a dropped row's completion
 COLOURS = {"busy": "#2a9d8f", "idle": "#e9c46a", "starting": "#adb5bd"}
 
 
@@ -54,6 +60,7 @@ def write_report(output: str | Path | OutputStore) -> str:
         raise UserError(f"output folder {store.location.uri}: no synth-ray job here")
     stats = store.read_json(STATS_FILE) or {}
     sample = _sample_rows(store)
+    dropped = _dropped_rows(store)
     figures: list[tuple[str, str, bytes]] = []  # (name, caption, png)
     samples = _timeline(store)
     if samples:
@@ -75,7 +82,7 @@ def write_report(output: str | Path | OutputStore) -> str:
             figures.append((f"by_{column}", *_categories(column, counts, kept)))
     for name, _, png in figures:
         store.location.write_bytes_atomic(f"{REPORT_DIR}/{name}.png", png)
-    page = _page(store, job, stats, figures, sample)
+    page = _page(store, job, stats, figures, sample, dropped)
     store.location.write_bytes_atomic(f"{REPORT_DIR}/index.html", page.encode())
     return f"{store.location.uri.rstrip('/')}/{REPORT_DIR}/index.html"
 
@@ -106,6 +113,24 @@ def _sample_rows(store: OutputStore) -> pa.Table | None:
     records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
     first = next((r.data_shards()[0] for r in records if r.rows_out and r.data_shards()), None)
     return None if first is None else store.location.read_table(first).slice(0, SAMPLE_ROWS)
+
+
+def _dropped_rows(store: OutputStore) -> list[dict[str, Any]] | None:
+    """Up to DROPPED_PER_FILTER kept dropped rows per filter, in (stage, unit) order, from at
+    most DROPPED_SHARDS_READ shards; None when the output kept none (keep_dropped was off)."""
+    records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
+    shards = [s for r in records for s in r.dropped_shards][:DROPPED_SHARDS_READ]
+    if not shards:
+        return None
+    shown: list[dict[str, Any]] = []
+    per_filter: dict[str, int] = {}
+    columns = ["filter", "stage", "id", "completion"]
+    for shard in shards:
+        for row in store.location.read_table(shard, columns=columns).to_pylist():
+            if per_filter.get(row["filter"], 0) < DROPPED_PER_FILTER:
+                per_filter[row["filter"]] = per_filter.get(row["filter"], 0) + 1
+                shown.append(row)
+    return sorted(shown, key=lambda row: row["filter"])
 
 
 def _held(counted: int, kept: int) -> str:
@@ -287,6 +312,7 @@ def _page(
     stats: dict[str, Any],
     figures: list[tuple[str, str, bytes]],
     sample: pa.Table | None,
+    dropped: list[dict[str, Any]] | None = None,
 ) -> str:
     config = job["config"]
     e = html.escape
@@ -333,8 +359,37 @@ def _page(
                 *(f"<tr><th>{e(k)}</th><td>{e(_cell(v))}</td></tr>" for k, v in row.items()),
                 "</table>",
             ]
+    if dropped:
+        parts += [
+            f"<h2 id='dropped'>Dropped rows</h2><p>Up to {DROPPED_PER_FILTER} per filter, from "
+            f'{DROPPED_DIR}/ (<code>load_dataset(OUTPUT, "dropped")</code> reads them all); '
+            f"completions cut at {COMPLETION_SHOWN} characters.</p>",
+            "<table class='row'><tr><th>filter</th><th>stage</th><th>id</th>"
+            "<th>completion</th></tr>",
+            *(
+                f"<tr><td>{e(row['filter'])}</td><td>{e(row['stage'])}</td>"
+                f"<td>{e(row['id'])}</td><td>{e(_cut(row['completion']))}</td></tr>"
+                for row in dropped
+            ),
+            "</table>",
+        ]
+    elif stats.get("rows_dropped"):
+        parts.append(
+            "<p id='dropped'>Dropped rows were not kept: <code>--set output.keep_dropped=true"
+            "</code> keeps them, with their completions, in the units a run commits from then "
+            "on (with <code>--overwrite</code>, every unit).</p>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _cut(completion: str | None) -> str:
+    """A dropped row's completion as shown: cut at COMPLETION_SHOWN characters."""
+    if completion is None:
+        return "(no completion: dropped before any request)"
+    if len(completion) <= COMPLETION_SHOWN:
+        return completion
+    return completion[:COMPLETION_SHOWN] + " ..."
 
 
 def _cell(value: Any) -> str:
