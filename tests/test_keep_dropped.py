@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -361,3 +362,53 @@ def test_dropped_and_split_shards_go_with_their_unit_and_strays_are_swept(tmp_pa
     for folder in ("data", "dropped", "uncertain"):
         assert store.location.listdir(folder) == ["part-000000-x.parquet"]
     assert store.location.listdir("other") == []
+
+
+class _KeepAll:
+    """A diversity filter keeping every row (this test is about positions and records)."""
+
+    dim = 2
+
+    def decide_unit(self, vectors):
+        from synth_ray.diversity.decide import BatchDecision
+
+        return BatchDecision(np.ones(len(vectors), bool), np.full(len(vectors), 0.5, np.float32))
+
+    def unit_committed(self, output, stage, unit_id):
+        pass
+
+    def snapshot_due(self):
+        return False
+
+    def take_snapshot(self, check=None):
+        pass
+
+
+def test_a_filtered_unit_decides_its_data_rows_and_names_every_slices_rows_aside(tmp_path):
+    """With the diversity filter, a slice stages only its data/ rows: a row kept into a split
+    is not among the positions decided, and the unit's record names each slice's split and
+    dropped shards."""
+    from synth_ray.plan import WorkUnit
+    from synth_ray.runtime.slices import FilteredSliceTracker, SliceDone, cut_slices
+
+    store = OutputStore(tmp_path / "out")
+    tracker = FilteredSliceTracker(store, "", lambda stats: None, _KeepAll(), "k")
+    units = {0: WorkUnit(0, "u0", 0, 4, 4)}
+    slices = list(tracker.register(cut_slices(units.values(), "k", 4, 2, 2), units))
+    assert len(slices) == 2  # two slices of one unit
+    stats = {"rows_in": 3, "rows_out": 2, "rows_by_split": {"uncertain": 1}}
+    stats |= {"dropped_by_filter": {"f": 1}}
+    for n, item in enumerate(slices):
+        done = SliceDone(
+            item.key, 0, item.payload.start, f"_staging/s{n}", None, stats,
+            vectors=np.ones((1, 2), np.float16), decided=np.zeros(1, np.int64),
+            dropped_shard=f"dropped/s{n}", split_shards={"uncertain": f"uncertain/s{n}"},
+        )  # fmt: skip
+        tracker.add_result(item, done)
+    [write] = tracker.to_write
+    assert write.payload.decided.tolist() == [0, 1]  # one staged row per slice
+    tracker.add_result(write, SliceDone(write.key, 0, -1, "data/u0", None, {}))
+    [record] = store.committed().values()
+    assert record.dropped_shards == ["dropped/s0", "dropped/s1"]
+    assert record.split_shards == {"uncertain": ["uncertain/s0", "uncertain/s1"]}
+    assert record.rows_out == 4 and record.stats["rows_by_split"] == {"uncertain": 2}

@@ -98,8 +98,9 @@ class Method(ABC):
     # filtered at commit; a driver may filter them itself, as Self-Instruct does)
     diversity_column: str | None = None
     # named splits this method may keep rows into (`Kept(row, split=...)`), besides data/:
-    # each is written for every unit, empty too, so its card config exists from the first
-    # commit; names are checked by `check_split_name` (lowercase, not an output folder)
+    # each unit writes a shard for each, empty too, so every record names the split and a
+    # reader finds its columns; names are checked by `check_split_name` (lowercase, not an
+    # output folder) before any work. Split rows skip the diversity filter
     splits: tuple[str, ...] = ()
 
     @abstractmethod
