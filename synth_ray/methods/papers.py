@@ -189,6 +189,21 @@ PAPERS: dict[str, Paper] = {
             "2305.07759",
         ),
         _arxiv(
+            "gilardi2023chatgpt",
+            "ChatGPT Outperforms Crowd-Workers for Text-Annotation Tasks",
+            "Gilardi, Fabrizio",
+            2023,
+            "2303.15056",
+        ),
+        _arxiv(
+            "li2023coannotating",
+            "CoAnnotating: Uncertainty-Guided Work Allocation between Human and Large Language "
+            "Models for Data Annotation",
+            "Li, Minzhi",
+            2023,
+            "2310.15638",
+        ),
+        _arxiv(
             "wei2023magicoder",
             "Magicoder: Empowering Code Generation with OSS-Instruct",
             "Wei, Yuxiang",
