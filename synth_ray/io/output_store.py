@@ -450,13 +450,14 @@ class OutputStore:
         return [row for s in shards for row in self.location.read_table(s).to_pylist()]
 
     def data_tables(
-        self, stage: str | None = None, columns: list[str] | None = None
+        self, stage: str | None = None, columns: list[str] | None = None, split: str | None = None
     ) -> Iterator[pa.Table]:
         """The committed data shards as tables (only `columns`, when given), in (stage, unit)
-        order, read one at a time."""
+        order, read one at a time; with `split`, the shards of that named split instead."""
         records = sorted(self.committed(stage).values(), key=lambda r: (r.stage, r.unit_index))
         for record in records:
-            for shard in record.data_shards():
+            shards = record.data_shards() if split is None else record.split_shards.get(split, [])
+            for shard in shards:
                 yield self.location.read_table(shard, columns=columns)
 
     def committed_vectors(self, stage: str = "") -> list[np.ndarray]:
