@@ -9,6 +9,7 @@ from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
     evol_instruct_rounds,  # evol_instruct's driver: it registers the method
     generate,
     judge,
+    label,
     magpie,
     metamath,
     oss_instruct,
