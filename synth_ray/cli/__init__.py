@@ -1,5 +1,6 @@
 """The `synth-ray` command (one module per group of commands: local.py, cluster.py,
-benchmark.py; common.py holds the app): run or submit a job, follow it, report status, prepare the model.
+benchmark.py, annotations.py; common.py holds the app): run or submit a job, follow it,
+report status, prepare the model, co-annotate.
 
     synth-ray run configs/quickstart.yaml --set input.limit=20
     synth-ray status out/quickstart
@@ -8,6 +9,7 @@ benchmark.py; common.py holds the app): run or submit a job, follow it, report s
     synth-ray submit configs/generate.yaml --address http://HEAD:8265   (then logs/status/stop)
     synth-ray prepare-model
     synth-ray bench configs/generate.yaml --systems synth-ray,vllm,ray-data --lengths skewed
+    synth-ray annotations export out/label --to out/label-tasks   (then `annotations merge`)
 
 A `UserError` (bad config, missing input, output conflict, missing resources) prints one line
 `error: ...` and exits 2 before any work; a job that fails mid-way (`JobFailed`) prints the
@@ -25,7 +27,12 @@ from synth_ray.cli.local import _print_samples, _write_card
 
 __all__ = ["_print_samples", "_write_card", "app", "main"]
 
-for _group in ("local", "cluster", "benchmark"):  # each adds its commands, in `--help`'s order
+for _group in (
+    "local",
+    "cluster",
+    "benchmark",
+    "annotations",
+):  # each adds its commands, in `--help`'s order
     importlib.import_module(f"synth_ray.cli.{_group}")
 
 
