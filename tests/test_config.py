@@ -111,7 +111,7 @@ def test_every_recipe_loads_and_filters_only_what_is_not_paraphrase_by_design():
     for name, config in recipes.items():
         unfiltered = config.method == "rephrase" and len(config.section.styles) > 1
         unfiltered |= config.method == "self_improve" and config.section.mode != "star"
-        unfiltered |= config.method in ("judge", "preference")  # not supported there
+        unfiltered |= config.method in ("judge", "preference", "label")  # not supported there
         unfiltered |= name == "bench.yaml"
         assert config.filters.diversity.enabled is not unfiltered, name
 
