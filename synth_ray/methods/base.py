@@ -45,6 +45,9 @@ class Candidate:
     # dropped before any request, by this filter's name (a question that cannot be made):
     # its `width` rows are counted dropped and nothing is sent to the engine
     dropped: str | None = None
+    # kept as it is, with no request: a row an earlier stage settled, carried to a later one
+    # (a conversation that ended before this turn); `width` must be 1
+    kept: dict[str, Any] | None = None
     # labels this candidate is counted under in the unit's stats (`UnitStats.tallies`)
     tallies: tuple[str, ...] = ()
     width: int = 1

@@ -102,7 +102,9 @@ class UnitBuilder:
             step()
         counted = len(docs) if self.method.counts_input_documents else 0
         pending = PendingUnit(unit, candidates, [], input_documents=counted)
-        to_render = [c for c in candidates if c.error is None and c.dropped is None]
+        to_render = [
+            c for c in candidates if c.error is None and c.dropped is None and c.kept is None
+        ]
         texts = []
         for c in to_render:
             text = c.raw_prompt
@@ -120,6 +122,8 @@ class UnitBuilder:
             elif candidate.dropped is not None:
                 drops = [Dropped(candidate.dropped)] * candidate.error_rows()
                 pending.outcomes[candidate.row_id] = drops
+            elif candidate.kept is not None:
+                pending.outcomes[candidate.row_id] = [Kept(candidate.kept)]
         for candidate, ids in zip(to_render, token_ids, strict=True):
             if len(ids) >= self.max_model_len:
                 error = Errored(
@@ -156,6 +160,9 @@ def failed_unit(method: Method, unit: WorkUnit, docs: list[Document], reason: st
             pending.outcomes[candidate.row_id] = [
                 Dropped(candidate.dropped)
             ] * candidate.error_rows()
+            continue
+        elif candidate.kept is not None:  # never sent: no request of it can have failed
+            pending.outcomes[candidate.row_id] = [Kept(candidate.kept)]
             continue
         else:
             error = Errored("generate", reason)
