@@ -6,6 +6,7 @@ Importing this package registers every built-in method.
 from __future__ import annotations
 
 from synth_ray.methods import (  # noqa: F401  (each registers itself on import)
+    conversation,
     evol_instruct_rounds,  # evol_instruct's driver: it registers the method
     generate,
     judge,

@@ -204,6 +204,20 @@ PAPERS: dict[str, Paper] = {
             "2310.15638",
         ),
         _arxiv(
+            "ding2023ultrachat",
+            "Enhancing Chat Language Models by Scaling High-quality Instructional Conversations",
+            "Ding, Ning",
+            2023,
+            "2305.14233",
+        ),
+        _arxiv(
+            "xu2023baize",
+            "Baize: An Open-Source Chat Model with Parameter-Efficient Tuning on Self-Chat Data",
+            "Xu, Canwen",
+            2023,
+            "2304.01196",
+        ),
+        _arxiv(
             "wei2023magicoder",
             "Magicoder: Empowering Code Generation with OSS-Instruct",
             "Wei, Yuxiang",
