@@ -16,7 +16,9 @@ Kinds (`conversation.kind`), each as its paper's released code or prompts do it
   from [min_turns, max_turns] (UltraChat's 3 to 7 by default).
 - `baize` (Xu et al. 2023, collect.py): one request per seed question: the self-chat
   template, which the model completes as a `[Human]`/`[AI]` transcript; the transcript is
-  parsed into turns as preprocess.py does (`baize_turns`). One stage, `transcripts`.
+  parsed into turns as preprocess.py does (`baize_turns`). One stage, `transcripts`. With
+  `constrain`, the transcript is decoded into that format (a regex: structured outputs), for
+  small models that do not follow it.
 - `magpie` (Xu et al. 2024, exp/gen_mt.py): each input row is a first instruction (a magpie
   job's output; with `response_column`, its response too, as gen_mt.py reads both); every
   later user turn is written by the model from the conversation so far rendered with the
@@ -29,7 +31,9 @@ replica from the previous stage's committed unit (`run_derived_stage`), so a kil
 resumes at the unit it stopped in, and the driver reads no row. Every stage's rows are the
 conversations as they stand (the same columns as the output); those that ended earlier are
 carried along with no request (`Candidate.kept`). The intermediate stages live in `stages/`;
-the last, `assistant-tN` (N = the largest turn count), writes the output.
+the last, `assistant-tN` (N = the largest turn count), writes the output. With
+`filters.diversity` on, that last stage drops conversations whose opening is a near-duplicate
+of one kept (the runtime filters only where the output is written: after their turns).
 Stop rules, in this order, for each new turn (its `stop_reason` names the rule):
 - `user_done`: a user turn holding `done_marker` (none by default: no paper's prompt has
   one; Baize's human "will stop the conversation when they have no more question", which a
@@ -53,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,7 +67,7 @@ from pydantic import Field, model_validator
 
 from synth_ray.config import JobConfig
 from synth_ray.engine.prompts import PromptRenderer, fold_system_messages
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document, InputSpec, absolute_path
 from synth_ray.io.output_store import STAGES_DIR
@@ -136,6 +141,12 @@ class ConversationConfig(Section):
         128, ge=8, description="magpie: tokens a user turn may take (capped by max_tokens)."
     )
     response_temperature: float = Field(0.0, ge=0, description="magpie: gen_mt.py's 0.")
+    constrain: bool = Field(
+        False,
+        description="baize: decode the transcript into Baize's [Human]/[AI] format "
+        "(structured outputs), at least one exchange, for small models that do not follow "
+        "it. A departure from Baize, whose ChatGPT wrote freely.",
+    )
     response_column: str | None = Field(
         None,
         min_length=1,
@@ -149,6 +160,8 @@ class ConversationConfig(Section):
             raise ValueError("seeds: topics are for kind ultrachat")
         if self.kind != "magpie" and self.response_column is not None:
             raise ValueError("response_column: only kind magpie reads a first response")
+        if self.kind != "baize" and self.constrain:
+            raise ValueError("constrain: only a baize transcript has a format to decode into")
         if self.kind == "baize" and self.min_turns is not None:
             raise ValueError("min_turns: a baize transcript decides its length (max_turns cuts)")
         lo, hi = self.turn_range()
@@ -335,7 +348,6 @@ class Openers(Method):
 
     name = "conversation_openers"
     schema = CONVERSATION_SCHEMA
-    diversity_column = "opening"  # the first stage: near-duplicate openers go before any turn
 
     def __init__(self, dialogue: Dialogue) -> None:
         self.dialogue = dialogue
@@ -398,7 +410,6 @@ class TurnStep(Method):
         self.turn = turn
         self.name = f"conversation_{role}"
         self.counts_input_documents = first
-        self.diversity_column = "opening" if first else None
         c = dialogue.config
         magpie_user = c.kind == "magpie" and role == "user"
         self.max_tokens_cap = c.instruction_max_tokens if magpie_user else None
@@ -525,7 +536,12 @@ class SelfChat(Method):
         return 1
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
-        return dataclasses.replace(job, n=1)
+        """The job's sampling; with `constrain`, decoded into Baize's transcript format."""
+        sampling = dataclasses.replace(job, n=1)
+        if not self.dialogue.config.constrain:
+            return sampling
+        regex = baize_transcript_regex(self.dialogue.config.turn_range()[1])
+        return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
 
     def expand(self, doc: Document) -> list[Candidate]:
         rid = row_id(doc.source_id, "conversation")
@@ -566,6 +582,14 @@ class SelfChat(Method):
             return Kept({**state, "stop_reason": "unparsed_turn"})
         # the model stopped writing: Baize's human stops when they have no more question
         return Kept({**state, "stop_reason": "truncated" if why == "length" else "user_done"})
+
+
+def baize_transcript_regex(most: int | None) -> str:
+    """Baize's format, as a constrained transcript is decoded into: 1 to `most` exchanges
+    (8 without a cap), then the human's last piece, answered or not (preprocess.py drops
+    it); no marker inside a turn."""
+    human, ai = (rf"{re.escape(marker)} [^\n\[]+" for marker in (BAIZE_HUMAN, BAIZE_AI))
+    return rf"{human}\n{ai}\n({human}\n{ai}\n){{0,{(most or 8) - 1}}}{human}(\n{ai})?"
 
 
 def state_documents(table: pa.Table, first_ordinal: int) -> list[Document]:
@@ -630,6 +654,8 @@ def run_conversation(ctx: JobContext) -> dict[str, Any]:
         stages: list[tuple[str, Method]] = [("transcripts", SelfChat(dialogue))]
     else:
         stages = turn_stages(dialogue)
+    # the job's diversity filter decides where the rows are written: in the output stage
+    stages[-1][1].diversity_column = "opening"
     first_name, first = stages[0]
     units = ctx.runner.plan(ctx.docs, first, f"{ctx.fingerprint}/{first_name}", ctx.id_column)
     ctx.prepare()
