@@ -47,7 +47,7 @@ def test_defaults_and_overrides(tmp_path):
         (
             BASE,
             ["method=summarize"],
-            "config key method: unknown method 'summarize' (registered: evol_instruct, generate,",
+            "config key method: unknown method 'summarize' (registered: conversation, evol_instruct,",
         ),
         (
             "method: rephrase\noutput: {path: o}\n",
