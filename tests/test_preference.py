@@ -166,7 +166,7 @@ def test_the_longest_constrained_answer_fits_its_budget(embedded_model):
         for count, budget in ((2, 120), (4, 500), (8, 1000)):
             regex = answer_regex(aspect, count, budget)
             chars = int(re.search(r"\{1,(\d+)\}", regex).group(1))
-            longest = re.sub(r"\[\^\\n#\]\{1,\d+\}", "0" * chars, regex)
+            longest = re.sub(r'\[ -"\$-~\]\{1,\d+\}', "0" * chars, regex)
             longest = longest.replace("(None|[1-3](, [1-3]){0,2})", "1, 2, 3")
             longest = longest.replace("([1-5]|N/A)", "N/A").replace("[1-5]", "5")
             longest = longest.replace("\\n", "\n")

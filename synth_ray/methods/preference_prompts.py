@@ -439,9 +439,10 @@ MIN_RATIONALE_CHARS = 8
 def answer_regex(aspect: str, count: int, max_tokens: int) -> str:
     """The answer a constrained judge is decoded into (`preference.constrain`): the paper's
     blocks for `count` texts with the aspect's header, a rating of 1-5 (honesty also N/A),
-    a typed aspect's `Type:` line (None, or identifiers 1-3), and one-line rationales short
-    enough that every block fits `max_tokens` at one token per character, so no rating is
-    cut away. `parse_annotations` reads every string it admits. Raises ValueError when
+    a typed aspect's `Type:` line (None, or identifiers 1-3), and one-line rationales of
+    printable ASCII short enough that every block fits `max_tokens` at one token per
+    character, so no rating is cut away (unless the prompt leaves less than `max_tokens` of
+    the context: a request's output is capped to what fits). `parse_annotations` reads every string it admits. Raises ValueError when
     `max_tokens` cannot hold `count` blocks."""
     typed = aspect in TYPED_ASPECTS
     fixed = BLOCK_TOKENS["typed" if typed else "plain"] * count
@@ -455,7 +456,8 @@ def answer_regex(aspect: str, count: int, max_tokens: int) -> str:
         )
     header = re.search(r"(#+) Output for Text 1\n", template_for(aspect, count))
     assert header is not None
-    rationale = rf"[^\n#]{{1,{min(chars, 400)}}}"
+    # printable ASCII but '#': a character is one byte, so at most one token
+    rationale = rf'[ -"$-~]{{1,{min(chars, 400)}}}'
     rating = "([1-5]|N/A)" if aspect == "honesty" else "[1-5]"
     blocks = []
     for i in range(1, count + 1):
