@@ -149,12 +149,17 @@ def test_a_constrained_transcript_is_one_baize_parses():
     sampling = SelfChat(baize_dialogue(constrain=True, max_turns=2)).stage_sampling(job)
     assert sampling.constraint.kind == "regex"
     regex = re.compile(sampling.constraint.value)
-    assert sampling.constraint.value == baize_transcript_regex(2)
+    assert sampling.constraint.value == baize_transcript_regex(2, 384)
     assert regex.fullmatch(BAIZE_COMPLETION)
     assert baize_turns(BAIZE_COMPLETION)[0]  # what the format allows, the parser reads
     three = BAIZE_COMPLETION.replace("[Human] Thanks", "[Human] More?\n[AI] Yes.\n[Human] Thanks")
     assert not regex.fullmatch(three)  # past max_turns
     assert re.fullmatch(baize_transcript_regex(None), three)
+    # a turn is bounded, so the first exchange and the next marker fit max_tokens
+    long_answer = BAIZE_COMPLETION.replace("[AI] ", "[AI] " + "x" * 200, 1)
+    assert not re.fullmatch(baize_transcript_regex(2, 384), long_answer)
+    assert re.fullmatch(baize_transcript_regex(2, 1024), long_answer)
+    assert not re.fullmatch(baize_transcript_regex(2, 1024), long_answer.replace("x", "\u00e9"))
     for off in ("[Human] Hi\n[AI] Hello", "Human: Hi\nAI: Hello\nHuman: bye",
                 "[Human] a [AI] b\n[AI] c\n[Human] d"):  # fmt: skip
         assert not regex.fullmatch(off)

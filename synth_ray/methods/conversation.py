@@ -540,7 +540,7 @@ class SelfChat(Method):
         sampling = dataclasses.replace(job, n=1)
         if not self.dialogue.config.constrain:
             return sampling
-        regex = baize_transcript_regex(self.dialogue.config.turn_range()[1])
+        regex = baize_transcript_regex(self.dialogue.config.turn_range()[1], job.max_tokens)
         return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
 
     def expand(self, doc: Document) -> list[Candidate]:
@@ -584,11 +584,23 @@ class SelfChat(Method):
         return Kept({**state, "stop_reason": "truncated" if why == "length" else "user_done"})
 
 
-def baize_transcript_regex(most: int | None) -> str:
+BAIZE_MARKER_TOKENS = 6  # "\n[Human] " spelled in small tokens, generously
+
+
+def baize_turn_chars(max_tokens: int) -> int:
+    """The most characters of one constrained turn: the first exchange and the next human
+    marker fit `max_tokens` at one token per character (printable ASCII: at most one byte,
+    so at most one token, each), so a transcript cut by max_tokens keeps that exchange."""
+    return max(8, (max_tokens - 3 * BAIZE_MARKER_TOKENS) // 3)
+
+
+def baize_transcript_regex(most: int | None, max_tokens: int = 384) -> str:
     """Baize's format, as a constrained transcript is decoded into: 1 to `most` exchanges
     (8 without a cap), then the human's last piece, answered or not (preprocess.py drops
-    it); no marker inside a turn."""
-    human, ai = (rf"{re.escape(marker)} [^\n\[]+" for marker in (BAIZE_HUMAN, BAIZE_AI))
+    it); turns of printable ASCII without a marker's `[` or a newline, each at most
+    `baize_turn_chars(max_tokens)` long."""
+    turn = rf"[ -Z\\-~]{{1,{baize_turn_chars(max_tokens)}}}"
+    human, ai = (rf"{re.escape(marker)} {turn}" for marker in (BAIZE_HUMAN, BAIZE_AI))
     return rf"{human}\n{ai}\n({human}\n{ai}\n){{0,{(most or 8) - 1}}}{human}(\n{ai})?"
 
 
