@@ -38,7 +38,13 @@ from synth_ray.methods.label import (
     majority,
     vote_entropy,
 )
-from synth_ray.methods.label_studio import ExportError, labeling_config, read_export, task
+from synth_ray.methods.label_studio import (
+    ExportError,
+    data_keys,
+    labeling_config,
+    read_export,
+    task,
+)
 from synth_ray.runtime.job import run_job
 
 SENTENCES = REPO / "examples" / "sentiment_sentences.jsonl"
@@ -216,6 +222,14 @@ def test_few_shot_from_a_file_is_read_into_the_config_and_the_label_order_decide
     swapped = validate_config({**BASE, "label": {**GOOD, "labels": LABELS[::-1]}})
     plain = validate_config({**BASE, "label": GOOD})
     assert swapped.fingerprint() != plain.fingerprint()  # the order decides ties and the prompt
+
+
+def test_every_text_column_gets_its_own_task_field():
+    assert data_keys(["text", "my col", "text_1"]) == ["text", "text_1_", "text_1"]
+    assert data_keys(["my col", "text_0"]) == ["text_0_", "text_0"]
+    assert data_keys(["row_id", "a b"]) == ["text_0", "text_1"]
+    config = labeling_config(["my col", "text_0"], {"a": "", "b": ""}, "Label it.")
+    assert config.count('<Text name="text_0"') == 1 and '<Text name="text_0_"' in config
 
 
 def test_label_studio_tasks_carry_the_row_and_the_votes_as_predictions():

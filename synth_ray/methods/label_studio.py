@@ -39,11 +39,19 @@ class HumanLabel:
 
 def data_keys(columns: list[str]) -> list[str]:
     """The task data key of each text column: its name where Label Studio can reference it
-    as `$name` (an identifier, not `row_id`), else `text_<i>`."""
-    return [
-        c if _IDENTIFIER.fullmatch(c) and c != ROW_ID_KEY else f"text_{i}"
-        for i, c in enumerate(columns)
-    ]
+    as `$name` (an identifier, not `row_id`), else `text_<i>`, with `_` added until it is
+    not another column's key (columns `my col` and `text_0` stay two fields)."""
+    named = {c for c in columns if _IDENTIFIER.fullmatch(c) and c != ROW_ID_KEY}
+    keys: list[str] = []
+    for i, column in enumerate(columns):
+        if column in named:
+            keys.append(column)
+            continue
+        key = f"text_{i}"
+        while key in named or key in keys or key == ROW_ID_KEY:
+            key += "_"
+        keys.append(key)
+    return keys
 
 
 def labeling_config(columns: list[str], labels: dict[str, str], instruction: str) -> str:
