@@ -11,17 +11,38 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from synth_ray.bench.constraints import conforms
 from synth_ray.bench.spec import RunSpec, SystemResult, since_start
 
 
+def sampling_params(spec: RunSpec, budgets: list[int], on_cpu: bool) -> list[Any]:
+    """One vLLM SamplingParams per request: its budget, the spec's sampling and constraint
+    (seeded per request on a GPU; the CPU build takes no per-request seed)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    constrained = spec.structured_fields()
+    structured = StructuredOutputsParams(**constrained) if constrained else None
+    return [
+        SamplingParams(
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_tokens=budget,
+            ignore_eos=spec.ignore_eos,
+            seed=None if on_cpu else spec.seed + i,
+            structured_outputs=structured,
+        )
+        for i, budget in enumerate(budgets)
+    ]
+
+
 def main(spec_path: str, result_path: str) -> None:
     spec = RunSpec.read(spec_path)
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
     from vllm.inputs import TokensPrompt
     from vllm.platforms import current_platform
-    from vllm.sampling_params import StructuredOutputsParams
 
     from synth_ray.engine.dtype import choose_dtype, ran_as, read_cpu_flags
     from synth_ray.engine.prompts import PromptRenderer
@@ -36,19 +57,8 @@ def main(spec_path: str, result_path: str) -> None:
     ids = tokenizer([p for p, _ in requests], add_special_tokens=False)["input_ids"]
     llm = LLM(model=spec.model, dtype=choice.dtype, disable_log_stats=True, **spec.engine_args)
     dtype = ran_as(choice, getattr(llm.llm_engine, "model_config", None)).dtype
+    params = sampling_params(spec, [budget for _, budget in requests], on_cpu)
     constrained = spec.structured_fields()
-    structured = StructuredOutputsParams(**constrained) if constrained else None
-    params = [
-        SamplingParams(
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            max_tokens=budget,
-            ignore_eos=spec.ignore_eos,
-            seed=None if on_cpu else spec.seed + i,
-            structured_outputs=structured,
-        )
-        for i, (_, budget) in enumerate(requests)
-    ]
     ready = since_start()
     outputs = llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params, use_tqdm=False)
     done = since_start()

@@ -13,11 +13,36 @@ and would wait forever).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from synth_ray.bench.constraints import conforms
 from synth_ray.bench.spec import RunSpec, SystemResult, since_start
+
+
+def request_row(row: dict[str, Any], sampling: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Data LLM request: the prompt, and `sampling` with the row's own budget."""
+    return {
+        "prompt": row["prompt"],
+        "sampling_params": {**sampling, "max_tokens": int(row["max_tokens"])},
+    }
+
+
+def preprocess_for(spec: RunSpec) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Ray Data LLM's `preprocess`: the spec's sampling and constraint on every request (its
+    vLLM stage turns `structured_outputs` into vLLM's StructuredOutputsParams)."""
+    sampling: dict[str, Any] = {
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "ignore_eos": spec.ignore_eos,
+    }
+    constrained = spec.structured_fields()
+    if constrained:
+        sampling["structured_outputs"] = dict(constrained)
+    return functools.partial(request_row, sampling=sampling)
 
 
 def main(spec_path: str, result_path: str) -> None:
@@ -49,21 +74,10 @@ def main(spec_path: str, result_path: str) -> None:
         log_engine_metrics=False,
         **({} if on_gpu else {"placement_group_config": {"bundles": [{"CPU": 1}]}}),
     )
-    temperature, top_p, ignore_eos = spec.temperature, spec.top_p, spec.ignore_eos
     constrained = spec.structured_fields()
-    structured = {"structured_outputs": dict(constrained)} if constrained else {}
     processor = build_processor(
         config,
-        preprocess=lambda row: {
-            "prompt": row["prompt"],
-            "sampling_params": {
-                "temperature": temperature,
-                "top_p": top_p,
-                "max_tokens": int(row["max_tokens"]),
-                "ignore_eos": ignore_eos,
-                **structured,
-            },
-        },
+        preprocess=preprocess_for(spec),
         postprocess=lambda row: {
             "n": row["num_generated_tokens"],
             "ok": conforms(constrained, row["generated_text"]),
