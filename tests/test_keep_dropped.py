@@ -13,6 +13,7 @@ test_end_to_end.py (`test_rephrase_formats_whole_documents_on_real_engine`).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,33 @@ def test_dropped_rows_and_split_rows_are_written_beside_the_data(
     ):
         assert sorted(f"{folder}/{p.name}" for p in (out / folder).iterdir()) == sorted(named)
         assert len(named) == len(records) == summary.units_total
+
+
+def test_inspect_shows_the_dropped_rows_and_a_split(tmp_path, sorter_job, embedded_model):
+    from typer.testing import CliRunner
+
+    from synth_ray.cli import app
+
+    out = tmp_path / "out"
+    run_job(sorter_job(str(out)), show_progress=False, backend=FakeBackend(responder=two_samples))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["inspect", str(out), "--dropped", "--n", "20", "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = [json.loads(line) for line in shown.output.splitlines()]
+    assert {r["id"]: (r["filter"], r["completion"] is not None) for r in rows} == (
+        expected_dropped()
+    )
+    where = "filter = 'unanswerable'"
+    shown = runner.invoke(app, ["inspect", str(out), "--dropped", "--where", where, "--n", "20"])
+    assert shown.exit_code == 0 and "6 dropped rows where filter = 'unanswerable'" in shown.output
+    shown = runner.invoke(app, ["inspect", str(out), "--split", "uncertain", "--json"])
+    assert sorted(number(json.loads(x)["source_id"]) for x in shown.output.splitlines()) == [
+        1,
+        5,
+        9,
+    ]
+    shown = runner.invoke(app, ["inspect", str(out), "--split", "unsure"])
+    assert shown.exit_code != 0 and "no split 'unsure' (splits: uncertain)" in shown.output
 
 
 def test_the_card_and_the_report_show_the_dropped_rows_and_the_split(

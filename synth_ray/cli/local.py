@@ -219,6 +219,13 @@ def inspect(
     ] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Rows to print.")] = 5,
     errors: Annotated[bool, typer.Option(help="Look at the error rows instead.")] = False,
+    dropped: Annotated[
+        bool,
+        typer.Option(help="Look at the dropped rows (output.keep_dropped) and their completions."),
+    ] = False,
+    split: Annotated[
+        str | None, typer.Option(help="Look at a method's named split, e.g. uncertain.")
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per line, whole.")
     ] = False,
@@ -228,7 +235,8 @@ def inspect(
     from synth_ray.dataset.rows import pick_rows
 
     try:
-        rows = pick_rows(output, where, n, errors)
+        kept = "dropped" if dropped else split or "data"
+        rows = pick_rows(output, where, n, errors, kept)
     except UserError as err:
         _fail(str(err), err.exit_code)
     if as_json:
@@ -242,7 +250,8 @@ def inspect(
             cut = f" [dim]... ({len(text):,} chars)[/]" if len(text) > width else ""
             console.print(f"[bold]{escape(key)}[/]: {escape(text[:width])}{cut}", highlight=False)
     console.print(
-        f"{len(rows)} {'error ' if errors else ''}rows" + (f" where {where}" if where else ""),
+        f"{len(rows)} {'error ' if errors else '' if kept == 'data' else kept + ' '}rows"
+        + (f" where {where}" if where else ""),
         markup=False,
         highlight=False,
     )

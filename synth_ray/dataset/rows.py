@@ -18,19 +18,31 @@ import duckdb
 import pyarrow as pa
 
 from synth_ray.errors import UserError
+from synth_ray.io.manifest import UnitRecord
 from synth_ray.io.output_store import OutputStore
 
 
 def pick_rows(
-    output: str | Path, where: str | None = None, n: int = 5, errors: bool = False
+    output: str | Path,
+    where: str | None = None,
+    n: int = 5,
+    errors: bool = False,
+    kept: str = "data",
 ) -> list[dict[str, Any]]:
-    """Up to `n` committed rows (error rows with `errors`) for which `where` holds."""
+    """Up to `n` committed rows for which `where` holds: error rows with `errors`, else the
+    rows `kept` in `data` (the dataset), `dropped` (`output.keep_dropped`) or a method's
+    named split (`uncertain`)."""
     store = OutputStore(output)
     store.location.kind()  # an unreachable store: one line, not a traceback
     if store.read_job() is None:
         raise UserError(f"output folder {output}: no synth-ray job here (_job.json missing)")
     records = sorted(store.committed().values(), key=lambda r: (r.stage, r.unit_index))
-    shards = [s for r in records for s in (r.error_shards() if errors else r.data_shards())]
+    shards = [s for r in records for s in _shards(r, "errors" if errors else kept)]
+    if not shards and kept not in ("data", "dropped") and not errors:
+        named = sorted({split for r in records for split in r.split_shards})
+        raise UserError(
+            f"output {output}: no split {kept!r} (splits: {', '.join(named) or 'none'})"
+        )
     picked: list[dict[str, Any]] = []
     checked = False
     for shard in shards:
@@ -42,6 +54,16 @@ def pick_rows(
             checked = True
         picked += _matching(table, where, n - len(picked))
     return picked
+
+
+def _shards(record: UnitRecord, kept: str) -> list[str]:
+    if kept == "errors":
+        return record.error_shards()
+    if kept == "data":
+        return record.data_shards()
+    if kept == "dropped":
+        return record.dropped_shards
+    return record.split_shards.get(kept, [])
 
 
 def _matching(table: pa.Table, where: str | None, limit: int) -> list[dict[str, Any]]:
