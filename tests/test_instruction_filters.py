@@ -199,3 +199,165 @@ def test_a_method_returning_outside_its_width_errors_its_row(outcomes):
     candidate = Candidate("r", "s", width=3, exact_width=False)
     got = completion_outcomes(Broken("m"), candidate, EngineResult("r", "t", 1, 1, "stop"))
     assert len(got) == 1 and isinstance(got[0], Errored) and got[0].stage == "parse"
+
+
+# Completions the embedded model wrote under `self_instruct.constrain` (greedy, presence 1.5)
+CONSTRAINED_INSTANCES = {
+    False: [
+        (
+            "Example 1\nInput: 25, k = 3\nOutput: 77\n\nExample 2\nInput: 10, n = 10\nOutput: 100",
+            [("25, k = 3", "77"), ("10, n = 10", "100")],
+        ),
+        (
+            'Example 1\nOutput: "The text I\'m providing is not a recipe"\n\nExample 2\n'
+            "Output: Sentence 4\n\nExample 3\nOutput: Sentence 4",
+            [("", '"The text I\'m providing is not a recipe"'), ("", "Sentence 4")],
+        ),
+    ],
+    True: [
+        (
+            "Class label: positive\nSentence: The staff were friendly.\nClass label: negative\n"
+            "Sentence: We waited an hour.",
+            [
+                ("Sentence: The staff were friendly.", "positive"),
+                ("Sentence: We waited an hour.", "negative"),
+            ],
+        ),
+        ("Class label: ethical", [("", "ethical")]),
+    ],
+}
+
+
+def _instances_as_written(text: str, classification: bool) -> list[tuple[str, str]]:
+    """The (input, output) pairs of a constrained completion, read off its lines (no field
+    holds a marker, so every marker starts an instance), valid and distinct as the paper's
+    filters keep them: what `parse_instances` must return."""
+    import re
+
+    from synth_ray.methods.self_instruct import _valid
+
+    if classification:
+        found = [
+            ((m.group(2) or "").strip(), m.group(1).strip())
+            for m in re.finditer(r"Class label: ([^\n]*)(?:\n(?!Class label: )([^\n]*))?", text)
+        ]
+    else:
+        found = [
+            ((m.group(1) or "").strip(), m.group(2).strip())
+            for m in re.finditer(r"Example \d+\n(?:Input: ([^\n]*)\n)?Output: ([^\n]*)", text)
+        ]
+    kept: list[tuple[str, str]] = []
+    for instance in found:
+        if _valid(*instance) and instance not in kept:
+            kept.append(instance)
+    return kept
+
+
+@pytest.mark.parametrize("classification", [False, True])
+def test_every_constrained_instance_completion_parses_and_its_first_survives_a_cut(
+    classification,
+):
+    """`self_instruct.constrain`: every string of the format parses into exactly the
+    instances written (drawn from the regex itself, the longest ones included); it stays
+    within its computed length; and cut anywhere past max_tokens characters (a token is at
+    least one), the parser's truncation rule still keeps the first instance."""
+    import random
+    import re
+
+    from regex_strings import longest, strings
+
+    from synth_ray.methods.self_instruct import instance_format, parse_instances
+
+    max_tokens = 350
+    form = instance_format(classification, max_tokens, 5)
+    language = re.compile(form.regex)
+    for text, expected in CONSTRAINED_INSTANCES[classification]:
+        assert language.fullmatch(text), text
+        assert parse_instances(text, classification, truncated=False) == expected
+    outside = [
+        "Sure, here are two examples:\n\n**Task 1: Convert Celsius**",
+        "Example 1\nInput: a: b\nOutput: c",  # a colon would open another field
+        "Example 1\nOutput: An Example 2 of it",  # the parser splits on "Example"
+        "Example 6\nOutput: yes",  # past max_instances, the paper's stop string
+        "Class label: yes\nClass label: no\nClass label: a\nClass label: b\nClass label: c\n"
+        "Class label: d",  # six
+        "Class label: yes\nClauss label 2018-07-23",  # "C" opens the next label, not an input
+    ]
+    assert not any(language.fullmatch(t) for t in outside)
+    assert form.longest == longest(form.regex)
+    rng = random.Random(0)
+    for text in strings(form.regex, 300, seed=1 + classification):
+        written = _instances_as_written(text, classification)
+        assert parse_instances(text, classification, truncated=False) == written, text
+        if len(text) > max_tokens and written:
+            # cut where max_tokens tokens end at the earliest (a character each), or later
+            cuts = {max_tokens + i for i in range(16)} | {rng.randrange(max_tokens, len(text))}
+            for cut in sorted(c for c in cuts if c < len(text)):
+                cut_parse = parse_instances(text[:cut], classification, truncated=True)
+                assert cut_parse[:1] == written[:1], (cut, text)
+    single = instance_format(classification, 64, 1)
+    assert single.longest <= 63 and "Example 2" not in single.regex
+    with pytest.raises(ValueError):
+        instance_format(classification, 20, 5)
+
+
+def test_constrain_decodes_the_check_into_yes_or_no_and_instances_by_task_kind(embedded_model):
+    """The classification check answers Yes or No; each instance request carries its task
+    kind's format to the engine (one stage, two formats); without constrain, nothing."""
+    from synth_ray.engine.prompts import PromptRenderer
+    from synth_ray.engine.requests import Constraint, SamplingSpec
+    from synth_ray.io.inputs import Document
+    from synth_ray.methods.self_instruct import (
+        ClassificationCheck,
+        InstanceGeneration,
+        instance_format,
+    )
+    from synth_ray.plan import WorkUnit
+    from synth_ray.runtime.units import UnitBuilder
+
+    job = SamplingSpec(0.7, 0.5, 1024)
+    check = ClassificationCheck(constrain=True).stage_sampling(job)
+    assert check.constraint == Constraint("choice", choices=("Yes", "No"))
+    assert ClassificationCheck().stage_sampling(job).constraint is None
+    docs = [
+        Document(0, "a", "Sort the list.", extra={"is_classification": False}),
+        Document(1, "b", "Is the review positive?", extra={"is_classification": True}),
+    ]
+    renderer = PromptRenderer.from_model(embedded_model)
+    for constrain in (True, False):
+        method = InstanceGeneration("m", constrain_within=1024 if constrain else None)
+        sampling = method.stage_sampling(job)
+        pending = UnitBuilder(method, renderer, 2048, sampling, 0).build(
+            WorkUnit(0, "u", 0, 2, 10), docs
+        )
+        formats = [r.sampling.constraint for r in pending.requests]
+        if constrain:  # the stage's budget: the paper's 350, below the job's 1024
+            assert formats == [
+                Constraint("regex", instance_format(kind, 350, 5).regex) for kind in (False, True)
+            ]
+        else:
+            assert formats == [None, None]
+
+
+def test_constrain_is_refused_where_no_instance_fits(tmp_path):
+    from conftest import REPO
+
+    from synth_ray.config import validate_config
+    from synth_ray.errors import ConfigError
+
+    def job(sampling):
+        return {
+            "method": "self_instruct",
+            "output": {"path": str(tmp_path / "out")},
+            "sampling": sampling,
+            "self_instruct": {
+                "seed_path": str(REPO / "examples" / "seed_tasks.jsonl"),
+                "constrain": True,
+            },
+        }
+
+    assert validate_config(job({"max_tokens": 64})).section.constrain
+    with pytest.raises(ConfigError, match="sampling.max_tokens 20 is too small for an instance"):
+        validate_config(job({"max_tokens": 20}))
+    with pytest.raises(ConfigError, match="ignore_eos would write past the format"):
+        validate_config(job({"max_tokens": 64, "ignore_eos": True}))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 
 
@@ -57,6 +57,9 @@ class Candidate:
     # this prompt's own output cap (a per-row length budget); None: `sampling.max_tokens`.
     # Either way it is capped so prompt + output fit the context
     max_tokens: int | None = None
+    # this prompt's own structured-outputs constraint, in place of its stage's (Self-Instruct
+    # decodes a classification task's instances into another format than the others')
+    constraint: Constraint | None = None
 
     def error_rows(self) -> int:
         """How many rows an error before or during generation stands for."""

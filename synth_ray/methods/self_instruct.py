@@ -10,6 +10,12 @@ Three stage methods, run in rounds by methods/self_instruct_rounds.py:
   classification tasks, input-first otherwise; the final output rows.
 Seeds: the public seed-task JSONL (`instruction`, `instances`, `is_classification`) or a text
 file with one instruction per line.
+`self_instruct.constrain` (a departure from the paper, for small models that do not follow
+its format; on in configs/self_instruct.yaml for the embedded model): the classification
+check answers Yes or No, and each instance completion is decoded (structured outputs) into
+the format its parser reads, `instance_format`: "Example k" blocks of "Input:"/"Output:"
+lines, or "Class label:" lines each followed by its input. Its first instance always fits
+max_tokens, so a completion cut there keeps it (the paper's parser drops only the cut one).
 """
 
 from __future__ import annotations
@@ -23,13 +29,23 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.engine.requests import EngineResult, SamplingSpec
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
+from synth_ray.methods.format_regex import (
+    Pattern,
+    alt,
+    chars,
+    fitting,
+    literal,
+    optional,
+    seq,
+    text,
+)
 from synth_ray.methods.instruction_filters import parse_numbered_list
 from synth_ray.methods.self_instruct_prompts import CLASSIFY, INPUT_FIRST, OUTPUT_FIRST
-from synth_ray.sections import Section, check_templates
+from synth_ray.sections import ADDED, Section, check_templates
 
 
 class SelfInstructConfig(Section):
@@ -68,6 +84,13 @@ class SelfInstructConfig(Section):
         default_factory=dict,
         description="Override prompt templates: generate_header, classify, input_first, output_first ({instruction}).",
     )
+    constrain: bool = Field(
+        False,
+        description="Decode the classification check into Yes/No and each instance completion "
+        "into the format its parser reads (structured outputs), its first instance within "
+        "max_tokens. A departure from the paper, for small models.",
+        json_schema_extra=ADDED,
+    )
 
     @model_validator(mode="after")
     def _templates(self) -> SelfInstructConfig:
@@ -86,6 +109,20 @@ class SelfInstructConfig(Section):
     def check_in_job(self, job: Any) -> None:
         if not self.seed_path:
             raise ValueError("self_instruct.seed_path: required for method self_instruct")
+        if self.constrain:
+            if job.sampling.ignore_eos:
+                raise ValueError(
+                    "self_instruct.constrain: sampling.ignore_eos would write past the format"
+                )
+            budget = min(job.sampling.max_tokens, INSTANCE_MAX_TOKENS)
+            for classification in (False, True):
+                try:
+                    instance_format(classification, budget, self.max_instances)
+                except ValueError as err:
+                    raise ValueError(
+                        f"self_instruct.constrain: sampling.max_tokens {job.sampling.max_tokens} "
+                        f"is too small for an instance ({err})"
+                    ) from None
 
 
 # Stop strings, lengths and penalties of the paper's code (yizhongw/self-instruct):
@@ -97,6 +134,7 @@ INSTANCE_PRESENCE_PENALTY = 1.5
 CLASSIFY_STOP = ("\n", "Task")
 MAX_INSTANCES = 5
 INSTANCE_MAX_TOKENS = 350
+CLASSIFY_CHOICES = ("Yes", "No")  # what a constrained classification check answers
 
 
 def load_seed_instructions(path: str) -> list[str]:
@@ -177,8 +215,9 @@ class InstructionGeneration(Method):
 class ClassificationCheck(Method):
     name = "self_instruct_classify"
 
-    def __init__(self, template: str = CLASSIFY) -> None:
+    def __init__(self, template: str = CLASSIFY, constrain: bool = False) -> None:
         self.template = template
+        self.constrain = constrain
 
     schema = pa.schema(
         [
@@ -194,7 +233,8 @@ class ClassificationCheck(Method):
 
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
         """Greedy, 3 tokens, stop at a newline or "Task", as the paper's
-        identify_clf_or_not.py asks: a Yes/No answer, not a sampled essay."""
+        identify_clf_or_not.py asks: a Yes/No answer, not a sampled essay. Constrained, the
+        answer is one of Yes and No (a small model otherwise writes "The task is", a No)."""
         return dataclasses.replace(
             job,
             temperature=0.0,
@@ -203,6 +243,7 @@ class ClassificationCheck(Method):
             n=1,
             stop=CLASSIFY_STOP,
             presence_penalty=0.0,
+            constraint=Constraint("choice", choices=CLASSIFY_CHOICES) if self.constrain else None,
         )
 
     def expand(self, doc: Document) -> list[Candidate]:
@@ -287,6 +328,70 @@ def parse_instance(
     return instances[0] if instances else None
 
 
+# The formats a constrained instance completion is decoded into (`instance_format`). A field
+# is one line of printable ASCII without ':' (so it holds none of the markers "Input:",
+# "Output:", "Class label:" nor the stop "Task:") and without 'E' (so neither the "Example"
+# the parser splits on nor the stop "Example 6": a ban of "Ex" alone costs xgrammar tens of
+# milliseconds a token, see format_regex.text); a classification input may open with its own
+# one-word field name ("Sentence: ..."), as the paper's template shows. An input line after a
+# class label does not start with "C": a "C" there is the next "Class label:", which the
+# model is then held to (the paper's presence penalty of 1.5 otherwise turns a repeated
+# marker into "Clauss label ..." written as an input).
+_FIELD_BANNED = ":E"
+_LABEL_CHARS = 40
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _field(high: int, not_first: str = "") -> Pattern:
+    return text(high, _FIELD_BANNED, not_first=not_first)
+
+
+def _example(k: int, high: int) -> Pattern:
+    """`Example k`, then an input line and an output line, or an output line alone (the
+    paper's input-first format); an output without an input has the input's room too."""
+    pair = seq(literal("Input: "), _field(high), literal("\nOutput: "), _field(high))
+    alone = seq(literal("Output: "), _field(2 * high + len("Input: \n")))
+    return seq(literal(f"Example {k}\n"), alt(pair, alone))
+
+
+def _labelled(high: int) -> Pattern:
+    """`Class label: X`, then the input of that class, if the task has one (output-first)."""
+    name = seq(chars(_LETTERS - {"C", "E"}, 1, 1), chars(_LETTERS - {"E"}, 0, 15), literal(": "))
+    model_input = seq(literal("\n"), alt(seq(name, _field(high)), _field(high, not_first="C")))
+    return seq(literal("Class label: "), _field(min(high, _LABEL_CHARS)), optional(model_input))
+
+
+def _instance(classification: bool, k: int, high: int) -> Pattern:
+    """Instance `k` (from 1) of a completion, with its separator from the one before."""
+    if classification:
+        return seq(literal("\n") if k > 1 else literal(""), _labelled(high))
+    return seq(literal("\n\n") if k > 1 else literal(""), _example(k, high))
+
+
+# What follows a first instance, up to a character the parser reads as the next instance
+_NEXT_MARKER = {True: "\nClass label:", False: "\n\nExample 2\nO"}
+
+
+def instance_format(classification: bool, max_tokens: int, max_instances: int) -> Pattern:
+    """The language a constrained instance completion is decoded into: up to `max_instances`
+    instances in the format `parse_instances` reads for the task's kind. Each field is as long
+    as the budget allows the first instance to survive any cut by `max_tokens` (a token is at
+    least one character): with its end-of-sequence token, or with the next instance's marker
+    and what the parser needs of it (the paper's parser drops only the instance a cut
+    completion ends in). ValueError when not even one character per field fits."""
+    if max_instances == 1:
+        size, first = fitting(lambda n: _instance(classification, 1, n), max_tokens - 1)
+    else:
+        following = literal(_NEXT_MARKER[classification])
+        size, _ = fitting(lambda n: seq(_instance(classification, 1, n), following), max_tokens)
+        first = _instance(classification, 1, size)
+    tail: Pattern | None = None
+    for k in range(max_instances, 1, -1):
+        later = _instance(classification, k, size)
+        tail = optional(seq(later, tail) if tail is not None else later)
+    return seq(first, tail) if tail is not None else first
+
+
 class InstanceGeneration(Method):
     """Doc text = an accepted instruction; doc.extra has is_classification, max_rouge, round."""
 
@@ -313,11 +418,21 @@ class InstanceGeneration(Method):
         input_first: str = INPUT_FIRST,
         output_first: str = OUTPUT_FIRST,
         max_instances: int = MAX_INSTANCES,
+        constrain_within: int | None = None,
     ) -> None:
+        """`constrain_within`: the job's max_tokens, to decode each completion into the
+        format of its task's kind within the stage's budget (`instance_format`); None: free."""
         self.model_name = model_name
         self.input_first = input_first
         self.output_first = output_first
         self.max_instances = max_instances
+        self.formats: dict[bool, Constraint] = {}
+        if constrain_within is not None:
+            budget = min(constrain_within, INSTANCE_MAX_TOKENS)
+            self.formats = {
+                kind: Constraint("regex", instance_format(kind, budget, max_instances).regex)
+                for kind in (False, True)
+            }
 
     def estimate_rows(self, doc: Document) -> int:
         return self.max_instances
@@ -337,7 +452,8 @@ class InstanceGeneration(Method):
         )
 
     def expand(self, doc: Document) -> list[Candidate]:
-        template = self.output_first if doc.extra.get("is_classification") else self.input_first
+        classification = bool(doc.extra.get("is_classification"))
+        template = self.output_first if classification else self.input_first
         return [
             Candidate(
                 row_id(doc.source_id, "instance"),
@@ -348,6 +464,7 @@ class InstanceGeneration(Method):
                 messages=[
                     {"role": "user", "content": template.replace("{instruction}", doc.text or "")}
                 ],
+                constraint=self.formats.get(classification),
             )
         ]
 

@@ -136,7 +136,7 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         )
         for i, a in enumerate(accepted)
     ]
-    classify = ClassificationCheck(si.templates.get("classify", CLASSIFY))
+    classify = ClassificationCheck(si.templates.get("classify", CLASSIFY), si.constrain)
     runner.run_stage("classify", work, lambda: iter(docs), classify, fingerprint)
     labels = {r["source_id"]: r["is_classification"] for r in work.rows("classify")}
     docs = [
@@ -148,6 +148,7 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         si.templates.get("input_first", INPUT_FIRST),
         si.templates.get("output_first", OUTPUT_FIRST),
         si.max_instances,
+        config.sampling.max_tokens if si.constrain else None,
     )
     runner.run_stage("instances", store, lambda: iter(docs), instances, fingerprint)
 

@@ -9,6 +9,7 @@ engine, in the generator actor (runtime/slice_worker.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,7 +137,9 @@ class UnitBuilder:
                 EngineRequest(
                     request_id=candidate.row_id,
                     prompt_token_ids=list(ids),
-                    sampling=self.sampling,
+                    sampling=self.sampling
+                    if candidate.constraint is None
+                    else dataclasses.replace(self.sampling, constraint=candidate.constraint),
                     seed=request_seed(self.seed, candidate.row_id),
                     max_tokens=min(
                         candidate.max_tokens or self.sampling.max_tokens,
