@@ -595,9 +595,8 @@ def test_constrain_decodes_every_stage_under_the_answer_line_and_enters_the_fing
         (
             {"checker": "exact"},
             {"max_tokens": 96},
-            "constrain: checker exact has no '#### N' answer line",
+            "constrain: checker exact has no format to decode into",
         ),
-        ({"checker": "program"}, {"max_tokens": 96}, "constrain: checker program has no"),
         ({}, {"max_tokens": 22}, "self_improve.constrain: sampling.max_tokens 22 leaves no room"),
         ({}, {"max_tokens": 96, "ignore_eos": True}, "self_improve.constrain: sampling.ignore_eos"),
     ],
@@ -622,3 +621,80 @@ def test_constrain_refused_where_it_cannot_hold(tmp_path, section, sampling, mes
         sampling={"max_tokens": 23},
         self_improve={"constrain": True},
     )
+
+
+# Programs shaped like the embedded model's under `constrain` (names cut at 12 characters)
+CONSTRAINED_PROGRAMS = [
+    "cows = 3\ntotal_cows = 3 * 14\nans = total_cows - 9\n",
+    "lena_savings = 15\nlena_savings = lena_savings - 15\nans = lena_savings * 15 + 15 ** 2",
+    "muffins_per_ = 12\ntrays = 4\nsold = 30\nans = muffins_per_ * trays - sold",
+    "ans = 3 * 14 - 9",
+    "adult_price = 7\nchild_price = 4\nans = 2 * adult_price + 3 * child_price",
+    "cost = 5\nspent = (5 * 3) + 2\nans = spent",
+    "pages = 120\nrate = 15\ndays = pages / rate\nans = (days + 1) * (rate - 0.5)",
+]
+
+
+def test_a_constrained_program_is_whole_python_ending_in_its_answer():
+    """`self_improve.constrain` (checker program): every program of the format is kept whole
+    by `cut_program`, compiles, assigns `ans` last and never a name the sandbox's answer line
+    calls; it fits the budget with its end-of-sequence token."""
+    import re
+
+    from regex_strings import longest, strings
+
+    from synth_ray.engine.requests import Constraint, SamplingSpec
+    from synth_ray.methods.program_format import program_format
+    from synth_ray.methods.self_improve import cut_program
+
+    method, _ = _method(checker="program", mode="rejection", constrain=True)
+    sampling = method.stage_sampling(SamplingSpec(0.4, 1.0, 256))
+    form = program_format(256)
+    assert sampling.constraint == Constraint("regex", form.regex)
+    assert sampling.stop == ("\nQuestion:",) and form.longest == longest(form.regex) <= 255
+    language = re.compile(form.regex)
+    for program in CONSTRAINED_PROGRAMS:
+        assert language.fullmatch(program), program
+    outside = [
+        "```python\nans = 6 * 7\n```",
+        "x = 6 * 7\nprint(x)",
+        "x = 6\n\nans = x * 7",  # PoT's stop, a blank line, would cut it
+        "x = 6 * 7",  # no answer
+        "ans = 6 * 7\n\nQuestion: next?",
+        "# Python code, return ans\nans = 42",
+        "def = 3\nans = def * 2",  # the 135M model's first choice: a keyword
+        "defget_total = 24\nans = defget_total",  # or, held to a name, that statement
+        "print = 24\nans = print",  # breaks the sandbox's print(ans)
+        "ans = 049",
+    ]
+    assert not any(language.fullmatch(t) for t in outside)
+    for text in strings(form.regex, 300, seed=3):
+        assert len(text) <= form.longest
+        program = text.rstrip("\n")
+        assert cut_program(text) == program and program.split("\n")[-1].startswith("ans = ")
+        compile(program, "<program>", "exec")
+        assert not set(re.findall(r"\w+", program)) & {"print", "round", "def"}
+    assert program_format(96).longest <= 95  # the answer line alone
+    with pytest.raises(ValueError, match="too small for the answer line"):
+        program_format(64)
+
+
+def test_constrain_is_refused_where_no_program_fits_or_nothing_is_a_program(tmp_path):
+    from synth_ray.config import validate_config
+    from synth_ray.errors import ConfigError
+
+    base = {
+        "method": "self_improve",
+        "input": {"path": str(REPO / "examples" / "arith_questions.jsonl")},
+        "output": {"path": str(tmp_path / "out")},
+        "self_improve": {"checker": "program", "constrain": True},
+    }
+    assert validate_config({**base, "sampling": {"max_tokens": 256}}).section.constrain
+    for sampling, message in [
+        ({"max_tokens": 64}, "max_tokens 64 is too small for the answer line"),
+        ({"max_tokens": 256, "ignore_eos": True}, "ignore_eos would write past"),
+    ]:
+        with pytest.raises((ConfigError, ValueError), match=message):
+            validate_config({**base, "sampling": sampling})
+    with pytest.raises((ConfigError, ValueError), match="constrain: checker exact has no format"):
+        validate_config({**base, "self_improve": {"constrain": True, "checker": "exact"}})

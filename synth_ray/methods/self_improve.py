@@ -35,7 +35,11 @@ its markdown fence), run in the code sandbox (verify/sandbox.py, limits under
 reference by the numeric checker. Any mode works with it. A program that fails, times out or
 crashes is dropped as `program_fail`, `program_timeout` or `program_crash`; a rationalized
 program that writes the hinted answer as a literal the question does not contain is dropped
-as `answer_hardcoded` (it printed the hint rather than computing it).
+as `answer_hardcoded` (it printed the hint rather than computing it). With
+`self_improve.constrain` (on in configs/program_of_thought.yaml for the embedded model, which
+does not write the format unaided) each program is decoded with structured outputs into
+methods/program_format.py's language: assignments ending in `ans = ...`, within max_tokens. A
+departure from the paper, whose Codex wrote freely.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from synth_ray.methods.base import (
     row_id,
 )
 from synth_ray.methods.checkers import get_checker, normalize_number
+from synth_ray.methods.program_format import program_format
 from synth_ray.sections import ADDED, Section, check_templates
 from synth_ray.verify.sandbox import CodeRunner, SandboxConfig, Verdict
 
@@ -108,19 +113,20 @@ class SelfImproveConfig(Section):
     )
     constrain: bool = Field(
         False,
-        description="checker numeric: decode each rationale (structured outputs) into reasoning "
-        "short enough to fit max_tokens and a '#### N' line, so every sample ends in an "
-        "answer the checker reads. A departure from the papers, for small models.",
+        description="Decode each sample (structured outputs) into the format its checker reads, "
+        "within max_tokens: checker numeric, reasoning and a '#### N' line; checker program, "
+        "lines of assignments ending in `ans = ...`. A departure from the papers, for small "
+        "models.",
         json_schema_extra=ADDED,
     )
 
     @model_validator(mode="after")
     def _labels_needed(self) -> SelfImproveConfig:
         check_templates(self.templates, {"instruction": set(), "hint": {"answer"}})
-        if self.constrain and self.checker != "numeric":
+        if self.constrain and self.checker not in ("numeric", "program"):
             raise ValueError(
-                f"constrain: checker {self.checker} has no '#### N' answer line to decode into "
-                "(only numeric)"
+                f"constrain: checker {self.checker} has no format to decode into (numeric: a "
+                "'#### N' answer line; program: a program assigning ans)"
             )
         if self.mode in ("star", "rejection") and not self.answer_column:
             raise ValueError(f"answer_column: mode {self.mode} needs reference answers")
@@ -129,8 +135,17 @@ class SelfImproveConfig(Section):
         return self
 
     def check_in_job(self, job: Any) -> None:
-        if self.constrain:
+        if not self.constrain:
+            return
+        if self.checker == "numeric":
             check_answer_line_budget(job.sampling, "self_improve.constrain")
+            return
+        if job.sampling.ignore_eos:
+            raise ValueError("self_improve.constrain: sampling.ignore_eos would write past `ans`")
+        try:
+            program_format(job.sampling.max_tokens)
+        except ValueError as err:
+            raise ValueError(f"self_improve.constrain: sampling.{err}") from None
 
 
 INSTRUCTION = (
@@ -379,10 +394,14 @@ class SelfImproveMethod(Method):
     def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
         """The job's sampling with `n`; a program of thought also stops at the next problem
         the model goes on to invent (`Question:`), which would be cut anyway. With
-        `constrain`, each rationale is decoded into `answer_line_regex(max_tokens)`."""
+        `constrain`, a program is decoded into `program_format(max_tokens)`, a rationale into
+        `answer_line_regex(max_tokens)`."""
         sampling = super().stage_sampling(job)
         if self.programs:
-            return dataclasses.replace(sampling, stop=PROGRAM_STOP_STRINGS)
+            constraint = None
+            if self.config.constrain:
+                constraint = Constraint("regex", program_format(sampling.max_tokens).regex)
+            return dataclasses.replace(sampling, stop=PROGRAM_STOP_STRINGS, constraint=constraint)
         if self.config.constrain:
             regex = answer_line_regex(sampling.max_tokens)
             return dataclasses.replace(sampling, constraint=Constraint("regex", regex))
