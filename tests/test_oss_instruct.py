@@ -481,17 +481,13 @@ def test_oss_instruct_on_real_engine(tmp_path, shared_engine):
         "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
         "    return a\n"
     )
-    config = oss_config(tmp_path, folder, max_tokens=192, max_lines=8)
+    # constrained: the 135M model's answers are held to the two sections within max_tokens,
+    # so none is truncated or unparsed (unaided, most are)
+    config = oss_config(tmp_path, folder, max_tokens=192, max_lines=8, constrain=True)
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
     assert stats["accounted"] and stats["rows_in"] == 2
-    assert stats["rows_out"] + stats["rows_dropped"] + stats["rows_errored"] == 2
-    assert set(stats["dropped_by_filter"]) <= {
-        "truncated",
-        "unparsed",
-        "empty_problem",
-        "empty_solution",
-    }
+    assert stats["rows_out"] == 2, stats["dropped_by_filter"]
     for row in rows(tmp_path / "out"):
         assert row["source_id"] in {"stack.py", "fib.py"}
         assert row["seed_snippet"] in (folder / row["source_id"]).read_text()
@@ -505,3 +501,77 @@ def test_only_python_blocks_of_a_solution_are_run():
     text = "```bash\npip install x\n```\n```python\nx = 1\n```\n```\ny = 2\n```\n```text\nout\n```"
     assert code_blocks(text, python_only=True) == ["x = 1\n", "y = 2\n"]
     assert len(code_blocks(text)) == 4
+
+
+# Answers shaped like the embedded model's under `oss_instruct.constrain`
+CONSTRAINED = {
+    False: (
+        "[Problem Description]\nWrite a function that returns the mean of a list of numbers.\n\n"
+        "[Solution]\n```python\ndef mean(xs):\n    return sum(xs) / len(xs)\n```",
+        "Write a function that returns the mean of a list of numbers.",
+        "```python\ndef mean(xs):\n    return sum(xs) / len(xs)\n```",
+    ),
+    True: (
+        "[Problem Description]\nPush and pop on a stack.\n\n[Solution]\n```python\n"
+        "items = []\nitems.append(1)\n```\n\n[Tests]\n```python\nassert items == [1]\n```",
+        "Push and pop on a stack.",
+        "```python\nitems = []\nitems.append(1)\n```",
+    ),
+}
+
+
+@pytest.mark.parametrize("tests", [False, True])
+def test_every_constrained_answer_parses_into_its_sections_within_max_tokens(tests):
+    """`oss_instruct.constrain`: every string of the format (drawn from the regex itself,
+    the longest ones included) splits into exactly the problem and solution written, neither
+    empty, within max_tokens with its end-of-sequence token; in tests mode each has the code
+    and the asserts the sandbox runs (unless its code holds a `[Tests]` marker, which the
+    format does not ban)."""
+    from regex_strings import longest, strings
+
+    from synth_ray.engine.requests import Constraint, SamplingSpec
+    from synth_ray.methods.oss_instruct import Sections, answer_format, checked_program
+
+    form = answer_format(tests, 384)
+    assert form.longest == longest(form.regex) <= 383
+    sampling = method(constrain=True, tests=tests).stage_sampling(SamplingSpec(0.0, 1.0, 384))
+    assert sampling.constraint == Constraint("regex", form.regex)
+    assert method(tests=tests).stage_sampling(SamplingSpec(0.0, 1.0, 384)).constraint is None
+    language = re.compile(form.regex)
+    text, problem, solution = CONSTRAINED[tests]
+    assert language.fullmatch(text)
+    parsed = parse_sections(text, tests)
+    assert (parsed.problem, parsed.solution) == (problem, solution)
+    outside = [
+        "Sure! Here is a problem:\n\n[Problem Description]\nAdd.\n\n[Solution]\n```\nx\n```",
+        "[Problem Description]\nSee [Solution] below.\n\n[Solution]\n```\nx = 1\n```",
+        "[Problem Description]\nAdd two numbers.\n\n[Solution]\n```\nx = `1`\n```",
+        "[Problem Description]\n```\n\n[Solution]\n```\n[Problem Description]\n```",
+        WELL_FORMED,  # Magicoder's own answers have prose and a trailing newline
+    ]
+    assert not any(language.fullmatch(t) for t in outside)
+    for drawn in strings(form.regex, 200, seed=5 + tests):
+        assert len(drawn) <= form.longest
+        if tests and "[tests]" in drawn.lower().split("\n\n[tests]\n")[0]:
+            continue  # code holding the marker: the tests start there (the sandbox judges)
+        head, _, rest = drawn.partition("\n\n[Solution]\n")
+        written_solution, _, written_tests = rest.partition("\n\n[Tests]\n")
+        sections = parse_sections(drawn, tests)
+        assert sections is not None and sections.problem and sections.solution
+        assert sections.problem == head.removeprefix("[Problem Description]\n").strip()
+        assert sections.solution == written_solution.strip()
+        if tests:
+            assert sections.tests == written_tests.strip()
+            checked = checked_program(sections)
+            assert isinstance(checked.program, str), checked  # not a Dropped
+        else:
+            assert isinstance(sections, Sections) and sections.tests is None
+
+
+def test_constrain_is_refused_where_the_sections_cannot_fit(tmp_path):
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    (folder / "a.py").write_text("x = 1\n")
+    assert oss_config(tmp_path, folder, max_tokens=384, constrain=True).section.constrain
+    with pytest.raises(ConfigError, match="oss_instruct.constrain: sampling.max_tokens 40 is"):
+        oss_config(tmp_path, folder, max_tokens=40, constrain=True)

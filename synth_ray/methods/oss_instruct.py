@@ -32,11 +32,17 @@ whose problem or solution holds a string of a listed benchmark (HumanEval, MBPP,
 DS-1000, or one of yours) verbatim, in any case, is dropped as `contaminated_<part>` (e.g.
 `contaminated_human_eval_solutions`), before its tests run. The driver reads the benchmark
 files once (`benchmark_strings`); the strings travel with the method to the replicas.
+`oss_instruct.constrain` (a departure from Magicoder, for small models; on in
+configs/oss_instruct.yaml for the embedded model, whose free answers run past max_tokens or
+miss a section): the completion is decoded (structured outputs) into `answer_format`, the
+[Problem Description] and a [Solution] of one fenced code block (and [Tests] of asserts), all
+within max_tokens, so none is `truncated` or `unparsed`.
 Row id = hash(source_id, "oss_instruct").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -48,7 +54,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from synth_ray.config import JobConfig
-from synth_ray.engine.requests import EngineResult
+from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
@@ -59,6 +65,7 @@ from synth_ray.methods.decontamination import (
     content_digest,
     load_benchmarks,
 )
+from synth_ray.methods.format_regex import Pattern, chars, fitting, literal, repeat, seq, text
 from synth_ray.methods.oss_instruct_prompts import REQUIRED, SYSTEM, oss_prompt
 from synth_ray.methods.registry import FileKey, MethodSpec, register
 from synth_ray.methods.stages import JobContext, run_single_stage
@@ -102,6 +109,13 @@ class OSSInstructConfig(Section):
         "{name, path[, fields]} (methods/decontamination.py).",
         json_schema_extra=ADDED,
     )
+    constrain: bool = Field(
+        False,
+        description="Decode the completion (structured outputs) into its sections: the "
+        "problem, a solution of one code block (and asserts), all within max_tokens. A "
+        "departure from Magicoder, for small models.",
+        json_schema_extra=ADDED,
+    )
 
     @field_validator("decontaminate", mode="before")
     @classmethod
@@ -134,6 +148,56 @@ class OSSInstructConfig(Section):
                 "(use Python or no language)"
             )
         return self
+
+    def check_in_job(self, job: Any) -> None:
+        if not self.constrain:
+            return
+        if job.sampling.ignore_eos:
+            raise ValueError("oss_instruct.constrain: sampling.ignore_eos would write past it")
+        try:
+            answer_format(self.tests, job.sampling.max_tokens)
+        except ValueError as err:
+            raise ValueError(
+                f"oss_instruct.constrain: sampling.max_tokens {job.sampling.max_tokens} is too "
+                f"small for the sections ({err})"
+            ) from None
+
+
+# The format a constrained completion is decoded into (`answer_format`): the problem is prose
+# without '[' (so no section marker in it) that does not open with a backtick (the 135M model
+# would fence it and echo the sections); the solution one fenced code block without a
+# backtick (so its fence closes where it should); the tests, lines of `assert ...`. Room:
+# problem n characters, code 2n, tests n. Code may hold "[Solution]" (the first marker is the
+# section's) or, in tests mode, "[Tests]", where the tests then start: a ban of those costs
+# xgrammar too much time a token (format_regex.text), and the sandbox judges such a row.
+_TAG = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+#")
+
+
+def _answer(tests: bool, n: int) -> Pattern:
+    problem = text(n, "[", lines=True, not_first="`")
+    code = text(2 * n, "`", lines=True)
+    tag = literal("python") if tests else chars(_TAG, 0, 12)
+    parts = [
+        literal("[Problem Description]\n"),
+        problem,
+        literal("\n\n[Solution]\n```"),
+        tag,
+        literal("\n"),
+        code,
+        literal("\n```"),
+    ]
+    if tests:
+        check = seq(literal("assert "), text(max(1, n // 2), "`"), literal("\n"))
+        parts += [literal("\n\n[Tests]\n```python\n"), repeat(check, 1, 2), literal("```")]
+    return seq(*parts)
+
+
+def answer_format(tests: bool, max_tokens: int) -> Pattern:
+    """The language a constrained completion is decoded into, as long as fits `max_tokens`
+    with its end-of-sequence token (a token is at least one character): every string of it
+    is parsed by `parse_sections` into a non-empty problem and solution (and tests)."""
+    _, pattern = fitting(lambda n: _answer(tests, n), max_tokens - 1)
+    return pattern
 
 
 @dataclass(frozen=True)
@@ -330,6 +394,14 @@ class OSSInstructMethod(Method):
 
     def sampling_overrides(self) -> dict[str, Any]:
         return {"n": 1}
+
+    def stage_sampling(self, job: SamplingSpec) -> SamplingSpec:
+        """One completion per seed; with `constrain`, decoded into `answer_format`."""
+        sampling = super().stage_sampling(job)
+        if not self.config.constrain:
+            return sampling
+        form = answer_format(self.config.tests, sampling.max_tokens)
+        return dataclasses.replace(sampling, constraint=Constraint("regex", form.regex))
 
     def estimate_rows(self, doc: Document) -> int:
         return 1
