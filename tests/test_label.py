@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pyarrow.parquet as pq
@@ -495,57 +493,21 @@ def test_annotations_refuse_an_output_that_is_no_label_job(tmp_path):
 
 
 @pytest.mark.engine
-def test_label_recipe_from_the_cli_killed_and_resumed_on_the_real_engine(tmp_path, embedded_model):
-    """The recipe on the real engine from `synth-ray run`: every vote decoded as a label,
-    the rows split by agreement; SIGKILLed after its first commit, the same command resumes
-    and every input row ends in exactly one split."""
+def test_label_recipe_from_the_cli_on_the_real_engine(tmp_path, embedded_model):
+    """The recipe on the real engine from `synth-ray run`: every vote decoded as a label and
+    every input row in exactly one split, by agreement. (Its resume after a kill is the stage
+    path's, killed on real replicas in test_kill_anywhere.py; a kill here cost CI 30 s.)"""
     out = tmp_path / "out"
     cmd = [
-        sys.executable,
-        "-m",
-        "synth_ray",
-        "run",
-        str(REPO / "configs" / "label.yaml"),
-        "--no-progress",
-        "--set",
-        f"output.path={out}",
-        "--set",
-        "input.limit=24",
-        "--set",
-        "output.rows_per_shard=2",
-        "--set",
-        "label.votes=3",
-        "--set",
-        "scheduler.batch_size=2",
-        "--set",
-        "scheduler.max_in_flight_per_replica=2",
-        "--set",
-        "ray.num_cpus=2",
-    ]
+        sys.executable, "-m", "synth_ray", "run", str(REPO / "configs" / "label.yaml"),
+        "--no-progress", "--set", f"output.path={out}", "--set", "input.limit=24",
+        "--set", "output.rows_per_shard=2", "--set", "label.votes=3",
+        "--set", "scheduler.batch_size=2", "--set", "scheduler.max_in_flight_per_replica=2",
+        "--set", "ray.num_cpus=2",
+    ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    manifest = out / "_manifest.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if manifest.exists() and manifest.read_text().strip():
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run ended before it could be killed mid-way"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = len(OutputStore(out).committed())
-    assert 1 <= committed < 12
-
-    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{committed} already committed" in resumed.stdout
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     store = OutputStore(out)
     confident = [r for t in store.data_tables() for r in t.to_pylist()]
     uncertain = [r for t in store.data_tables(split=UNCERTAIN) for r in t.to_pylist()]
