@@ -140,6 +140,12 @@ class ResourcesConfig(_Section):
     runtime_only = True  # where and how fast: never in the fingerprint
 
     replicas: int = Field(1, ge=1, description="Generator actors, one vLLM engine each.")
+    max_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas the job's own pool may grow to while it has work and another "
+        "pool finished (see `pools`); None: replicas.",
+    )
     gpus_per_replica: int | None = Field(
         None,
         ge=0,
@@ -152,6 +158,52 @@ class ResourcesConfig(_Section):
         "None: 1 beside a GPU; on CPU, an even share of the cluster's CPUs (after the "
         "diversity filter's embedders), at most one node's.",
     )
+
+
+class PoolConfig(_Section):
+    """A named pool: replicas of one engine, beside the job's own (`engine` and `resources`,
+    the pool named `default`). A method's stage names the pool it runs on (e.g.
+    `preference.judge_pool`); pools whose stages run together hold their replicas at once."""
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    replicas: int = Field(
+        1,
+        ge=1,
+        description="Replicas this pool starts, one engine each.",
+        json_schema_extra=RUNTIME,
+    )
+    max_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas it may grow to while it has work and another pool finished "
+        "(their GPUs or CPUs freed); None: replicas.",
+        json_schema_extra=RUNTIME,
+    )
+    gpus_per_replica: int | None = Field(
+        None,
+        ge=0,
+        description="GPUs per replica: the engine's tensor-parallel size (on one node); None: "
+        "1 if the cluster has GPUs, else 0.",
+        json_schema_extra=RUNTIME,
+    )
+    cpus_per_replica: float | None = Field(
+        None,
+        gt=0,
+        description="Ray CPUs per replica; None as resources.cpus_per_replica, shared among "
+        "every replica of the pools running at once.",
+        json_schema_extra=RUNTIME,
+    )
+
+    def as_resources(self) -> ResourcesConfig:
+        return ResourcesConfig(
+            replicas=self.replicas,
+            max_replicas=self.max_replicas,
+            gpus_per_replica=self.gpus_per_replica,
+            cpus_per_replica=self.cpus_per_replica,
+        )
+
+
+DEFAULT_POOL = "default"
 
 
 class SchedulerConfig(_Section):
@@ -174,6 +226,12 @@ class SchedulerConfig(_Section):
     )
     max_attempts: int = Field(
         3, ge=1, description="Tries per request when its replica dies before answering."
+    )
+    stream_stages: bool = Field(
+        True,
+        description="Stages on different pools run at once, a later one taking each unit of "
+        "an earlier one as it commits; false: one stage after another (what the pipeline "
+        "bench compares).",
     )
     max_replica_restarts: int = Field(
         3,
@@ -215,6 +273,11 @@ class JobConfig(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    pools: dict[str, PoolConfig] = Field(
+        default_factory=dict,
+        description="More engines, by name, for the stages that name them (a judge, a user "
+        "simulator); the job's own engine is the pool `default`.",
+    )
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     _section: Section = PrivateAttr()
 
@@ -261,6 +324,31 @@ class JobConfig(_Section):
         """The job's method's own section (e.g. `rephrase:`), defaults filled in."""
         return self._section
 
+    def pool(self, name: str) -> PoolConfig:
+        """Pool `name` (`default`: the job's own engine and resources); a ConfigError naming
+        the pools there are when it has none of that name."""
+        if name == DEFAULT_POOL:
+            r = self.resources
+            return PoolConfig(
+                engine=self.engine,
+                replicas=r.replicas,
+                max_replicas=r.max_replicas,
+                gpus_per_replica=r.gpus_per_replica,
+                cpus_per_replica=r.cpus_per_replica,
+            )
+        if name not in self.pools:
+            there = ", ".join([DEFAULT_POOL, *sorted(self.pools)])
+            raise ConfigError(
+                f"pool {name!r}: no such pool (pools: {there}); declare it under pools"
+            )
+        return self.pools[name]
+
+    def for_pool(self, name: str) -> JobConfig:
+        """This job as pool `name` runs it: the pool's engine and resources in place of the
+        job's own (what the replicas, the renderer and the scheduler read)."""
+        pool = self.pool(name)
+        return self.model_copy(update={"engine": pool.engine, "resources": pool.as_resources()})
+
     def section_as(self, kind: type[S]) -> S:
         """The method's section as the type its method expects; a mismatch is a bug."""
         if not isinstance(self._section, kind):
@@ -280,6 +368,9 @@ class JobConfig(_Section):
                 decisive[name] = None
             elif isinstance(value, Section) and value.decisive():
                 decisive[name] = value.decisive()
+        decisive.pop("pools", None)
+        if self.pools:  # which model a pool runs decides rows; its size does not
+            decisive["pools"] = {name: pool.engine.decisive() for name, pool in self.pools.items()}
         spec = method_sections()[self.method]
         decisive[spec.fingerprint_key or self.method] = self._section.decisive()
         blob = json.dumps(decisive, sort_keys=True, default=str)

@@ -151,8 +151,8 @@ def watch_driver_reads(monkeypatch, after_stage: str) -> dict:
         monkeypatch.setattr(cls, "read_table", watch("output shard", cls.read_table))
     real_execute = StageRunner.execute
 
-    def execute(self, store, docs, method, units, stage=""):
-        result = real_execute(self, store, docs, method, units, stage)
+    def execute(self, store, docs, method, units, stage="", gate=None):
+        result = real_execute(self, store, docs, method, units, stage, gate)
         seen["watching"] = seen["watching"] or stage == after_stage
         return result
 

@@ -20,14 +20,15 @@ from fake_backend import FakeBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synth_ray.config import EngineConfig, validate_config
+from synth_ray.config import validate_config
 from synth_ray.dataset.card import card_text
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
 from synth_ray.errors import ConfigError
 from synth_ray.io.output_store import OutputStore
+from synth_ray.methods import method_spec
 from synth_ray.methods.base import row_id
-from synth_ray.methods.preference import draw_generators, generation_order
+from synth_ray.methods.preference import draw_generators, generator_pools, judge_pool
 from synth_ray.methods.preference_principles import PRINCIPLES, draw_principle
 from synth_ray.methods.preference_prompts import (
     TEMPLATES,
@@ -213,8 +214,6 @@ def test_each_prompt_draws_distinct_generators_while_the_pool_has_n():
         assert len(set(drawn)) == 4 and set(drawn) <= set(range(6))
         assert sorted(Counter(draw_generators(rng, 4, 3)).values()) == [1, 1, 2]
     assert draw_generators(rng, 4, 1) == [0, 0, 0, 0]
-    job, other, judge = (EngineConfig(model=m) for m in ("job", "other", "judge"))
-    assert generation_order([judge, other, job], job, judge) == [2, 1, 0]
 
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"Question number {i}?"} for i in range(6)]
@@ -446,25 +445,34 @@ def test_a_pool_of_generators_writes_each_prompts_responses(tmp_path, embedded_m
     assert 0 < len(asked) < 12 and len(set(backend.generated)) == len(backend.generated)
 
 
-def test_use_engine_stops_the_old_replicas_and_loads_the_new_template(tmp_path, embedded_model):
+def test_inline_engines_are_pools_and_a_stage_renders_with_its_pools_model(
+    tmp_path, embedded_model
+):
+    """`generators` and `judge_engine` name pools inline: an engine equal to the job's is the
+    job's own pool, equal engines share one; the runner renders each pool's stages with that
+    pool's model's template and context length, and names its model."""
     from synth_ray.runtime.stage import RunSummary, StageRunner
 
-    class Replicas:
-        closed = False
-
-        def close(self):
-            self.closed = True
-
-    config = preference_config(tmp_path)
-    runner = StageRunner(config, PromptRenderer.from_model(embedded_model), RunSummary("o"))
-    old = runner.backend = Replicas()
-    assert runner.use_engine(config.engine) == "SmolLM2-135M-Instruct" and not old.closed
     judge = tmp_path / "judge"
     shutil.copytree(embedded_model, judge)
-    assert runner.use_engine(EngineConfig(model=str(judge), max_model_len=512)) == "judge"
-    assert old.closed and runner.backend is None  # started again, on the judge, when needed
-    assert runner.config.engine.max_model_len == 512 and runner.config.method == "preference"
-    assert runner.config.section.n == 4  # the method's own section survives the copy
+    job_engine = {"model": "embedded:smollm2-135m-instruct"}
+    judge_engine = {"model": str(judge), "max_model_len": 512}
+    config = preference_config(
+        tmp_path, generators=[job_engine, judge_engine], judge_engine=judge_engine
+    )
+    pools = generator_pools(config)
+    assert pools[0] == "default" and pools[1] == judge_pool(config) != "default"
+    runner = StageRunner(config, PromptRenderer.from_model(embedded_model), RunSummary("o"))
+    runner.extra_pools = method_spec("preference").pools(config)
+    assert list(runner.extra_pools) == [pools[1]]
+    assert runner.model_name() == "SmolLM2-135M-Instruct"
+    assert runner.use_pool(pools[1]) == "judge"
+    assert runner.stage_config.engine.max_model_len == 512 and runner.renderer.source == str(judge)
+    assert runner.stage_config.section.n == 4  # the method's own section survives the copy
+    runner.use_pool("default")
+    assert runner.stage_config.engine.max_model_len == config.engine.max_model_len
+    with pytest.raises(ConfigError, match="pool 'nope': no such pool"):
+        runner.use_pool("nope")
 
 
 def test_the_driver_reads_no_response_to_build_the_rating_stage(

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,6 +152,9 @@ def new_attempt(run_id: str) -> str:
     run has no id: a store used outside `run_job`)."""
     nonce = uuid.uuid4().hex[:6]
     return f"{run_id}-{nonce}" if run_id else nonce
+
+
+_COMMITTING = threading.Lock()
 
 
 class OutputStore:
@@ -309,10 +313,11 @@ class OutputStore:
         Raises LeaseLost, committing nothing, once another run has taken the output over."""
         if not UnitStats.from_dict(record.stats).is_balanced():
             raise AssertionError(f"unit {record.unit_index}: row accounting does not balance")
-        if self.lease is not None:  # and which run committed it: an audit trail across resumes
-            self.lease.check()
-            record = dataclasses.replace(record, run_id=self.lease.run_id)
-        self.commits.append(record)
+        with _COMMITTING:  # stages running at once (runtime/streaming.py) commit in turn
+            if self.lease is not None:  # and which run committed it: an audit trail
+                self.lease.check()
+                record = dataclasses.replace(record, run_id=self.lease.run_id)
+            self.commits.append(record)
 
     @property
     def run_id(self) -> str:

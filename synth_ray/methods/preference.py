@@ -37,7 +37,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import EngineConfig, JobConfig
+from synth_ray.config import DEFAULT_POOL, EngineConfig, JobConfig, PoolConfig
 from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
@@ -52,7 +52,7 @@ from synth_ray.methods.preference_prompts import (
     system_prompt,
 )
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import JobContext, Together
 from synth_ray.sections import ADDED, Section
 from synth_ray.stats import UnitStats
 
@@ -104,6 +104,17 @@ class PreferenceConfig(Section):
         description="An engine section for the rating stage (a stronger judge); None: the "
         "job's engine rates the responses.",
     )
+    generator_pools: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Pools (of the job's `pools`, or `default`) whose models write the "
+        "responses, in place of `generators`; each runs beside the judge's.",
+    )
+    judge_pool: str | None = Field(
+        None,
+        description="The pool (of the job's `pools`) that rates, in place of `judge_engine`: "
+        "it rates each unit's responses as soon as they are committed.",
+    )
 
     @model_validator(mode="after")
     def _constrained_answer_fits(self) -> PreferenceConfig:
@@ -124,6 +135,16 @@ class PreferenceConfig(Section):
         return self
 
     def check_in_job(self, job: Any) -> None:
+        if self.generators is not None and self.generator_pools is not None:
+            raise ValueError("preference.generator_pools: give it or generators, not both")
+        if self.judge_engine is not None and self.judge_pool is not None:
+            raise ValueError("preference.judge_pool: give it or judge_engine, not both")
+        for key, name in [("judge_pool", self.judge_pool), *(
+            ("generator_pools", pool) for pool in self.generator_pools or ()
+        )]:  # fmt: skip
+            if name is not None and name != DEFAULT_POOL and name not in job.pools:
+                there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
+                raise ValueError(f"preference.{key}: no pool {name!r} (pools: {there})")
         if job.sampling.temperature == 0:
             raise ValueError(
                 "sampling.temperature: 0 makes the n responses one text; sample (e.g. 1.0)"
@@ -401,50 +422,87 @@ def pair_documents(docs: list[Document], table: pa.Table, n: int) -> list[Docume
     return out
 
 
-def generation_order(
-    generators: list[EngineConfig], first: EngineConfig, judge: EngineConfig
-) -> list[int]:
-    """The order the generators' stages run in: a model that is the job's engine first (its
-    replicas may be up already), one that is the judge's engine last (its replicas stay up
-    for the ratings), so that fewer engines start."""
-    return sorted(
-        range(len(generators)), key=lambda k: (generators[k] != first, generators[k] == judge)
-    )
+def inline_pools(job: JobConfig) -> dict[str, PoolConfig]:
+    """The pools `generators` and `judge_engine` name inline, sized like the job's own; an
+    engine equal to the job's is the pool `default`, and equal engines share one pool."""
+    r = job.resources
+    pools: dict[str, PoolConfig] = {}
+    for name, engine in _inline_engines(job):
+        if name != DEFAULT_POOL and name not in pools:
+            pools[name] = PoolConfig(
+                engine=engine,
+                replicas=r.replicas,
+                max_replicas=r.max_replicas,
+                gpus_per_replica=r.gpus_per_replica,
+                cpus_per_replica=r.cpus_per_replica,
+            )
+    return pools
+
+
+def _inline_engines(job: JobConfig) -> list[tuple[str, EngineConfig]]:
+    """(pool name, engine) of each inline engine: generators in order, then the judge."""
+    config = job.section_as(PreferenceConfig)
+    named: list[tuple[str, EngineConfig]] = []
+    engines = [*(config.generators or []), *([config.judge_engine] if config.judge_engine else [])]
+    for engine in engines:
+        same = next((name for name, known in named if known == engine), None)
+        if engine == job.engine:
+            same = DEFAULT_POOL
+        named.append((same or f"preference-engine-{len(named)}", engine))
+    return named
+
+
+def generator_pools(job: JobConfig) -> list[str]:
+    """The pool of each generator (one: the job's own when none is named)."""
+    config = job.section_as(PreferenceConfig)
+    if config.generator_pools is not None:
+        return list(config.generator_pools)
+    if config.generators is not None:
+        return [name for name, _ in _inline_engines(job)[: len(config.generators)]]
+    return [DEFAULT_POOL]
+
+
+def judge_pool(job: JobConfig) -> str:
+    config = job.section_as(PreferenceConfig)
+    if config.judge_pool is not None:
+        return config.judge_pool
+    if config.judge_engine is not None:
+        return _inline_engines(job)[-1][0]
+    return DEFAULT_POOL
 
 
 def run_preference(ctx: JobContext) -> dict[str, Any]:
+    """The generators' pools write responses while the judge's pool rates each unit's as soon
+    as they are committed (`run_together`); on one pool, one stage after the other."""
     assert ctx.docs is not None
     config = ctx.config.section_as(PreferenceConfig)
     seed = ctx.config.sampling.seed
-    pool = len(config.generators or [None])
-    plan_method = Responses(config, seed, ctx.model_name, 0, pool)
+    pools = generator_pools(ctx.config)
+    several = config.generators is not None or config.generator_pools is not None
+    plan_method = Responses(config, seed, ctx.runner.model_name(pools[0]), 0, len(pools))
     units = ctx.runner.plan(ctx.docs, plan_method, f"{ctx.fingerprint}/responses", ctx.id_column)
     ctx.prepare()
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
     stores: list[OutputStore] = [work]
-    generated: dict[str, int] = {}
-    if config.generators is None:
-        ctx.runner.execute(work, ctx.docs, plan_method, units, stage="responses")
-        generated[ctx.model_name] = work.totals("responses").rows_out
-    else:
-        stores = [work.child(f"generator-{k}") for k in range(pool)]
-        judge = config.judge_engine or ctx.config.engine
-        for k in generation_order(config.generators, ctx.config.engine, judge):
+    if several:
+        stores = [work.child(f"generator-{k}") for k in range(len(pools))]
+        for k, store in enumerate(stores):
             key = f"{ctx.fingerprint}/stages/generator-{k}"
-            stores[k].prepare(key, {"stages_of": ctx.fingerprint}, overwrite=False)
-            model = ctx.runner.use_engine(config.generators[k])
-            write = Responses(config, seed, model, k, pool)
-            ctx.runner.execute(stores[k], ctx.docs, write, units, stage="responses")
-            rows = stores[k].totals("responses").rows_out
-            generated[model] = generated.get(model, 0) + rows
-    judge_model = ctx.model_name
-    if config.judge_engine is not None:  # the generators' replicas make way for the judge's
-        judge_model = ctx.runner.use_engine(config.judge_engine)
-    elif config.generators is not None:
-        judge_model = ctx.runner.use_engine(ctx.config.engine)
-    rate = RatePairs(config, judge_model, seed)
-    ctx.runner.run_joined_stage(
+            store.prepare(key, {"stages_of": ctx.fingerprint}, overwrite=False)
+    parts = []
+    models = []
+    for k, pool in enumerate(pools):
+        models.append(ctx.runner.model_name(pool))
+        write = Responses(config, seed, models[k], k, len(pools)) if several else plan_method
+        responses = functools.partial(
+            ctx.runner.execute, stores[k], ctx.docs, write, units, "responses"
+        )
+        parts.append(Together(responses, pool, publishes=((stores[k], "responses"),)))
+    judge = judge_pool(ctx.config)
+    rate = RatePairs(config, ctx.runner.model_name(judge), seed)
+    pairs = functools.partial(
+        ctx.runner.run_joined_stage,
         "pairs",
         ctx.store,
         ctx.docs,
@@ -456,6 +514,11 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
         rate,
         ctx.fingerprint,
     )
+    parts.append(Together(pairs, judge))
+    ctx.runner.run_together(parts)
+    generated: dict[str, int] = {}
+    for k, store in enumerate(stores):
+        generated[models[k]] = generated.get(models[k], 0) + store.totals("responses").rows_out
     responses = UnitStats()
     for store in stores:
         responses.merge(store.totals("responses"))
@@ -488,5 +551,11 @@ def preference_papers(config: JobConfig) -> list[str]:
 
 
 register(
-    MethodSpec("preference", run=run_preference, section=PreferenceConfig, papers=preference_papers)
+    MethodSpec(
+        "preference",
+        run=run_preference,
+        section=PreferenceConfig,
+        papers=preference_papers,
+        pools=inline_pools,
+    )
 )

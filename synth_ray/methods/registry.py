@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth_ray.config import JobConfig
+from synth_ray.config import JobConfig, PoolConfig
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import InputSpec, absolute_path
 from synth_ray.methods.stages import JobContext
@@ -44,6 +44,10 @@ def _no_files(config: JobConfig) -> dict[FileKey, str]:
     return {}
 
 
+def _no_pools(config: JobConfig) -> dict[str, PoolConfig]:
+    return {}
+
+
 def _no_papers(config: JobConfig) -> list[str]:
     return []
 
@@ -57,7 +61,8 @@ class MethodSpec:
     files (config section, key[, list index, key ...]) -> path that `submit` must send with
     the job. A section field marked INLINED (sections.py: a file read into the config, such
     as `generate.output_schema`) is sent as its value instead.
-    `papers` names the keys of methods/papers.py this config follows (the dataset card cites
+    `pools` gives the pools the method's section names inline (an engine section such as
+    preference.judge_engine), beside the job's `pools`. `papers` names the keys of methods/papers.py this config follows (the dataset card cites
     them). `section` is the method's config section, read from the key named like the method
     (`old_section_names` are accepted with a deprecation warning; `fingerprint_key`, where
     set, is the key the section enters the fingerprint under, so old outputs resume)."""
@@ -70,6 +75,7 @@ class MethodSpec:
     check: Callable[[JobConfig], None] = _nothing
     files: Callable[[JobConfig], dict[FileKey, str]] = field(default=_no_files)
     papers: Callable[[JobConfig], list[str]] = field(default=_no_papers)
+    pools: Callable[[JobConfig], dict[str, PoolConfig]] = field(default=_no_pools)
     old_section_names: tuple[str, ...] = ()
     fingerprint_key: str | None = None
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from synth_ray.config import EngineConfig, JobConfig
+from synth_ray.config import JobConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import OutputStore
@@ -137,9 +137,27 @@ class StageRunnerLike(Protocol):
     def diversity_filter(self) -> DiversityFilterLike | None:
         """The job's diversity filter, None when it is off."""
 
-    def use_engine(self, engine: EngineConfig) -> str:
-        """Later stages run on `engine` (its replicas replace the current ones); returns the
-        model name its rows record."""
+    def use_pool(self, name: str) -> str:
+        """Run this thread's later stages on pool `name` (`default`: the job's engine);
+        returns the model name its rows record."""
+
+    def model_name(self, pool: str | None = None) -> str:
+        """The model name rows of pool `pool` (default: this thread's) record."""
+
+    def run_together(self, parts: list[Together]) -> list[dict[str, Any]]:
+        """Run `parts` at once, each on its pool; a stage one part publishes feeds the later
+        stages reading it unit by unit as it commits. Returns their results in order."""
+
+
+@dataclass(frozen=True)
+class Together:
+    """One part of `run_together`: `run()` runs its stages (through the runner, on `pool`);
+    `publishes` names the (folder, stage)s it writes that another part reads, which then
+    get their units as they commit instead of after the whole stage."""
+
+    run: Callable[[], dict[str, Any]]
+    pool: str = "default"
+    publishes: tuple[tuple[OutputStore, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -75,12 +75,13 @@ def replica_gpus(config: JobConfig) -> int:
     return gpus
 
 
-def replica_cpus(config: JobConfig, gpus: int) -> float:
+def replica_cpus(config: JobConfig, gpus: int, sharing: int | None = None) -> float:
     """Ray CPUs each replica reserves: `resources.cpus_per_replica`, or when unset 1 beside a
     GPU, and on CPU an even share of the cluster's CPUs less the embedders' (at least 1, at
     most the largest node's), because a CPU engine computes on the CPUs it reserves: one
     replica on a 2-core machine decodes on both cores, two share them one each, and
-    nothing oversubscribes a core."""
+    nothing oversubscribes a core. `sharing`: the replicas of every pool that may run at
+    once (default: this pool's)."""
     import ray
 
     cpus = config.resources.cpus_per_replica
@@ -93,19 +94,24 @@ def replica_cpus(config: JobConfig, gpus: int) -> float:
     if diversity.enabled:
         total -= diversity.embedders * diversity.cpus_per_embedder
     largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-    return float(max(1, min(math.floor(total / config.resources.replicas), math.floor(largest))))
+    replicas = max(sharing or 0, config.resources.replicas)
+    return float(max(1, min(math.floor(total / replicas), math.floor(largest))))
 
 
 def ray_backend_for(
-    config: JobConfig, keep_alive: bool = False, actor_class: type | None = None
+    config: JobConfig,
+    keep_alive: bool = False,
+    actor_class: type | None = None,
+    sharing: int | None = None,
 ) -> Any:
     """Build the Ray backend after checking the cluster can hold the replicas. `actor_class`
-    replaces the generator actor in benchmarks of the system around the engine only."""
+    replaces the generator actor in benchmarks of the system around the engine only;
+    `sharing` is replica_cpus'."""
 
     from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
 
     gpus = replica_gpus(config)
-    cpus = replica_cpus(config, gpus)
+    cpus = replica_cpus(config, gpus, sharing)
     env = cpu_engine_env(config.engine.cpu_kv_cache_gib, int(cpus)) if gpus == 0 else {}
     resources = ReplicaResources(cpus, gpus, env)
     check_cluster_fits(config.resources.replicas, resources)

@@ -139,6 +139,7 @@ def run_job(
         if inputs is not None and docs is not None and not (overwrite or replan):
             store.check_recorded_inputs(fingerprint, docs.spec.path, inputs)
         runner = StageRunner(config, None, summary, show_progress, backend, store.location)
+        runner.extra_pools = method.pools(config)
     except BaseException:
         lease.release()
         raise

@@ -158,6 +158,7 @@ class Scheduler:
         stop: StopRequest | None = None,
         on_tick: Callable[[Scheduler], None] | None = None,
         finishing: Callable[[], list[WorkItem]] | None = None,
+        fed_from_outside: bool = False,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
@@ -165,7 +166,10 @@ class Scheduler:
         rows (None: the sink gets an EngineResult with the error). `notice(line)` is told
         of each stalled replica as it is replaced. `on_tick(self)` is called on every loop
         (the run's timeline samples it). `finishing()` hands over, while a stop drains, the
-        items that write already generated rows (otherwise `work` yields them)."""
+        items that write already generated rows (otherwise `work` yields them).
+        `fed_from_outside`: `work` waits on another stage running beside this one, so a None
+        while nothing is in flight is no deadlock. `grow_to(n)` (from another thread) asks for
+        up to n replicas in all, once resources were freed for them."""
         self.backend = backend
         self.work = work
         self.sink = sink
@@ -177,6 +181,9 @@ class Scheduler:
         self.stop = stop
         self.on_tick = on_tick
         self.finishing = finishing
+        self.fed_from_outside = fed_from_outside
+        self.wanted_replicas = settings.replicas
+        self.grown = 0  # replicas started by grow_to
         self.finishing_queue: deque[WorkItem] = deque()  # taken from `finishing`, not yet sent
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
@@ -214,12 +221,19 @@ class Scheduler:
             if self._finished():
                 self.finished_at = self.clock()
                 return
+            while self.settings.replicas + self.grown < self.wanted_replicas and self.ever_ready:
+                self.grown += 1  # into what a finished pool freed (a lost one is not redone)
+                self._start_replica()
             for event in self.backend.poll(self.settings.poll_interval_s):
                 self._handle(event)
             self._check_start_timeout()
             self._check_stalls()
             if self.on_tick is not None:
                 self.on_tick(self)
+
+    def grow_to(self, replicas: int) -> None:
+        """Run up to `replicas` replicas from the next loop on (never fewer than now)."""
+        self.wanted_replicas = max(self.wanted_replicas, replicas)
 
     def _check_stopped(self) -> None:
         """Stop dispatching new work (finishing work still goes out); raise once nothing is in
@@ -322,7 +336,8 @@ class Scheduler:
                 self.work_exhausted = True
                 break
             if item is None:  # more work will follow from results still to come
-                if self.batches_in_flight == 0 and not batch and not self.retry:
+                quiet = self.batches_in_flight == 0 and not batch and not self.retry
+                if quiet and not self.fed_from_outside:
                     raise JobFailed("internal error: work waits on results nothing will send")
                 break
             batch.append(item)

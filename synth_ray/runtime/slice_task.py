@@ -9,6 +9,7 @@ runtime/stage_documents.py (which reads a slice's documents), so neither imports
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from synth_ray.io.inputs import Seek
 from synth_ray.plan import WorkUnit
@@ -30,6 +31,9 @@ class SliceTask:
     stop: int
     fail_reason: str | None = None
     unit_seek: Seek | None = None  # where the unit's first document starts in the input
+    # the earlier stage's shards this unit reads, when that stage ran beside this one (its
+    # commits came after this stage was planned: runtime/streaming.py); None: the stage's own
+    earlier_shards: tuple[Any, ...] | None = None
 
     @property
     def key(self) -> str:

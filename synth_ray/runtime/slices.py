@@ -214,6 +214,7 @@ def failed_slice(item: WorkItem, reason: str) -> WorkItem:
 
 
 OnUnitCommit = Callable[[UnitStats], None]
+_EXHAUSTED: Any = object()
 
 
 @dataclass
@@ -248,11 +249,17 @@ class SliceTracker:
         self.store = store
         self.stage = stage
         self.on_commit = on_commit
+        # told of each record once committed (the feed of stages running beside this one)
+        self.on_record: Callable[[UnitRecord], None] | None = None
         self.open: dict[int, _OpenUnit] = {}
 
     def register(self, items: Iterable[WorkItem], units: dict[int, WorkUnit]) -> Iterator[WorkItem]:
-        """Pass work items through, opening each unit the first time one of its slices goes."""
+        """Pass work items through, opening each unit the first time one of its slices goes
+        (None: a unit waits on a stage running beside this one)."""
         for item in items:
+            if item is None:
+                yield item
+                continue
             if item.unit_index not in self.open:
                 self.open[item.unit_index] = _OpenUnit(units[item.unit_index])
             yield item
@@ -287,6 +294,8 @@ class SliceTracker:
             **kept_aside(slices),
         )
         self.store.commit(record)
+        if self.on_record is not None:
+            self.on_record(record)
         self.on_commit(stats)
 
     def check_done(self) -> None:
@@ -335,7 +344,7 @@ class FilteredSliceTracker(SliceTracker):
 
     def register(self, items: Iterable[WorkItem], units: dict[int, WorkUnit]) -> Iterator[WorkItem]:
         for item in items:
-            if item.unit_index not in self.open:
+            if item is not None and item.unit_index not in self.open:
                 self.order.append(item.unit_index)
             yield from super().register([item], units)
 
@@ -351,11 +360,11 @@ class FilteredSliceTracker(SliceTracker):
             if len(self.complete) >= self.max_ahead:
                 yield None
                 continue
-            item = next(slices, None)
-            if item is not None:
+            item = next(slices, _EXHAUSTED)
+            if item is not None and item is not _EXHAUSTED:
                 yield item
-            elif self.order or self.finalizing:
-                yield None
+            elif item is None or self.order or self.finalizing:
+                yield None  # (None from `slices`: a unit waits on a stage beside this one)
             else:
                 return
 
@@ -446,6 +455,8 @@ class FilteredSliceTracker(SliceTracker):
         )
         self.store.commit(record)
         self.diversity.unit_committed(self.store.location.uri, self.stage, unit.unit.unit_id)
+        if self.on_record is not None:
+            self.on_record(record)
         self.on_commit(stats)
 
     def check_done(self) -> None:

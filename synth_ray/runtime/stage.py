@@ -10,17 +10,19 @@ changed is refused rather than mixed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synth_ray.config import EngineConfig, JobConfig
+from synth_ray.config import DEFAULT_POOL, JobConfig, PoolConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import SamplingSpec
 from synth_ray.errors import OutputConflictError
@@ -33,6 +35,7 @@ from synth_ray.methods.stages import (
     DocumentSource,
     GeneratedDocuments,
     JoinedDocumentBuilder,
+    Together,
 )
 from synth_ray.plan import WorkUnit, plan_scanned, plan_units
 from synth_ray.runtime.backend import Backend
@@ -63,6 +66,7 @@ from synth_ray.runtime.stage_documents import (
     UnsettledRows,
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
+from synth_ray.runtime.streaming import Needs, UnitFeed, UnitGate, gated
 from synth_ray.runtime.timeline import Timeline
 from synth_ray.runtime.unit_tasks import summarize_units
 from synth_ray.stats import UnitStats
@@ -124,6 +128,30 @@ def documents_for_replicas(docs: DocumentSource) -> Any:
     return list(docs())
 
 
+def _joined_shards(records: list[Any]) -> tuple[Any, ...]:
+    """A joined unit's earlier shards, as `InputWithEarlierRows` reads them."""
+    return tuple((i, name) for i, record in enumerate(records) for name in record.data_shards())
+
+
+def _data_shards(records: list[Any]) -> tuple[Any, ...]:
+    return tuple(name for record in records for name in record.data_shards())
+
+
+def _settled_shards(records: list[Any]) -> tuple[Any, ...]:
+    return tuple(
+        name for record in records for name in (*record.data_shards(), *record.error_shards())
+    )
+
+
+def _committed_feed(store: OutputStore, stage: str) -> UnitFeed:
+    """A finished stage as a feed (a joined stage reading it beside one still running)."""
+    feed = UnitFeed(store.location.uri, stage)
+    for record in store.committed(stage).values():
+        feed.add(record)
+    feed.finish()
+    return feed
+
+
 class StageRunner:
     def __init__(
         self,
@@ -140,11 +168,23 @@ class StageRunner:
         construction (`start_replicas_early` runs before the tokenizer is loaded), but before
         the first stage."""
         self.config = config
-        self.renderer = renderer
         self.summary = summary
         self.show_progress = show_progress
-        self.backend = backend
+        # a caller's backend serves every pool; a caller's dict, each pool by name
+        self._given: Backend | dict[str, Backend] | None = backend
         self.owns_backend = backend is None
+        self._backends: dict[str, Backend] = {}  # by pool, started on first need
+        self._renderers: dict[str, PromptRenderer] = {}
+        if renderer is not None:
+            self._renderers[DEFAULT_POOL] = renderer
+        # pools a method runs besides `config.pools` (an engine named inline, e.g.
+        # preference.judge_engine): set by the job before the first stage
+        self.extra_pools: dict[str, PoolConfig] = {}
+        self._local = threading.local()  # the pool this thread's stages run on
+        self._feeds: dict[tuple[str, str], UnitFeed] = {}  # stages running beside others
+        self._aborted: str | None = None  # why the stages running together must stop
+        self._schedulers: dict[str, Scheduler] = {}  # by pool, while a stage runs on it
+        self._lock = threading.Lock()
         self.owns_ray = False
         reference = config.filters.diversity.reference_path
         # resolved now, before joining Ray moves a submitted job's working directory
@@ -160,6 +200,67 @@ class StageRunner:
         self._filtered_stages: list[tuple[OutputStore, str]] = []
         self._paths_checked = False
         self.stop: StopRequest | None = None  # once requested, no new stage or work starts
+
+    # -- pools ---------------------------------------------------------------------------------
+    @property
+    def pool(self) -> str:
+        """The pool this thread's stages run on (`use_pool`, or a part of `run_together`)."""
+        return getattr(self._local, "pool", DEFAULT_POOL)
+
+    def use_pool(self, name: str) -> str:
+        """Run this thread's next stages on pool `name`; returns the model name its rows
+        record. A pool not declared is a ConfigError naming the pools there are."""
+        self.pool_config(name)
+        self._local.pool = name
+        return self.model_name(name)
+
+    def pool_config(self, name: str) -> PoolConfig:
+        if name in self.extra_pools:
+            return self.extra_pools[name]
+        return self.config.pool(name)
+
+    def model_name(self, pool: str | None = None) -> str:
+        from synth_ray.engine.models import model_display_name
+
+        return model_display_name(self.pool_config(pool or self.pool).engine.model)
+
+    def _config_for(self, pool: str) -> JobConfig:
+        """The job as `pool` runs it: its engine and resources in place of the job's."""
+        if pool == DEFAULT_POOL:
+            return self.config
+        chosen = self.pool_config(pool)
+        return self.config.model_copy(
+            update={"engine": chosen.engine, "resources": chosen.as_resources()}
+        )
+
+    @property
+    def stage_config(self) -> JobConfig:
+        return self._config_for(self.pool)
+
+    @property
+    def renderer(self) -> PromptRenderer:
+        """The tokenizer and chat template of this thread's pool's model."""
+        pool = self.pool
+        if pool not in self._renderers:
+            from synth_ray.engine.prompts import load_renderer
+
+            self._renderers[pool] = load_renderer(self._config_for(pool))
+        return self._renderers[pool]
+
+    @renderer.setter
+    def renderer(self, renderer: PromptRenderer) -> None:
+        self._renderers[self.pool] = renderer
+
+    @property
+    def backend(self) -> Backend | None:
+        """This thread's pool's replicas (None before its first stage)."""
+        return self._backends.get(self.pool)
+
+    def _replicas_sharing(self) -> int:
+        """Replicas of every pool this job declares: on a CPU they may all run at once, so
+        each pool's default CPU share is the cluster's over all of them."""
+        pools = {DEFAULT_POOL, *self.config.pools, *self.extra_pools}
+        return sum(self.pool_config(name).replicas for name in pools)
 
     def plan(
         self, docs: DocumentSource, method: Method, fingerprint: str, id_column: str | None = None
@@ -203,17 +304,43 @@ class StageRunner:
         method: Method,
         units: list[WorkUnit],
         stage: str = "",
+        gate: UnitGate | None = None,
     ) -> dict[str, Any]:
         """Generate the units not yet committed; returns the folder's stats (all stages). A
-        method declaring a split name the output cannot hold fails here, before any work."""
+        method declaring a split name the output cannot hold fails here, before any work.
+        With `gate`, each unit waits until the earlier units it reads committed (a stage
+        running beside the one it reads: `run_together`). Stages running beside this one
+        and reading it hear of each unit as it commits."""
+        feed = self._feeds.get((store.location.uri, stage))
+        try:
+            stats = self._execute(store, docs, method, units, stage, gate, feed)
+        except BaseException as err:
+            if feed is not None and not isinstance(err, JobStopped):
+                feed.fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        if feed is not None:
+            feed.finish()
+        return stats
+
+    def _execute(
+        self,
+        store: OutputStore,
+        docs: DocumentSource,
+        method: Method,
+        units: list[WorkUnit],
+        stage: str,
+        gate: UnitGate | None,
+        feed: UnitFeed | None,
+    ) -> dict[str, Any]:
         for split in method.splits:
             check_split_name(split)
-        for name, planned in list(self._unsaved_plans.items()):  # the output is claimed now
+        with self._lock:  # stages running at once: one saves the plans
+            unsaved, self._unsaved_plans = self._unsaved_plans, {}
+        for name, planned in unsaved.items():  # the output is claimed now
             try:
                 save_units(self.output, name, planned)
             except OSError as err:  # a cache: the next run plans again
                 print(f"warning: the plan was not cached ({err})", file=sys.stderr)
-            del self._unsaved_plans[name]
         committed = store.committed(stage)
         planned_ids = {u.unit_id for u in units}
         stale = [r for r in committed.values() if r.unit_id not in planned_ids]
@@ -235,13 +362,17 @@ class StageRunner:
         if self.stop is not None:
             self.stop.check()
         remaining = [u for u in units if u.unit_id not in committed]
-        self.summary.units_total += len(units)
+        if feed is not None:
+            for record in committed.values():
+                feed.add(record)
+        with self._lock:
+            self.summary.units_total += len(units)
         self.summary.units_skipped += len(units) - len(remaining)
         if self.config.filters.diversity.enabled and method.diversity_column:
             self._filtered_stages.append((store, stage))
         if remaining:
             try:
-                self._generate(store, docs, method, units, remaining, stage)
+                self._generate(store, docs, method, units, remaining, stage, gate, feed)
             except JobStopped:
                 store.write_stats(units_total=self.summary.units_total)  # what did commit
                 raise
@@ -272,18 +403,26 @@ class StageRunner:
             wrong = [doc for doc in docs() if doc.source_id not in settled]
             renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
             return self.run_stage(stage, store, lambda: iter(renumbered), method, fingerprint)
+        feed = self._feeds.get((store.location.uri, earlier_stage))
         units, shards = [], {}
+        needs: Needs = {}
         for unit in earlier_units:
-            record = records.get(unit.unit_id)
-            if record is None:
-                raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
-            shards[unit.index] = (*record.data_shards(), *record.error_shards())
+            if feed is not None:  # committed later, unit by unit
+                needs[unit.index] = [(feed, unit.index)]
+            else:
+                record = records.get(unit.unit_id)
+                if record is None:
+                    raise AssertionError(f"unit {unit.index} of {earlier_stage} is not committed")
+                shards[unit.index] = (*record.data_shards(), *record.error_shards())
             unit_id = hashlib.sha256(f"{plan_key}|{unit.unit_id}".encode()).hexdigest()[:16]
             units.append(dataclasses.replace(unit, unit_id=unit_id, plan_key=""))
         earlier_key = earlier_units[0].plan_key if earlier_units else ""
         earlier_ids = {unit.index: unit.unit_id for unit in earlier_units}
         rows = UnsettledRows(docs.spec, store.location, shards, earlier_key, earlier_ids)
-        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
+        gate = None if feed is None else UnitGate(needs, _settled_shards)
+        return self.execute(
+            store, DocumentsByReference(rows, units), method, units, stage=stage, gate=gate
+        )
 
     def run_derived_stage(
         self,
@@ -307,15 +446,23 @@ class StageRunner:
         from the earlier ones (and unit k's `salts[k]`: what else decides its documents, such
         as Magpie's duplicates), so a resume plans the same units; the driver reads no row."""
         plan_key = f"{fingerprint}/{stage}"
-        records = committed_records(earlier_store, earlier_stage, earlier_units)
+        feed = self._feeds.get((earlier_store.location.uri, earlier_stage))
+        if feed is None:
+            records: list[Any] = committed_records(earlier_store, earlier_stage, earlier_units)
+        else:  # committed later, unit by unit: the planned units carry the same ids
+            records = list(earlier_units)
         units, shards = [], {}
+        needs: Needs = {}
         for k, lo in enumerate(range(0, len(earlier_units), group)):
             covered = earlier_units[lo : lo + group]
             names: list[str] = []
             hasher = hashlib.sha256(plan_key.encode())
             for record in records[lo : lo + group]:
-                names.extend(record.data_shards())
+                if feed is None:
+                    names.extend(record.data_shards())
                 hasher.update(f"|{record.unit_id}".encode())
+            if feed is not None:
+                needs[k] = [(feed, unit.index) for unit in covered]
             shards[k] = tuple(names)
             if salts and salts.get(k):
                 hasher.update(f"|{salts[k]}".encode())
@@ -323,7 +470,10 @@ class StageRunner:
             estimated = sum(u.stop - u.start for u in covered)
             units.append(WorkUnit(k, hasher.hexdigest()[:16], first.start, last.stop, estimated))
         rows = EarlierRows(earlier_store.location, shards, tuple(columns), build)
-        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
+        gate = None if feed is None else UnitGate(needs, _data_shards)
+        return self.execute(
+            store, DocumentsByReference(rows, units), method, units, stage=stage, gate=gate
+        )
 
     def run_joined_stage(
         self,
@@ -349,14 +499,30 @@ class StageRunner:
         if not isinstance(docs, InputDocuments):
             raise TypeError(f"stage {stage} reads input files; got {type(docs).__name__}")
         plan_key = f"{fingerprint}/{stage}"
-        committed = [committed_records(s, name, input_units) for s, name in earlier]
+        feeds = [self._feeds.get((s.location.uri, name)) for s, name in earlier]
+        streamed = any(feed is not None for feed in feeds)
+        if streamed:  # committed later, unit by unit: its units are the input's (by index)
+            committed = [
+                committed_records(s, name, input_units) if feed is None else input_units
+                for (s, name), feed in zip(earlier, feeds, strict=True)
+            ]
+            sources = [
+                feed or _committed_feed(s, name)
+                for (s, name), feed in zip(earlier, feeds, strict=True)
+            ]
+        else:
+            committed = [committed_records(s, name, input_units) for s, name in earlier]
         samples = int(method.sampling_overrides().get("n", 1))  # rows per document
         units, shards = [], {}
+        needs: Needs = {}
         for position, unit in enumerate(input_units):
             records = [of_stage[position] for of_stage in committed]
-            shards[unit.index] = tuple(
-                (i, name) for i, record in enumerate(records) for name in record.data_shards()
-            )
+            if streamed:
+                needs[unit.index] = [(source, unit.index) for source in sources]
+            else:
+                shards[unit.index] = tuple(
+                    (i, name) for i, record in enumerate(records) for name in record.data_shards()
+                )
             ids = "|".join([unit.unit_id, *(record.unit_id for record in records)])
             unit_id = hashlib.sha256(f"{plan_key}|{ids}".encode()).hexdigest()[:16]
             start, stop = unit.start * per_row, unit.stop * per_row
@@ -380,7 +546,10 @@ class StageRunner:
             input_units[0].plan_key if input_units else "",
             {unit.index: unit.unit_id for unit in input_units},
         )
-        return self.execute(store, DocumentsByReference(rows, units), method, units, stage=stage)
+        gate = UnitGate(needs, _joined_shards) if streamed else None
+        return self.execute(
+            store, DocumentsByReference(rows, units), method, units, stage=stage, gate=gate
+        )
 
     def summarize_committed(
         self,
@@ -397,24 +566,121 @@ class StageRunner:
         shards = [tuple(record.data_shards()) for record in records]
         return summarize_units(store.location, shards, columns, summarize)
 
-    def use_engine(self, engine: EngineConfig) -> str:
-        """Run later stages on `engine` (a judge on another model than the generator): the
-        replicas of the current engine are stopped, freeing their GPUs, and the next stage
-        starts the new engine's, with its own chat template and max_model_len. Returns the
-        name its rows record. A caller-owned backend (tests) is kept as it is."""
-        from synth_ray.engine.models import model_display_name
-        from synth_ray.engine.prompts import load_renderer
+    def run_together(self, parts: list[Together]) -> list[dict[str, Any]]:
+        """Run `parts` at once, each on its pool in a thread of its own; returns their
+        results in order. A stage a part `publishes` feeds the later stages that read it
+        unit by unit as it commits (runtime/streaming.py), so a judge rates the first
+        responses while the generator writes the next. A pool whose parts all finished is
+        given back at once, and a pool still working grows into what it freed (up to its
+        `max_replicas`). The first failure stops the others (their committed units stay);
+        a stop (a signal) drains each. With `scheduler.stream_stages` off, one part, or one
+        caller's backend for every pool (tests), the parts run one after another in order."""
+        one_backend = self._given is not None and not isinstance(self._given, dict)
+        pools = list(dict.fromkeys(part.pool for part in parts))
+        if len(pools) < 2 or not self.config.scheduler.stream_stages or one_backend:
+            results = []
+            for i, part in enumerate(parts):
+                with self._on_pool(part.pool):
+                    results.append(part.run())
+                if all(later.pool != part.pool for later in parts[i + 1 :]):
+                    self._pool_done(part.pool)  # its GPUs go to the next pool's replicas
+            return results
+        if self.owns_backend:
+            self._ensure_ray()  # here: ray.init takes the signal handlers, on the main thread
+        keys = [(store.location.uri, stage) for part in parts for store, stage in part.publishes]
+        for uri, stage in keys:
+            self._feeds[(uri, stage)] = UnitFeed(uri, stage)
+        self._aborted = None
+        results: list[dict[str, Any]] = [{} for _ in parts]
+        errors: list[BaseException | None] = [None] * len(parts)
+        first_failure: list[int] = []
 
-        name = model_display_name(engine.model)
-        if engine != self.config.engine:
-            old = model_display_name(self.config.engine.model)
-            if self.owns_backend and self.backend is not None:
-                self.backend.close()  # type: ignore[attr-defined]
-                self.backend = None
-            self.config = self.config.model_copy(update={"engine": engine})
-            self.renderer = load_renderer(self.config)
-            print(f"engine for the next stages: {name} (in place of {old})", file=sys.stderr)
-        return name
+        def run_pool(pool: str) -> None:
+            """The parts on `pool`, one after another (one pool runs one stage at a time)."""
+            self._local.pool = pool
+            self._local.together = True
+            for i, part in enumerate(parts):
+                if part.pool != pool:
+                    continue
+                try:
+                    results[i] = part.run()
+                except BaseException as err:  # noqa: BLE001 - handed to the calling thread
+                    errors[i] = err
+                    if not isinstance(err, JobStopped) and self._aborted is None:
+                        first_failure.append(i)
+                        line = str(err).splitlines()[0] if str(err) else type(err).__name__
+                        self._aborted = f"a stage running beside this one failed ({line})"
+                    return
+            self._pool_done(pool)
+
+        threads = [
+            threading.Thread(target=run_pool, args=(pool,), name=f"pool-{pool}") for pool in pools
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():  # in slices: the main thread still takes signals
+                    thread.join(0.2)
+        finally:
+            for key in keys:
+                self._feeds.pop(key, None)
+        if first_failure:
+            raise errors[first_failure[0]]  # type: ignore[misc]
+        for err in errors:
+            if err is not None:
+                raise err
+        return results
+
+    @contextlib.contextmanager
+    def _on_pool(self, pool: str) -> Iterator[None]:
+        before = self.pool
+        self.use_pool(pool)
+        try:
+            yield
+        finally:
+            self._local.pool = before
+
+    def _running_together(self) -> bool:
+        return bool(getattr(self._local, "together", False))
+
+    def _pool_done(self, pool: str) -> None:
+        """Give `pool`'s replicas back (a part of `run_together` finished with it) and let the
+        pools still working grow into what it freed, as far as its resources cover theirs."""
+        backend = self._backends.pop(pool, None)
+        if backend is None:
+            return
+        freed = getattr(backend, "resources", None)
+        replicas = len(getattr(backend, "actors", {})) + len(getattr(backend, "idle", []))
+        if self.owns_backend:
+            backend.close()  # type: ignore[attr-defined]
+        else:
+            self._backends[pool] = backend  # a caller's: kept as it is
+        for other, scheduler in list(self._schedulers.items()):
+            cap = self.pool_config(other).max_replicas or 0
+            room = cap - scheduler.wanted_replicas
+            if room <= 0 or scheduler.work_exhausted:
+                continue
+            taking = getattr(self._backends.get(other), "resources", None)
+            fits = replicas or self.pool_config(pool).replicas
+            if freed is not None and taking is not None:
+                per = [
+                    need and int(have * replicas // need)
+                    for have, need in (
+                        (freed.num_cpus, taking.num_cpus),
+                        (freed.num_gpus, taking.num_gpus),
+                    )
+                    if need
+                ]
+                fits = min(per) if per else fits
+            if fits > 0:
+                grow = min(room, fits)
+                scheduler.grow_to(scheduler.wanted_replicas + grow)
+                print(
+                    f"pool {pool} finished: pool {other} grows by {grow} replica(s)",
+                    file=sys.stderr,
+                )
+                return
 
     def start_replicas_early(self) -> None:
         """Start a local Ray and this job's replicas now (a job sure to generate: a first run),
@@ -427,7 +693,7 @@ class StageRunner:
             backend = self._ensure_backend()
             prestart = getattr(backend, "prestart", None)
             if prestart is not None:
-                prestart(self.config.resources.replicas)
+                prestart(self.stage_config.resources.replicas)
 
     def _ensure_ray(self) -> None:
         from synth_ray.runtime.cluster import connect_ray
@@ -437,12 +703,24 @@ class StageRunner:
             self.stop.reinstall()  # ray.init replaced the SIGTERM handler
 
     def _ensure_backend(self) -> Backend:
-        if self.backend is None:
-            from synth_ray.runtime.cluster import ray_backend_for
+        """This thread's pool's replicas: a caller's backend, or started on first need."""
+        pool = self.pool
+        backend = self._backends.get(pool)
+        if backend is None:
+            given = self._given
+            if isinstance(given, dict):
+                backend = given[pool]
+            elif given is not None:
+                backend = given
+            else:
+                from synth_ray.runtime.cluster import ray_backend_for
 
-            self._ensure_ray()
-            self.backend = ray_backend_for(self.config, keep_alive=True)
-        return self.backend
+                self._ensure_ray()
+                backend = ray_backend_for(
+                    self._config_for(pool), keep_alive=True, sharing=self._replicas_sharing()
+                )
+            self._backends[pool] = backend
+        return backend
 
     def diversity_filter(self) -> DiversityFilter | None:
         """The job's one diversity filter (None when disabled), started on first need with
@@ -473,6 +751,8 @@ class StageRunner:
         units: list[WorkUnit],
         remaining: list[WorkUnit],
         stage: str,
+        gate: UnitGate | None = None,
+        feed: UnitFeed | None = None,
     ) -> None:
         progress = JobProgress(
             len(units), len(units) - len(remaining), enabled=self.show_progress, label=stage
@@ -485,8 +765,9 @@ class StageRunner:
         diversity = self.diversity_filter() if filtering and method.diversity_column else None
         try:
             self._generate_slices(
-                store, docs, method, remaining, stage, sampling, annotate_nn, progress, diversity
-            )
+                store, docs, method, remaining, stage, sampling, annotate_nn, progress, diversity,
+                gate, feed,
+            )  # fmt: skip
         finally:
             progress.close()
 
@@ -501,6 +782,8 @@ class StageRunner:
         annotate_nn: bool,
         progress: JobProgress,
         diversity: DiversityFilter | None,
+        gate: UnitGate | None = None,
+        feed: UnitFeed | None = None,
     ) -> None:
         """Replicas do the per-row work (runtime/slice_worker.py); this process sends slice
         bounds and commits units. With `diversity`, replicas also embed their rows, and this
@@ -515,7 +798,7 @@ class StageRunner:
             documents=documents_for_replicas(docs),
             sampling=sampling,
             seed=self.config.sampling.seed,
-            max_model_len=self.config.engine.max_model_len,
+            max_model_len=self.stage_config.engine.max_model_len,
             output=store.location,
             annotate_nn=annotate_nn,
             run_id=store.run_id,
@@ -530,8 +813,11 @@ class StageRunner:
             spec.embed_chunk = EMBED_CHUNK
         backend.add_stage(spec)
 
+        replicas = self.stage_config.resources.replicas
+
         def on_commit(stats: UnitStats) -> None:
-            self.summary.units_committed += 1
+            with self._lock:
+                self.summary.units_committed += 1
             progress.unit_committed(stats)
 
         tracker = (
@@ -543,16 +829,21 @@ class StageRunner:
                 on_commit,
                 diversity,
                 spec.key,
-                max(16, 4 * self.config.resources.replicas),
+                max(16, 4 * replicas),
             )
         )
-        slices = cut_slices(
+        if feed is not None:
+            tracker.on_record = feed.add
+        slices: Iterator[Any] = cut_slices(
             remaining,
             spec.key,
             sum(u.estimated_rows for u in remaining),
-            self.config.resources.replicas,
+            replicas,
             self.config.scheduler.min_slice_rows,
         )
+        together = self._running_together()
+        if together:
+            slices = gated(slices, gate, lambda: self._aborted)
         work = tracker.work(tracker.register(slices, {u.index: u for u in remaining}))
         self._schedule(
             store,
@@ -562,6 +853,7 @@ class StageRunner:
             split=split_slice,
             exhausted=failed_slice,
             finishing=tracker.finishing,
+            fed_from_outside=gate is not None,
         )
         tracker.check_done()
 
@@ -610,15 +902,18 @@ class StageRunner:
         split: Callable[[WorkItem], list[WorkItem]] | None = None,
         exhausted: Callable[[WorkItem, str], WorkItem | None] | None = None,
         finishing: Callable[[], list[WorkItem]] | None = None,
+        fed_from_outside: bool = False,
     ) -> None:
         """Run the work on the replicas to the end, then record the run in `store`."""
         summary = self.summary
         sc = self.config.scheduler
+        pool = self.pool
+        resources = self.stage_config.resources
         stall_timeout = sc.stall_timeout_s or default_stall_timeout_s(
             self.config.sampling.max_tokens
         )
         settings = SchedulerSettings(
-            replicas=self.config.resources.replicas,
+            replicas=resources.replicas,
             batch_size=sc.batch_size,
             max_in_flight=sc.max_in_flight_per_replica,
             max_attempts=sc.max_attempts,
@@ -642,7 +937,9 @@ class StageRunner:
             stop=self.stop,
             on_tick=timeline.tick,
             finishing=finishing,
+            fed_from_outside=fed_from_outside,
         )
+        self._schedulers[pool] = scheduler
         try:
             scheduler.run()
         except JobStopped:
@@ -653,19 +950,22 @@ class StageRunner:
             timeline.record(scheduler, "failed")
             raise
         finally:
+            self._schedulers.pop(pool, None)
             backend.shutdown()  # parks warm replicas for the next stage
-            summary.requests_resent += scheduler.requests_resent
-            summary.replica_failures.extend(scheduler.failures)
-            summary.stalls.extend(scheduler.stalls)
-            summary.pool_shrinks.extend(scheduler.shrinks)
+            with self._lock:
+                summary.requests_resent += scheduler.requests_resent
+                summary.replica_failures.extend(scheduler.failures)
+                summary.stalls.extend(scheduler.stalls)
+                summary.pool_shrinks.extend(scheduler.shrinks)
         startup = generation = 0.0
         if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
             startup = scheduler.first_ready_at - scheduler.started_at
             generation = scheduler.finished_at - scheduler.first_ready_at
-        summary.startup_s += startup
-        summary.generation_wall_s += generation
-        summary.output_tokens_this_run += progress.stats.output_tokens
-        summary.engine = summary.engine or scheduler.engine_info
+        with self._lock:
+            summary.startup_s += startup
+            summary.generation_wall_s += generation
+            summary.output_tokens_this_run += progress.stats.output_tokens
+            summary.engine = summary.engine or scheduler.engine_info
         timeline.record(scheduler, "stage done")
         store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
 
@@ -709,9 +1009,10 @@ class StageRunner:
         if self._diversity is not None:
             self._diversity.close()
             self._diversity = None
-        if self.owns_backend and self.backend is not None:
-            self.backend.close()  # type: ignore[attr-defined]
-            self.backend = None
+        if self.owns_backend:
+            for backend in self._backends.values():
+                backend.close()  # type: ignore[attr-defined]
+        self._backends.clear()
         if self.owns_ray:
             import ray
 

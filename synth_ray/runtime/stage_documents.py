@@ -67,6 +67,14 @@ def check_rows(
         )
 
 
+def _shards(task: SliceTask, planned: dict[int, Any]) -> tuple[Any, ...]:
+    """The earlier shards `task`'s unit reads: its own when the earlier stage ran beside this
+    one (runtime/streaming.py), else those known when the stage was planned."""
+    if task.earlier_shards is not None:
+        return task.earlier_shards
+    return planned.get(task.unit_index, ())
+
+
 @dataclass(frozen=True)
 class UnsettledRows:
     """A later stage's documents by reference: the input's rows of an earlier stage's units
@@ -90,7 +98,7 @@ class UnsettledRows:
         if self.plan_key and earlier is not None:
             check_unit_rows(self.spec, self.plan_key, task, earlier, whole)
         settled: set[str] = set()
-        for shard in self.settled_shards.get(task.unit_index, ()):
+        for shard in _shards(task, self.settled_shards):
             table = self.output.read_table(shard, columns=["source_id"])
             settled.update(table.column("source_id").to_pylist())
         docs = []
@@ -116,7 +124,7 @@ class EarlierRows:
     build: DocumentBuilder
 
     def read(self, task: SliceTask, step: Callable[[], None] | None = None) -> list[Document]:
-        shards = self.shards.get(task.unit_index, ())
+        shards = _shards(task, self.shards)
         table = read_columns([(self.output, shard) for shard in shards], self.columns)
         docs = []
         for doc in self.build(table, task.unit_start):
@@ -153,7 +161,7 @@ class InputWithEarlierRows:
         whole = list(iter_document_range(self.spec, start, stop, task.unit_seek))
         planned = self.unit_ids[task.unit_index]
         check_rows(self.spec, self.plan_key, task.unit_index, start, stop, planned, whole)
-        shards = self.shards.get(task.unit_index, ())
+        shards = _shards(task, self.shards)
         table = read_columns([(self.outputs[i], shard) for i, shard in shards], self.columns)
         docs = []
         for doc in self.build(whole, table):

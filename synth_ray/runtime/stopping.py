@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -91,7 +92,7 @@ class StopRequest:
     def reinstall(self) -> None:
         """Put this request's handlers back (after `ray.init` replaced SIGTERM's)."""
         handler = getattr(self, "_handler", None)
-        if handler is not None:
+        if handler is not None and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, handler)
 

@@ -1,0 +1,273 @@
+"""Pools: a generator's and a judge's engines at once, units streaming from one to the other.
+
+    python -m pytest tests/test_pools.py
+
+Each pool runs on its own simulated backend here (the real two-engine run from the CLI is
+test_end_to_end.py's); the responses and ratings are the preference method's (ScriptedModel).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+from conftest import Crash, crash_on_commit
+from fake_backend import FakeBackend
+from test_preference import (
+    RESPONSE_IDS,
+    ScriptedModel,
+    preference_config,
+    read_pairs,
+)
+
+from synth_ray.config import validate_config
+from synth_ray.errors import ConfigError
+from synth_ray.io.output_store import OutputStore
+from synth_ray.runtime.job import run_job
+from synth_ray.runtime.streaming import UnitFeed, UnitGate, gated
+
+
+class Judge(ScriptedModel):
+    """Rates as ScriptedModel does, and says when it first rated."""
+
+    def __init__(self, embedded_model: str) -> None:
+        super().__init__(embedded_model)
+        self.rated = threading.Event()
+
+    def __call__(self, request):
+        result = super().__call__(request)
+        if request.request_id not in RESPONSE_IDS:
+            self.rated.set()
+        return result
+
+
+class SlowGenerator(ScriptedModel):
+    """Writes responses; those of `late` prompts wait (at most 15 s) until the judge has rated
+    something. With stages one after another it never has, and the wait runs out."""
+
+    def __init__(self, embedded_model: str, judge: Judge, late: set[str]) -> None:
+        super().__init__(embedded_model)
+        self.judge = judge
+        self.late = late
+        self.waits: list[bool] = []
+
+    def __call__(self, request):
+        if RESPONSE_IDS.get(request.request_id, ("",))[0] in self.late:
+            self.waits.append(self.judge.rated.wait(15))
+        return super().__call__(request)
+
+
+def pool_config(tmp_path, embedded_model, **scheduler):
+    judge = tmp_path / "judge-model"
+    if not judge.exists():
+        shutil.copytree(embedded_model, judge)
+    config = preference_config(tmp_path).model_dump(mode="json")
+    config["preference"]["judge_pool"] = "judge"
+    config["output"]["rows_per_shard"] = 1  # 7 units: the responses stream unit by unit
+    config["pools"] = {"judge": {"engine": {"model": str(judge), "max_model_len": 2048}}}
+    config["scheduler"] = {**config["scheduler"], **scheduler}
+    return validate_config(config)
+
+
+def backends(embedded_model, late=frozenset({"p5"})):
+    judge = Judge(embedded_model)
+    generator = SlowGenerator(embedded_model, judge, set(late))
+    return (
+        generator,
+        judge,
+        {
+            "default": FakeBackend(responder=generator, latency_polls=0),
+            "judge": FakeBackend(responder=judge, latency_polls=0),
+        },
+    )
+
+
+def test_the_judge_rates_committed_units_while_the_generator_still_writes(tmp_path, embedded_model):
+    """p5's responses are sent only after three units committed (at most 3 batches in flight
+    with scheduler.max_in_flight_per_replica 1), and wait until the judge has rated: the judge's
+    pool took the committed units while the generator's was still writing. The pairs are the
+    sequential run's, exactly once, and the judge's rows name the judge pool's model."""
+    sequential = tmp_path / "sequential"
+    sequential.mkdir()
+    config = pool_config(sequential, embedded_model, stream_stages=False)
+    run_job(config, show_progress=False, backend=backends(embedded_model, late=())[2])
+    expected = read_pairs(sequential / "out")
+    assert sorted(expected) == ["p0", "p3", "p4", "p5"]
+
+    generator, judge, pools = backends(embedded_model)
+    config = pool_config(tmp_path, embedded_model, max_in_flight_per_replica=1, batch_size=1)
+    summary = run_job(config, show_progress=False, backend=pools)
+    assert generator.waits and all(generator.waits), "the judge rated nothing meanwhile"
+    assert read_pairs(tmp_path / "out") == expected
+    assert {p["judge_model"] for p in expected.values()} == {"judge-model"}
+    assert {p["response_model"] for p in expected.values()} == {"SmolLM2-135M-Instruct"}
+    stats = summary.stats
+    assert stats["accounted"] and stats["rows_out"] == 4
+    assert stats["dropped_by_filter"] == {"tie": 1, "too_few_rated": 1, "too_few_responses": 1}
+    # each engine got only its own stage's requests
+    assert all(r in RESPONSE_IDS for r in pools["default"].generated)
+    assert not any(r in RESPONSE_IDS for r in pools["judge"].generated)
+
+
+def test_stages_one_after_another_never_overlap(tmp_path, embedded_model):
+    """The control: with scheduler.stream_stages off, the judge rates only once the generator
+    has finished, so p5's responses wait out their 15 s for nothing (shortened here)."""
+    generator, judge, pools = backends(embedded_model)
+    judge.rated.wait = lambda timeout: judge.rated.is_set()  # noqa: ARG005 - no 15 s wait
+    config = pool_config(tmp_path, embedded_model, stream_stages=False)
+    run_job(config, show_progress=False, backend=pools)
+    assert generator.waits and not any(generator.waits)
+
+
+def test_killed_mid_pipeline_resumes_each_stage_exactly_once(tmp_path, embedded_model, monkeypatch):
+    """A kill at the first rating commit, while the generator's units are still uncommitted:
+    the rerun asks no committed response again, rates no committed unit again, and its pairs
+    are a clean run's."""
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_job(
+        pool_config(clean, embedded_model),
+        show_progress=False,
+        backend=backends(embedded_model, late=())[2],
+    )
+    expected = read_pairs(clean / "out")
+
+    config = pool_config(tmp_path, embedded_model, max_in_flight_per_replica=1, batch_size=1)
+    work = OutputStore(tmp_path / "out" / "stages")
+    at_kill: list[int] = []
+
+    def first_rating(record):
+        if record.stage == "pairs":
+            at_kill.append(len(work.committed("responses")))
+            return True
+        return False
+
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, first_rating)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=backends(embedded_model)[2])
+    assert at_kill and at_kill[0] < 7, "killed after the generator finished: not mid-pipeline"
+    committed = {r.unit_index for r in work.committed("responses").values()}
+
+    _, _, pools = backends(embedded_model, late=())
+    summary = run_job(config, show_progress=False, backend=pools)
+    assert read_pairs(tmp_path / "out") == expected
+    asked = {RESPONSE_IDS[r][0] for r in pools["default"].generated if r in RESPONSE_IDS}
+    assert not asked & {f"p{i}" for i in committed}  # committed responses were not redone
+    generated = pools["default"].generated + pools["judge"].generated
+    assert len(generated) == len(set(generated))
+    assert summary.units_skipped >= len(committed) and summary.stats["accounted"]
+
+
+def test_a_pool_that_finished_gives_its_replicas_to_one_still_working(
+    tmp_path, embedded_model, monkeypatch
+):
+    """The judge pool (max_replicas 2) grows by the generator's replica once the generator's
+    pool finished, while units wait to be rated: its first rating waits for that (at most 3
+    batches in flight, so 4 of the 7 units wait unsent)."""
+    from synth_ray.runtime.scheduler import Scheduler
+
+    asked = threading.Event()
+    sizes: list[int] = []
+    real_grow = Scheduler.grow_to
+
+    def grow_to(self, replicas):
+        sizes.append(replicas)
+        real_grow(self, replicas)
+        asked.set()
+
+    monkeypatch.setattr(Scheduler, "grow_to", grow_to)
+    _, judge, pools = backends(embedded_model, late=())
+    rate = pools["judge"].responder
+
+    def rate_once_asked(request):
+        asked.wait(15)
+        return rate(request)
+
+    pools["judge"].responder = rate_once_asked
+    config = pool_config(tmp_path, embedded_model, max_in_flight_per_replica=1, batch_size=1)
+    config = config.model_dump(mode="json")
+    config["pools"]["judge"]["max_replicas"] = 2
+    run_job(validate_config(config), show_progress=False, backend=pools)
+    assert sizes == [2] and pools["judge"].started == [0, 1]
+    assert {replica for replica, _, _ in pools["judge"].submitted} == {0, 1}
+    assert sorted(read_pairs(tmp_path / "out")) == ["p0", "p3", "p4", "p5"]
+
+
+def test_a_scheduler_asked_to_grow_starts_a_replica_that_takes_work():
+    """`grow_to` from outside the loop: the next loop starts the replica, and it gets work;
+    a replica lost afterwards is not brought back by the growth."""
+    from fake_backend import VirtualClock
+
+    from synth_ray.engine.requests import EngineRequest, SamplingSpec
+    from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings, WorkItem
+
+    clock = VirtualClock()
+    backend = FakeBackend(clock=clock, latency_polls=3)
+    requests = [
+        WorkItem(EngineRequest(f"r{i}", [1, 2], SamplingSpec(0.0, 1.0, 4), 0, 4), i)
+        for i in range(40)
+    ]
+    results = {}
+    state = {"scheduler": None}
+
+    def work():
+        for i, item in enumerate(requests):
+            if i == 10:
+                state["scheduler"].grow_to(2)
+            yield item
+
+    settings = SchedulerSettings(replicas=1, batch_size=1, max_in_flight=2, min_batches_in_flight=1)
+    scheduler = Scheduler(backend, work(), lambda item, r: results.setdefault(item.key, r),
+                          settings, clock=clock)  # fmt: skip
+    state["scheduler"] = scheduler
+    scheduler.run()
+    assert backend.started == [0, 1] and len(results) == 40
+    assert {replica for replica, _, _ in backend.submitted} == {0, 1}
+
+
+def test_a_stage_naming_a_pool_that_is_not_declared_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"preference.judge_pool: no pool 'big' \(pools: default"):
+        preference_config(tmp_path, judge_pool="big")
+    with pytest.raises(ConfigError, match="give it or judge_engine, not both"):
+        preference_config(tmp_path, judge_pool="default", judge_engine={"model": "x"})
+
+
+def test_pool_sizes_are_not_part_of_what_the_job_is_but_their_models_are(tmp_path, embedded_model):
+    config = pool_config(tmp_path, embedded_model).model_dump(mode="json")
+    bigger = {**config, "pools": {"judge": {**config["pools"]["judge"], "replicas": 4}}}
+    other = {**config, "pools": {"judge": {"engine": {"model": "embedded:smollm2-135m-instruct"}}}}
+    fingerprint = validate_config(config).fingerprint()
+    assert validate_config(bigger).fingerprint() == fingerprint
+    assert validate_config(other).fingerprint() != fingerprint
+
+
+def test_a_gate_releases_a_unit_once_every_earlier_unit_it_reads_committed():
+    """Unit 0 reads earlier units 0 and 1 of one stage and unit 0 of another: released only
+    once all three committed, with their shards in order; a failed earlier stage fails the
+    later one's work with its reason."""
+    from synth_ray.io.manifest import UnitRecord
+    from synth_ray.runtime.scheduler import JobFailed, WorkItem
+    from synth_ray.runtime.slice_task import SliceTask
+
+    def record(index, shard):
+        return UnitRecord(index, f"u{index}", shard, None, 1, {}, stage="s")
+
+    a, b = UnitFeed("a", "s"), UnitFeed("b", "s")
+    a.add(record(1, "a1"))  # committed before the gate subscribed
+    gate = UnitGate(
+        {0: [(a, 0), (a, 1), (b, 0)], 1: [(a, 2)]},
+        lambda records: tuple(r.data_shard for r in records),
+    )
+    items = [WorkItem(SliceTask("k", unit, f"u{unit}", 0, 1, 0, 1), unit) for unit in (0, 1)]
+    work = gated(iter(items), gate, lambda: None)
+    assert next(work) is None
+    a.add(record(0, "a0"))
+    assert next(work) is None  # still waits on b
+    b.add(record(0, "b0"))
+    released = next(work)
+    assert released.unit_index == 0 and released.payload.earlier_shards == ("a0", "a1", "b0")
+    a.fail("engine died")
+    with pytest.raises(JobFailed, match="stage s failed: engine died"):
+        next(work)
