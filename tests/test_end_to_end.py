@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -690,75 +691,107 @@ def test_rephrase_formats_whole_documents_on_real_engine(tmp_path, shared_engine
             assert len(row["completion"].split()) >= 5, row
 
 
-def test_preference_judged_by_another_engine_from_the_cli(tmp_path, embedded_model):
-    """`preference.judge_engine` on real engines: `synth-ray run` starts the generator's
-    replica, stops it after the responses, and starts the judge's (another model folder).
-    The judge decodes its ratings under `preference.constrain` with n-gram speculative
-    decoding on (vllm 15554: the two broke together): every answer rates every text."""
+def _commits(folder: Path, stage: str) -> int:
+    manifest = folder / "_manifest.jsonl"
+    if not manifest.exists():
+        return 0
+    lines = manifest.read_text().splitlines()
+    return sum(1 for line in lines if line.endswith("}") and json.loads(line)["stage"] == stage)
+
+
+def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedded_model):
+    """configs/preference_pools.yaml's shape on real engines from `synth-ray run`: the job's
+    engine writes responses while the judge pool (another model folder) rates each unit as
+    it commits. SIGKILLed (the whole process group) once a rating unit committed while
+    responses were still uncommitted, the same command resumes: each stage skips what it
+    committed and every prompt is in the output once. The judge decodes its ratings under
+    `preference.constrain` with n-gram speculative decoding (vllm 15554: the two broke
+    together): every answer rates every text."""
     import shutil
 
     judge = tmp_path / "judge-135m"
     shutil.copytree(embedded_model, judge)
+    out = tmp_path / "out"
+    # 24 prompts, one per unit: the generator's last units are still to come when the judge
+    # has rated its first (the example prompts, three times, each time its own ids)
+    examples = (REPO / "examples" / "prompts.jsonl").read_text().splitlines()
+    prompts = [
+        {"id": f"q{k}-{i}", "prompt": json.loads(line)["prompt"]}
+        for k in range(3)
+        for i, line in enumerate(examples)
+    ]
+    write_jsonl(tmp_path / "prompts.jsonl", prompts)
     config = tmp_path / "job.yaml"
     config.write_text(
         json.dumps(
             {
                 "method": "preference",
-                "input": {
-                    "path": str(REPO / "examples" / "prompts.jsonl"),
-                    "text_column": "prompt",
-                    "limit": 2,
-                },
-                "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+                "input": {"path": str(tmp_path / "prompts.jsonl"), "text_column": "prompt"},
+                "output": {"path": str(out), "rows_per_shard": 1},
                 "engine": {"max_model_len": 1024, "enforce_eager": True},
-                "sampling": {"max_tokens": 16, "temperature": 0.8},
+                "sampling": {"max_tokens": 48, "temperature": 0.8},
                 "preference": {
-                    "n": 2,
-                    "judge_max_tokens": 96,
-                    "constrain": True,
-                    "judge_engine": {
-                        "model": str(judge),
-                        "max_model_len": 2048,
-                        "enforce_eager": True,
-                        "speculative_config": {
-                            "method": "ngram",
-                            "num_speculative_tokens": 4,
-                            "prompt_lookup_max": 4,
-                            "prompt_lookup_min": 2,
+                    "n": 2, "judge_max_tokens": 96, "constrain": True, "judge_pool": "judge",
+                },
+                "pools": {
+                    "judge": {
+                        "engine": {
+                            "model": str(judge),
+                            "max_model_len": 2048,
+                            "enforce_eager": True,
+                            "speculative_config": {
+                                "method": "ngram",
+                                "num_speculative_tokens": 4,
+                                "prompt_lookup_max": 4,
+                                "prompt_lookup_min": 2,
+                            },
                         },
                     },
                 },
+                # at most 3 one-prompt slices in flight: the generator takes a while
+                "scheduler": {"batch_size": 1, "max_in_flight_per_replica": 1},
                 "ray": {"num_cpus": 2},
             }
         )
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"],
-        cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    said = proc.stdout + proc.stderr
-    assert "engine for the next stages: judge-135m (in place of SmolLM2-135M-Instruct)" in said
-    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert stats["accounted"] and stats["rows_in"] == 2
-    assert stats["preference"]["responses_stage"]["rows_out"] == 4
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    work = out / "stages"
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _commits(out, "pairs") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before it could be killed mid-pipeline"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    responses, pairs = _commits(work, "responses"), _commits(out, "pairs")
+    print(f"killed with {responses} of 24 response units and {pairs} rating units committed")
+    assert pairs >= 1 and responses < 24, f"not mid-pipeline: {responses} of 24 responses"
+
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert f"{responses + pairs} already committed" in done.stdout, done.stdout[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["accounted"] and stats["rows_in"] == 24
+    assert stats["preference"]["responses_stage"]["rows_out"] == 48
     assert stats["rows_errored"] == 0 and "too_few_rated" not in stats["dropped_by_filter"]
-    if stats["rows_out"]:
-        frame = read_output(tmp_path / "out")
-        assert set(frame["judge_model"]) == {"judge-135m"}
-        assert set(frame["response_model"]) == {"SmolLM2-135M-Instruct"}
-        assert all(None not in ratings for ratings in frame["ratings"])
-        block = r"#+ Output for Text 1\nRating: [1-5]\nRationale: [^\n#]+\n\n#+ Output for Text 2"
-        assert all(re.match(block, answer) for answer in frame["rationale"])
+    assert _commits(work, "responses") == 24 and _commits(out, "pairs") == 24  # once each
+    frame = read_output(out)
+    assert len(frame) == len(set(frame["source_id"])) == stats["rows_out"] >= 1
+    assert set(frame["judge_model"]) == {"judge-135m"}
+    assert set(frame["response_model"]) == {"SmolLM2-135M-Instruct"}
+    assert all(None not in ratings for ratings in frame["ratings"])
+    block = r"#+ Output for Text 1\nRating: [1-5]\nRationale: [^\n#]+\n\n#+ Output for Text 2"
+    assert all(re.match(block, answer) for answer in frame["rationale"])
     # a completed run ends with its dataset card (citing both models) and its report
-    card = (tmp_path / "out" / "README.md").read_text()
-    assert "judge_engine model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card
-    assert f"report: {tmp_path / 'out' / 'report' / 'index.html'}" in proc.stdout
-    assert "img alt='funnel'" in (tmp_path / "out" / "report" / "index.html").read_text()
+    card = (out / "README.md").read_text()
+    assert "pool judge model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card
+    assert f"report: {out / 'report' / 'index.html'}" in done.stdout
 
 
 def test_the_progress_probe_counts_tokens_while_a_long_batch_decodes(tmp_path, shared_engine):

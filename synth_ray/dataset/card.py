@@ -259,6 +259,8 @@ def _models(config: dict[str, Any]) -> list[str]:
         ]
         if names:
             models.append(f"{key} model{'s' if len(names) > 1 else ''}: {', '.join(names)}")
+    for name, pool in (config.get("pools") or {}).items():
+        models.append(f"pool {name} model: `{model_display_name(pool['engine']['model'])}`")
     return models
 
 
