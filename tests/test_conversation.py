@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -429,6 +430,47 @@ def test_killed_mid_dialogue_resumes_each_conversation_exactly_once(
     assert [r["id"] for r in resumed] == sorted({r["id"] for r in resumed})  # each once
     assert resumed == sorted(rows(clean / "out"), key=lambda r: r["id"])
     assert summary.stats["accounted"] and summary.stats["rows_in"] == 9
+
+
+def test_a_user_simulator_pool_writes_openers_and_user_turns_beside_the_assistant(
+    tmp_path, embedded_model
+):
+    """`conversation.user_pool`: openers and user turns on the simulator's pool, answers on
+    the job's, each pool on its own backend, the turns streaming between them: the same
+    conversations as one model on one pool (the scripted model answers both)."""
+    one = tmp_path / "one"
+    one.mkdir()
+    run_job(
+        ultrachat_config(one),
+        show_progress=False,
+        backend=FakeBackend(responder=ScriptedChat(embedded_model)),
+    )
+    simulator = tmp_path / "simulator"
+    shutil.copytree(embedded_model, simulator)
+    config = ultrachat_config(tmp_path).model_dump(mode="json")
+    config["conversation"]["user_pool"] = "simulator"
+    config["pools"] = {"simulator": {"engine": {"model": str(simulator), "max_model_len": 1024}}}
+    config = validate_config(config)
+    kinds: dict[str, set[str]] = {"default": set(), "simulator": set()}
+
+    def answering(pool):
+        model = ScriptedChat(embedded_model)
+
+        def respond(request):
+            result = model(request)
+            kinds[pool].update(model.sampling)
+            model.sampling.clear()
+            return result
+
+        return respond
+
+    pools = {pool: FakeBackend(responder=answering(pool), latency_polls=0) for pool in kinds}
+    summary = run_job(config, show_progress=False, backend=pools)
+    assert kinds == {"simulator": {"opener", "user"}, "default": {"assistant"}}
+    by_id = lambda folder: sorted(rows(folder / "out"), key=lambda r: r["id"])  # noqa: E731
+    assert by_id(tmp_path) == by_id(one) and summary.stats["accounted"]
+    with pytest.raises(ConfigError, match="conversation.user_pool: no pool 'x'"):
+        ultrachat_config(tmp_path, user_pool="x")
 
 
 class ScriptedMagpie:

@@ -55,6 +55,7 @@ it is written). `stats.json`: rows_in counts every conversation begun (every ope
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import random
 import re
@@ -65,7 +66,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import JobConfig
+from synth_ray.config import DEFAULT_POOL, JobConfig
 from synth_ray.engine.prompts import PromptRenderer, fold_system_messages
 from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
@@ -83,7 +84,7 @@ from synth_ray.methods.conversation_prompts import (
 )
 from synth_ray.methods.magpie import _cut, normalized, pre_query_prefix
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import JobContext, Together
 from synth_ray.sections import Section
 from synth_ray.stats import UnitStats
 
@@ -153,6 +154,12 @@ class ConversationConfig(Section):
         description="magpie: the input column holding each first instruction's response "
         "(as gen_mt.py reads it); unset: the first response is generated.",
     )
+    user_pool: str | None = Field(
+        None,
+        description="ultrachat, magpie: the pool (of the job's `pools`) whose model writes "
+        "the user turns (and openers): the user simulator, beside the assistant on the job's "
+        "engine, each turn streaming to the other as it commits; none: the job's model.",
+    )
 
     @model_validator(mode="after")
     def _kinds(self) -> ConversationConfig:
@@ -169,7 +176,14 @@ class ConversationConfig(Section):
             raise ValueError(f"min_turns: {lo} is above max_turns {hi}")
         if self.response_column is not None and hi == 1:
             raise ValueError("max_turns: 1 with response_column leaves no turn to generate")
+        if self.kind == "baize" and self.user_pool is not None:
+            raise ValueError("user_pool: a baize transcript is one request, both sides at once")
         return self
+
+    def check_in_job(self, job: Any) -> None:
+        if self.user_pool is not None and self.user_pool not in (DEFAULT_POOL, *job.pools):
+            there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
+            raise ValueError(f"conversation.user_pool: no pool {self.user_pool!r} (pools: {there})")
 
     def turn_range(self) -> tuple[int, int | None]:
         """The (fewest, most) exchanges of a conversation; most None: no cap (baize)."""
@@ -621,20 +635,29 @@ def count_endings(table: pa.Table) -> dict[str, dict[str, int]]:
     }
 
 
-def turn_stages(dialogue: Dialogue) -> list[tuple[str, Method]]:
+def turn_stages(dialogue: Dialogue, user: Dialogue | None = None) -> list[tuple[str, Method]]:
     """The stages in order: openers (topics), then user and assistant turns up to the most
-    exchanges (from turn 2 when the input holds the first exchange)."""
+    exchanges (from turn 2 when the input holds the first exchange). `user`: the user
+    simulator's model, its renderer and context (default: the assistant's)."""
     c = dialogue.config
+    user = user or dialogue
     _, most = c.turn_range()
     assert most is not None
     stages: list[tuple[str, Method]] = []
     if c.seeds == "topics":
-        stages.append(("openers", Openers(dialogue)))
+        stages.append(("openers", Openers(user)))
     for turn in range(1 if c.response_column is None else 2, most + 1):
         if turn > 1:
-            stages.append((f"user-t{turn}", TurnStep(dialogue, "user", turn, not stages)))
+            stages.append((f"user-t{turn}", TurnStep(user, "user", turn, not stages)))
         stages.append((f"assistant-t{turn}", TurnStep(dialogue, "assistant", turn, not stages)))
     return stages
+
+
+def stage_pool(name: str, user_pool: str | None) -> str:
+    """The pool a stage runs on: the user simulator's writes openers and user turns."""
+    if user_pool is not None and (name == "openers" or name.startswith("user-")):
+        return user_pool
+    return DEFAULT_POOL
 
 
 def conversation_input(config: JobConfig) -> InputSpec:
@@ -646,13 +669,18 @@ def conversation_input(config: JobConfig) -> InputSpec:
 
 
 def run_conversation(ctx: JobContext) -> dict[str, Any]:
+    """Turn by turn, one stage per turn. With `user_pool` the user simulator's pool writes the
+    openers and user turns while the job's engine answers: each pool runs its stages in turn,
+    and each stage takes the other pool's units as they commit (`run_together`)."""
     assert ctx.docs is not None
     config = ctx.config.section_as(ConversationConfig)
+    user_pool = config.user_pool or DEFAULT_POOL
+    user_renderer = ctx.runner.pool_renderer(user_pool)
     user_stop: tuple[str, ...] = ()
     if config.kind == "magpie":  # a template that cannot be cut is refused before any work
-        _, user_stop = pre_query_prefix(ctx.renderer.tokenizer)
+        _, user_stop = pre_query_prefix(user_renderer.tokenizer)
         probe = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
-        magpie_user_prompt(ctx.renderer, probe)
+        magpie_user_prompt(user_renderer, probe)
     dialogue = Dialogue(
         config,
         ctx.renderer,
@@ -662,10 +690,15 @@ def run_conversation(ctx: JobContext) -> dict[str, Any]:
         ctx.config.sampling.max_tokens,
         user_stop,
     )
+    user = dataclasses.replace(
+        dialogue,
+        renderer=user_renderer,
+        max_model_len=ctx.runner.pool_config(user_pool).engine.max_model_len,
+    )
     if config.kind == "baize":
         stages: list[tuple[str, Method]] = [("transcripts", SelfChat(dialogue))]
     else:
-        stages = turn_stages(dialogue)
+        stages = turn_stages(dialogue, user)
     # the job's diversity filter decides where the rows are written: in the output stage
     stages[-1][1].diversity_column = "opening"
     first_name, first = stages[0]
@@ -675,7 +708,14 @@ def run_conversation(ctx: JobContext) -> dict[str, Any]:
     last = len(stages) - 1
     if last:
         work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
-    ctx.runner.execute(ctx.store if last == 0 else work, ctx.docs, first, units, first_name)
+    first_store = ctx.store if last == 0 else work
+    parts = [
+        Together(
+            functools.partial(ctx.runner.execute, first_store, ctx.docs, first, units, first_name),
+            stage_pool(first_name, config.user_pool),
+            publishes=((first_store, first_name),),
+        )
+    ]
     # conversations per unit never grow past the first stage's rows: n per topic
     per_row = config.openers_per_topic if isinstance(first, Openers) else 1
     lineages = [
@@ -683,9 +723,11 @@ def run_conversation(ctx: JobContext) -> dict[str, Any]:
     ]
     for i in range(1, len(stages)):
         name, method = stages[i]
-        ctx.runner.run_derived_stage(
+        store = ctx.store if i == last else work
+        run = functools.partial(
+            ctx.runner.run_derived_stage,
             name,
-            ctx.store if i == last else work,
+            store,
             work,
             lineages,
             stages[i - 1][0],
@@ -694,6 +736,8 @@ def run_conversation(ctx: JobContext) -> dict[str, Any]:
             method,
             ctx.fingerprint,
         )
+        parts.append(Together(run, stage_pool(name, config.user_pool), ((store, name),)))
+    ctx.runner.run_together(parts)
     return write_stats(ctx, config, work, [name for name, _ in stages], lineages)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from synth_ray.config import JobConfig
+from synth_ray.config import JobConfig, PoolConfig
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import OutputStore
@@ -140,6 +140,12 @@ class StageRunnerLike(Protocol):
     def use_pool(self, name: str) -> str:
         """Run this thread's later stages on pool `name` (`default`: the job's engine);
         returns the model name its rows record."""
+
+    def pool_config(self, name: str) -> PoolConfig:
+        """Pool `name`'s engine and size (a ConfigError naming the pools when none is)."""
+
+    def pool_renderer(self, pool: str) -> PromptRenderer:
+        """The tokenizer and chat template of `pool`'s model."""
 
     def model_name(self, pool: str | None = None) -> str:
         """The model name rows of pool `pool` (default: this thread's) record."""

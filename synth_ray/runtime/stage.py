@@ -237,15 +237,18 @@ class StageRunner:
     def stage_config(self) -> JobConfig:
         return self._config_for(self.pool)
 
-    @property
-    def renderer(self) -> PromptRenderer:
-        """The tokenizer and chat template of this thread's pool's model."""
-        pool = self.pool
+    def pool_renderer(self, pool: str) -> PromptRenderer:
+        """The tokenizer and chat template of `pool`'s model (loaded once)."""
         if pool not in self._renderers:
             from synth_ray.engine.prompts import load_renderer
 
             self._renderers[pool] = load_renderer(self._config_for(pool))
         return self._renderers[pool]
+
+    @property
+    def renderer(self) -> PromptRenderer:
+        """The tokenizer and chat template of this thread's pool's model."""
+        return self.pool_renderer(self.pool)
 
     @renderer.setter
     def renderer(self, renderer: PromptRenderer) -> None:
@@ -258,7 +261,10 @@ class StageRunner:
 
     def _replicas_sharing(self) -> int:
         """Replicas of every pool this job declares: on a CPU they may all run at once, so
-        each pool's default CPU share is the cluster's over all of them."""
+        each pool's default CPU share is the cluster's over all of them. Stages one after
+        another (scheduler.stream_stages off) give each pool the whole share in its turn."""
+        if not self.config.scheduler.stream_stages:
+            return self.pool_config(self.pool).replicas
         pools = {DEFAULT_POOL, *self.config.pools, *self.extra_pools}
         return sum(self.pool_config(name).replicas for name in pools)
 
