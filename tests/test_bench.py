@@ -299,3 +299,45 @@ def test_a_tiny_bench_runs_every_system_and_writes_table_results_and_plot(tmp_pa
     assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == PNG_MAGIC
     for system in systems:
         assert f"{system}: running (4 prompts)" in done.stderr
+
+
+def test_the_pipeline_bench_alternates_its_order_and_prices_pools_against_stages_in_turn(
+    tmp_path,
+):
+    """Repeats alternate which mode runs first (a cold page cache or compile cache must not
+    always fall on one); the table's speedup is the median sequential wall over each mode's;
+    the command sets the mode, the prompts and the output; a job on one pool is one line."""
+    from synth_ray.bench.pipeline import (
+        check_pipeline_config,
+        run_command,
+        run_order,
+        summarize,
+        table_lines,
+    )
+    from synth_ray.config import load_config
+    from synth_ray.errors import ConfigError
+
+    assert run_order(3) == [
+        (0, "sequential"), (0, "pools"), (1, "pools"), (1, "sequential"),
+        (2, "sequential"), (2, "pools"),
+    ]  # fmt: skip
+    runs = [
+        {"mode": "sequential", "wall_s": 90.0, "generation_s": 60.0, "output_tokens": 900},
+        {"mode": "sequential", "wall_s": 110.0, "generation_s": 70.0, "output_tokens": 900},
+        {"mode": "pools", "wall_s": 60.0, "generation_s": None, "output_tokens": 900},
+        {"mode": "pools", "wall_s": 40.0, "generation_s": 30.0, "output_tokens": 900},
+    ]
+    rows = {r["mode"]: r for r in summarize(runs)}
+    assert rows["sequential"]["wall_s"] == 100.0 and rows["sequential"]["speedup"] == 1.0
+    assert rows["pools"]["wall_s"] == 50.0 and rows["pools"]["speedup"] == 2.0
+    assert rows["pools"]["generation_s"] == 30.0 and rows["pools"]["whole_tok_s"] == 18.0
+    lines = table_lines(list(rows.values()))
+    assert lines[0][-1] == "speedup" and lines[1][:3] == ["pools", "2", "50.0"]
+    cmd = run_command(REPO / "configs" / "preference_pools.yaml", tmp_path, 8, "pools", ["a=1"])
+    assert cmd[3:5] == ["run", str(REPO / "configs" / "preference_pools.yaml")]
+    sets = [cmd[i + 1] for i, part in enumerate(cmd) if part == "--set"]
+    assert sets == [f"output.path={tmp_path}", "input.limit=8", "scheduler.stream_stages=true",
+                    "a=1"]  # fmt: skip
+    check_pipeline_config(load_config(REPO / "configs" / "preference_pools.yaml"), Path("p"))
+    with pytest.raises(ConfigError, match="runs every stage on one pool"):
+        check_pipeline_config(load_config(REPO / "configs" / "preference.yaml"), Path("p"))

@@ -51,12 +51,28 @@ def bench(
     ] = "none",
     label: Annotated[str, typer.Option(help="A word for this run in the results.")] = "",
     seed: Annotated[int, typer.Option(help="Seed of the skewed lengths.")] = 0,
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="throughput (the systems side by side) or pipeline (a job on two pools, "
+            "e.g. configs/preference_pools.yaml: pools at once against stages in turn)."
+        ),
+    ] = "throughput",
+    repeats: Annotated[
+        int, typer.Option(help="pipeline: runs of each mode, the order alternating.")
+    ] = 2,
 ) -> None:
     """Throughput of the same prompts through synth-ray, raw vLLM and Ray Data LLM, each in a
-    fresh process, side by side: one table, appended to results.md/.jsonl, and a plot."""
+    fresh process, side by side: one table, appended to results.md/.jsonl, and a plot. With
+    `--workload pipeline`, a two-pool job with its pools at once against its stages in turn."""
     from synth_ray.bench.report import table_lines
     from synth_ray.bench.runner import BenchOptions, parse_sweep, run_bench
 
+    if workload not in ("throughput", "pipeline"):
+        _fail(f"--workload {workload}: expected throughput or pipeline", 2)
+    if workload == "pipeline":
+        _pipeline(config, set_ or [], prompts, repeats, results, label)
+        return
     try:
         opts = BenchOptions(
             config=config,
@@ -84,3 +100,20 @@ def bench(
         for line in lines:
             print("| " + " | ".join(line) + " |")
     console.print(f"results: {md}" + (f"; plot: {plot}" if plot else ""))
+
+
+def _pipeline(
+    config: Path, overrides: list[str], prompts: int, repeats: int, results: Path, label: str
+) -> None:
+    from synth_ray.bench.pipeline import run_pipeline_bench, table_lines
+
+    try:
+        rows, md = run_pipeline_bench(
+            config, overrides, prompts, repeats, results, label,
+            say=lambda line: err_console.print(escape(line)),
+        )  # fmt: skip
+    except UserError as err:
+        _fail(str(err), err.exit_code)
+    for line in table_lines(rows):
+        print("| " + " | ".join(line) + " |")
+    console.print(f"results: {md}")
