@@ -107,6 +107,14 @@ class EngineConfig(_Section):
         description="GiB of KV cache per replica on the CPU build (VLLM_CPU_KVCACHE_SPACE).",
         json_schema_extra=RUNTIME,
     )
+    tensor_parallel_size: int | None = Field(
+        None,
+        ge=1,
+        description="Ranks one engine's model is split over, within a node: on GPUs the "
+        "replica's GPUs (gpus_per_replica, the default); on a CPU its reserved cores, split "
+        "evenly (default 1). A big teacher's pool sets it.",
+        json_schema_extra=RUNTIME,
+    )
     speculative_config: dict[str, Any] | None = Field(
         None,
         description="Passed to vLLM as speculative_config (e.g. ngram or a draft model).",

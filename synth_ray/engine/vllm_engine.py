@@ -197,7 +197,7 @@ class VllmEngine:
         self._engine.shutdown()
 
 
-def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
+def cpu_engine_env(kv_cache_gib: int, threads: int = 1, tensor_parallel: int = 1) -> dict[str, str]:
     """Environment a CPU engine needs before vLLM is imported (unused by the GPU build).
 
     vLLM's CPU build otherwise runs its model in a worker process of its own, pinned to one
@@ -207,7 +207,20 @@ def cpu_engine_env(kv_cache_gib: int, threads: int = 1) -> dict[str, str]:
     executor, and keeps `LLMEngine`'s engine core in its own process: the in-process engine),
     on `threads` OpenMP threads, the CPUs Ray reserved for the replica. Measured on 2 AVX-512
     cores (benchmarks/results.md, 2026-12-05): engine start 18 s -> 11 s, decoding 1.7x with
-    2 threads, the same with 1. A tensor-parallel engine keeps its worker processes."""
+    2 threads, the same with 1. A tensor-parallel engine (`tensor_parallel` ranks) keeps
+    its worker processes, one per rank, each bound to its own run of the first `threads`
+    cores of the node (vLLM's `VLLM_CPU_OMP_THREADS_BIND`, "0|1" for two ranks on two): so
+    one tensor-parallel replica per node on a CPU."""
+    if tensor_parallel > 1:
+        per = max(1, threads // tensor_parallel)
+        ranks = [range(r * per, (r + 1) * per) for r in range(tensor_parallel)]
+        bind = "|".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in ranks)
+        return {
+            "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+            "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_CPU_OMP_THREADS_BIND": bind,
+            "OMP_NUM_THREADS": str(per),
+        }
     return {
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
         "TOKENIZERS_PARALLELISM": "false",

@@ -112,11 +112,31 @@ def ray_backend_for(
 
     gpus = replica_gpus(config)
     cpus = replica_cpus(config, gpus, sharing)
-    env = cpu_engine_env(config.engine.cpu_kv_cache_gib, int(cpus)) if gpus == 0 else {}
+    tp = tensor_parallel_size(config, gpus, cpus)
+    env = cpu_engine_env(config.engine.cpu_kv_cache_gib, int(cpus), tp) if gpus == 0 else {}
     resources = ReplicaResources(cpus, gpus, env)
     check_cluster_fits(config.resources.replicas, resources)
     extra = {"actor_class": actor_class} if actor_class is not None else {}
-    return RayBackend(engine_settings(config, gpus), resources, keep_alive=keep_alive, **extra)
+    return RayBackend(engine_settings(config, tp), resources, keep_alive=keep_alive, **extra)
+
+
+def tensor_parallel_size(config: JobConfig, gpus: int, cpus: float) -> int:
+    """engine.tensor_parallel_size, or the replica's GPUs (1 on a CPU); a size the replica's
+    GPUs or cores cannot hold is a ResourceError naming both keys."""
+    tp = config.engine.tensor_parallel_size
+    if tp is None:
+        return max(1, gpus)
+    if gpus and tp != gpus:
+        raise ResourceError(
+            f"engine.tensor_parallel_size={tp}: a replica's ranks are its GPUs; set "
+            f"resources.gpus_per_replica={tp} (it is {gpus})"
+        )
+    if not gpus and tp > cpus:
+        raise ResourceError(
+            f"engine.tensor_parallel_size={tp}: needs a core per rank; the replica reserves "
+            f"{cpus:g} CPUs (resources.cpus_per_replica)"
+        )
+    return tp
 
 
 def _sees_file(path: str) -> bool:

@@ -37,6 +37,7 @@ class GeneratorActor:
         configured_model = settings.model
         settings = dataclasses.replace(settings, model=resolve_model(settings.model))
         self.engine = build_engine(settings)
+        self.tensor_parallel_size = settings.tensor_parallel_size
         self.slices = SliceWorker(self.engine.generate_many)
         # Load the tokenizer slices render with now, not inside the first slice: a stage's
         # renderer unpickles to this same cached one (its source is the configured model).
@@ -51,6 +52,7 @@ class GeneratorActor:
             "dtype_reason": self.engine.dtype_choice.reason,
             "niceness": self.niceness,
             "max_num_seqs": self.engine.max_num_seqs,
+            "tensor_parallel_size": self.tensor_parallel_size,
         }
 
     async def run_slices(
