@@ -12,7 +12,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -64,13 +64,78 @@ class OutputConfig(_Section):
     )
 
 
+class OpenAIConfig(_Section):
+    """Where an `engine.kind: openai` engine sends its requests, how many at once and how
+    fast, and what they cost. Where it runs, not what it makes: never in the fingerprint
+    (engine.model, the served model's name, is)."""
+
+    runtime_only = True
+
+    base_url: str = Field(
+        description="The API's root, e.g. http://host:8000/v1 (a vLLM or SGLang server) or "
+        "https://api.openai.com/v1."
+    )
+    api: Literal["completions", "chat"] = Field(
+        "completions",
+        description="completions: the prompt as token ids rendered with `tokenizer`'s chat "
+        "template (vLLM, SGLang); chat: the messages (hosted chat models).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="The environment variable holding the API key, read when the job "
+        "starts; the key itself is never written anywhere. None: no key.",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="A local tokenizer (folder, hub id, embedded:...) that renders prompts "
+        "and counts their tokens; None: engine.model, when that is one.",
+    )
+    max_concurrency: int = Field(64, ge=1, description="Requests one replica keeps open at once.")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="The pool's rate limit, shared by its replicas."
+    )
+    tokens_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="The pool's token limit (prompt + max_tokens per request, as providers "
+        "count it), shared by its replicas.",
+    )
+    timeout_s: float = Field(
+        600.0, gt=0, description="One attempt longer than this is a timeout (retried)."
+    )
+    max_attempts: int = Field(
+        6,
+        ge=1,
+        description="Attempts per request on 429, 5xx, timeouts and dropped "
+        "connections; then a row error with the reason.",
+    )
+    input_price_per_million: float = Field(
+        0.0, ge=0, description="USD per million prompt tokens, for the cost estimate."
+    )
+    output_price_per_million: float = Field(
+        0.0, ge=0, description="USD per million completion tokens, for the cost estimate."
+    )
+
+
 class EngineConfig(_Section):
     """The engine. A vLLM engine argument is one field here marked `VLLM` (plus its row in docs/config.md):
     it reaches vLLM under the same name, with no other edit (`vllm_args`)."""
 
+    kind: Literal["vllm", "openai"] = Field(
+        "vllm",
+        description="vllm: an engine inside each replica; openai: an OpenAI-compatible "
+        "endpoint (`openai` section) the replicas send requests to.",
+        json_schema_extra=RUNTIME,
+    )
     model: str = Field(
         EMBEDDED_MODEL,
-        description="A local HF model folder, a hub id, or the embedded default.",
+        description="A local HF model folder, a hub id, or the embedded default; with kind "
+        "openai, the served model's name.",
+    )
+    openai: OpenAIConfig | None = Field(
+        None,
+        description="kind openai: the endpoint, its limits and prices.",
+        json_schema_extra=RUNTIME,
     )
     dtype: str = Field("auto", description="Weights dtype; 'auto' takes the model's own.")
     # 2048 covers WRAP's ~300-token chunks with room for prompt and output; larger means more KV
@@ -123,6 +188,25 @@ class EngineConfig(_Section):
     extra_args: dict[str, Any] = Field(
         default_factory=dict, description="Any other vLLM engine argument, passed through as is."
     )
+
+    @model_validator(mode="after")
+    def _remote_needs_its_section(self) -> EngineConfig:
+        if self.kind == "openai" and self.openai is None:
+            raise ValueError("openai: required for kind openai (at least base_url)")
+        if self.kind == "vllm" and self.openai is not None:
+            raise ValueError("openai: set kind: openai to send requests to an endpoint")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.kind == "openai"
+
+    @property
+    def tokenizer_source(self) -> str:
+        """What renders and counts prompts: the model, or a remote model's `tokenizer`."""
+        if self.openai is not None and self.openai.tokenizer:
+            return self.openai.tokenizer
+        return self.model
 
     def vllm_args(self) -> dict[str, Any]:
         """The vLLM engine arguments this section sets: every field marked VLLM that is not
@@ -201,6 +285,12 @@ class PoolConfig(_Section):
         "every replica of the pools running at once.",
         json_schema_extra=RUNTIME,
     )
+
+    @model_validator(mode="after")
+    def _grows_only(self) -> PoolConfig:
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas: {self.max_replicas} is below replicas {self.replicas}")
+        return self
 
     def as_resources(self) -> ResourcesConfig:
         return ResourcesConfig(
@@ -326,6 +416,15 @@ class JobConfig(_Section):
         data = handler(self)
         data[self.method] = self._section.model_dump(mode=info.mode)
         return data
+
+    @model_validator(mode="after")
+    def _default_pool_is_the_jobs(self) -> JobConfig:
+        if DEFAULT_POOL in self.pools:
+            raise ValueError(
+                f"pools.{DEFAULT_POOL}: the job's own engine and resources are that pool; "
+                "name this one otherwise"
+            )
+        return self
 
     @property
     def section(self) -> Section:

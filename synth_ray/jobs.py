@@ -132,6 +132,10 @@ def prepare_submission(
     model = config.engine.model
     if not model.startswith("embedded:") and Path(model).expanduser().exists():
         data.setdefault("engine", {})["model"] = str(Path(model).expanduser().resolve())
+    for name, pool in config.pools.items():  # each pool's model folder, as the job's
+        model = pool.engine.model
+        if not model.startswith("embedded:") and Path(model).expanduser().exists():
+            data["pools"][name]["engine"]["model"] = str(Path(model).expanduser().resolve())
     data.setdefault("ray", {})["address"] = "auto"
     (workdir / "job.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     if _size(workdir) > MAX_WORKING_DIR_BYTES:

@@ -469,6 +469,14 @@ def test_a_user_simulator_pool_writes_openers_and_user_turns_beside_the_assistan
     assert kinds == {"simulator": {"opener", "user"}, "default": {"assistant"}}
     by_id = lambda folder: sorted(rows(folder / "out"), key=lambda r: r["id"])  # noqa: E731
     assert by_id(tmp_path) == by_id(one) and summary.stats["accounted"]
+    # the stages' unit ids are those of a run one stage after another: it resumes this one
+    # with nothing left to do
+    config = validate_config(
+        {**config.model_dump(mode="json"), "scheduler": {"stream_stages": False}}
+    )
+    again = {pool: FakeBackend(responder=answering(pool)) for pool in kinds}
+    summary = run_job(config, show_progress=False, backend=again)
+    assert summary.units_committed == 0 and not again["default"].generated
     with pytest.raises(ConfigError, match="conversation.user_pool: no pool 'x'"):
         ultrachat_config(tmp_path, user_pool="x")
 

@@ -272,6 +272,13 @@ def test_a_gate_releases_a_unit_once_every_earlier_unit_it_reads_committed():
     a.fail("engine died")
     with pytest.raises(JobFailed, match="stage s failed: engine died"):
         next(work)
+    # the earlier stages finished without unit 2 (unit 1 reads it): no wait for ever
+    c = UnitFeed("c", "t")
+    gate = UnitGate({1: [(c, 2)]}, lambda records: ())
+    c.finish()
+    work = gated(iter([items[1]]), gate, lambda: None)
+    with pytest.raises(JobFailed, match="unit 1 of stage k reads earlier units that were never"):
+        next(work)
 
 
 @pytest.mark.engine
@@ -323,3 +330,23 @@ def test_a_tensor_parallel_pool_runs_one_engine_over_two_cpu_ranks(tmp_path, emb
     assert runs[-1]["units_committed"] >= 1 and runs[-1]["engine_tensor_parallel_size"] == 2
     rated = [r for r in read_pairs(tmp_path / "out").values()]
     assert all(p["judge_model"] == "tiny-judge" for p in rated)
+
+
+def test_configs_without_pools_keep_the_fingerprints_they_had_before_pools():
+    """Pools added keys to preference and conversation (judge_pool, generator_pools,
+    user_pool) and to the job (pools): a config that sets none of them is the same job as
+    before, so its old outputs resume (values computed at 164cf38, before pools)."""
+    base = {
+        "input": {"path": "examples/prompts.jsonl", "text_column": "prompt"},
+        "output": {"path": "/tmp/x"},
+    }
+    judge = {"judge_engine": {"model": "embedded:smollm2-135m-instruct", "max_model_len": 1024}}
+    before = [
+        ("preference", judge, "cf5c086c1a8e4337"),
+        ("preference", {}, "13a4b63a08092430"),
+        ("conversation", {"kind": "ultrachat"}, "5b54e2c400dda1c3"),
+        ("conversation", {"kind": "magpie"}, "806f7c5b88dda716"),
+    ]
+    for method, section, fingerprint in before:
+        config = validate_config({"method": method, **base, method: section})
+        assert config.fingerprint() == fingerprint, (method, section)

@@ -33,6 +33,7 @@ the stage ends (`sweep_unreferenced`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -154,7 +155,19 @@ def new_attempt(run_id: str) -> str:
     return f"{run_id}-{nonce}" if run_id else nonce
 
 
-_COMMITTING = threading.Lock()
+_COMMITTING = threading.RLock()  # stages running at once share folders
+
+
+def _in_turn(method: Any) -> Any:
+    """Run a write to the folder's records under the process's one lock: stages running at
+    once (runtime/streaming.py) write into shared folders (commits, drops, runs, stats)."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _COMMITTING:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class OutputStore:
@@ -324,6 +337,7 @@ class OutputStore:
         """The id of the run holding this output (empty outside `run_job`)."""
         return self.lease.run_id if self.lease is not None else ""
 
+    @_in_turn
     def drop_units(self, records: list[UnitRecord]) -> None:
         """Uncommit units whose input rows changed (a re-plan on purpose): their records go
         first, then their shards, so a kill in between leaves strays, never a record naming a
@@ -371,6 +385,7 @@ class OutputStore:
         else:
             self.location.write_table_atomic(name, table)
 
+    @_in_turn
     def record_run(self, run: dict[str, Any]) -> None:
         line = json.dumps(run, sort_keys=True)
         if self.location.local is None:  # no append on object stores: one object per run
@@ -403,6 +418,7 @@ class OutputStore:
             total.merge(extra)
         return total
 
+    @_in_turn
     def write_stats(
         self,
         units_total: int | None = None,

@@ -85,7 +85,7 @@ from synth_ray.methods.conversation_prompts import (
 from synth_ray.methods.magpie import _cut, normalized, pre_query_prefix
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.stages import JobContext, Together
-from synth_ray.sections import Section
+from synth_ray.sections import ADDED, Section
 from synth_ray.stats import UnitStats
 
 Kind = Literal["ultrachat", "baize", "magpie"]
@@ -159,6 +159,7 @@ class ConversationConfig(Section):
         description="ultrachat, magpie: the pool (of the job's `pools`) whose model writes "
         "the user turns (and openers): the user simulator, beside the assistant on the job's "
         "engine, each turn streaming to the other as it commits; none: the job's model.",
+        json_schema_extra=ADDED,
     )
 
     @model_validator(mode="after")

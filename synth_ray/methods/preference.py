@@ -109,11 +109,13 @@ class PreferenceConfig(Section):
         min_length=1,
         description="Pools (of the job's `pools`, or `default`) whose models write the "
         "responses, in place of `generators`; each runs beside the judge's.",
+        json_schema_extra=ADDED,
     )
     judge_pool: str | None = Field(
         None,
         description="The pool (of the job's `pools`) that rates, in place of `judge_engine`: "
         "it rates each unit's responses as soon as they are committed.",
+        json_schema_extra=ADDED,
     )
 
     @model_validator(mode="after")
@@ -515,6 +517,9 @@ def run_preference(ctx: JobContext) -> dict[str, Any]:
         ctx.fingerprint,
     )
     parts.append(Together(pairs, judge))
+    # one after another (pools that do not fit at once): the judge's own model writes last,
+    # so its replicas are up for the ratings
+    parts[:-1] = sorted(parts[:-1], key=lambda part: part.pool == judge)
     ctx.runner.run_together(parts)
     generated: dict[str, int] = {}
     for k, store in enumerate(stores):

@@ -66,7 +66,7 @@ from synth_ray.runtime.stage_documents import (
     UnsettledRows,
 )
 from synth_ray.runtime.stopping import JobStopped, StopRequest
-from synth_ray.runtime.streaming import Needs, UnitFeed, UnitGate, gated
+from synth_ray.runtime.streaming import Needs, StageBesideFailed, UnitFeed, UnitGate, gated
 from synth_ray.runtime.timeline import Timeline
 from synth_ray.runtime.unit_tasks import summarize_units
 from synth_ray.stats import UnitStats
@@ -318,6 +318,8 @@ class StageRunner:
         running beside the one it reads: `run_together`). Stages running beside this one
         and reading it hear of each unit as it commits."""
         feed = self._feeds.get((store.location.uri, stage))
+        if feed is not None:
+            feed.set_planned(units)  # the ids a later stage beside this one derives from
         try:
             stats = self._execute(store, docs, method, units, stage, gate, feed)
         except BaseException as err:
@@ -455,8 +457,10 @@ class StageRunner:
         feed = self._feeds.get((earlier_store.location.uri, earlier_stage))
         if feed is None:
             records: list[Any] = committed_records(earlier_store, earlier_stage, earlier_units)
-        else:  # committed later, unit by unit: the planned units carry the same ids
-            records = list(earlier_units)
+        else:  # committed later, unit by unit: its planned units carry the ids its commits will
+            records = feed.planned()
+            if len(records) != len(earlier_units):
+                raise AssertionError(f"stage {earlier_stage} planned {len(records)} units")
         units, shards = [], {}
         needs: Needs = {}
         for k, lo in enumerate(range(0, len(earlier_units), group)):
@@ -507,9 +511,9 @@ class StageRunner:
         plan_key = f"{fingerprint}/{stage}"
         feeds = [self._feeds.get((s.location.uri, name)) for s, name in earlier]
         streamed = any(feed is not None for feed in feeds)
-        if streamed:  # committed later, unit by unit: its units are the input's (by index)
+        if streamed:  # committed later, unit by unit: the ids its commits will carry
             committed = [
-                committed_records(s, name, input_units) if feed is None else input_units
+                committed_records(s, name, input_units) if feed is None else feed.planned()
                 for (s, name), feed in zip(earlier, feeds, strict=True)
             ]
             sources = [
@@ -576,23 +580,25 @@ class StageRunner:
         """Run `parts` at once, each on its pool in a thread of its own; returns their
         results in order. A stage a part `publishes` feeds the later stages that read it
         unit by unit as it commits (runtime/streaming.py), so a judge rates the first
-        responses while the generator writes the next. A pool whose parts all finished is
-        given back at once, and a pool still working grows into what it freed (up to its
-        `max_replicas`). The first failure stops the others (their committed units stay);
-        a stop (a signal) drains each. With `scheduler.stream_stages` off, one part, or one
-        caller's backend for every pool (tests), the parts run one after another in order."""
+        responses while the generator writes the next. Every pool's replicas are sized and
+        checked on this thread first (a pool that cannot start fails before any work); pools
+        that do not fit the cluster together run one after another instead, with a line
+        saying so. A pool whose parts all finished is given back at once, and a pool still
+        working grows into what it freed (up to its `max_replicas`). The first failure stops
+        the others (their committed units stay) and is the one raised; a stop (a signal)
+        drains each. With `scheduler.stream_stages` off, one pool, or one caller's backend
+        for every pool (tests), the parts run one after another in order."""
         one_backend = self._given is not None and not isinstance(self._given, dict)
         pools = list(dict.fromkeys(part.pool for part in parts))
         if len(pools) < 2 or not self.config.scheduler.stream_stages or one_backend:
-            results = []
-            for i, part in enumerate(parts):
-                with self._on_pool(part.pool):
-                    results.append(part.run())
-                if all(later.pool != part.pool for later in parts[i + 1 :]):
-                    self._pool_done(part.pool)  # its GPUs go to the next pool's replicas
-            return results
+            return self._run_in_turn(parts)
         if self.owns_backend:
             self._ensure_ray()  # here: ray.init takes the signal handlers, on the main thread
+            if not self._pools_fit_together(pools):
+                return self._run_in_turn(parts)
+        for pool in pools:  # a pool that cannot start fails here, before any work
+            with self._on_pool(pool):
+                self._ensure_backend()
         keys = [(store.location.uri, stage) for part in parts for store, stage in part.publishes]
         for uri, stage in keys:
             self._feeds[(uri, stage)] = UnitFeed(uri, stage)
@@ -612,12 +618,17 @@ class StageRunner:
                     results[i] = part.run()
                 except BaseException as err:  # noqa: BLE001 - handed to the calling thread
                     errors[i] = err
-                    if not isinstance(err, JobStopped) and self._aborted is None:
-                        first_failure.append(i)
-                        line = str(err).splitlines()[0] if str(err) else type(err).__name__
-                        self._aborted = f"a stage running beside this one failed ({line})"
+                    with self._lock:  # the first failure of its own is the job's error
+                        echo = isinstance(err, (JobStopped, StageBesideFailed))
+                        if not echo and not first_failure:
+                            first_failure.append(i)
+                            line = str(err).splitlines()[0] if str(err) else type(err).__name__
+                            self._aborted = f"a stage running beside this one failed ({line})"
                     return
-            self._pool_done(pool)
+            try:
+                self._pool_done(pool)
+            except Exception as err:  # noqa: BLE001 - giving back is best effort
+                print(f"warning: pool {pool} was not given back ({err})", file=sys.stderr)
 
         threads = [
             threading.Thread(target=run_pool, args=(pool,), name=f"pool-{pool}") for pool in pools
@@ -625,18 +636,69 @@ class StageRunner:
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():  # in slices: the main thread still takes signals
-                    thread.join(0.2)
+            self._join(threads)
+        except BaseException:  # the main thread interrupted: the pools stop at their next step
+            self._aborted = self._aborted or "interrupted"
+            self._join(threads)
+            raise
         finally:
             for key in keys:
                 self._feeds.pop(key, None)
         if first_failure:
             raise errors[first_failure[0]]  # type: ignore[misc]
+        for err in errors:  # a stop first, as each pool raised it
+            if isinstance(err, JobStopped):
+                raise err
         for err in errors:
             if err is not None:
                 raise err
         return results
+
+    @staticmethod
+    def _join(threads: list[threading.Thread]) -> None:
+        for thread in threads:
+            while thread.is_alive():  # in slices: the main thread still takes signals
+                thread.join(0.2)
+
+    def _run_in_turn(self, parts: list[Together]) -> list[dict[str, Any]]:
+        """The parts one after another; a pool is given back before another pool's part
+        starts (its GPUs go to the next pool's replicas), as one engine at a time needs."""
+        results = []
+        for part in parts:
+            for pool in list(self._backends):
+                if pool != part.pool:
+                    self._pool_done(pool)
+            with self._on_pool(part.pool):
+                results.append(part.run())
+        return results
+
+    def _pools_fit_together(self, pools: list[str]) -> bool:
+        """Whether every pool's replicas fit the cluster at once (its CPUs and GPUs in all);
+        when not, one line says the stages run one after another instead."""
+        import ray
+
+        from synth_ray.runtime.cluster import replica_cpus, replica_gpus
+
+        total = ray.cluster_resources()
+        need_cpu = need_gpu = 0.0
+        for pool in pools:
+            config = self._config_for(pool)
+            if config.engine.remote:
+                need_cpu += (config.resources.cpus_per_replica or 1.0) * config.resources.replicas
+                continue
+            gpus = replica_gpus(config)
+            cpus = replica_cpus(config, gpus, self._replicas_sharing())
+            need_cpu += cpus * config.resources.replicas
+            need_gpu += gpus * config.resources.replicas
+        if need_cpu <= total.get("CPU", 0) and need_gpu <= total.get("GPU", 0):
+            return True
+        print(
+            f"pools {', '.join(pools)} need {need_cpu:g} CPUs and {need_gpu:g} GPUs at once; "
+            f"the cluster has {total.get('CPU', 0):g} and {total.get('GPU', 0):g}: their stages "
+            "run one after another",
+            file=sys.stderr,
+        )
+        return False
 
     @contextlib.contextmanager
     def _on_pool(self, pool: str) -> Iterator[None]:
@@ -695,6 +757,8 @@ class StageRunner:
         its working directory at some moment after joining (Ray unpacks the job's files
         again), and transformers resolves a relative path at import."""
         address = self.config.ray.address or os.environ.get("RAY_ADDRESS")
+        if self.config.pools or self.extra_pools:
+            return  # which pools start first, and how big, is run_together's to decide
         if self.owns_backend and not address:
             backend = self._ensure_backend()
             prestart = getattr(backend, "prestart", None)

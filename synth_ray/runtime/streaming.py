@@ -37,6 +37,23 @@ class UnitFeed:
         self._listeners: list[queue.SimpleQueue[tuple[UnitFeed, int]]] = []
         self.failed: str | None = None
         self.finished = False
+        self._planned: list[Any] | None = None  # the stage's units, once it planned them
+        self._planned_set = threading.Event()
+
+    def set_planned(self, units: list[Any]) -> None:
+        """The stage's planned units (WorkUnits): the ids its commits will carry."""
+        self._planned = sorted(units, key=lambda u: u.index)
+        self._planned_set.set()
+
+    def planned(self) -> list[Any]:
+        """The stage's planned units in index order, once it has planned them (a later stage
+        derives its unit ids from them, as it would from the commit records); JobFailed when
+        the stage failed first."""
+        while not self._planned_set.wait(0.2):
+            if self.failed:
+                raise StageBesideFailed(f"stage {self.name} failed: {self.failed}")
+        assert self._planned is not None
+        return self._planned
 
     def add(self, record: UnitRecord) -> None:
         with self._lock:
@@ -66,6 +83,11 @@ class UnitFeed:
     @property
     def name(self) -> str:
         return self.stage or self.uri
+
+
+class StageBesideFailed(JobFailed):
+    """This stage stops because a stage running beside it failed (that one's error is the
+    job's)."""
 
 
 # unit k of a later stage -> the (feed, earlier unit index) pairs it reads
@@ -109,18 +131,16 @@ class UnitGate:
                     out.append((unit, self.shards_of(records)))  # type: ignore[arg-type]
         return out
 
-    def failure(self) -> str | None:
-        """Why units still held will never be released: an earlier stage failed, or
-        finished without committing one of them."""
+    def failed(self) -> str | None:
+        """Why no more unit will come: an earlier stage failed."""
         for feed in self.feeds.values():
             if feed.failed:
                 return f"stage {feed.name} failed: {feed.failed}"
-        if self.feeds and all(feed.finished for feed in self.feeds.values()):
-            self.release()
-            held = [unit for unit in self.needs if unit not in self.released]
-            if held:
-                return f"unit {held[0]} reads earlier units that were never committed"
         return None
+
+    def finished(self) -> bool:
+        """Every earlier stage finished: each commit it made is in the inbox already."""
+        return bool(self.feeds) and all(feed.finished for feed in self.feeds.values())
 
 
 def gated(
@@ -130,13 +150,14 @@ def gated(
 ) -> Iterator[WorkItem | None]:
     """The scheduler's work for a stage running beside others: its slices, each unit's once
     its gate releases it (with the shards it reads), None while a unit waits (the scheduler
-    asks again on its next loop); JobFailed once `aborted()` says a stage beside it failed,
-    or the gate says its units never will be released."""
+    asks again on its next loop); StageBesideFailed once `aborted()` says a stage beside it
+    failed, or an earlier stage it reads did; JobFailed when the earlier stages finished
+    without a unit it reads."""
     if gate is None:
         for item in slices:
             reason = aborted()
             if reason:
-                raise JobFailed(reason)
+                raise StageBesideFailed(reason)
             yield item
         return
     held: dict[int, list[WorkItem]] = {}
@@ -146,17 +167,23 @@ def gated(
     while held or ready:
         reason = aborted()
         if reason:
-            raise JobFailed(reason)
+            raise StageBesideFailed(reason)
         if not ready:
+            finished = gate.finished()  # read first: every commit before it is queued
             for unit, shards in gate.release():
                 for item in held.pop(unit, ()):
                     item.payload = dataclasses.replace(item.payload, earlier_shards=shards)
                     ready.append(item)
+            if not ready and held:
+                reason = gate.failed()
+                if reason:
+                    raise StageBesideFailed(reason)
+                if finished:
+                    raise JobFailed(
+                        f"unit {min(held)} of stage {held[min(held)][0].payload.stage_key}"
+                        " reads earlier units that were never committed"
+                    )
         if ready:
             yield ready.popleft()
             continue
-        if held:
-            reason = gate.failure()
-            if reason:
-                raise JobFailed(reason)
         yield None
