@@ -66,6 +66,8 @@ class UnitStats:
     tallies: Counter[str] = field(default_factory=Counter)
     # kept rows a method sent to a named split (`Kept(row, split=...)`), counted in rows_out
     splits: Counter[str] = field(default_factory=Counter)
+    # a remote engine's retried attempts, by reason (HTTP 429, timeout, ...)
+    retries: Counter[str] = field(default_factory=Counter)
 
     def observe(self, row: dict[str, Any]) -> None:
         """Count a kept row into the distributions."""
@@ -113,6 +115,7 @@ class UnitStats:
         self.output_tokens += other.output_tokens
         self.tallies.update(other.tallies)
         self.splits.update(other.splits)
+        self.retries.update(other.retries)
         if other.nn_histogram:
             mine = self.nn_histogram or [0] * len(other.nn_histogram)
             self.nn_histogram = [a + b for a, b in zip(mine, other.nn_histogram, strict=True)]
@@ -132,6 +135,8 @@ class UnitStats:
             histogram["tallies"] = dict(sorted(self.tallies.items()))  # type: ignore[assignment]
         if self.splits:
             histogram["rows_by_split"] = dict(sorted(self.splits.items()))  # type: ignore[assignment]
+        if self.retries:
+            histogram["retries_by_reason"] = dict(sorted(self.retries.items()))  # type: ignore[assignment]
         return {
             "input_documents": self.input_documents,
             "rows_in": self.rows_in,
@@ -160,4 +165,5 @@ class UnitStats:
             categories={k: dict(v) for k, v in data.get("categories", {}).items()},
             tallies=Counter(data.get("tallies", {})),
             splits=Counter(data.get("rows_by_split", {})),
+            retries=Counter(data.get("retries_by_reason", {})),
         )

@@ -5,13 +5,15 @@
 `FaultProxy(upstream, decide)` listens on 127.0.0.1 (a free port) and, for each request,
 calls `decide(method, path, n)` (n counts requests from 1): None forwards the request to
 `upstream` ("http://host:port") unchanged and returns its answer; a `Fault` is sent instead
-(its status, headers and body), and the upstream never sees the request. Tests point a real
+(its status, headers and body; or a dropped connection; or a hang), and the upstream never
+sees the request. Tests point a real
 client (pyarrow's S3 filesystem, an HTTP client) at `proxy.url` to meet real error responses.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +23,15 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class Fault:
-    status: int
+    """An answer in place of the upstream's: `status` with `headers` and `body`; or, with
+    `drop`, the connection closed with no answer at all; or, with `hang` (an Event), no
+    answer until it is set, as a stuck server's (then the connection is closed)."""
+
+    status: int = 0
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+    hang: threading.Event | None = None
 
 
 Decide = Callable[[str, str, int], Fault | None]
@@ -35,6 +43,7 @@ class FaultProxy:
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.decide = decide
         self.requests: list[tuple[str, str, int | None]] = []  # method, path, fault status
+        self.body = b""  # the body of the request `decide` is deciding
         self._lock = threading.Lock()
         proxy = self
 
@@ -61,9 +70,16 @@ class FaultProxy:
             def _any(self) -> None:
                 body = self._body()
                 with proxy._lock:
+                    proxy.body = body  # what `decide` may look at: the request it decides
                     n = len(proxy.requests) + 1
                     fault = proxy.decide(self.command, self.path, n)
                     proxy.requests.append((self.command, self.path, fault and fault.status))
+                if fault is not None and fault.hang is not None:
+                    fault.hang.wait()
+                if fault is not None and (fault.drop or fault.hang is not None):
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if fault is not None:
                     self.send_response(fault.status)
                     for key, value in fault.headers.items():

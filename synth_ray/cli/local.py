@@ -104,6 +104,17 @@ def run(
     )
     if summary.row_ids:
         console.print(summary.row_ids, highlight=False)
+    if stats.get("remote"):
+        remote = stats["remote"]
+        console.print(
+            f"remote engines: cost ${remote['cost_usd']:.4f} at the configured prices, "
+            f"{remote['retries']} requests retried"
+            + "".join(
+                f"; {name}: {s['model']} {s['input_tokens']:,} in / {s['output_tokens']:,} out"
+                for name, s in remote["stages"].items()
+            ),
+            highlight=False,
+        )
     if stats.get("nn_similarity_histogram"):
         from synth_ray.diversity.decide import format_histogram
 

@@ -300,6 +300,14 @@ def _counts(stats: dict[str, Any]) -> list[str]:
             else []
         ),
         f"- tokens: {stats.get('input_tokens', 0):,} in, {stats.get('output_tokens', 0):,} out",
+        *(
+            [
+                f"- remote engines: estimated cost ${stats['remote']['cost_usd']:.4f} at the "
+                f"configured prices, {stats['remote']['retries']} requests retried"
+            ]
+            if stats.get("remote")
+            else []
+        ),
         f"- runs: {stats.get('runs', 0)}, generation time {stats.get('generation_wall_s', 0)} s",
     ]
     return out

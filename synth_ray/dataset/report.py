@@ -329,6 +329,10 @@ def _page(
         ("stalled replicas; requests re-sent",
          f"{stats.get('replicas_stalled', 0)}; {stats.get('requests_resent', 0)}"),
     ]  # fmt: skip
+    if stats.get("remote"):
+        remote = stats["remote"]
+        facts.append(("remote engines: cost; retried",
+                      f"${remote['cost_usd']:.4f}; {remote['retries']}"))  # fmt: skip
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>synth-ray report: {e(store.location.uri)}</title>",

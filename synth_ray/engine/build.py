@@ -7,16 +7,28 @@ Its own module so that neither engine module imports the other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from synth_ray.engine.openai_engine import Limiter
 from synth_ray.engine.vllm_engine import EngineSettings, VllmEngine
 
 
-def build_engine(settings: EngineSettings) -> Any:
-    """The engine a replica runs: on a CPU (one process, no tensor parallelism) vLLM's engine
-    inside this process (engine/inprocess_engine.py: no second process importing vLLM and
-    loading the model again, 8 s of a 2-core machine's replica start); elsewhere the async
-    engine, whose separate engine core process overlaps scheduling with the GPU's work."""
+def build_engine(
+    settings: EngineSettings,
+    limiter: Limiter | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Any:
+    """The engine a replica runs: a remote endpoint's client (engine/openai_engine.py, paying
+    `limiter` before each request); on a CPU (one process, no tensor parallelism) vLLM's
+    engine inside this process (engine/inprocess_engine.py: no second process importing vLLM
+    and loading the model again, 8 s of a 2-core machine's replica start); elsewhere the
+    async engine, whose separate engine core process overlaps scheduling with the GPU's
+    work."""
+    if settings.remote is not None:
+        from synth_ray.engine.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(settings.model, settings.remote, limiter, count_tokens)
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu() and settings.tensor_parallel_size == 1:

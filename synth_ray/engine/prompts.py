@@ -104,17 +104,18 @@ def renderer_for(model: str) -> PromptRenderer:
 
 
 def load_renderer(config: JobConfig) -> PromptRenderer:
-    """The job's model's tokenizer and chat template (`config.engine.model`); an unusable
-    model is a ConfigError naming it."""
+    """The job's model's tokenizer and chat template (`config.engine.model`, or a remote
+    engine's `openai.tokenizer`); an unusable one is a ConfigError naming it."""
     from synth_ray.engine.models import resolve_model
     from synth_ray.errors import ConfigError
 
-    model = config.engine.model
+    model = config.engine.tokenizer_source
+    key = "engine.openai.tokenizer" if model != config.engine.model else "engine.model"
     try:
         return PromptRenderer.from_model(resolve_model(model), source=model)
     except ConfigError:
         raise
     except Exception as err:  # transformers raises many types for an unusable folder or id
         raise ConfigError(
-            f"engine.model {model}: cannot load its tokenizer ({type(err).__name__})"
+            f"{key} {model}: cannot load its tokenizer ({type(err).__name__})"
         ) from None

@@ -45,6 +45,9 @@ class EngineRequest:
     sampling: SamplingSpec
     seed: int | None
     max_tokens: int  # sampling.max_tokens capped so prompt + output fit the context
+    # the chat messages the token ids were rendered from (None: a raw prompt), for an engine
+    # that takes messages rather than token ids (a remote chat API)
+    messages: tuple[dict[str, str], ...] | None = None
 
     @property
     def key(self) -> str:
@@ -65,6 +68,7 @@ class EngineResult:
     finish_reason: str | None
     error: str | None = None
     samples: tuple[tuple[str, int, str | None], ...] = ()
+    retries: tuple[str, ...] = ()  # a remote engine's: why each retried attempt failed
 
     @property
     def key(self) -> str:

@@ -36,6 +36,11 @@ class EngineSettings:
     dtype: str = "auto"  # resolved per machine by engine/dtype.py when the engine is built
     tensor_parallel_size: int = 1
     args: dict[str, Any] = field(default_factory=dict)
+    # a remote engine (engine/openai_engine.py) in place of vLLM: where to send requests,
+    # the local tokenizer that renders them, and the name of the pool's rate-limit actor
+    remote: Any = None  # RemoteSettings
+    tokenizer: str | None = None
+    limiter: str | None = None
 
     def engine_args(self) -> dict[str, Any]:
         engine: dict[str, Any] = {

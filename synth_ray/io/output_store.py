@@ -463,6 +463,14 @@ class OutputStore:
         self.location.write_bytes_atomic(STATS_FILE, json.dumps(stats, indent=2).encode())
         return stats
 
+    @_in_turn
+    def add_stats_sections(self, sections: dict[str, Any]) -> dict[str, Any]:
+        """Add `sections` to the stats.json a method wrote; returns the whole."""
+        stats = self.read_json(STATS_FILE) or {}
+        stats.update(sections)
+        self.location.write_bytes_atomic(STATS_FILE, json.dumps(stats, indent=2).encode())
+        return stats
+
     def rows(self, stage: str | None = None, errors: bool = False) -> list[dict[str, Any]]:
         """Committed rows (or error rows) in (stage, unit) order, candidate order within a unit:
         what a later stage of a multi-round method reads as its input."""

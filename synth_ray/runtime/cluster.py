@@ -7,14 +7,15 @@ the backend with the engine settings from the config.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
 from typing import Any
 
-from synth_ray.config import JobConfig
+from synth_ray.config import EngineConfig, JobConfig
 from synth_ray.engine.vllm_engine import EngineSettings, cpu_engine_env
-from synth_ray.errors import ResourceError
+from synth_ray.errors import ConfigError, ResourceError
 
 
 def engine_settings(config: JobConfig, tensor_parallel_size: int) -> EngineSettings:
@@ -110,6 +111,8 @@ def ray_backend_for(
 
     from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
 
+    if config.engine.remote:
+        return _remote_backend(config, keep_alive, actor_class)
     gpus = replica_gpus(config)
     cpus = replica_cpus(config, gpus, sharing)
     tp = tensor_parallel_size(config, gpus, cpus)
@@ -118,6 +121,56 @@ def ray_backend_for(
     check_cluster_fits(config.resources.replicas, resources)
     extra = {"actor_class": actor_class} if actor_class is not None else {}
     return RayBackend(engine_settings(config, tp), resources, keep_alive=keep_alive, **extra)
+
+
+def remote_api_key(engine: EngineConfig) -> str | None:
+    """The API key of a remote engine, read from the environment variable the config names
+    (None without one); a variable that is not set is a ConfigError naming it."""
+    remote = engine.openai
+    if remote is None or not remote.api_key_env:
+        return None
+    key = os.environ.get(remote.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"engine.openai.api_key_env {remote.api_key_env}: not set in this environment "
+            "(export it before the run; its value is never written to the output)"
+        )
+    return key
+
+
+def _remote_backend(config: JobConfig, keep_alive: bool, actor_class: type | None) -> Any:
+    """Replicas of a remote engine: no GPU, `cpus_per_replica` (default 1) for rendering,
+    tokenizing and parsing; the pool's rate limiter started when the config sets a limit."""
+    from synth_ray.engine.openai_engine import RemoteSettings
+    from synth_ray.runtime.ray_backend import RayBackend, ReplicaResources, check_cluster_fits
+
+    remote = config.engine.openai
+    assert remote is not None
+    settings = EngineSettings(
+        model=config.engine.model,
+        tokenizer=config.engine.tokenizer_source,
+        remote=RemoteSettings(
+            base_url=remote.base_url,
+            api=remote.api,
+            api_key=remote_api_key(config.engine),
+            max_concurrency=remote.max_concurrency,
+            timeout_s=remote.timeout_s,
+            max_attempts=remote.max_attempts,
+        ),
+    )
+    limiter = None
+    if remote.requests_per_minute or remote.tokens_per_minute:
+        from synth_ray.runtime.rate_limiter import start_rate_limiter
+
+        name, limiter = start_rate_limiter(remote.requests_per_minute, remote.tokens_per_minute)
+        settings = dataclasses.replace(settings, limiter=name)
+    resources = ReplicaResources(config.resources.cpus_per_replica or 1.0, 0, {})
+    check_cluster_fits(config.resources.replicas, resources)
+    extra = {"actor_class": actor_class} if actor_class is not None else {}
+    backend = RayBackend(settings, resources, keep_alive=keep_alive, **extra)
+    if limiter is not None:
+        backend.companions.append(limiter)
+    return backend
 
 
 def tensor_parallel_size(config: JobConfig, gpus: int, cpus: float) -> int:

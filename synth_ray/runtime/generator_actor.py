@@ -21,6 +21,7 @@ from typing import Any
 
 from synth_ray.engine.build import build_engine
 from synth_ray.engine.models import resolve_model
+from synth_ray.engine.openai_engine import Limiter
 from synth_ray.engine.prompts import renderer_for
 from synth_ray.engine.vllm_engine import EngineSettings
 from synth_ray.runtime.priority import run_at_normal_priority
@@ -29,14 +30,36 @@ from synth_ray.runtime.slice_worker import SliceWorker
 from synth_ray.runtime.slices import FinalizeTask, SliceDone, SliceTask
 
 
+def pool_limiter(name: str | None) -> Limiter | None:
+    """`await limit(tokens)` through the pool's rate-limit actor (None: no limit)."""
+    if name is None:
+        return None
+    import ray
+
+    handle = ray.get_actor(name)
+
+    async def limit(tokens: int) -> None:
+        await handle.acquire.remote(tokens)
+
+    return limit
+
+
 class GeneratorActor:
     def __init__(self, settings: EngineSettings) -> None:
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
         # before the engine spawns its processes, which inherit this priority
         self.niceness = run_at_normal_priority()
-        configured_model = settings.model
-        settings = dataclasses.replace(settings, model=resolve_model(settings.model))
-        self.engine = build_engine(settings)
+        configured_model = settings.tokenizer or settings.model
+        if settings.remote is None:
+            settings = dataclasses.replace(settings, model=resolve_model(settings.model))
+            self.engine = build_engine(settings)
+        else:  # the model is served elsewhere: its requests pay the pool's rate limit
+            tokenizer = renderer_for(configured_model).tokenizer
+            self.engine = build_engine(
+                settings,
+                limiter=pool_limiter(settings.limiter),
+                count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            )
         self.tensor_parallel_size = settings.tensor_parallel_size
         self.slices = SliceWorker(self.engine.generate_many)
         # Load the tokenizer slices render with now, not inside the first slice: a stage's

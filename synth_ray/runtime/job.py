@@ -29,6 +29,7 @@ from synth_ray.io.output_store import OutputStore
 from synth_ray.methods import method_spec
 from synth_ray.methods.stages import JobContext
 from synth_ray.runtime.backend import Backend
+from synth_ray.runtime.cluster import remote_api_key
 from synth_ray.runtime.diversity import CENTROID_SAMPLE, check_diversity_config
 from synth_ray.runtime.stage import RunSummary, StageRunner
 from synth_ray.runtime.stage_documents import InputDocuments
@@ -122,7 +123,11 @@ def run_job(
         sample = lambda: [d.text or "" for d in itertools.islice(docs(), CENTROID_SAMPLE)]  # noqa: E731
     if config.filters.diversity.enabled:
         check_diversity_config(config.filters.diversity)
-    resolve_model(config.engine.model)  # a missing model folder fails before Ray starts
+    for engine in [config.engine, *(pool.engine for pool in config.pools.values()),
+                   *(pool.engine for pool in method.pools(config).values())]:  # fmt: skip
+        resolve_model(engine.tokenizer_source)  # a missing model folder fails before Ray starts
+        if engine.remote:
+            remote_api_key(engine)  # a key's variable not set: before any work too
     fingerprint = config.fingerprint()
     store = OutputStore(config.output.path)
     # one writer per output, taken before anything is written (io/lease.py)
@@ -164,6 +169,9 @@ def run_job(
             ),
         )
         summary.stats = method.run(ctx)
+        usage = runner.remote_usage()
+        if usage is not None:  # tokens, retries and cost of the stages on remote engines
+            summary.stats = store.add_stats_sections({"remote": usage})
         set_state(store.location, "done")
     except JobStopped as stopped:
         stopped.summary = summary

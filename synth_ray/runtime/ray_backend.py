@@ -91,6 +91,9 @@ class RayBackend:
         self.completed: queue.SimpleQueue[Any] = queue.SimpleQueue()  # refs done, for `poll`
         self.next_replica_id = 0
         self.probing: set[int] = set()  # replicas with a progress probe outstanding
+        self.companions: list[
+            Any
+        ] = []  # actors the replicas use (a rate limiter): closed with them
 
     def prestart(self, replicas: int) -> None:
         """Create `replicas` actors now, parked until the scheduler starts its replicas: their
@@ -215,3 +218,6 @@ class RayBackend:
         for actor in self.idle:
             ray.kill(actor, no_restart=True)
         self.idle.clear()
+        for actor in self.companions:
+            ray.kill(actor, no_restart=True)
+        self.companions.clear()

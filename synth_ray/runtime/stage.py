@@ -184,6 +184,8 @@ class StageRunner:
         self._feeds: dict[tuple[str, str], UnitFeed] = {}  # stages running beside others
         self._aborted: str | None = None  # why the stages running together must stop
         self._schedulers: dict[str, Scheduler] = {}  # by pool, while a stage runs on it
+        # every stage executed: (folder, stage name) -> the pool it ran on (cost, usage)
+        self.stage_pools: dict[tuple[OutputStore, str], str] = {}
         self._lock = threading.Lock()
         self.owns_ray = False
         reference = config.filters.diversity.reference_path
@@ -317,6 +319,8 @@ class StageRunner:
         With `gate`, each unit waits until the earlier units it reads committed (a stage
         running beside the one it reads: `run_together`). Stages running beside this one
         and reading it hear of each unit as it commits."""
+        with self._lock:
+            self.stage_pools[(store, stage)] = self.pool
         feed = self._feeds.get((store.location.uri, stage))
         if feed is not None:
             feed.set_planned(units)  # the ids a later stage beside this one derives from
@@ -653,6 +657,39 @@ class StageRunner:
             if err is not None:
                 raise err
         return results
+
+    def remote_usage(self) -> dict[str, Any] | None:
+        """What the remote engines' stages used (every unit committed, this run or before):
+        tokens, retries by reason and the cost their pools' prices give, per stage and in
+        all; None when no stage ran on a remote engine."""
+        stages: dict[str, Any] = {}
+        for (store, stage), pool in sorted(self.stage_pools.items(), key=lambda kv: kv[0][1]):
+            remote = self.pool_config(pool).engine.openai
+            if remote is None:
+                continue
+            totals = store.totals(stage)
+            cost = (
+                totals.input_tokens * remote.input_price_per_million
+                + totals.output_tokens * remote.output_price_per_million
+            ) / 1e6
+            label = stage or "main"
+            if store.location.uri.rstrip("/") != self.output.uri.rstrip("/"):
+                label = f"{store.location.uri.rstrip('/').rsplit('/', 1)[-1]}/{label}"
+            stages[label] = {
+                "pool": pool,
+                "model": self.model_name(pool),
+                "input_tokens": totals.input_tokens,
+                "output_tokens": totals.output_tokens,
+                "retries_by_reason": dict(sorted(totals.retries.items())),
+                "cost_usd": round(cost, 6),
+            }
+        if not stages:
+            return None
+        return {
+            "cost_usd": round(sum(s["cost_usd"] for s in stages.values()), 6),
+            "retries": sum(sum(s["retries_by_reason"].values()) for s in stages.values()),
+            "stages": stages,
+        }
 
     @staticmethod
     def _join(threads: list[threading.Thread]) -> None:

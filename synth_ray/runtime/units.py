@@ -145,6 +145,9 @@ class UnitBuilder:
                         candidate.max_tokens or self.sampling.max_tokens,
                         self.max_model_len - len(ids),
                     ),
+                    messages=None
+                    if candidate.raw_prompt is not None
+                    else tuple(candidate.messages or ()),
                 )
             )
         return pending
@@ -235,6 +238,7 @@ def collect_rows(
         if result is not None:
             stats.input_tokens += result.n_input_tokens
             stats.output_tokens += result.n_output_tokens
+            stats.retries.update(result.retries)
         for index, outcome in enumerate(pending.outcomes[candidate.row_id]):
             if isinstance(outcome, Kept) and outcome.split is not None:
                 split_rows[outcome.split].append(outcome.row)
