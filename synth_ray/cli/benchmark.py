@@ -20,7 +20,11 @@ from synth_ray.errors import UserError
 def bench(
     config: Annotated[Path, typer.Argument(help="Job config: model, engine, sampling, resources.")],
     systems: Annotated[
-        str, typer.Option(help="Comma-separated: synth-ray, vllm (raw LLM.generate), ray-data.")
+        str,
+        typer.Option(
+            help="Comma-separated: synth-ray, vllm (raw LLM.generate), ray-data, "
+            "synth-ray-remote (synth-ray over HTTP to `vllm serve` of the same model)."
+        ),
     ] = "synth-ray,vllm,ray-data",
     prompts: Annotated[int, typer.Option(help="Requests in the workload.")] = 128,
     lengths: Annotated[

@@ -56,6 +56,7 @@ class RemoteSettings:
     max_attempts: int = 6
     max_backoff_s: float = 30.0
     check_model: bool = True  # at start: GET /models must list the model
+    send_seed: bool = True  # a vLLM server on CPU dies on seeded sampled requests
 
 
 class _Transient(Exception):
@@ -112,7 +113,9 @@ def constraint_fields(constraint: Constraint | None, api: str) -> dict[str, Any]
     return {"structured_outputs": {constraint.kind: constraint.value}}
 
 
-def request_body(model: str, request: EngineRequest, api: str) -> dict[str, Any]:
+def request_body(
+    model: str, request: EngineRequest, api: str, send_seed: bool = True
+) -> dict[str, Any]:
     """The JSON body of `request`: the prompt as token ids (completions) or its chat
     messages (chat), its sampling, seed and constraint."""
     s = request.sampling
@@ -129,7 +132,7 @@ def request_body(model: str, request: EngineRequest, api: str) -> dict[str, Any]
         body["messages"] = [dict(m) for m in request.messages]
     else:
         body["prompt"] = list(request.prompt_token_ids)
-    if request.seed is not None:
+    if request.seed is not None and send_seed:
         body["seed"] = request.seed
     if s.stop:
         body["stop"] = list(s.stop)
@@ -357,7 +360,7 @@ class OpenAIEngine:
         assert self._slots is not None
         path = "chat/completions" if self.api == "chat" else "completions"
         try:
-            body = request_body(self.model, request, self.api)
+            body = request_body(self.model, request, self.api, self.remote.send_seed)
         except _Rejected as err:
             return _failed(request, str(err))
         async with self._slots:

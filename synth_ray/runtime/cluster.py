@@ -156,6 +156,7 @@ def _remote_backend(config: JobConfig, keep_alive: bool, actor_class: type | Non
             max_concurrency=remote.max_concurrency,
             timeout_s=remote.timeout_s,
             max_attempts=remote.max_attempts,
+            send_seed=remote.send_seed,
         ),
     )
     limiter = None
