@@ -83,6 +83,15 @@ def embedded_model() -> str:
     return str(prepare_embedded_model())
 
 
+def model_alias(model: str | Path, dest: Path) -> Path:
+    """Another model folder (another name: a judge, a second generator) holding links to
+    `model`'s files: the same weights and tokenizer without copying hundreds of MB."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in Path(model).iterdir():
+        (dest / item.name).symlink_to(item.resolve())
+    return dest
+
+
 @pytest.fixture(scope="session")
 def shared_engine(embedded_model, tmp_path_factory):
     """One real vLLM CPU engine in one Ray actor, reused by every end-to-end test."""

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import random
+import time
 from dataclasses import dataclass, field
 
 from synth_ray.engine.requests import EngineRequest, EngineResult
@@ -180,6 +181,8 @@ class FakeBackend:
     def poll(self, timeout: float) -> list[Event]:
         if self.clock is not None:
             self.clock.advance(timeout)
+        elif not self.pending_events and not any(self.in_flight.values()):
+            time.sleep(0.002)  # idle in real time: let a stage on another thread run
         events, self.pending_events = self.pending_events, []
         for rid in list(self.alive):
             if self._hung(rid):

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, Crash, crash_on_commit, write_jsonl
+from conftest import REPO, Crash, crash_on_commit, model_alias, write_jsonl
 from fake_backend import FakeBackend
 
 from synth_ray.config import validate_config
@@ -446,7 +442,7 @@ def test_a_user_simulator_pool_writes_openers_and_user_turns_beside_the_assistan
         backend=FakeBackend(responder=ScriptedChat(embedded_model)),
     )
     simulator = tmp_path / "simulator"
-    shutil.copytree(embedded_model, simulator)
+    model_alias(embedded_model, simulator)
     config = ultrachat_config(tmp_path).model_dump(mode="json")
     config["conversation"]["user_pool"] = "simulator"
     config["pools"] = {"simulator": {"engine": {"model": str(simulator), "max_model_len": 1024}}}
@@ -554,38 +550,33 @@ def test_magpie_kind_writes_later_user_turns_from_the_template(tmp_path, embedde
 
 
 @pytest.mark.engine
-def test_cli_dialogue_on_the_real_engine_reads_back_as_chat_messages(tmp_path, embedded_model):
-    """`synth-ray run` on the real engine: each conversation is in the output once, its turns
-    alternate, and `datasets` and DuckDB read it back as chat messages. (Resume mid-dialogue
-    is test_killed_mid_dialogue_resumes_each_conversation_exactly_once's; a process kill of
-    the stage path is test_kill_anywhere.py's.)"""
+def test_dialogue_on_the_real_engine_reads_back_as_chat_messages(
+    tmp_path, shared_engine, embedded_model
+):
+    """An ultrachat job on the real engine (the session's warm one): each conversation is in
+    the output once, its turns alternate, and `datasets` and DuckDB read it back as chat
+    messages. (Resume mid-dialogue is test_killed_mid_dialogue_resumes_each_conversation_
+    exactly_once's; a process kill of the stage path is test_kill_anywhere.py's.)"""
     import duckdb
     from datasets import Dataset
 
     out = tmp_path / "out"
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "method": "conversation",
-                "input": {
-                    "path": str(REPO / "examples" / "prompts.jsonl"),
-                    "text_column": "prompt",
-                    "limit": 3,
-                },
-                "output": {"path": str(out), "rows_per_shard": 1},
-                "engine": {"max_model_len": 1024, "enforce_eager": True},
-                "sampling": {"max_tokens": 16, "temperature": 0.7},
-                "conversation": {"kind": "ultrachat", "max_turns": 2},
-                "scheduler": {"batch_size": 1},
-                "ray": {"num_cpus": 2},
-            }
-        )
+    config = validate_config(
+        {
+            "method": "conversation",
+            "input": {
+                "path": str(REPO / "examples" / "prompts.jsonl"),
+                "text_column": "prompt",
+                "limit": 3,
+            },
+            "output": {"path": str(out), "rows_per_shard": 1},
+            "engine": {"max_model_len": 1024, "enforce_eager": True},
+            "sampling": {"max_tokens": 16, "temperature": 0.7},
+            "conversation": {"kind": "ultrachat", "max_turns": 2},
+            "scheduler": {"batch_size": 1},
+        }
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    run_job(config, show_progress=False, backend=shared_engine)
 
     stats = json.loads((out / "stats.json").read_text())
     assert stats["accounted"] and stats["rows_in"] == 3

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, job_config, make_docs, write_jsonl
+from conftest import REPO, job_config, make_docs, model_alias, write_jsonl
 
 from synth_ray.io.output_store import OutputStore
 from synth_ray.runtime.job import run_job
@@ -707,10 +707,9 @@ def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedd
     committed and every prompt is in the output once. The judge decodes its ratings under
     `preference.constrain` with n-gram speculative decoding (vllm 15554: the two broke
     together): every answer rates every text."""
-    import shutil
 
     judge = tmp_path / "judge-135m"
-    shutil.copytree(embedded_model, judge)
+    model_alias(embedded_model, judge)
     out = tmp_path / "out"
     # 24 prompts, one per unit: the generator's last units are still to come when the judge
     # has rated its first (the example prompts, three times, each time its own ids)

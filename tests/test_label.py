@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pyarrow.parquet as pq
@@ -493,21 +490,22 @@ def test_annotations_refuse_an_output_that_is_no_label_job(tmp_path):
 
 
 @pytest.mark.engine
-def test_label_recipe_from_the_cli_on_the_real_engine(tmp_path, embedded_model):
-    """The recipe on the real engine from `synth-ray run`: every vote decoded as a label and
-    every input row in exactly one split, by agreement. (Its resume after a kill is the stage
-    path's, killed on real replicas in test_kill_anywhere.py; a kill here cost CI 30 s.)"""
+def test_label_recipe_on_the_real_engine(tmp_path, shared_engine):
+    """The recipe on the real engine (the session's warm one): every vote decoded as a label
+    and every input row in exactly one split, by agreement; its card cites the papers. (Its
+    resume after a kill is the stage path's, killed on real replicas in
+    test_kill_anywhere.py; from the CLI, scripts/check_recipes.py runs it.)"""
+    from synth_ray.config import load_config
+    from synth_ray.dataset.card import write_card
+
     out = tmp_path / "out"
-    cmd = [
-        sys.executable, "-m", "synth_ray", "run", str(REPO / "configs" / "label.yaml"),
-        "--no-progress", "--set", f"output.path={out}", "--set", "input.limit=24",
-        "--set", "output.rows_per_shard=2", "--set", "label.votes=3",
-        "--set", "scheduler.batch_size=2", "--set", "scheduler.max_in_flight_per_replica=2",
-        "--set", "ray.num_cpus=2",
+    overrides = [
+        f"output.path={out}", "input.limit=24", "output.rows_per_shard=2", "label.votes=3",
+        "scheduler.batch_size=2", "scheduler.max_in_flight_per_replica=2",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    config = load_config(REPO / "configs" / "label.yaml", overrides)
+    run_job(config, show_progress=False, backend=shared_engine)
+    write_card(OutputStore(out))
     store = OutputStore(out)
     confident = [r for t in store.data_tables() for r in t.to_pylist()]
     uncertain = [r for t in store.data_tables(split=UNCERTAIN) for r in t.to_pylist()]

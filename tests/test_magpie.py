@@ -12,7 +12,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import Crash, crash_on_commit
+from conftest import Crash, crash_on_commit, model_alias
 from fake_backend import FakeBackend
 
 from synth_ray.config import validate_config
@@ -386,10 +386,9 @@ def test_a_resume_under_another_prefix_is_refused_not_mixed(tmp_path, embedded_m
 
 
 def test_a_model_without_a_usable_template_fails_before_any_work(tmp_path, embedded_model):
-    import shutil
 
     model = tmp_path / "model"
-    shutil.copytree(embedded_model, model)
+    model_alias(embedded_model, model)
     config_file = model / "tokenizer_config.json"
     import json
 

@@ -8,12 +8,11 @@ test_end_to_end.py's); the responses and ratings are the preference method's (Sc
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import Crash, crash_on_commit
+from conftest import Crash, crash_on_commit, model_alias
 from fake_backend import FakeBackend
 from test_preference import (
     RESPONSE_IDS,
@@ -62,7 +61,7 @@ class SlowGenerator(ScriptedModel):
 def pool_config(tmp_path, embedded_model, **scheduler):
     judge = tmp_path / "judge-model"
     if not judge.exists():
-        shutil.copytree(embedded_model, judge)
+        model_alias(embedded_model, judge)
     config = preference_config(tmp_path).model_dump(mode="json")
     config["preference"]["judge_pool"] = "judge"
     config["output"]["rows_per_shard"] = 1  # 7 units: the responses stream unit by unit
@@ -282,12 +281,11 @@ def test_a_gate_releases_a_unit_once_every_earlier_unit_it_reads_committed():
 
 
 @pytest.mark.engine
-def test_a_tensor_parallel_pool_runs_one_engine_over_two_cpu_ranks(tmp_path, embedded_model):
-    """A pool whose engine is split over 2 ranks (engine.tensor_parallel_size, each rank on
-    one of the 2 cores) judges from `synth-ray run` beside nothing else: vLLM's CPU build
-    runs tensor parallelism with a worker process per rank. The model is random weights at
-    a tiny shape whose heads divide by 2 (the embedded model's 9 do not); the ratings are
-    decoded under preference.constrain, so even random weights rate every text."""
+def test_a_tensor_parallel_engine_runs_over_two_cpu_ranks(tmp_path, embedded_model):
+    """engine.tensor_parallel_size 2 from `synth-ray run`: vLLM's CPU build splits the model
+    over a worker process per rank, each on one of the 2 cores, and the replica reports its
+    2 ranks. The model is random weights at a tiny shape whose heads divide by 2 (the
+    embedded model's 9 do not), so the rows are only counted, never read."""
     import json
     import subprocess
     import sys
@@ -296,40 +294,27 @@ def test_a_tensor_parallel_pool_runs_one_engine_over_two_cpu_ranks(tmp_path, emb
 
     from synth_ray.bench.random_model import make_random_model
 
-    judge = make_random_model(tmp_path / "tiny-judge", "embedded", Path(embedded_model))
-    shape = json.loads((judge / "config.json").read_text())
+    model = make_random_model(tmp_path / "tiny", "embedded", Path(embedded_model))
+    shape = json.loads((model / "config.json").read_text())
     shape.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=64)  # fmt: skip
-    (judge / "config.json").write_text(json.dumps(shape))
-    config = preference_config(tmp_path).model_dump(mode="json")
-    config["input"]["limit"] = 2
-    config["preference"].update(judge_pool="judge", n=2, judge_max_tokens=96, constrain=True)
-    config["engine"].update(max_model_len=1024, enforce_eager=True)
-    config["pools"] = {
-        "judge": {
-            "engine": {
-                "model": str(judge), "max_model_len": 1024, "enforce_eager": True,
-                "tensor_parallel_size": 2, "extra_args": {"load_format": "dummy"},
-            },
-            "cpus_per_replica": 2,
-        }
-    }  # fmt: skip
-    config["resources"] = {"cpus_per_replica": 1}
-    config["scheduler"]["stream_stages"] = False  # 3 cores' worth on 2: one pool at a time
-    config["ray"] = {"num_cpus": 2}
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(config))
+    (model / "config.json").write_text(json.dumps(shape))
+    out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "synth_ray", "run", str(path), "--no-progress"],
+        [sys.executable, "-m", "synth_ray", "run", str(REPO / "configs" / "generate.yaml"),
+         "--no-progress", "--set", f"output.path={out}", "--set", "input.limit=4",
+         "--set", f"engine.model={model}", "--set", "engine.extra_args.load_format=dummy",
+         "--set", "engine.tensor_parallel_size=2", "--set", "engine.max_model_len=512",
+         "--set", "engine.enforce_eager=true", "--set", "sampling.max_tokens=8",
+         "--set", "sampling.ignore_eos=true", "--set", "filters.diversity.enabled=false",
+         "--set", "ray.num_cpus=2"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert stats["accounted"] and stats["rows_in"] == 2 and stats["rows_errored"] == 0
-    runs = [json.loads(x) for x in (tmp_path / "out" / "_runs.jsonl").read_text().splitlines()]
-    assert runs[-1]["units_committed"] >= 1 and runs[-1]["engine_tensor_parallel_size"] == 2
-    rated = [r for r in read_pairs(tmp_path / "out").values()]
-    assert all(p["judge_model"] == "tiny-judge" for p in rated)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["accounted"] and stats["rows_out"] == 4 and stats["output_tokens"] == 32
+    runs = [json.loads(x) for x in (out / "_runs.jsonl").read_text().splitlines()]
+    assert runs[-1]["engine_tensor_parallel_size"] == 2
 
 
 def test_configs_without_pools_keep_the_fingerprints_they_had_before_pools():

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import Crash, crash_on_commit, write_jsonl
+from conftest import Crash, crash_on_commit, model_alias, write_jsonl
 from fake_backend import FakeBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -385,7 +384,7 @@ def test_a_judge_engine_rates_with_another_model(tmp_path, embedded_model):
     """`preference.judge_engine`: the rating stage renders with the judge model's template and
     its rows name both models (the simulated backend stands in for both engines)."""
     judge = tmp_path / "judge-model"
-    shutil.copytree(embedded_model, judge)
+    model_alias(embedded_model, judge)
     engine = ScriptedModel(embedded_model)
     config = preference_config(tmp_path, judge_engine={"model": str(judge), "max_model_len": 2048})
     run_job(config, show_progress=False, backend=FakeBackend(responder=engine))
@@ -403,7 +402,7 @@ def test_a_pool_of_generators_writes_each_prompts_responses(tmp_path, embedded_m
     job's model rates them. A kill in the second model's stage resumes exactly: nothing
     committed is asked again (the simulated backend stands in for every engine)."""
     for name in ("gen-a", "gen-b"):
-        shutil.copytree(embedded_model, tmp_path / name)
+        model_alias(embedded_model, tmp_path / name)
     pool = [{"model": str(tmp_path / name)} for name in ("gen-a", "gen-b")]
     engine = ScriptedModel(embedded_model)
     clean = preference_config(tmp_path / "clean", generators=pool)
@@ -454,7 +453,7 @@ def test_inline_engines_are_pools_and_a_stage_renders_with_its_pools_model(
     from synth_ray.runtime.stage import RunSummary, StageRunner
 
     judge = tmp_path / "judge"
-    shutil.copytree(embedded_model, judge)
+    model_alias(embedded_model, judge)
     job_engine = {"model": "embedded:smollm2-135m-instruct"}
     judge_engine = {"model": str(judge), "max_model_len": 512}
     config = preference_config(

@@ -87,6 +87,8 @@ def job_config(tmp_path: Path, base_url: str, **openai) -> Path:
                 "api_key_env": "SYNTH_RAY_TEST_KEY",
                 "tokenizer": "embedded:smollm2-135m-instruct",
                 "max_attempts": 4,
+                "requests_per_minute": 6000,  # the pool's limiter actor, on every request
+                "tokens_per_minute": 10_000_000,
                 "input_price_per_million": 0.5,
                 "output_price_per_million": 2.0,
                 **openai,
@@ -159,7 +161,10 @@ def test_a_remote_job_through_faults_keeps_every_row_once_and_no_secret(tmp_path
     stats = json.loads((out / "stats.json").read_text())
     assert stats["accounted"] and stats["rows_errored"] == 0
     retried = stats["remote"]["stages"]["main"]["retries_by_reason"]
-    assert retried == {"HTTP 429": 1, "HTTP 500": 1, "connection (RemoteProtocolError)": 1}
+    # the dropped connection: retried by the replica, unless it was a kept-alive connection,
+    # which the HTTP client itself opens again and re-sends on (the server never saw it)
+    dropped = retried.pop("connection (RemoteProtocolError)", 0)
+    assert retried == {"HTTP 429": 1, "HTTP 500": 1} and dropped <= 1
     assert stats["replicas_stalled"] >= 1 and stats["requests_resent"] >= 1
     usage = stats["remote"]["stages"]["main"]
     assert usage["input_tokens"] == stats["input_tokens"] > 0
@@ -174,9 +179,11 @@ def test_a_remote_job_through_faults_keeps_every_row_once_and_no_secret(tmp_path
     assert SECRET not in said
 
 
-def test_a_refused_key_fails_the_job_at_once_in_one_line(tmp_path, served):
-    started = time.monotonic()
-    done = run(job_config(tmp_path, served), key="sk-wrong")
-    assert done.returncode != 0 and time.monotonic() - started < 120
-    assert "refused the key (HTTP 401" in done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+def test_the_real_server_refuses_a_wrong_key_at_a_replicas_start(served):
+    """What fails a job at once (a replica that cannot start, before any became ready):
+    the real server's 401 to a wrong key, as one line naming the key's setting."""
+    from synth_ray.engine.openai_engine import OpenAIEngine, RemoteAuthError, RemoteSettings
+
+    with pytest.raises(RemoteAuthError, match=r"api_key_env: .* refused the key \(HTTP 401"):
+        OpenAIEngine("smol", RemoteSettings(base_url=f"{served}/v1", api_key="sk-wrong"))
+    OpenAIEngine("smol", RemoteSettings(base_url=f"{served}/v1", api_key=SECRET))
