@@ -231,7 +231,9 @@ def test_killed_in_every_commit_phase_on_real_replicas_resumes_exactly(tmp_path,
         proc = start(cfg)
         deadline = time.monotonic() + 120
         while _phase(out, units_total, stale) != target:  # polled until the condition holds
-            assert proc.poll() is None, f"ended before {target!r}; hit so far {hit}"
+            assert proc.poll() is None, (
+                f"ended before {target!r}; hit so far {hit}: {proc.stderr.read()[-2000:]}"
+            )
             assert time.monotonic() < deadline, f"never reached {target!r}; hit so far {hit}"
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)

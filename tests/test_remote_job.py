@@ -161,10 +161,13 @@ def test_a_remote_job_through_faults_keeps_every_row_once_and_no_secret(tmp_path
     stats = json.loads((out / "stats.json").read_text())
     assert stats["accounted"] and stats["rows_errored"] == 0
     retried = stats["remote"]["stages"]["main"]["retries_by_reason"]
-    # the dropped connection: retried by the replica, unless it was a kept-alive connection,
-    # which the HTTP client itself opens again and re-sends on (the server never saw it)
-    dropped = retried.pop("connection (RemoteProtocolError)", 0)
-    assert retried == {"HTTP 429": 1, "HTTP 500": 1} and dropped <= 1
+    # each fault retried once by the replica, and counted with the row it ends in; not
+    # counted: a dropped kept-alive connection, which the HTTP client re-sends itself (the
+    # server never saw it), and a retry whose replica the stall replaced before it ended (the
+    # scheduler re-sent that request: its new result has no retry)
+    faults = {"HTTP 429", "HTTP 500", "connection (RemoteProtocolError)"}
+    assert set(retried) <= faults and all(n == 1 for n in retried.values()), retried
+    assert retried and stats["requests_resent"] >= 3 - len(retried)
     assert stats["replicas_stalled"] >= 1 and stats["requests_resent"] >= 1
     usage = stats["remote"]["stages"]["main"]
     assert usage["input_tokens"] == stats["input_tokens"] > 0

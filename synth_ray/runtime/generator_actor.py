@@ -45,6 +45,8 @@ def pool_limiter(name: str | None) -> Limiter | None:
 
 
 class GeneratorActor:
+    tensor_parallel_size = 1  # its engine's ranks (a subclass with its own engine keeps 1)
+
     def __init__(self, settings: EngineSettings) -> None:
         start_reaper()  # the engine's processes must not outlive this actor (see reaper.py)
         # before the engine spawns its processes, which inherit this priority
