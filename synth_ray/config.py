@@ -256,54 +256,24 @@ class ResourcesConfig(_Section):
         "diversity filter's embedders), at most one node's.",
     )
 
-
-class PoolConfig(_Section):
-    """A named pool: replicas of one engine, beside the job's own (`engine` and `resources`,
-    the pool named `default`). A method's stage names the pool it runs on (e.g.
-    `preference.judge_pool`); pools whose stages run together hold their replicas at once."""
-
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    replicas: int = Field(
-        1,
-        ge=1,
-        description="Replicas this pool starts, one engine each.",
-        json_schema_extra=RUNTIME,
-    )
-    max_replicas: int | None = Field(
-        None,
-        ge=1,
-        description="Replicas it may grow to while it has work and another pool finished "
-        "(their GPUs or CPUs freed); None: replicas.",
-        json_schema_extra=RUNTIME,
-    )
-    gpus_per_replica: int | None = Field(
-        None,
-        ge=0,
-        description="GPUs per replica: the engine's tensor-parallel size (on one node); None: "
-        "1 if the cluster has GPUs, else 0.",
-        json_schema_extra=RUNTIME,
-    )
-    cpus_per_replica: float | None = Field(
-        None,
-        gt=0,
-        description="Ray CPUs per replica; None as resources.cpus_per_replica, shared among "
-        "every replica of the pools running at once.",
-        json_schema_extra=RUNTIME,
-    )
-
     @model_validator(mode="after")
-    def _grows_only(self) -> PoolConfig:
+    def _grows_only(self) -> ResourcesConfig:
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas: {self.max_replicas} is below replicas {self.replicas}")
         return self
 
+
+class PoolConfig(ResourcesConfig):
+    """A named pool: replicas of one engine, beside the job's own (`engine` and `resources`,
+    the pool named `default`), sized as `resources` is (gpus_per_replica: the engine's
+    tensor-parallel size; cpus_per_replica: shared among every replica of the pools running
+    at once). A method's stage names the pool it runs on (e.g. `preference.judge_pool`);
+    pools whose stages run together hold their replicas at once."""
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
     def as_resources(self) -> ResourcesConfig:
-        return ResourcesConfig(
-            replicas=self.replicas,
-            max_replicas=self.max_replicas,
-            gpus_per_replica=self.gpus_per_replica,
-            cpus_per_replica=self.cpus_per_replica,
-        )
+        return ResourcesConfig(**self.model_dump(exclude={"engine"}))
 
 
 DEFAULT_POOL = "default"
@@ -440,14 +410,7 @@ class JobConfig(_Section):
         """Pool `name` (`default`: the job's own engine and resources); a ConfigError naming
         the pools there are when it has none of that name."""
         if name == DEFAULT_POOL:
-            r = self.resources
-            return PoolConfig(
-                engine=self.engine,
-                replicas=r.replicas,
-                max_replicas=r.max_replicas,
-                gpus_per_replica=r.gpus_per_replica,
-                cpus_per_replica=r.cpus_per_replica,
-            )
+            return PoolConfig(engine=self.engine, **self.resources.model_dump())
         if name not in self.pools:
             there = ", ".join([DEFAULT_POOL, *sorted(self.pools)])
             raise ConfigError(

@@ -427,17 +427,10 @@ def pair_documents(docs: list[Document], table: pa.Table, n: int) -> list[Docume
 def inline_pools(job: JobConfig) -> dict[str, PoolConfig]:
     """The pools `generators` and `judge_engine` name inline, sized like the job's own; an
     engine equal to the job's is the pool `default`, and equal engines share one pool."""
-    r = job.resources
     pools: dict[str, PoolConfig] = {}
     for name, engine in _inline_engines(job):
         if name != DEFAULT_POOL and name not in pools:
-            pools[name] = PoolConfig(
-                engine=engine,
-                replicas=r.replicas,
-                max_replicas=r.max_replicas,
-                gpus_per_replica=r.gpus_per_replica,
-                cpus_per_replica=r.cpus_per_replica,
-            )
+            pools[name] = PoolConfig(engine=engine, **job.resources.model_dump())
     return pools
 
 
