@@ -5,9 +5,13 @@ resume each time, and the final output equals a clean run's, exactly once.
 
 The job runs in a process of its own (tests/kill_anywhere_job.py: the whole job path on the
 simulated engine, slowed so kills land while planning, generating, writing shards and
-committing). 4 kills of a single-stage method and 3 of a two-stage one (STaR), every delay
-drawn from a seeded RNG over a clean run's duration, printed on failure to replay it with the
-phase each kill hit (read back from the output folder). Then kills aimed at every phase of a
+committing). 4 kills of a single-stage method and 3 of a two-stage one (STaR), at moments
+drawn from a seeded RNG over a clean run's duration, each mapped onto the work the resumed run
+still has (before the clean run's first commit: that long after the start; later: once the
+commits made by then are made, plus up to one unit's time), so a kill lands in startup,
+generation, a shard write or a commit rather than after a resumed run already finished. The
+draws are printed on failure to replay them, with the phase each kill hit (read back from the
+output folder). Then kills aimed at every phase of a
 commit, on real generator actors (their slice workers write the shards in their own
 processes): before the output is claimed, before anything is written, a replica's shard
 written before the first commit and between commits, and after the last commit. The real
@@ -51,8 +55,13 @@ def _run(config: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-def _kill_after(config: Path, delay: float) -> bool:
-    """Start the job in its own process group, SIGKILL the group after `delay`; True if the
+def _committed(out: Path) -> int:
+    return len(OutputStore(out).committed()) if (out / "_job.json").exists() else 0
+
+
+def _kill_after(config: Path, out: Path, commits: int, delay: float) -> bool:
+    """Start the job in its own process group; once `commits` units are committed in `out`
+    (counted from the start), wait `delay` more seconds and SIGKILL the group. True if the
     kill landed (the job had not finished by itself)."""
     proc = subprocess.Popen(
         [sys.executable, str(JOB), str(config)],
@@ -61,6 +70,12 @@ def _kill_after(config: Path, delay: float) -> bool:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 300
+    while _committed(out) < commits:  # polled: the condition, not a guessed time
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"the job never committed {commits} units"
+        time.sleep(0.01)
     try:
         proc.wait(timeout=delay)
         return False
@@ -84,9 +99,16 @@ def _kill_resume_check(tmp_path: Path, data: dict, kills: int, seed: int) -> Non
         tmp_path / "clean.yaml", {**data, "output": {**data["output"], "path": str(clean_out)}}
     )
     started = time.monotonic()
-    done = _run(clean_cfg)
+    log = tmp_path / "clean.log"
+    with log.open("w") as stderr:  # a file: a pipe left unread while polling could fill
+        clean = subprocess.Popen(
+            [sys.executable, str(JOB), str(clean_cfg)], cwd=REPO, stderr=stderr
+        )
+        while _committed(clean_out) == 0 and clean.poll() is None:
+            time.sleep(0.01)
+        first_commit = time.monotonic() - started  # startup and planning, then the first unit
+        assert clean.wait(300) == 0, log.read_text()[-3000:]
     duration = time.monotonic() - started
-    assert done.returncode == 0, done.stderr[-3000:]
     clean_ids = _ids(clean_out)
 
     out = tmp_path / "killed"
@@ -94,14 +116,30 @@ def _kill_resume_check(tmp_path: Path, data: dict, kills: int, seed: int) -> Non
         tmp_path / "killed.yaml", {**data, "output": {**data["output"], "path": str(out)}}
     )
     rng = random.Random(seed)
-    delays = [round(rng.uniform(0.3, duration), 2) for _ in range(kills)]
     units_total = len(OutputStore(clean_out).committed())
-    landed, phases = [], []
-    for delay in delays:
+    unit_time = (duration - first_commit) / units_total
+    # moments over the clean run, in order; each becomes a point in the work the resumed run
+    # still has: before the first commit, the delay from the start (startup, planning, the
+    # first units); after it, the commits made by then, then up to one unit's time more
+    moments = sorted(rng.uniform(0.3, duration) for _ in range(kills))
+    draws, landed, phases = [], [], []
+    for moment in moments:
+        before = _committed(out)
+        if moment < first_commit:
+            commits, delay = before, round(moment, 2)
+        else:
+            done_by_then = 1 + int((moment - first_commit) / unit_time)
+            commits = min(max(before + 1, done_by_then), units_total)  # one new commit at least
+            delay = round(rng.uniform(0.05, unit_time), 2)
+        draws.append((commits, delay))
         stale = _shards(out) if out.exists() else set()
-        landed.append(_kill_after(cfg, delay))
+        landed.append(_kill_after(cfg, out, commits, delay))
         phases.append(_phase(out, units_total, stale) if landed[-1] else "finished")
-    replay = f"seed {seed}, clean run {duration:.1f}s, kill delays {delays}, phases {phases}"
+    replay = (
+        f"seed {seed}, clean run {duration:.1f}s of {units_total} units (first commit at "
+        f"{first_commit:.1f}s), "
+        f"kills at (commits, then seconds) {draws}, phases {phases}"
+    )
     assert sum(landed) >= kills * 2 // 3, replay  # most kills hit a running job
 
     final = _run(cfg)
