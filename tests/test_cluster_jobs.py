@@ -187,7 +187,9 @@ def wait_for_units(
     raise AssertionError(f"fewer than {at_least} units committed in {out} after {timeout}s")
 
 
-def job_file(tmp_path: Path, n_prompts: int, **engine) -> tuple[Path, Path, list[str]]:
+def job_file(
+    tmp_path: Path, n_prompts: int, max_tokens: int = 12, **engine
+) -> tuple[Path, Path, list[str]]:
     rows = [
         {"id": f"q{i:03d}", "text": f"Write one sentence about the number {i}."}
         for i in range(n_prompts)
@@ -209,7 +211,7 @@ def job_file(tmp_path: Path, n_prompts: int, **engine) -> tuple[Path, Path, list
         f"input: {{path: {data}, id_column: id}}\n"
         f"output: {{path: {out}, rows_per_shard: 4}}\n"
         f"engine: {{{engine_yaml}}}\n"
-        "sampling: {max_tokens: 24, temperature: 0.7, ignore_eos: true}\n"
+        f"sampling: {{max_tokens: {max_tokens}, temperature: 0.7, ignore_eos: true}}\n"
         "resources: {replicas: 2}\n"
         "scheduler: {batch_size: 2, max_in_flight_per_replica: 4, start_timeout_s: 600}\n"
     )
@@ -306,7 +308,7 @@ def test_stop_commits_in_flight_then_resubmit_survives_killed_replicas(cluster, 
     cluster.ensure_workers()
     # 24 units, at most 2 in flight: the stop (a CLI's start, then the drain) must leave work
     # undone even on a fast machine, where 12 units once all committed before it arrived
-    config, out, ids = job_file(tmp_path, 96)
+    config, out, ids = job_file(tmp_path, 96, max_tokens=24)
     config.write_text(config.read_text().replace("batch_size: 2", "batch_size: 1"))
     job = cluster.submit(config)
     wait_for_units(out, 1, cluster, job)

@@ -699,24 +699,24 @@ def _commits(folder: Path, stage: str) -> int:
     return sum(1 for line in lines if line.endswith("}") and json.loads(line)["stage"] == stage)
 
 
-def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedded_model):
+def test_two_model_pools_stream_on_real_engines_from_the_command_line(tmp_path, embedded_model):
     """configs/preference_pools.yaml's shape on real engines from `synth-ray run`: the job's
     engine writes responses while the judge pool (another model folder) rates each unit as
-    it commits. SIGKILLed (the whole process group) once a rating unit committed while
-    responses were still uncommitted, the same command resumes: each stage skips what it
-    committed and every prompt is in the output once. The judge decodes its ratings under
-    `preference.constrain` with n-gram speculative decoding (vllm 15554: the two broke
-    together): every answer rates every text."""
+    it commits; the first rating unit commits while responses are still to come (watched in
+    the output folder). The judge decodes its ratings under `preference.constrain` with
+    n-gram speculative decoding (vllm 15554: the two broke together): every answer rates
+    every text. A kill mid-pipeline and its resume are test_pools.py's (the same stage path
+    on the simulated engine): here a second run would only pay two engine starts again."""
 
     judge = tmp_path / "judge-135m"
     model_alias(embedded_model, judge)
     out = tmp_path / "out"
-    # 24 prompts, one per unit: the generator's last units are still to come when the judge
-    # has rated its first (the example prompts, three times, each time its own ids)
+    # 16 prompts, one per unit: the generator's last units are still to come when the judge
+    # has rated its first (the example prompts, twice, each time its own ids)
     examples = (REPO / "examples" / "prompts.jsonl").read_text().splitlines()
     prompts = [
         {"id": f"q{k}-{i}", "prompt": json.loads(line)["prompt"]}
-        for k in range(3)
+        for k in range(2)
         for i, line in enumerate(examples)
     ]
     write_jsonl(tmp_path / "prompts.jsonl", prompts)
@@ -728,7 +728,7 @@ def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedd
                 "input": {"path": str(tmp_path / "prompts.jsonl"), "text_column": "prompt"},
                 "output": {"path": str(out), "rows_per_shard": 1},
                 "engine": {"max_model_len": 1024, "enforce_eager": True},
-                "sampling": {"max_tokens": 48, "temperature": 0.8},
+                "sampling": {"max_tokens": 32, "temperature": 0.8},
                 "preference": {
                     "n": 2, "judge_max_tokens": 96, "constrain": True, "judge_pool": "judge",
                 },
@@ -755,31 +755,27 @@ def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedd
     )  # fmt: skip
     cmd = [sys.executable, "-m", "synth_ray", "run", str(config), "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    work = out / "stages"
-    deadline = time.monotonic() + 420
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _commits(out, "pairs") >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run ended before it could be killed mid-pipeline"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    responses, pairs = _commits(work, "responses"), _commits(out, "pairs")
-    print(f"killed with {responses} of 24 response units and {pairs} rating units committed")
-    assert pairs >= 1 and responses < 24, f"not mid-pipeline: {responses} of 24 responses"
-
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert f"{responses + pairs} already committed" in done.stdout, done.stdout[-2000:]
+    log = tmp_path / "run.log"
+    with log.open("w") as output:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+        work = out / "stages"
+        responses_at_first_pair = None
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if responses_at_first_pair is None and _commits(out, "pairs") >= 1:
+                responses_at_first_pair = _commits(work, "responses")
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        said = log.read_text()
+        assert proc.wait() == 0, said[-4000:]
+    print(f"the first rating unit committed with {responses_at_first_pair} of 16 responses")
+    assert responses_at_first_pair is not None and responses_at_first_pair < 16, said[-2000:]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["accounted"] and stats["rows_in"] == 24
-    assert stats["preference"]["responses_stage"]["rows_out"] == 48
+    assert stats["accounted"] and stats["rows_in"] == 16
+    assert stats["preference"]["responses_stage"]["rows_out"] == 32
     assert stats["rows_errored"] == 0 and "too_few_rated" not in stats["dropped_by_filter"]
-    assert _commits(work, "responses") == 24 and _commits(out, "pairs") == 24  # once each
+    assert _commits(work, "responses") == 16 and _commits(out, "pairs") == 16  # once each
     frame = read_output(out)
     assert len(frame) == len(set(frame["source_id"])) == stats["rows_out"] >= 1
     assert set(frame["judge_model"]) == {"judge-135m"}
@@ -790,7 +786,7 @@ def test_two_model_pools_stream_and_survive_a_kill_mid_pipeline(tmp_path, embedd
     # a completed run ends with its dataset card (citing both models) and its report
     card = (out / "README.md").read_text()
     assert "pool judge model: `judge-135m`" in card and "@misc{cui2024ultrafeedback" in card
-    assert f"report: {out / 'report' / 'index.html'}" in done.stdout
+    assert f"report: {out / 'report' / 'index.html'}" in said
 
 
 def test_the_progress_probe_counts_tokens_while_a_long_batch_decodes(tmp_path, shared_engine):
