@@ -77,6 +77,7 @@ def test_bad_options_are_one_line_config_errors():
         ({"lengths": "long"}, "--lengths long: expected one of fixed, skewed, natural"),
         ({"source": "web"}, "--source web: expected one of questions, rephrase"),
         ({"prompts": 0}, "--prompts 0: expected at least 1"),
+        ({"repeats": 0}, "--repeats 0: expected at least 1"),
     ]:
         with pytest.raises(ConfigError, match=expected):
             BenchOptions(config, **kwargs)
@@ -135,6 +136,59 @@ def test_ratios_are_to_raw_vllm_of_the_same_sweep_value(tmp_path):
 
     png = plot(records, tmp_path / "sweep.png", "a sweep")
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+class CachedSystems:
+    """Stands in for the systems' processes (bench policy only: which runs when, what is
+    reported): every system takes 10 s of generation, but the first process of the whole
+    bench finds the shared compile cache cold and takes 20 s, as on a GPU the first system
+    paid for torch.compile's cache that the next reused."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, system: str, job: dict, spec: RunSpec, work: Path) -> SystemResult:
+        cold = not self.calls
+        self.calls.append((system, work.name))
+        generation = 20.0 if cold else 10.0
+        return SystemResult(1000, 10, 5.0, first_result_s=6.0, done_s=5.0 + generation,
+                            wall_s=6.0 + generation)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("repeats", "warmup", "ratio"),
+    [(1, False, 0.615), (2, False, 0.808), (3, False, 1.0), (1, True, 1.0)],
+)
+def test_repeats_rotate_the_order_and_warmup_takes_the_cold_cache(
+    tmp_path, monkeypatch, embedded_model, repeats, warmup, ratio
+):
+    """Without repeats the first system pays the cold cache alone (synth-ray's whole process
+    at 0.615x of a vLLM no faster than it); repeats rotate the order and report medians (two
+    halve the bias, three remove it), and a warm-up run takes it out of every timed run. The
+    engine's start is reported apart from generation."""
+    import synth_ray.bench.runner as runner
+
+    fake = CachedSystems()
+    monkeypatch.setattr(runner, "run_system", fake)
+    monkeypatch.setattr(runner, "missing", lambda system: "")
+    opts = BenchOptions(
+        config=REPO / "configs" / "bench.yaml", overrides=[f"engine.model={embedded_model}"],
+        systems=("synth-ray", "vllm"), prompts=2, results_dir=tmp_path / "res",
+        work_dir=tmp_path / "work", repeats=repeats, warmup=warmup,
+    )  # fmt: skip
+    records, md, _ = runner.run_bench(opts, say=lambda line: None)
+    timed = [c for c in fake.calls if c[1] != "warmup"]
+    assert len(timed) == 2 * repeats
+    firsts = [timed[2 * r][0] for r in range(repeats)]
+    assert firsts == [("synth-ray", "vllm")[r % 2] for r in range(repeats)]
+    if warmup:
+        assert fake.calls[:2] == [("synth-ray", "warmup"), ("vllm", "warmup")]
+    synth = next(r for r in records if r["system"] == "synth-ray")
+    assert synth["whole_ratio"] == pytest.approx(ratio, abs=0.002)
+    assert synth["engine_start_s"] == 5.0 and synth["runs"] == repeats
+    table = md.read_text()
+    assert "engine start s" in table and ("| runs |" in table) == (repeats > 1)
+    assert ("untimed warm-up" in table) == warmup
 
 
 def test_synth_ray_runs_the_same_prompts_and_budgets_as_the_others(tmp_path):

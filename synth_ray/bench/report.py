@@ -4,8 +4,10 @@
 
 Figures per system: output tokens/s steady state (engine ready -> last result; the engine's
 load excluded) and whole process (spawn -> exit), requests/s (steady), each as a ratio to raw
-vLLM measured in the same run, time to first result, wall time. A system whose engine load is
-not observable (Ray Data LLM) has no steady figures. Under a constraint, each system's figure
+vLLM measured in the same run, the engine's start (spawn -> engine loaded), time to first
+result, wall time. A system whose engine load is not observable (Ray Data LLM) has no steady
+figures and no engine start. With repeats (`--repeats`), each figure is the median of the
+system's runs, and `runs` says how many there were. Under a constraint, each system's figure
 is also a ratio to its own free decoding of the same sweep value (`vs free`: steady tokens/s,
 else whole-process), and `conforming` counts the texts in the constraint's language. Figures are comparable only within one
 table: same machine, same workload, one run.
@@ -14,8 +16,10 @@ table: same machine, same workload, one run.
 from __future__ import annotations
 
 import json
+import statistics
 import textwrap
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,11 @@ class Row:
     result: SystemResult | None
     skipped: str = ""  # why the system did not run
     constraint: str = "none"  # what the requests decoded under (bench/constraints.py)
+    more: list[SystemResult] = field(default_factory=list)  # the repeats after `result`
+
+    @property
+    def runs(self) -> list[SystemResult]:
+        return [self.result, *self.more] if self.result is not None else []
 
     @property
     def setting(self) -> str:
@@ -43,20 +52,26 @@ class Row:
         return steady if steady is not None else self.whole_tok_s()
 
     def steady_tok_s(self) -> float | None:
-        r = self.result
-        if r is None or r.engine_ready_s is None or r.generation_s <= 0:
-            return None
-        return r.output_tokens / r.generation_s
+        return self.median(lambda r: r.output_tokens / r.generation_s if _steady(r) else None)
 
     def whole_tok_s(self) -> float | None:
-        r = self.result
-        return r.output_tokens / r.wall_s if r and r.wall_s > 0 else None
+        return self.median(lambda r: r.output_tokens / r.wall_s if r.wall_s > 0 else None)
 
     def steady_req_s(self) -> float | None:
-        r = self.result
-        if r is None or r.engine_ready_s is None or r.generation_s <= 0:
-            return None
-        return r.requests / r.generation_s
+        return self.median(lambda r: r.requests / r.generation_s if _steady(r) else None)
+
+    def median(self, figure: Callable[[SystemResult], float | None]) -> float | None:
+        """The median of `figure` over the runs where it is observable (None where none)."""
+        values = [v for v in map(figure, self.runs) if v is not None]
+        return statistics.median(values) if values else None
+
+
+def _steady(r: SystemResult) -> bool:
+    return r.engine_ready_s is not None and r.generation_s > 0
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -87,8 +102,10 @@ def summarize(rows: list[Row]) -> list[dict[str, Any]]:
             steady_req_s=round(row.steady_req_s() or 0, 2) if steady is not None else None,
             steady_ratio=_ratio(steady, ref.steady_tok_s() if ref else None),
             whole_ratio=_ratio(whole, ref.whole_tok_s() if ref else None),
-            first_result_s=round(row.result.first_result_s, 2),
-            wall_s=round(row.result.wall_s, 2),
+            engine_start_s=_rounded(row.median(lambda r: r.engine_ready_s), 2),
+            first_result_s=_rounded(row.median(lambda r: r.first_result_s), 2),
+            wall_s=_rounded(row.median(lambda r: r.wall_s), 2),
+            runs=len(row.runs),
             output_tokens=row.result.output_tokens,
             requests=row.result.requests,
             dtype=row.result.dtype,
@@ -97,7 +114,8 @@ def summarize(rows: list[Row]) -> list[dict[str, Any]]:
         if row.constraint != "none":
             unconstrained = free.get((row.sweep, row.system))
             rec["vs_free"] = _ratio(row.speed(), unconstrained.speed() if unconstrained else None)
-            rec["conforming"] = f"{row.result.conforming}/{row.result.requests}"
+            conforming = sum(r.conforming or 0 for r in row.runs)
+            rec["conforming"] = f"{conforming}/{sum(r.requests for r in row.runs)}"
         records.append(rec)
     return records
 
@@ -110,9 +128,11 @@ COLUMNS = [
     ("steady_req_s", "steady req/s"),
     ("steady_ratio", "steady / vLLM"),
     ("whole_ratio", "whole / vLLM"),
+    ("engine_start_s", "engine start s"),
     ("first_result_s", "first result s"),
     ("wall_s", "wall s"),
     ("output_tokens", "output tokens"),
+    ("runs", "runs"),
     ("vs_free", "vs free"),
     ("conforming", "conforming"),
 ]
@@ -126,10 +146,13 @@ def _cell(value: Any) -> str:
 def table_lines(records: list[dict[str, Any]]) -> list[list[str]]:
     show_sweep = any(r["sweep"] for r in records)
     constrained = any(r.get("constraint", "none") != "none" for r in records)
+    repeated = any(r.get("runs", 1) > 1 for r in records)
     cols = [
         c
         for c in COLUMNS
-        if (show_sweep or c[0] != "sweep") and (constrained or c[0] not in _CONSTRAINED_ONLY)
+        if (show_sweep or c[0] != "sweep")
+        and (constrained or c[0] not in _CONSTRAINED_ONLY)
+        and (repeated or c[0] != "runs")
     ]
     lines = [[title for _, title in cols]]
     for rec in records:

@@ -9,7 +9,15 @@ max_tokens) and synth-ray's resources/scheduler; a sweep applies `KEY=value` to 
 and each of `constraints` (bench/constraints.py) runs the workload again, decoded under it.
 Systems run in fresh processes, one at a time, so they never share the machine. A system whose
 packages are missing is skipped with one line saying what to install; one that fails is reported
-with its log and the others still run.
+with its log and the others still run (and is not run again in later repeats).
+
+Order bias: the systems share caches (vLLM's torch.compile cache, the page cache of the model's
+weights), so the first to run pays for what the next reuses. `--repeats N` runs every system N
+times, each repeat in another order (rotated: with two systems they alternate, with three each
+takes each place once in three repeats), and reports each figure's median; `--warmup` runs each
+system once, untimed, before its timed runs. The engine's start is a column of its own.
+
+    synth-ray bench configs/bench.yaml --systems synth-ray,vllm --repeats 3 --warmup
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 
 from synth_ray.bench import constraints as bench_constraints
 from synth_ray.bench import machine, report
-from synth_ray.bench.spec import RunSpec
+from synth_ray.bench.spec import RunSpec, SystemResult
 from synth_ray.bench.systems import ALL_SYSTEMS, SYSTEMS, SystemFailed, missing, run_system
 from synth_ray.bench.workload import LENGTH_MODES, SOURCES, build_workload
 from synth_ray.errors import ConfigError
@@ -45,6 +53,8 @@ class BenchOptions:
     label: str = ""
     work_dir: Path | None = None  # where each system's logs and outputs go (default: a temp dir)
     constraints: tuple[str, ...] = ("none",)
+    repeats: int = 1  # timed runs of each system, each repeat in another order (`run_order`)
+    warmup: bool = False  # each system runs once, untimed, before its timed runs
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
@@ -70,6 +80,17 @@ class BenchOptions:
             )
         if self.prompts < 1:
             raise ConfigError(f"--prompts {self.prompts}: expected at least 1")
+        if self.repeats < 1:
+            raise ConfigError(f"--repeats {self.repeats}: expected at least 1")
+
+
+def run_order(systems: list[str], repeat: int) -> list[str]:
+    """The order of `systems` in repeat `repeat` (from 0): rotated by one place per repeat, so
+    no system always runs first on a cold cache or last on a warm one."""
+    if not systems:
+        return []
+    shift = repeat % len(systems)
+    return systems[shift:] + systems[:shift]
 
 
 def _split_values(values: str) -> list[str]:
@@ -179,26 +200,10 @@ def run_bench(
         job_dict = job.model_dump(mode="json")
         for kind in opts.constraints:
             spec = spec_for(job, prompts_path, workload.ignore_eos, kind)
-            setting = report.Row(label, "", None, constraint=kind).setting
-            for system, hint in runnable:
-                if hint:
-                    rows.append(report.Row(label, system, None, f"not installed ({hint})", kind))
-                    continue
-                say(
-                    f"{setting + ': ' if setting else ''}{system}: running ({opts.prompts} prompts)"
-                )
-                try:
-                    result = run_system(system, job_dict, spec, here / kind / system)
-                except SystemFailed as err:
-                    say(f"{system}: failed: {err}")
-                    rows.append(report.Row(label, system, None, f"failed: {err}", kind))
-                    continue
-                planned = workload.planned_output_tokens
-                if planned is not None and result.output_tokens != planned:
-                    result.notes = (
-                        f"{result.notes}; " if result.notes else ""
-                    ) + f"generated {result.output_tokens} of {planned} planned tokens"
-                rows.append(report.Row(label, system, result, constraint=kind))
+            rows += _run_setting(
+                opts, runnable, label, kind, job_dict, spec, workload.planned_output_tokens,
+                here / kind, say,
+            )  # fmt: skip
     records = report.summarize(rows)
     assert first_job is not None
     m = machine.describe()
@@ -216,8 +221,10 @@ def run_bench(
         f"synth-ray replicas {first_job.resources.replicas}, batch_size "
         f"{first_job.scheduler.batch_size}, max_in_flight_per_replica "
         f"{first_job.scheduler.max_in_flight_per_replica or 'auto (2 x max_num_seqs)'}. "
-        "Each system in a fresh process, "
-        f"one after another; config {opts.config}."
+        "Each system in a fresh process, one after another"
+        + (f", {opts.repeats} repeats in rotated order (medians)" if opts.repeats > 1 else "")
+        + (", after an untimed warm-up run of each" if opts.warmup else "")
+        + f"; config {opts.config}."
     )
     plot_path = None
     if any("skipped" not in r for r in records):
@@ -232,6 +239,8 @@ def run_bench(
         "lengths": opts.lengths,
         "source": opts.source,
         "constraints": list(opts.constraints),
+        "repeats": opts.repeats,
+        "warmup": opts.warmup,
         "max_tokens": first_job.sampling.max_tokens,
         "model": first_job.engine.model,
         "engine_args": first_job.engine.vllm_args(),
@@ -239,3 +248,59 @@ def run_bench(
     }
     md = report.append_results(opts.results_dir, title, context, header, records, plot_path)
     return records, md, plot_path
+
+
+def _run_setting(
+    opts: BenchOptions,
+    runnable: list[tuple[str, str]],
+    label: str,
+    kind: str,
+    job_dict: dict[str, Any],
+    spec: RunSpec,
+    planned: int | None,
+    folder: Path,
+    say: Callable[[str], None],
+) -> list[report.Row]:
+    """Every system on one setting (a sweep value, a constraint): the warm-up runs if asked,
+    then `opts.repeats` timed runs of each, each repeat in `run_order`; one row per system in
+    `runnable`'s order."""
+    setting = report.Row(label, "", None, constraint=kind).setting
+    prefix = f"{setting}: " if setting else ""
+    results: dict[str, list[SystemResult]] = {s: [] for s, hint in runnable if not hint}
+    failed: dict[str, str] = {}
+
+    def run_one(system: str, where: Path, what: str) -> SystemResult | None:
+        say(f"{prefix}{system}: {what} ({opts.prompts} prompts)")
+        try:
+            return run_system(system, job_dict, spec, where)
+        except SystemFailed as err:
+            say(f"{system}: failed: {err}")
+            failed[system] = f"failed: {err}"
+            return None
+
+    if opts.warmup:
+        for system in results:
+            run_one(system, folder / system / "warmup", "warming up, untimed")
+    several = opts.repeats > 1 or opts.warmup
+    for repeat in range(opts.repeats):
+        for system in run_order([s for s in results if s not in failed], repeat):
+            what = f"running, repeat {repeat + 1} of {opts.repeats}" if several else "running"
+            where = folder / system / str(repeat) if several else folder / system
+            result = run_one(system, where, what)
+            if result is None:
+                continue
+            if planned is not None and result.output_tokens != planned:
+                result.notes = (
+                    f"{result.notes}; " if result.notes else ""
+                ) + f"generated {result.output_tokens} of {planned} planned tokens"
+            results[system].append(result)
+    rows = []
+    for system, hint in runnable:
+        if hint:
+            rows.append(report.Row(label, system, None, f"not installed ({hint})", kind))
+        elif system in failed:
+            rows.append(report.Row(label, system, None, failed[system], kind))
+        else:
+            runs = results[system]
+            rows.append(report.Row(label, system, runs[0], constraint=kind, more=runs[1:]))
+    return rows

@@ -1,6 +1,7 @@
 """`synth-ray bench`: synth-ray against raw vLLM and Ray Data LLM on one workload.
 
 synth-ray bench configs/generate.yaml --systems synth-ray,vllm,ray-data --lengths skewed
+synth-ray bench configs/bench.yaml --repeats 2 --warmup   # order bias removed: bench/runner.py
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ def bench(
         ),
     ] = "throughput",
     repeats: Annotated[
-        int, typer.Option(help="pipeline: runs of each mode, the order alternating.")
-    ] = 2,
+        int | None,
+        typer.Option(
+            help="Timed runs of each system (default 1), each repeat in another order, "
+            "medians reported; pipeline: runs of each mode, alternating (default 2)."
+        ),
+    ] = None,
+    warmup: Annotated[
+        bool,
+        typer.Option(help="Run each system once, untimed, before its timed runs (warm caches)."),
+    ] = False,
 ) -> None:
     """Throughput of the same prompts through synth-ray, raw vLLM and Ray Data LLM, each in a
     fresh process, side by side: one table, appended to results.md/.jsonl, and a plot. With
@@ -75,7 +84,7 @@ def bench(
     if workload not in ("throughput", "pipeline"):
         _fail(f"--workload {workload}: expected throughput or pipeline", 2)
     if workload == "pipeline":
-        _pipeline(config, set_ or [], prompts, repeats, results, label)
+        _pipeline(config, set_ or [], prompts, repeats or 2, results, label)
         return
     try:
         opts = BenchOptions(
@@ -90,6 +99,8 @@ def bench(
             results_dir=results,
             seed=seed,
             label=label,
+            repeats=repeats or 1,
+            warmup=warmup,
         )
         records, md, plot = run_bench(opts, say=lambda line: err_console.print(escape(line)))
     except UserError as err:
