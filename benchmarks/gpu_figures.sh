@@ -70,7 +70,11 @@ REAL="${REAL_MODEL:-$SMOL}"
 touch "$OUT/steps.txt"
 step() {  # step LABEL SLICE_S bench-args...: one `synth-ray bench`, bounded by its slice
   local label=$1 slice=$2; shift 2
-  case " $STEPS " in *" ${label%%-qwen*} "*|*" ${label%%-smol*} "*|*" $label "*) ;; *) return 0 ;; esac
+  case " $STEPS " in
+    *" $label "*) ;;
+    *" warm "*) [[ $label == warm-* ]] || return 0 ;;  # "warm": every shape's warm-up
+    *) return 0 ;;
+  esac
   local cmd=("$PY" -m synth_ray bench configs/bench.yaml --results "${RESULTS:-$OUT}" --label "$label" "$@")
   if [ "$MODE" = plan ]; then
     printf '%s (at most %ss):' "$label" "$slice"; printf ' %q' "${cmd[@]}"; echo
