@@ -191,6 +191,82 @@ def test_repeats_rotate_the_order_and_warmup_takes_the_cold_cache(
     assert ("untimed warm-up" in table) == warmup
 
 
+def _bench(tmp_path, embedded_model, fake, monkeypatch, **options):
+    import synth_ray.bench.runner as runner
+
+    monkeypatch.setattr(runner, "run_system", fake)
+    monkeypatch.setattr(runner, "missing", lambda system: "")
+    opts = BenchOptions(
+        config=REPO / "configs" / "bench.yaml", overrides=[f"engine.model={embedded_model}"],
+        prompts=2, results_dir=tmp_path / "res", work_dir=tmp_path / "work", **options,
+    )  # fmt: skip
+    said: list[str] = []
+    records, md, _ = runner.run_bench(opts, say=said.append)
+    return {r["system"]: r for r in records}, md.read_text(), said
+
+
+def test_a_later_repeats_failure_keeps_the_runs_that_finished(
+    tmp_path, monkeypatch, embedded_model
+):
+    """raw vLLM fails its second run: its first still prices the others (the ratios), and its
+    row says how many runs it has; a failed warm-up only warns."""
+    from synth_ray.bench.systems import SystemFailed
+
+    calls: list[tuple[str, str]] = []
+
+    def flaky(system: str, job: dict, spec: RunSpec, work: Path) -> SystemResult:
+        calls.append((system, work.name))
+        if system == "vllm" and work.name in ("warmup", "1"):
+            raise SystemFailed("CUDA error: out of memory")
+        return SystemResult(1000, 10, 5.0, first_result_s=6.0, done_s=15.0, wall_s=16.0)
+
+    by, md, said = _bench(tmp_path, embedded_model, flaky, monkeypatch,
+                          systems=("synth-ray", "vllm"), repeats=3, warmup=True)  # fmt: skip
+    assert by["vllm"]["runs"] == 1 and by["vllm"]["steady_tok_s"] == 100.0
+    assert "1 of 3 runs; then failed: CUDA error" in by["vllm"]["notes"]
+    assert by["synth-ray"]["runs"] == 3 and by["synth-ray"]["steady_ratio"] == 1.0
+    assert ("vllm", "2") not in calls  # not run again after its failure
+    assert "vllm: its timed runs go ahead on a cold cache" in said
+
+
+def test_sigterm_mid_bench_writes_what_finished(tmp_path, monkeypatch, embedded_model):
+    """A time slice that ran out (`timeout` signals the whole process group): the system
+    running dies with it, none starts after, and the runs that finished are written."""
+    import os
+    import signal
+
+    from synth_ray.bench.systems import SystemFailed
+
+    def killed_second(system: str, job: dict, spec: RunSpec, work: Path) -> SystemResult:
+        if system == "vllm":
+            os.kill(os.getpid(), signal.SIGTERM)  # the group's signal, then the child's death
+            raise SystemFailed("exit -15")
+        return SystemResult(1000, 10, 5.0, first_result_s=6.0, done_s=15.0, wall_s=16.0)
+
+    by, md, said = _bench(tmp_path, embedded_model, killed_second, monkeypatch,
+                          systems=("synth-ray", "vllm", "ray-data"))  # fmt: skip
+    assert by["synth-ray"]["steady_tok_s"] == 100.0
+    assert (
+        by["vllm"]["skipped"]
+        == by["ray-data"]["skipped"]
+        == "stopped by SIGTERM before it finished"
+    )
+    assert "bench: stopped by SIGTERM; writing what finished" in said
+    assert "| synth-ray | 100.0 |" in md
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
+    assert not any("failed" in line for line in said)
+
+
+def test_cli_refuses_repeats_below_one_and_warmup_for_the_pipeline(tmp_path):
+    from synth_ray.cli import app
+
+    config = str(REPO / "configs" / "bench.yaml")
+    result = CliRunner().invoke(app, ["bench", config, "--repeats", "0"])
+    assert result.exit_code == 2 and "--repeats 0: expected at least 1" in result.output
+    result = CliRunner().invoke(app, ["bench", config, "--workload", "pipeline", "--warmup"])
+    assert result.exit_code == 2 and "--warmup: not for --workload pipeline" in result.output
+
+
 def test_synth_ray_runs_the_same_prompts_and_budgets_as_the_others(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "a", "max_tokens": 3}\n{"prompt": "b", "max_tokens": 9}\n')

@@ -757,7 +757,10 @@ def test_two_model_pools_stream_on_real_engines_from_the_command_line(tmp_path, 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     log = tmp_path / "run.log"
     with log.open("w") as output:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,  # a run past its deadline is killed with its Ray and engines
+        )  # fmt: skip
         work = out / "stages"
         responses_at_first_pair = None
         deadline = time.monotonic() + 600
@@ -766,7 +769,7 @@ def test_two_model_pools_stream_on_real_engines_from_the_command_line(tmp_path, 
                 responses_at_first_pair = _commits(work, "responses")
             time.sleep(0.05)
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         said = log.read_text()
         assert proc.wait() == 0, said[-4000:]
     print(f"the first rating unit committed with {responses_at_first_pair} of 16 responses")

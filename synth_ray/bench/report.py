@@ -34,6 +34,7 @@ class Row:
     skipped: str = ""  # why the system did not run
     constraint: str = "none"  # what the requests decoded under (bench/constraints.py)
     more: list[SystemResult] = field(default_factory=list)  # the repeats after `result`
+    note: str = ""  # about the row as a whole (runs that did not finish)
 
     @property
     def runs(self) -> list[SystemResult]:
@@ -109,7 +110,9 @@ def summarize(rows: list[Row]) -> list[dict[str, Any]]:
             output_tokens=row.result.output_tokens,
             requests=row.result.requests,
             dtype=row.result.dtype,
-            notes=row.result.notes,
+            notes="; ".join(
+                dict.fromkeys(n for n in (row.note, *(r.notes for r in row.runs)) if n)
+            ),
         )
         if row.constraint != "none":
             unconstrained = free.get((row.sweep, row.system))

@@ -22,11 +22,14 @@ system once, untimed, before its timed runs. The engine's start is a column of i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,32 @@ class BenchOptions:
             raise ConfigError(f"--prompts {self.prompts}: expected at least 1")
         if self.repeats < 1:
             raise ConfigError(f"--repeats {self.repeats}: expected at least 1")
+
+
+class BenchStop:
+    """SIGTERM or Ctrl-C during a bench (a time slice that ran out: `timeout` signals the whole
+    process group, the running system included): no further system starts, and the bench
+    still writes the records of every run that finished, the rest marked as stopped."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.why = ""
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        self.why = f"stopped by {signal.Signals(signum).name} before it finished"
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[BenchStop]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only
+            return
+        before = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 def run_order(systems: list[str], repeat: int) -> list[str]:
@@ -167,7 +196,6 @@ def run_bench(
 ) -> tuple[list[dict[str, Any]], Path, Path | None]:
     """Run everything; returns the records, the results Markdown file and the plot (or None)."""
     from synth_ray.config import load_config
-    from synth_ray.engine.models import resolve_model
 
     work = opts.work_dir or Path(tempfile.mkdtemp(prefix="synth-ray-bench-"))
     values = opts.sweep[1] if opts.sweep else [""]
@@ -177,35 +205,13 @@ def run_bench(
         if hint:
             say(f"{system}: skipped, not installed (needs {hint})")
         runnable.append((system, hint))
-    rows: list[report.Row] = []
-    first_job = None
-    for index, value in enumerate(values):
-        label = f"{opts.sweep[0]}={value}" if opts.sweep else ""
-        overrides = opts.overrides + ([label] if label else [])
-        job = load_config(opts.config, overrides)
-        first_job = first_job or job
-        here = work / (f"{index}-{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}" if label else "run")
-        here.mkdir(parents=True, exist_ok=True)
-        documents = _documents(job, opts.prompts) if opts.source == "rephrase" else None
-        workload = build_workload(
-            resolve_model(job.engine.model),
-            opts.prompts,
-            job.sampling.max_tokens,
-            opts.lengths,
-            opts.source,
-            documents,
-            opts.seed,
-        )
-        prompts_path = workload.write(here / "prompts.jsonl")
-        job_dict = job.model_dump(mode="json")
-        for kind in opts.constraints:
-            spec = spec_for(job, prompts_path, workload.ignore_eos, kind)
-            rows += _run_setting(
-                opts, runnable, label, kind, job_dict, spec, workload.planned_output_tokens,
-                here / kind, say,
-            )  # fmt: skip
+    with BenchStop().installed() as stop:
+        rows = _run_values(opts, values, runnable, work, stop, say)
+    if stop.requested:
+        say(f"bench: {stop.why.replace(' before it finished', '')}; writing what finished")
+    first = [f"{opts.sweep[0]}={values[0]}"] if opts.sweep else []
+    first_job = load_config(opts.config, opts.overrides + first)
     records = report.summarize(rows)
-    assert first_job is not None
     m = machine.describe()
     stamp = time.strftime("%Y-%m-%d %H:%M")
     decoded = f", decoded {' / '.join(opts.constraints)}" if opts.constraints != ("none",) else ""
@@ -259,6 +265,7 @@ def _run_setting(
     spec: RunSpec,
     planned: int | None,
     folder: Path,
+    stop: BenchStop,
     say: Callable[[str], None],
 ) -> list[report.Row]:
     """Every system on one setting (a sweep value, a constraint): the warm-up runs if asked,
@@ -267,15 +274,22 @@ def _run_setting(
     setting = report.Row(label, "", None, constraint=kind).setting
     prefix = f"{setting}: " if setting else ""
     results: dict[str, list[SystemResult]] = {s: [] for s, hint in runnable if not hint}
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = {}  # the last failure of each system that failed a timed run
 
     def run_one(system: str, where: Path, what: str) -> SystemResult | None:
+        if stop.requested:
+            return None
         say(f"{prefix}{system}: {what} ({opts.prompts} prompts)")
         try:
             return run_system(system, job_dict, spec, where)
         except SystemFailed as err:
+            if stop.requested:  # killed with the rest of the process group: not its failure
+                return None
             say(f"{system}: failed: {err}")
-            failed[system] = f"failed: {err}"
+            if what.startswith("warming"):
+                say(f"{system}: its timed runs go ahead on a cold cache")
+            else:
+                failed[system] = f"failed: {err}"
             return None
 
     if opts.warmup:
@@ -296,11 +310,56 @@ def _run_setting(
             results[system].append(result)
     rows = []
     for system, hint in runnable:
+        runs = results.get(system, [])
         if hint:
             rows.append(report.Row(label, system, None, f"not installed ({hint})", kind))
-        elif system in failed:
-            rows.append(report.Row(label, system, None, failed[system], kind))
+        elif runs:  # a later repeat's failure keeps the runs that finished, and says so
+            row = report.Row(label, system, runs[0], constraint=kind, more=runs[1:])
+            if system in failed:
+                row.note = f"{len(runs)} of {opts.repeats} runs; then {failed[system]}"
+            elif len(runs) < opts.repeats:
+                row.note = f"{len(runs)} of {opts.repeats} runs; then {stop.why}"
+            rows.append(row)
         else:
-            runs = results[system]
-            rows.append(report.Row(label, system, runs[0], constraint=kind, more=runs[1:]))
+            rows.append(report.Row(label, system, None, failed.get(system) or stop.why, kind))
+    return rows
+
+
+def _run_values(
+    opts: BenchOptions,
+    values: list[str],
+    runnable: list[tuple[str, str]],
+    work: Path,
+    stop: BenchStop,
+    say: Callable[[str], None],
+) -> list[report.Row]:
+    """Every sweep value and constraint, in order; the rows of all of them."""
+    from synth_ray.config import load_config
+    from synth_ray.engine.models import resolve_model
+
+    rows: list[report.Row] = []
+    for index, value in enumerate(values):
+        label = f"{opts.sweep[0]}={value}" if opts.sweep else ""
+        overrides = opts.overrides + ([label] if label else [])
+        job = load_config(opts.config, overrides)
+        here = work / (f"{index}-{re.sub(r'[^A-Za-z0-9._-]+', '_', label)}" if label else "run")
+        here.mkdir(parents=True, exist_ok=True)
+        documents = _documents(job, opts.prompts) if opts.source == "rephrase" else None
+        workload = build_workload(
+            resolve_model(job.engine.model),
+            opts.prompts,
+            job.sampling.max_tokens,
+            opts.lengths,
+            opts.source,
+            documents,
+            opts.seed,
+        )
+        prompts_path = workload.write(here / "prompts.jsonl")
+        job_dict = job.model_dump(mode="json")
+        for kind in opts.constraints:
+            spec = spec_for(job, prompts_path, workload.ignore_eos, kind)
+            rows += _run_setting(
+                opts, runnable, label, kind, job_dict, spec, workload.planned_output_tokens,
+                here / kind, stop, say,
+            )  # fmt: skip
     return rows

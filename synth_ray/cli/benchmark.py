@@ -84,7 +84,9 @@ def bench(
     if workload not in ("throughput", "pipeline"):
         _fail(f"--workload {workload}: expected throughput or pipeline", 2)
     if workload == "pipeline":
-        _pipeline(config, set_ or [], prompts, repeats or 2, results, label)
+        if warmup:
+            _fail("--warmup: not for --workload pipeline (its repeats alternate the order)", 2)
+        _pipeline(config, set_ or [], prompts, 2 if repeats is None else repeats, results, label)
         return
     try:
         opts = BenchOptions(
@@ -99,7 +101,7 @@ def bench(
             results_dir=results,
             seed=seed,
             label=label,
-            repeats=repeats or 1,
+            repeats=1 if repeats is None else repeats,
             warmup=warmup,
         )
         records, md, plot = run_bench(opts, say=lambda line: err_console.print(escape(line)))

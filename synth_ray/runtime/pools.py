@@ -21,6 +21,7 @@ from typing import Any
 
 from synth_ray.config import DEFAULT_POOL, JobConfig, PoolConfig
 from synth_ray.engine.prompts import PromptRenderer
+from synth_ray.io.filesystem import Location
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.stages import Together
 from synth_ray.runtime.backend import Backend
@@ -31,6 +32,8 @@ from synth_ray.runtime.streaming import StageBesideFailed, UnitFeed
 
 class PoolRunner:
     """Pools and their replicas for a job's stages; `StageRunner` runs the stages on them."""
+
+    output: Location  # the job's output location (set by StageRunner; remote_usage labels by it)
 
     def __init__(
         self, config: JobConfig, renderer: PromptRenderer | None, backend: Backend | None
