@@ -256,6 +256,26 @@ def test_sigterm_mid_bench_writes_what_finished(tmp_path, monkeypatch, embedded_
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
     assert not any("failed" in line for line in said)
 
+    def killed_twice(system: str, job: dict, spec: RunSpec, work: Path) -> SystemResult:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal: out at once
+        raise AssertionError("the second signal did not interrupt")
+
+    with pytest.raises(KeyboardInterrupt):
+        _bench(tmp_path / "again", embedded_model, killed_twice, monkeypatch, systems=("vllm",))
+
+    import synth_ray.bench.runner as runner
+    from synth_ray.cli import app  # the command: the table of what finished, then exit 130
+
+    monkeypatch.setattr(runner, "run_system", killed_second)
+    result = CliRunner().invoke(
+        app, ["bench", str(REPO / "configs" / "bench.yaml"), "--systems", "synth-ray,vllm",
+              "--prompts", "2", "--set", f"engine.model={embedded_model}",
+              "--results", str(tmp_path / "cli")],
+    )  # fmt: skip
+    assert result.exit_code == 130, result.output
+    assert "| synth-ray | 100.0 |" in result.output and "stopped by SIGTERM" in result.output
+
 
 def test_cli_refuses_repeats_below_one_and_warmup_for_the_pipeline(tmp_path):
     from synth_ray.cli import app

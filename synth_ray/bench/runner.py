@@ -90,13 +90,16 @@ class BenchOptions:
 class BenchStop:
     """SIGTERM or Ctrl-C during a bench (a time slice that ran out: `timeout` signals the whole
     process group, the running system included): no further system starts, and the bench
-    still writes the records of every run that finished, the rest marked as stopped."""
+    still writes the records of every run that finished, the rest marked as stopped (the
+    command then exits 130). A second signal interrupts at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self.why = ""
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested:  # a second signal: out at once, as before the bench took them
+            raise KeyboardInterrupt
         self.requested = True
         self.why = f"stopped by {signal.Signals(signum).name} before it finished"
 

@@ -117,6 +117,8 @@ def bench(
         for line in lines:
             print("| " + " | ".join(line) + " |")
     console.print(f"results: {md}" + (f"; plot: {plot}" if plot else ""))
+    if any(str(r.get("skipped", "")).startswith("stopped by") for r in records):
+        raise typer.Exit(130)  # stopped by a signal: what finished is written, not the rest
 
 
 def _pipeline(
