@@ -74,6 +74,9 @@ class SimCluster:
     def add_stage(self, spec: object) -> None:
         pass
 
+    def drop_stage(self, key: str) -> None:
+        pass
+
     def _durations(self, n: int) -> list[float]:
         tokens = self.np_rng.lognormal(math.log(200), 1.0, n).astype(np.int64)
         return (np.clip(tokens, 1, MAX_TOKENS) * TIME_PER_TOKEN_S).tolist()

@@ -58,6 +58,22 @@ class VirtualClock:
         self.now += seconds
 
 
+def units_sent(backend: FakeBackend) -> set[tuple[str, int]]:
+    """(stage, unit index) of every slice the backend was sent (from the slice keys)."""
+    return {
+        (key.split(":", 1)[0], int(key.split("#")[1].split(":")[0]))
+        for _, _, keys in backend.submitted
+        for key in keys
+    }
+
+
+def overlapped(backend: FakeBackend, earlier: str, later: str) -> bool:
+    """Whether a slice of stage `later` was sent before the last slice of stage `earlier`:
+    the stages streamed instead of running one after the other (from the slice keys)."""
+    order = [key.split(":", 1)[0] for _, _, keys in backend.submitted for key in keys]
+    return order.index(later) < len(order) - 1 - order[::-1].index(earlier)
+
+
 @dataclass
 class FakeBackend:
     start_failure: str | None = None  # every replica fails to start with this reason
@@ -86,6 +102,8 @@ class FakeBackend:
         self.served: dict[int, int] = {}
         self.started: list[int] = []
         self.worker = SliceWorker(self._generate_many)
+        self.specs: dict[str, StageSpec] = {}  # every stage added (a replica's ref, always there)
+        self.dropped: list[str] = []
         self.generated: list[str] = []  # request ids in the order the engine got them
         self.progress: dict[int, int] = {}  # per replica: grows while it decodes anything
         self.probes = 0
@@ -102,10 +120,17 @@ class FakeBackend:
         return [respond(r) for r in requests]
 
     def add_stage(self, spec: StageSpec) -> None:
+        self.specs[spec.key] = spec
         self.worker.add_stage(spec)
+
+    def drop_stage(self, key: str) -> None:
+        self.dropped.append(key)
 
     def _run(self, payloads: list, replica_id: int = 0) -> list:
         if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
+            for key in {p.stage_key for p in payloads}:  # fetched again, as a replica does
+                if not self.worker.has_stage(key):
+                    self.worker.add_stage(self.specs[key])
             with self._storage_of(replica_id):
                 return [asyncio.run(self.worker.run(task)) for task in payloads]
         return asyncio.run(self._generate_many(payloads))

@@ -582,9 +582,11 @@ def test_judge_rubrics_on_real_engine(tmp_path, shared_engine, rubric, constrain
         assert set(frame["parse_status"]) == {"ok"}, list(frame["rationale"])
 
 
-def test_preference_pairs_on_real_engine(tmp_path, shared_engine):
-    """Both stages on the real engine: n sampled responses per prompt (vLLM's n), one rating
-    request per prompt; every prompt ends as a pair or a counted drop."""
+def test_preference_pairs_on_real_engine(tmp_path, shared_engine, monkeypatch):
+    """Both stages on the real engine at once, through its one scheduler: n sampled
+    responses per prompt (vLLM's n), one rating request per prompt, a prompt's rating sent
+    as soon as its responses commit (before the last responses are sent: one prompt per
+    unit, at most 3 in flight); every prompt ends as a pair or a counted drop."""
     from synth_ray.config import validate_config
 
     config = validate_config(
@@ -593,18 +595,28 @@ def test_preference_pairs_on_real_engine(tmp_path, shared_engine):
             "input": {
                 "path": str(REPO / "examples" / "prompts.jsonl"),
                 "text_column": "prompt",
-                "limit": 2,
+                "limit": 4,
             },
-            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 2},
+            "output": {"path": str(tmp_path / "out"), "rows_per_shard": 1},
             "engine": {"max_model_len": 2048, "enforce_eager": True},
             "sampling": {"max_tokens": 24, "temperature": 0.8},
             "preference": {"n": 2, "judge_max_tokens": 64},
+            "scheduler": {"batch_size": 1, "max_in_flight_per_replica": 1},
         }
     )
+    sent: list[str] = []
+    submit = shared_engine.submit
+
+    def recording(replica_id, batch_id, payloads):
+        sent.extend(p.stage_key.split(":")[0] for p in payloads)
+        return submit(replica_id, batch_id, payloads)
+
+    monkeypatch.setattr(shared_engine, "submit", recording)
     summary = run_job(config, show_progress=False, backend=shared_engine)
     stats = summary.stats
-    assert stats["accounted"] and stats["rows_in"] == 2
-    assert stats["preference"]["responses_stage"]["rows_out"] == 4
+    assert sent.index("pairs") < len(sent) - 1 - sent[::-1].index("responses"), sent
+    assert stats["accounted"] and stats["rows_in"] == 4
+    assert stats["preference"]["responses_stage"]["rows_out"] == 8
     assert set(stats["dropped_by_filter"]) <= {"tie", "too_few_rated", "identical_responses"}
     if stats["rows_out"]:
         frame = read_output(tmp_path / "out")

@@ -8,6 +8,7 @@ test_end_to_end.py's); the responses and ratings are the preference method's (Sc
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -225,6 +226,91 @@ def test_a_scheduler_asked_to_grow_starts_a_replica_that_takes_work():
     scheduler.run()
     assert backend.started == [0, 1] and len(results) == 40
     assert {replica for replica, _, _ in backend.submitted} == {0, 1}
+
+
+def one_pool_config(tmp_path, **scheduler):
+    """The preference job with responses and ratings on the job's one engine."""
+    config = preference_config(tmp_path).model_dump(mode="json")
+    config["output"]["rows_per_shard"] = 1  # 7 units, as pool_config's
+    config["scheduler"] = {**config["scheduler"], **scheduler}
+    return validate_config(config)
+
+
+def first_rating_and_last_response(backend: FakeBackend) -> tuple[int, int]:
+    """Where, in the order the one engine got its requests, the first rating request and
+    the last response request came."""
+    order = backend.generated
+    ratings = [i for i, r in enumerate(order) if r not in RESPONSE_IDS]
+    return ratings[0], max(i for i, r in enumerate(order) if r in RESPONSE_IDS)
+
+
+def test_two_stages_on_one_pool_stream_through_its_one_scheduler(tmp_path, embedded_model):
+    """Responses and ratings on one engine: with stages one after another it rates only once
+    every response is written; running together (the default), the first rating request
+    reaches it while responses are still to come, the ratings of committed units going
+    first. The pairs are the sequential run's, each request asked once."""
+    sequential = tmp_path / "sequential"
+    sequential.mkdir()
+    backend = FakeBackend(responder=ScriptedModel(embedded_model), latency_polls=0)
+    config = one_pool_config(sequential, stream_stages=False)
+    run_job(config, show_progress=False, backend=backend)
+    expected = read_pairs(sequential / "out")
+    first_rating, last_response = first_rating_and_last_response(backend)
+    assert first_rating > last_response
+
+    backend = FakeBackend(responder=ScriptedModel(embedded_model), latency_polls=0)
+    config = one_pool_config(tmp_path, max_in_flight_per_replica=1, batch_size=1)
+    summary = run_job(config, show_progress=False, backend=backend)
+    first_rating, last_response = first_rating_and_last_response(backend)
+    assert first_rating < last_response, "the ratings waited for the last response"
+    assert read_pairs(tmp_path / "out") == expected
+    assert len(backend.generated) == len(set(backend.generated))
+    assert summary.stats["accounted"] and summary.stats["rows_out"] == 4
+    runs = [
+        json.loads(line)
+        for folder in (tmp_path / "out", tmp_path / "out" / "stages")
+        for line in (folder / "_runs.jsonl").read_text().splitlines()
+    ]
+    assert sorted(run["units_committed"] for run in runs) == [7, 7]  # a record per stage
+
+
+def test_one_pool_pipeline_killed_mid_way_resumes_each_stage_exactly_once(
+    tmp_path, embedded_model, monkeypatch
+):
+    """Killed at the first rating commit while responses are still uncommitted, on one
+    engine: the rerun asks no committed response or rating again, and its pairs are a clean
+    run's."""
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    backend = FakeBackend(responder=ScriptedModel(embedded_model), latency_polls=0)
+    run_job(one_pool_config(clean), show_progress=False, backend=backend)
+    expected = read_pairs(clean / "out")
+
+    config = one_pool_config(tmp_path, max_in_flight_per_replica=1, batch_size=1)
+    work = OutputStore(tmp_path / "out" / "stages")
+    at_kill: list[int] = []
+
+    def first_rating(record):
+        if record.stage == "pairs":
+            at_kill.append(len(work.committed("responses")))
+            return True
+        return False
+
+    killed = FakeBackend(responder=ScriptedModel(embedded_model), latency_polls=0)
+    with monkeypatch.context() as patch:
+        crash_on_commit(patch, first_rating)
+        with pytest.raises(Crash):
+            run_job(config, show_progress=False, backend=killed)
+    assert at_kill and at_kill[0] < 7, "killed after every response committed: not mid-way"
+    committed = {r.unit_index for r in work.committed("responses").values()}
+
+    backend = FakeBackend(responder=ScriptedModel(embedded_model), latency_polls=0)
+    summary = run_job(config, show_progress=False, backend=backend)
+    assert read_pairs(tmp_path / "out") == expected
+    asked = {RESPONSE_IDS[r][0] for r in backend.generated if r in RESPONSE_IDS}
+    assert not asked & {f"p{i}" for i in committed}  # committed responses were not redone
+    assert len(backend.generated) == len(set(backend.generated))
+    assert summary.units_skipped >= len(committed) and summary.stats["accounted"]
 
 
 def test_a_stage_naming_a_pool_that_is_not_declared_is_one_line(tmp_path):

@@ -58,10 +58,14 @@ class Backend(Protocol):
     def add_stage(self, spec: StageSpec) -> None:
         """Make a stage's spec available to replicas before slices of it are submitted."""
 
+    def drop_stage(self, key: str) -> None:
+        """The stage `key` sends no more slices: its spec may be let go."""
+
     def submit(
         self, replica_id: int, batch_id: int, payloads: list[EngineRequest] | list[SliceTask]
     ) -> None:
-        """Send a batch (engine requests, or slices of one stage) to a ready replica; a
+        """Send a batch (engine requests, or slices of stages that run at once on the pool)
+        to a ready replica; a
         BatchDone (one result per payload: EngineResult or SliceDone) or ReplicaFailed
         event follows."""
 

@@ -81,12 +81,14 @@ class GeneratorActor:
         }
 
     async def run_slices(
-        self, stage_key: str, spec: list[Any], tasks: list[SliceTask | FinalizeTask]
+        self, specs: list[tuple[str, Any]], tasks: list[SliceTask | FinalizeTask]
     ) -> list[SliceDone]:
-        """Run slices of one stage; `spec` is [object ref of its StageSpec], fetched once per
-        replica and stage (wrapped in a list so Ray does not fetch it for every call)."""
-        if not self.slices.has_stage(stage_key):
-            self.slices.add_stage(await spec[0])
+        """Run slices of the stages in `specs`: (stage key, object ref of its StageSpec)
+        pairs, each fetched once per replica and stage (inside a list, so Ray does not fetch
+        it for every call). A batch holds slices of several stages where they share a pool."""
+        for key, spec in specs:
+            if not self.slices.has_stage(key):
+                self.slices.add_stage(await spec)
         running = [asyncio.ensure_future(self.slices.run(task)) for task in tasks]
         try:
             return list(await asyncio.gather(*running))

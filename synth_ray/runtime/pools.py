@@ -4,8 +4,9 @@ running stages of several pools at once.
 `PoolRunner` is the half of `StageRunner` (runtime/stage.py) that knows pools: which pool a
 thread's stages use (`use_pool`), each pool's replicas (started on first need, given back when
 its stages are done, a working pool growing into what another freed), and `run_together`,
-which runs each pool's stages in a thread of its own with later stages fed unit by unit as the
-earlier ones commit (runtime/streaming.py). Stages on one pool still run one after another.
+which runs each part in a thread of its own with later stages fed unit by unit as the earlier
+ones commit (runtime/streaming.py); parts on one pool share its scheduler
+(runtime/shared_scheduler.py), so two stages of one model stream too.
 
     python -m pytest tests/test_pools.py
 """
@@ -26,6 +27,7 @@ from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.stages import Together
 from synth_ray.runtime.backend import Backend
 from synth_ray.runtime.scheduler import Scheduler
+from synth_ray.runtime.shared_scheduler import SharedScheduler
 from synth_ray.runtime.stopping import JobStopped, StopRequest
 from synth_ray.runtime.streaming import StageBesideFailed, UnitFeed
 
@@ -53,6 +55,8 @@ class PoolRunner:
         self._feeds: dict[tuple[str, str], UnitFeed] = {}  # stages running beside others
         self._aborted: str | None = None  # why the stages running together must stop
         self._schedulers: dict[str, Scheduler] = {}  # by pool, while a stage runs on it
+        # by pool, where several stages of `run_together` run on it at once
+        self._shared: dict[str, SharedScheduler] = {}
         # every stage executed: (folder, stage name) -> the pool it ran on (cost, usage)
         self.stage_pools: dict[tuple[OutputStore, str], str] = {}
         self._lock = threading.Lock()
@@ -126,24 +130,29 @@ class PoolRunner:
         return sum(self.pool_config(name).replicas for name in pools)
 
     def run_together(self, parts: list[Together]) -> list[dict[str, Any]]:
-        """Run `parts` at once, each on its pool in a thread of its own; returns their
+        """Run `parts` at once, each in a thread of its own on its pool; returns their
         results in order. A stage a part `publishes` feeds the later stages that read it
         unit by unit as it commits (runtime/streaming.py), so a judge rates the first
-        responses while the generator writes the next. Every pool's replicas are sized and
-        checked on this thread first (a pool that cannot start fails before any work); pools
-        that do not fit the cluster together run one after another instead, with a line
-        saying so. A pool whose parts all finished is given back at once, and a pool still
-        working grows into what it freed (up to its `max_replicas`). The first failure stops
-        the others (their committed units stay) and is the one raised; a stop (a signal)
-        drains each. With `scheduler.stream_stages` off, one pool, or one caller's backend
-        for every pool (tests), the parts run one after another in order."""
+        responses while the generator writes the next. Parts on one pool share its replicas
+        through one scheduler (runtime/shared_scheduler.py), the later part's work first.
+        Every pool's replicas are sized and checked on this thread first (a pool that cannot
+        start fails before any work); pools that do not fit the cluster together run one
+        after another instead, with a line saying so. A pool whose parts all finished is
+        given back at once, and a pool still working grows into what it freed (up to its
+        `max_replicas`). The first failure stops the others (their committed units stay) and
+        is the one raised; a stop (a signal) drains each. With `scheduler.stream_stages`
+        off, two parts the diversity filter decides (`Together.filtered`), or one caller's
+        backend for several pools (tests), the parts run one after another in order."""
         one_backend = self._given is not None and not isinstance(self._given, dict)
         pools = list(dict.fromkeys(part.pool for part in parts))
-        if len(pools) < 2 or not self.config.scheduler.stream_stages or one_backend:
+        in_turn = len(parts) < 2 or not self.config.scheduler.stream_stages
+        if self.config.filters.diversity.enabled and sum(part.filtered for part in parts) > 1:
+            in_turn = True  # the filter decides one stage at a time (methods/stages.py)
+        if in_turn or (one_backend and len(pools) > 1):
             return self._run_in_turn(parts)
         if self.owns_backend:
             self._ensure_ray()  # here: ray.init takes the signal handlers, on the main thread
-            if not self._pools_fit_together(pools):
+            if len(pools) > 1 and not self._pools_fit_together(pools):
                 return self._run_in_turn(parts)
         for pool in pools:  # a pool that cannot start fails here, before any work
             with self._on_pool(pool):
@@ -151,36 +160,39 @@ class PoolRunner:
         keys = [(store.location.uri, stage) for part in parts for store, stage in part.publishes]
         for uri, stage in keys:
             self._feeds[(uri, stage)] = UnitFeed(uri, stage)
+        left = {pool: sum(part.pool == pool for part in parts) for pool in pools}
+        for pool, count in left.items():
+            if count > 1:
+                self._shared[pool] = SharedScheduler(pool)
         self._aborted = None
         results: list[dict[str, Any]] = [{} for _ in parts]
         errors: list[BaseException | None] = [None] * len(parts)
         first_failure: list[int] = []
 
-        def run_pool(pool: str) -> None:
-            """The parts on `pool`, one after another (one pool runs one stage at a time)."""
-            self._local.pool = pool
+        def run_part(i: int) -> None:
+            part = parts[i]
+            self._local.pool = part.pool
             self._local.together = True
-            for i, part in enumerate(parts):
-                if part.pool != pool:
-                    continue
-                try:
-                    results[i] = part.run()
-                except BaseException as err:  # noqa: BLE001 - handed to the calling thread
-                    errors[i] = err
-                    with self._lock:  # the first failure of its own is the job's error
-                        echo = isinstance(err, (JobStopped, StageBesideFailed))
-                        if not echo and not first_failure:
-                            first_failure.append(i)
-                            line = str(err).splitlines()[0] if str(err) else type(err).__name__
-                            self._aborted = f"a stage running beside this one failed ({line})"
-                    return
+            self._local.rank = i  # a later part's work goes first on a shared pool
             try:
-                self._pool_done(pool)
-            except Exception as err:  # noqa: BLE001 - giving back is best effort
-                print(f"warning: pool {pool} was not given back ({err})", file=sys.stderr)
+                results[i] = part.run()
+            except BaseException as err:  # noqa: BLE001 - handed to the calling thread
+                errors[i] = err
+                with self._lock:  # the first failure of its own is the job's error
+                    echo = isinstance(err, (JobStopped, StageBesideFailed))
+                    if not echo and not first_failure:
+                        first_failure.append(i)
+                        line = str(err).splitlines()[0] if str(err) else type(err).__name__
+                        self._aborted = f"a stage running beside this one failed ({line})"
+            with self._lock:
+                left[part.pool] -= 1
+                last = left[part.pool] == 0
+            if last:
+                self._pool_finished(part.pool)
 
         threads = [
-            threading.Thread(target=run_pool, args=(pool,), name=f"pool-{pool}") for pool in pools
+            threading.Thread(target=run_part, args=(i,), name=f"pool-{part.pool}-{i}")
+            for i, part in enumerate(parts)
         ]
         for thread in threads:
             thread.start()
@@ -193,15 +205,29 @@ class PoolRunner:
         finally:
             for key in keys:
                 self._feeds.pop(key, None)
+            for pool in pools:
+                shared = self._shared.pop(pool, None)
+                if shared is not None:
+                    shared.close()
         if first_failure:
             raise errors[first_failure[0]]  # type: ignore[misc]
-        for err in errors:  # a stop first, as each pool raised it
+        for err in errors:  # a stop first, as each part raised it
             if isinstance(err, JobStopped):
                 raise err
         for err in errors:
             if err is not None:
                 raise err
         return results
+
+    def _pool_finished(self, pool: str) -> None:
+        """Every part on `pool` returned: end its shared scheduler, give its replicas back."""
+        shared = self._shared.get(pool)
+        if shared is not None:
+            shared.close()
+        try:
+            self._pool_done(pool)
+        except Exception as err:  # noqa: BLE001 - giving back is best effort
+            print(f"warning: pool {pool} was not given back ({err})", file=sys.stderr)
 
     def remote_usage(self) -> dict[str, Any] | None:
         """What the remote engines' stages used (every unit committed, this run or before):

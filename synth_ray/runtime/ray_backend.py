@@ -121,14 +121,17 @@ class RayBackend:
 
     def add_stage(self, spec: StageSpec) -> None:
         """Put the stage's spec in the object store once; replicas fetch it on first use."""
-        self.stages = {spec.key: ray.put(spec)}
+        self.stages[spec.key] = ray.put(spec)
+
+    def drop_stage(self, key: str) -> None:
+        self.stages.pop(key, None)
 
     def submit(
         self, replica_id: int, batch_id: int, payloads: list[SliceTask | FinalizeTask]
     ) -> None:
         """Jobs send only slices (and diversity-filtered units to write) to real replicas."""
-        key = payloads[0].stage_key
-        ref = self.actors[replica_id].run_slices.remote(key, [self.stages[key]], payloads)
+        specs = [(key, self.stages[key]) for key in dict.fromkeys(p.stage_key for p in payloads)]
+        ref = self.actors[replica_id].run_slices.remote(specs, payloads)
         self._track(ref, "batch", replica_id, batch_id)
 
     def probe(self, replica_id: int) -> None:

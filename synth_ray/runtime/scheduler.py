@@ -73,6 +73,7 @@ class WorkItem:
     # replicas whose storage failed this item's write (SliceWriteFailed), and how often
     failed_on: set[int] = field(default_factory=set)
     write_failures: int = 0
+    owner: Any = None  # the stage's lane, where several share one scheduler (shared_scheduler.py)
 
     @property
     def request(self) -> EngineRequest:

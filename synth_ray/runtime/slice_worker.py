@@ -53,7 +53,9 @@ from synth_ray.stats import UnitStats
 
 T = TypeVar("T")
 GenerateMany = Callable[[list[EngineRequest]], Awaitable[list[EngineResult]]]
-_STAGES_KEPT = 4  # stage specs cached per replica (a multi-round method alternates a few)
+# stage specs cached per replica: the stages running at once on one pool (a conversation's
+# turns, each a stage) at least; one evicted is fetched again from the ref each call carries
+_STAGES_KEPT = 32
 
 
 class SliceWorker:

@@ -50,6 +50,7 @@ from synth_ray.runtime.scheduler import (
     WorkItem,
     default_stall_timeout_s,
 )
+from synth_ray.runtime.shared_scheduler import Lane, SharedScheduler
 from synth_ray.runtime.slices import (
     FilteredSliceTracker,
     SliceTracker,
@@ -66,7 +67,7 @@ from synth_ray.runtime.stage_documents import (
     UnsettledRows,
 )
 from synth_ray.runtime.stopping import JobStopped
-from synth_ray.runtime.streaming import Needs, UnitFeed, UnitGate, gated
+from synth_ray.runtime.streaming import Needs, StageBesideFailed, UnitFeed, UnitGate, gated
 from synth_ray.runtime.timeline import Timeline
 from synth_ray.runtime.unit_tasks import summarize_units
 from synth_ray.stats import UnitStats
@@ -324,14 +325,16 @@ class StageRunner(PoolRunner):
         unit ids derive from the earlier ones, so a resume plans the same units. Documents
         that are not input files (built on the driver) are filtered here instead."""
         plan_key = f"{fingerprint}/{stage}"
-        records = store.committed(earlier_stage)
+        feed = self._feeds.get((store.location.uri, earlier_stage))
         if not isinstance(docs, InputDocuments):
+            if feed is not None:  # filtered here, from every earlier unit: once all committed
+                self._wait_finished(feed)
             settled = {r["source_id"] for r in store.rows(earlier_stage)}
             settled |= {r["source_id"] for r in store.rows(earlier_stage, errors=True)}
             wrong = [doc for doc in docs() if doc.source_id not in settled]
             renumbered = [dataclasses.replace(doc, ordinal=i) for i, doc in enumerate(wrong)]
             return self.run_stage(stage, store, lambda: iter(renumbered), method, fingerprint)
-        feed = self._feeds.get((store.location.uri, earlier_stage))
+        records = store.committed(earlier_stage)
         units, shards = [], {}
         needs: Needs = {}
         for unit in earlier_units:
@@ -351,6 +354,16 @@ class StageRunner(PoolRunner):
         return self.execute(
             store, DocumentsByReference(rows, units), method, units, stage=stage, gate=gate
         )
+
+    def _wait_finished(self, feed: UnitFeed) -> None:
+        """Return once the stage beside this one that `feed` hears committed every unit;
+        StageBesideFailed if it (or another beside it) failed, JobStopped on a stop."""
+        while not feed.done.wait(0.2):
+            reason = f"stage {feed.name} failed: {feed.failed}" if feed.failed else self._aborted
+            if reason:
+                raise StageBesideFailed(reason)
+            if self.stop is not None:
+                self.stop.check()
 
     def run_derived_stage(
         self,
@@ -619,16 +632,19 @@ class StageRunner(PoolRunner):
         if together:
             slices = gated(slices, gate, lambda: self._aborted)
         work = tracker.work(tracker.register(slices, {u.index: u for u in remaining}))
-        self._schedule(
-            store,
-            work,
-            tracker.add_result,
-            progress,
-            split=split_slice,
-            exhausted=failed_slice,
-            finishing=tracker.finishing,
-            fed_from_outside=gate is not None,
-        )
+        try:
+            self._schedule(
+                store,
+                work,
+                tracker.add_result,
+                progress,
+                split=split_slice,
+                exhausted=failed_slice,
+                finishing=tracker.finishing,
+                fed_from_outside=gate is not None,
+            )
+        finally:
+            backend.drop_stage(spec.key)
         tracker.check_done()
 
     def _check_paths_visible(self, docs: DocumentSource) -> None:
@@ -678,10 +694,62 @@ class StageRunner(PoolRunner):
         finishing: Callable[[], list[WorkItem]] | None = None,
         fed_from_outside: bool = False,
     ) -> None:
-        """Run the work on the replicas to the end, then record the run in `store`."""
+        """Run the work on the replicas to the end, then record the run in `store`. A stage
+        running beside others of its pool hands its work to the pool's shared scheduler."""
+        shared = self._shared.get(self.pool) if self._running_together() else None
+        if shared is not None:
+            lane = Lane(
+                getattr(self._local, "rank", 0), work, sink, split, exhausted, finishing,
+                notice=progress.notice,
+            )  # fmt: skip
+            self._schedule_lane(shared, lane, store, progress)
+            return
         summary = self.summary
-        sc = self.config.scheduler
+        run_started = time.time()
+        timeline = Timeline(self.output, progress.label, progress, metrics=self._metrics(progress))
+        scheduler = self._new_scheduler(
+            work, sink, split, exhausted, finishing, progress.notice, timeline.tick,
+            fed_from_outside,
+        )  # fmt: skip
         pool = self.pool
+        self._schedulers[pool] = scheduler
+        try:
+            scheduler.run()
+        except JobStopped:
+            timeline.record(scheduler, "stopped")
+            store.record_run(self._run_record(scheduler, progress, run_started, 0.0, 0.0))
+            raise
+        except JobFailed:
+            timeline.record(scheduler, "failed")
+            raise
+        finally:
+            self._schedulers.pop(pool, None)
+            self._scheduler_ended(scheduler)
+        startup = generation = 0.0
+        if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
+            startup = scheduler.first_ready_at - scheduler.started_at
+            generation = scheduler.finished_at - scheduler.first_ready_at
+        with self._lock:
+            summary.startup_s += startup
+            summary.generation_wall_s += generation
+            summary.output_tokens_this_run += progress.stats.output_tokens
+            summary.engine = summary.engine or scheduler.engine_info
+        timeline.record(scheduler, "stage done")
+        store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
+
+    def _new_scheduler(
+        self,
+        work: Iterator[WorkItem | None],
+        sink: Callable[[WorkItem, Any], None],
+        split: Callable[[WorkItem], list[WorkItem]] | None,
+        exhausted: Callable[[WorkItem, str], WorkItem | None] | None,
+        finishing: Callable[[], list[WorkItem]] | None,
+        notice: Callable[[str], None] | None,
+        on_tick: Callable[[Scheduler], None] | None,
+        fed_from_outside: bool,
+    ) -> Scheduler:
+        """A scheduler for this thread's pool, with the job's scheduler settings."""
+        sc = self.config.scheduler
         resources = self.stage_config.resources
         stall_timeout = sc.stall_timeout_s or default_stall_timeout_s(
             self.config.sampling.max_tokens
@@ -697,25 +765,62 @@ class StageRunner(PoolRunner):
             # its answers are also the timeline's engine tokens, sampled every 5 s
             probe_interval_s=min(5.0, stall_timeout / 4),
         )
-        run_started = time.time()
-        backend = self._ensure_backend()
-        timeline = Timeline(self.output, progress.label, progress, metrics=self._metrics(progress))
-        scheduler = Scheduler(
-            backend,
+        return Scheduler(
+            self._ensure_backend(),
             work,
             sink,
             settings,
             split=split,
             on_exhausted=exhausted,
-            notice=progress.notice,
+            notice=notice,
             stop=self.stop,
-            on_tick=timeline.tick,
+            on_tick=on_tick,
             finishing=finishing,
             fed_from_outside=fed_from_outside,
         )
-        self._schedulers[pool] = scheduler
+
+    def _scheduler_ended(self, scheduler: Scheduler) -> None:
+        """Park the pool's warm replicas for its next stage; sum what its scheduler saw."""
+        scheduler.backend.shutdown()
+        with self._lock:
+            self.summary.requests_resent += scheduler.requests_resent
+            self.summary.replica_failures.extend(scheduler.failures)
+            self.summary.stalls.extend(scheduler.stalls)
+            self.summary.pool_shrinks.extend(scheduler.shrinks)
+
+    def _schedule_lane(
+        self, shared: SharedScheduler, lane: Lane, store: OutputStore, progress: JobProgress
+    ) -> None:
+        """Run `lane` on its pool's shared scheduler (started by the first stage to come),
+        then record this stage's run: its own units and tokens, the pool's replicas."""
+        run_started = time.time()
+        timeline = Timeline(self.output, progress.label, progress, metrics=self._metrics(progress))
+        lane.on_tick = timeline.tick
+        pool = self.pool
+
+        def start(shared: SharedScheduler) -> Scheduler:
+            scheduler = self._new_scheduler(
+                shared.work(), shared.sink, shared.split, shared.exhausted, shared.finishing,
+                shared.notice, shared.tick, fed_from_outside=True,
+            )  # fmt: skip
+            self._schedulers[pool] = scheduler
+            return scheduler
+
+        def end(scheduler: Scheduler) -> None:
+            self._schedulers.pop(pool, None)
+            self._scheduler_ended(scheduler)
+            if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
+                with self._lock:
+                    self.summary.startup_s += scheduler.first_ready_at - scheduler.started_at
+                    self.summary.generation_wall_s += (
+                        scheduler.finished_at - scheduler.first_ready_at
+                    )
+
+        shared.add(lane, start, end)
+        scheduler = shared.scheduler
+        assert scheduler is not None
         try:
-            scheduler.run()
+            lane.wait()
         except JobStopped:
             timeline.record(scheduler, "stopped")
             store.record_run(self._run_record(scheduler, progress, run_started, 0.0, 0.0))
@@ -723,23 +828,14 @@ class StageRunner(PoolRunner):
         except JobFailed:
             timeline.record(scheduler, "failed")
             raise
-        finally:
-            self._schedulers.pop(pool, None)
-            backend.shutdown()  # parks warm replicas for the next stage
-            with self._lock:
-                summary.requests_resent += scheduler.requests_resent
-                summary.replica_failures.extend(scheduler.failures)
-                summary.stalls.extend(scheduler.stalls)
-                summary.pool_shrinks.extend(scheduler.shrinks)
         startup = generation = 0.0
-        if scheduler.first_ready_at is not None and scheduler.finished_at is not None:
-            startup = scheduler.first_ready_at - scheduler.started_at
-            generation = scheduler.finished_at - scheduler.first_ready_at
+        ready = scheduler.first_ready_at
+        if ready is not None and lane.finished_at is not None:
+            startup = max(0.0, ready - lane.started_at)
+            generation = lane.finished_at - max(ready, lane.started_at)
         with self._lock:
-            summary.startup_s += startup
-            summary.generation_wall_s += generation
-            summary.output_tokens_this_run += progress.stats.output_tokens
-            summary.engine = summary.engine or scheduler.engine_info
+            self.summary.output_tokens_this_run += progress.stats.output_tokens
+            self.summary.engine = self.summary.engine or scheduler.engine_info
         timeline.record(scheduler, "stage done")
         store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
 
