@@ -8,8 +8,9 @@ import hashlib
 import pyarrow.parquet as pq
 import pytest
 from conftest import Crash, crash_on_commit, job_config, write_jsonl
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, overlapped, units_sent
 
+from synth_ray.config import validate_config
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.io.output_store import OutputStore
@@ -150,6 +151,39 @@ def test_rounds_eliminate_by_rule_and_chain_parents(tmp_path, inputs, embedded_m
     assert summary.stats["evol_instruct"]["pool_after_last_round"] == 24
 
 
+def test_a_lineage_evolves_again_while_other_lineages_are_still_in_round_0(
+    tmp_path, inputs, embedded_model
+):
+    """Every stage of every round shares the job's replicas: a lineage's round-1 evolution
+    goes out before the last round-0 evolution does (one lineage per unit, at most 3 slices
+    in flight), and the rows are those of the stages one after the other."""
+    engine = ScriptedEngine(embedded_model)
+
+    def rounds(folder, **scheduler):
+        data = config(folder, inputs, rows_per_shard=1).model_dump(mode="json")
+        data["scheduler"] |= scheduler
+        return validate_config(data)
+
+    apart = run_job(
+        rounds(tmp_path / "apart", stream_stages=False),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    backend = FakeBackend(responder=engine)
+    summary = run_job(
+        rounds(tmp_path, max_in_flight_per_replica=1, batch_size=1),
+        show_progress=False,
+        backend=backend,
+    )
+    assert overlapped(backend, "evolve-r0", "evolve-r1")
+    assert overlapped(backend, "r1", "evolve-r2")
+    assert sorted(r["id"] for r in rows(tmp_path / "out")) == sorted(
+        r["id"] for r in rows(tmp_path / "apart" / "out")
+    )
+    for key in ("rows_in", "rows_out", "dropped_by_filter", "evol_instruct", "accounted"):
+        assert summary.stats[key] == apart.stats[key]
+
+
 def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_model, monkeypatch):
     engine = ScriptedEngine(embedded_model)
     clean = run_job(
@@ -164,15 +198,17 @@ def test_killed_in_a_judge_stage_resumes_exactly(tmp_path, inputs, embedded_mode
             run_job(
                 config(tmp_path, inputs), show_progress=False, backend=FakeBackend(responder=engine)
             )
+    # the stages run at once: no unit any of them had committed at the crash is sent again
+    done = {
+        (record.stage, record.unit_index)
+        for store in (OutputStore(tmp_path / "out"), OutputStore(tmp_path / "out" / "stages"))
+        for record in store.committed().values()
+    }
     backend = FakeBackend(responder=engine)
     summary = run_job(config(tmp_path, inputs), show_progress=False, backend=backend)
-    sent = set(backend.generated)
-    assert summary.units_skipped > 0
-    # nothing of round 0 (all committed before the crash) was generated again
-    work = OutputStore(tmp_path / "out" / "stages")
-    files = work.data_files("evolve-r0") + work.data_files("judge-r0")
-    done = [r["id"] for f in files for r in pq.read_table(f).to_pylist()]
-    assert done and not set(done) & sent
+    assert ("evolve-r0", 0) in done and ("judge-r1", 1) not in done
+    assert summary.units_skipped == len(done)
+    assert units_sent(backend) and not units_sent(backend) & done
     ids = sorted(r["id"] for r in rows(tmp_path / "out"))
     assert ids == sorted(r["id"] for r in rows(tmp_path / "clean" / "out"))
     clean_stats = clean.stats
@@ -311,3 +347,14 @@ def test_near_duplicate_evolutions_are_dropped_by_the_diversity_filter(
     assert stats["rows_in"] == 6 and len(out) == 5
     assert sum("photosynthesis" in r["instruction"] for r in out) == 1
     assert all("nn_similarity" in r for r in out)
+
+    # two rounds: two stages the filter decides, which it does one at a time, so the rounds
+    # run one after another (one unit per lineage, at most 3 slices in flight: else streamed)
+    two = cfg.model_dump(mode="json")
+    two["output"] = {**two["output"], "path": str(tmp_path / "two"), "rows_per_shard": 1}
+    two["evol_instruct"]["rounds"] = 2
+    two["scheduler"] |= {"max_in_flight_per_replica": 1, "batch_size": 1}
+    backend = FakeBackend(responder=ScriptedEngine(embedded_model))
+    summary = run_job(validate_config(two), show_progress=False, backend=backend)
+    assert not overlapped(backend, "evolve-r0", "r0") and not overlapped(backend, "r0", "r1")
+    assert summary.stats["accounted"] and summary.stats["rows_in"] == 12

@@ -13,8 +13,9 @@ import re
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, Crash, crash_on_commit, job_config, write_jsonl
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, overlapped
 
+from synth_ray.config import validate_config
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
@@ -427,6 +428,27 @@ def test_the_driver_reads_no_row_to_build_the_answers_stage(tmp_path, embedded_m
     assert per["fobar"] == {"asked": 10, "bootstrapped": 10, "rows_out": 10}
 
 
+def test_answers_are_asked_while_questions_are_still_coming(tmp_path, embedded_model):
+    """The two stages share the job's replicas: a unit's answers go out as soon as its
+    questions commit, before the last questions are sent (one question per unit, at most 3
+    in flight); the rows are those of the stages one after the other."""
+    engine = ScriptedEngine(embedded_model)
+    apart = config(tmp_path / "apart", n=3, k=1).model_dump(mode="json")
+    apart["output"]["rows_per_shard"] = 1
+    apart["scheduler"]["stream_stages"] = False
+    run_job(validate_config(apart), show_progress=False, backend=FakeBackend(responder=engine))
+    together = config(tmp_path, n=3, k=1).model_dump(mode="json")
+    together["output"]["rows_per_shard"] = 1
+    together["scheduler"] |= {"max_in_flight_per_replica": 1, "batch_size": 1}
+    backend = FakeBackend(responder=engine)
+    summary = run_job(validate_config(together), show_progress=False, backend=backend)
+    assert overlapped(backend, "questions", "answers")
+    assert sorted(r["id"] for r in rows(tmp_path / "out")) == sorted(
+        r["id"] for r in rows(tmp_path / "apart" / "out")
+    )
+    assert summary.stats["accounted"] and summary.stats["rows_out"] == 29
+
+
 def test_killed_in_answers_stage_resumes_exactly(tmp_path, embedded_model, monkeypatch):
     engine = ScriptedEngine(embedded_model, samples=("999", "right"))
     clean = run_job(
@@ -442,11 +464,19 @@ def test_killed_in_answers_stage_resumes_exactly(tmp_path, embedded_model, monke
                 show_progress=False,
                 backend=FakeBackend(responder=engine),
             )
+    work = OutputStore(tmp_path / "out" / "stages")
+    committed = {q["source_id"] for q in rows(tmp_path / "out" / "stages", "questions")}
+    assert committed and work.committed("questions")
     backend = FakeBackend(responder=engine)
     resumed = run_job(config(tmp_path, n=2, k=2), show_progress=False, backend=backend)
-    asked = {row_id(r["id"], "metamath", a, "question") for r in INPUT for a in ("rephrase", "sv")}
-    assert asked.isdisjoint(backend.generated)  # stage 1 was committed: no question re-asked
-    assert 0 < len(backend.generated) < 29  # only the answers of uncommitted units
+    asked = {
+        row_id(r["id"], "metamath", a, "question")
+        for r in INPUT
+        if r["id"] in committed
+        for a in ("rephrase", "sv")
+    }
+    assert asked.isdisjoint(backend.generated)  # committed questions were not re-asked
+    assert 0 < len(backend.generated) < 29  # only what no committed unit holds
     assert resumed.units_skipped > 0
     assert sorted(r["id"] for r in rows(tmp_path / "out")) == sorted(
         r["id"] for r in rows(tmp_path / "clean" / "out")

@@ -9,7 +9,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, Crash, crash_on_commit, job_config
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, overlapped
 
 from synth_ray.engine.prompts import PromptRenderer
 from synth_ray.engine.requests import EngineResult
@@ -99,6 +99,37 @@ def test_star_direct_then_rationalized(tmp_path, embedded_model):
     assert names[0].startswith("direct-part-") and names[-1].startswith("rationalize-part-")
 
 
+def test_star_rationalizes_a_unit_while_later_ones_are_still_asked(tmp_path, embedded_model):
+    """The two stages share the job's replicas: a direct unit's wrong answers are
+    rationalized as soon as it commits, before the last direct question is sent (one
+    question per unit, at most 3 in flight); the rows are the stages' one after the other."""
+    engine = ScriptedEngine(embedded_model)
+
+    def star(folder, **scheduler):
+        return job_config(
+            folder, QUESTIONS, method="self_improve", input={"id_column": "id"},
+            self_improve={"checker": "numeric", "mode": "star"},
+            output={"rows_per_shard": 1}, scheduler=scheduler,
+        )  # fmt: skip
+
+    run_job(
+        star(tmp_path / "apart", stream_stages=False),
+        show_progress=False,
+        backend=FakeBackend(responder=engine),
+    )
+    backend = FakeBackend(responder=engine)
+    summary = run_job(
+        star(tmp_path, max_in_flight_per_replica=1, batch_size=1),
+        show_progress=False,
+        backend=backend,
+    )
+    assert overlapped(backend, "direct", "rationalize")
+    assert sorted(r["id"] for r in rows(tmp_path / "out")) == sorted(
+        r["id"] for r in rows(tmp_path / "apart" / "out")
+    )
+    assert summary.stats["rows_out"] == 10 and summary.stats["accounted"]
+
+
 def test_star_killed_in_rationalize_stage_resumes_exactly(tmp_path, embedded_model, monkeypatch):
     engine = ScriptedEngine(embedded_model)
     clean = run_job(
@@ -115,11 +146,15 @@ def test_star_killed_in_rationalize_stage_resumes_exactly(tmp_path, embedded_mod
                 show_progress=False,
                 backend=FakeBackend(responder=engine),
             )
+    store = OutputStore(tmp_path / "out")
+    direct = store.committed("direct")  # the stages run at once: some may be uncommitted
+    assert direct and not store.committed("rationalize")
+    unasked = 10 - store.totals("direct").input_documents
     backend = FakeBackend(responder=engine)
     resumed = run_job(config(tmp_path, mode="star"), show_progress=False, backend=backend)
-    assert resumed.units_skipped == 4  # every direct unit, none regenerated
+    assert resumed.units_skipped == len(direct)  # no committed direct unit regenerated
     sent = set(backend.generated)
-    assert len(sent) == 5  # only the 5 wrong questions, rationalized
+    assert len(sent) == 5 + unasked  # the 5 wrong questions, rationalized, and the unasked
     ids = sorted(r["id"] for r in rows(tmp_path / "out"))
     assert ids == sorted(r["id"] for r in rows(tmp_path / "clean" / "out")) and len(
         set(ids)

@@ -42,7 +42,7 @@ from synth_ray.methods.evol_instruct import (
 )
 from synth_ray.methods.evol_instruct_prompts import EQUALITY_JUDGE
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import JobContext, Together
 from synth_ray.stats import UnitStats
 
 ANSWERED_COLUMNS = ("id", "source_id", "instruction", "round")  # respond rows
@@ -128,6 +128,9 @@ def respond_documents(
 
 
 def run_rounds(ctx: JobContext) -> dict[str, Any]:
+    """Every stage of every round at once on the job's replicas (`run_together`): a
+    lineage's next stage is asked as soon as the unit it reads commits, so the rounds
+    overlap instead of waiting for the slowest unit of each."""
     assert ctx.docs is not None
     config, runner, store, fingerprint = ctx.config, ctx.runner, ctx.store, ctx.fingerprint
     evol = config.section_as(EvolConfig)
@@ -136,12 +139,11 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
     ctx.prepare()
     work = store.child(STAGES_DIR)
     work.prepare(f"{fingerprint}/stages", {"stages_of": fingerprint}, overwrite=False)
-    outside = UnitStats()  # attempts decided outside the respond stages
-    pool = 0
-
+    parts: list[Together] = []
     for rnd in range(evol.rounds):
         stage = f"evolve-r{rnd}"
-        runner.run_joined_stage(
+        evolve = functools.partial(
+            runner.run_joined_stage,
             stage,
             work,
             ctx.docs,
@@ -155,28 +157,20 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
             EvolveStep(rnd, evol.templates),
             fingerprint,
         )
-        evolved = work.totals(stage)
-        outside.input_documents += evolved.input_documents
-        outside.rows_in += evolved.rows_in
-        outside.dropped.update(evolved.dropped)
-        outside.errored.update(evolved.errored)
-        if rnd == 0:
-            pool = evolved.rows_in - evolved.errored.get("input", 0)
+        parts.append(Together(evolve, publishes=((work, stage),)))
         source = stage
         if evol.judge_information_gain:
             source = f"judge-r{rnd}"
             judge = JudgeStep(evol.templates.get("judge", EQUALITY_JUDGE))
-            runner.run_derived_stage(
+            judging = functools.partial(
+                runner.run_derived_stage,
                 source, work, work, lineages, stage, EVOLVED_COLUMNS, judge_documents, judge,
                 fingerprint,
             )  # fmt: skip
-            judged = work.totals(source)
-            outside.dropped.update(judged.dropped)
-            if judged.rows_errored:  # the judgement failed: nothing to go on
-                outside.errored["judge"] += judged.rows_errored
-        stage = f"r{rnd}"
-        runner.run_derived_stage(
-            stage,
+            parts.append(Together(judging, publishes=((work, source),)))
+        respond = functools.partial(
+            runner.run_derived_stage,
+            f"r{rnd}",
             store,
             work,
             lineages,
@@ -186,7 +180,26 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
             RespondStep(ctx.model_name),
             fingerprint,
         )
-        outside.rows_in -= store.totals(stage).rows_in  # the respond stage counts these
+        # every round's responses are the diversity filter's (when on): then in turn
+        parts.append(Together(respond, publishes=((store, f"r{rnd}"),), filtered=True))
+    runner.run_together(parts)
+
+    outside = UnitStats()  # attempts decided outside the respond stages
+    pool = 0
+    for rnd in range(evol.rounds):
+        evolved = work.totals(f"evolve-r{rnd}")
+        outside.input_documents += evolved.input_documents
+        outside.rows_in += evolved.rows_in
+        outside.dropped.update(evolved.dropped)
+        outside.errored.update(evolved.errored)
+        if rnd == 0:
+            pool = evolved.rows_in - evolved.errored.get("input", 0)
+        if evol.judge_information_gain:
+            judged = work.totals(f"judge-r{rnd}")
+            outside.dropped.update(judged.dropped)
+            if judged.rows_errored:  # the judgement failed: nothing to go on
+                outside.errored["judge"] += judged.rows_errored
+        outside.rows_in -= store.totals(f"r{rnd}").rows_in  # the respond stage counts these
 
     return store.write_stats(
         units_total=runner.summary.units_total,

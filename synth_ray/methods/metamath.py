@@ -93,7 +93,7 @@ from synth_ray.methods.self_improve import (
     check_answer_line_budget,
     cut_at_first_answer,
 )
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import JobContext, Together
 from synth_ray.methods.templating import fill
 from synth_ray.sections import ADDED, Section, check_templates
 from synth_ray.stats import UnitStats
@@ -550,7 +550,8 @@ def answer_documents(
 def run_metamath(ctx: JobContext) -> dict[str, Any]:
     """Stage 1 into stages/, stage 2 into the output folder: each of its units is built by a
     replica from a stage-1 unit's input rows and committed questions, so the driver reads no
-    row of either."""
+    row of either. The stages run together on the job's replicas: a unit's answers are asked
+    as soon as its questions commit (`run_together`)."""
     assert ctx.docs is not None
     config = ctx.config.section_as(MetaMathConfig)
     ask = MetaMathQuestions(config)
@@ -558,9 +559,9 @@ def run_metamath(ctx: JobContext) -> dict[str, Any]:
     ctx.prepare()
     work = ctx.store.child(STAGES_DIR)
     work.prepare(f"{ctx.fingerprint}/stages", {"stages_of": ctx.fingerprint}, overwrite=False)
-    ctx.runner.execute(work, ctx.docs, ask, units, stage="questions")
-    answer = MetaMathAnswers(config, ctx.model_name)
-    ctx.runner.run_joined_stage(
+    questions = functools.partial(ctx.runner.execute, work, ctx.docs, ask, units, "questions")
+    answers = functools.partial(
+        ctx.runner.run_joined_stage,
         "answers",
         ctx.store,
         ctx.docs,
@@ -569,8 +570,11 @@ def run_metamath(ctx: JobContext) -> dict[str, Any]:
         QUESTION_COLUMNS,
         functools.partial(answer_documents, config=config),
         len(config.augmentations),
-        answer,
+        MetaMathAnswers(config, ctx.model_name),
         ctx.fingerprint,
+    )
+    ctx.runner.run_together(
+        [Together(questions, publishes=((work, "questions"),)), Together(answers, filtered=True)]
     )
     # every bootstrapped question stands for n rows; those lost in stage 1 count here
     n, first, second = config.n, work.totals("questions"), ctx.store.totals("answers")

@@ -16,29 +16,36 @@ stage derives the same units again.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from synth_ray.config import JobConfig
 from synth_ray.io.inputs import InputSpec, absolute_path
 from synth_ray.methods.registry import MethodSpec, register
 from synth_ray.methods.self_improve import SelfImproveConfig, SelfImproveMethod, load_few_shot
-from synth_ray.methods.stages import JobContext, run_single_stage
+from synth_ray.methods.stages import JobContext, Together, run_single_stage
 from synth_ray.verify.sandbox import sandbox_or_config_error
 
 
 def run_star(ctx: JobContext) -> dict[str, Any]:
-    """Run (or resume) both stages into the job's folder."""
+    """Run (or resume) both stages into the job's folder, together on the job's replicas: a
+    unit's failed questions are rationalized as soon as its direct unit commits."""
     assert ctx.docs is not None
     docs, store, runner = ctx.docs, ctx.store, ctx.runner
     section = ctx.config.section_as(SelfImproveConfig)
     direct = SelfImproveMethod(section, ctx.model_name, stage="direct")
     units = runner.plan(docs, direct, f"{ctx.fingerprint}/direct", ctx.id_column)
     ctx.prepare()
-    runner.execute(store, docs, direct, units, stage="direct")
     rationalize = SelfImproveMethod(section, ctx.model_name, stage="rationalize")
-    return runner.run_unsettled_stage(
-        "rationalize", store, docs, units, "direct", rationalize, ctx.fingerprint
-    )
+    first = functools.partial(runner.execute, store, docs, direct, units, "direct")
+    second = functools.partial(
+        runner.run_unsettled_stage,
+        "rationalize", store, docs, units, "direct", rationalize, ctx.fingerprint,
+    )  # fmt: skip
+    # both stages are the diversity filter's (when on): then one after the other
+    parts = [Together(first, publishes=((store, "direct"),), filtered=True)]
+    runner.run_together([*parts, Together(second, filtered=True)])
+    return store.write_stats(units_total=runner.summary.units_total)  # both stages' last word
 
 
 def run_self_improve(ctx: JobContext) -> dict[str, Any]:

@@ -159,11 +159,15 @@ class StageRunnerLike(Protocol):
 class Together:
     """One part of `run_together`: `run()` runs its stages (through the runner, on `pool`);
     `publishes` names the (folder, stage)s it writes that another part reads, which then
-    get their units as they commit instead of after the whole stage."""
+    get their units as they commit instead of after the whole stage. `filtered`: it writes
+    a stage the job's diversity filter decides (filters.diversity on); the filter decides
+    one stage at a time (its index and snapshots cover stages in order), so parts with two
+    such stages run one after another."""
 
     run: Callable[[], dict[str, Any]]
     pool: str = "default"
     publishes: tuple[tuple[OutputStore, str], ...] = ()
+    filtered: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class UnitFeed:
         self._records: dict[int, UnitRecord] = {}
         self._listeners: list[queue.SimpleQueue[tuple[UnitFeed, int]]] = []
         self.failed: str | None = None
-        self.finished = False
+        self.done = threading.Event()  # set once the stage committed every unit
         self._planned: list[Any] | None = None  # the stage's units, once it planned them
         self._planned_set = threading.Event()
 
@@ -78,7 +78,11 @@ class UnitFeed:
         self.failed = reason
 
     def finish(self) -> None:
-        self.finished = True
+        self.done.set()
+
+    @property
+    def finished(self) -> bool:
+        return self.done.is_set()
 
     @property
     def name(self) -> str:
