@@ -302,9 +302,17 @@ class SchedulerConfig(_Section):
     )
     stream_stages: bool = Field(
         True,
-        description="Stages on different pools run at once, a later one taking each unit of "
-        "an earlier one as it commits; false: one stage after another (what the pipeline "
-        "bench compares).",
+        description="Stages run at once (on different pools, or sharing one pool's "
+        "replicas), a later one taking each unit of an earlier one as it commits; false: one "
+        "stage after another (what the pipeline bench compares).",
+    )
+    rebalance_after_s: float | None = Field(
+        120,
+        gt=0,
+        description="While stages of several pools run at once: a pool with a replica idle "
+        "for lack of input this long gives it back (never its last), and a pool whose "
+        "replicas have all been busy this long grows by one in its place (up to its "
+        "max_replicas, or back to its replicas). Each move costs an engine start. None: never.",
     )
     max_replica_restarts: int = Field(
         3,

@@ -148,6 +148,11 @@ def run(
             f"[yellow]the replica pool shrank {len(summary.pool_shrinks)} time(s); last: "
             f"{escape(summary.pool_shrinks[-1])}[/]"
         )
+    if summary.replica_moves:
+        console.print(
+            f"replicas moved between pools {len(summary.replica_moves)} time(s); last: "
+            f"{escape(summary.replica_moves[-1])}"
+        )
     commit_log = "_commits/" if "://" in summary.output_path else "_manifest.jsonl"
     console.print(f"output: {summary.output_path}/data/*.parquet (stats.json, {commit_log})")
     if samples:

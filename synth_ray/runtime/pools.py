@@ -26,6 +26,7 @@ from synth_ray.io.filesystem import Location
 from synth_ray.io.output_store import OutputStore
 from synth_ray.methods.stages import Together
 from synth_ray.runtime.backend import Backend
+from synth_ray.runtime.balancer import BalancerThread, PoolBalancer, PoolState
 from synth_ray.runtime.scheduler import Scheduler
 from synth_ray.runtime.shared_scheduler import SharedScheduler
 from synth_ray.runtime.stopping import JobStopped, StopRequest
@@ -62,6 +63,7 @@ class PoolRunner:
         self._lock = threading.Lock()
         self.owns_ray = False
         self.stop: StopRequest | None = None  # once requested, no new stage or work starts
+        self.replica_moves: list[str] = []  # the balancer's, from an idle pool to a busy one
 
     @property
     def pool(self) -> str:
@@ -196,6 +198,10 @@ class PoolRunner:
         ]
         for thread in threads:
             thread.start()
+        balancer = None
+        after = self.config.scheduler.rebalance_after_s
+        if after is not None and len(pools) > 1:
+            balancer = BalancerThread(PoolBalancer(self._running_pools, after))
         try:
             self._join(threads)
         except BaseException:  # the main thread interrupted: the pools stop at their next step
@@ -203,6 +209,9 @@ class PoolRunner:
             self._join(threads)
             raise
         finally:
+            if balancer is not None:
+                balancer.stop()
+                self.replica_moves.extend(balancer.balancer.moves)
             for key in keys:
                 self._feeds.pop(key, None)
             for pool in pools:
@@ -218,6 +227,15 @@ class PoolRunner:
             if err is not None:
                 raise err
         return results
+
+    def _running_pools(self) -> dict[str, PoolState]:
+        """The pools whose stages are running now, as the balancer sees them."""
+        running = {}
+        for pool, scheduler in list(self._schedulers.items()):
+            config = self.pool_config(pool)
+            resources = getattr(self._backends.get(pool), "resources", None)
+            running[pool] = PoolState(scheduler, resources, config.max_replicas or config.replicas)
+        return running
 
     def _pool_finished(self, pool: str) -> None:
         """Every part on `pool` returned: end its shared scheduler, give its replicas back."""

@@ -92,7 +92,8 @@ class SliceWriteFailed(Exception):
     there are)."""
 
 
-RESTART_WINDOW_S = 3600.0  # the restart budget counts replacements over this window
+RESTART_WINDOW_S = 3600.0
+LOAD_EVERY_S = 0.25  # how often a loop notes whether its replicas starve or are all full  # the restart budget counts replacements over this window
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,14 @@ class Scheduler:
         self.fed_from_outside = fed_from_outside
         self.wanted_replicas = settings.replicas
         self.grown = 0  # replicas started by grow_to
+        self.released = 0  # idle replicas given back by release_idle_replica
+        self._release_asked = False
+        # since when a ready replica has had nothing to do while more work is to come (its
+        # input comes from a stage beside it), and since when every replica has been full
+        # while more is to come: what the pools' balancer reads (runtime/balancer.py)
+        self.starved_since: float | None = None
+        self.saturated_since: float | None = None
+        self._load_noted_at = float("-inf")
         self.finishing_queue: deque[WorkItem] = deque()  # taken from `finishing`, not yet sent
         self.replicas: dict[int, _Replica] = {}
         self.hungry: set[int] = set()  # ready replicas that may have room for more work
@@ -222,9 +231,12 @@ class Scheduler:
             if self._finished():
                 self.finished_at = self.clock()
                 return
-            while self.settings.replicas + self.grown < self.wanted_replicas and self.ever_ready:
+            while self._sized() < self.wanted_replicas and self.ever_ready:
                 self.grown += 1  # into what a finished pool freed (a lost one is not redone)
                 self._start_replica()
+            if self._release_asked:
+                self._release_asked = False
+                self._release_idle()
             for event in self.backend.poll(self.settings.poll_interval_s):
                 self._handle(event)
             self._check_start_timeout()
@@ -235,6 +247,36 @@ class Scheduler:
     def grow_to(self, replicas: int) -> None:
         """Run up to `replicas` replicas from the next loop on (never fewer than now)."""
         self.wanted_replicas = max(self.wanted_replicas, replicas)
+
+    def release_idle_replica(self) -> None:
+        """Ask the next loop (from another thread) to stop one ready replica that holds no
+        work, if there is one and it is not the last: `released` counts it once done. A
+        replica never loses work this way; asked while every replica is busy, nothing
+        happens."""
+        self._release_asked = True
+
+    @property
+    def live_replicas(self) -> int:
+        return len(self.replicas)
+
+    def _sized(self) -> int:
+        """Replicas this pool was sized to: started for it, less those given back."""
+        return self.settings.replicas + self.grown - self.released
+
+    def _release_idle(self) -> None:
+        idle = [
+            rid
+            for rid, r in self.replicas.items()
+            if r.ready and not r.in_flight and not r.isolating and rid != self.draining
+        ]
+        if not idle or len(self.replicas) < 2:
+            return
+        replica_id = max(idle)
+        self.replicas.pop(replica_id)
+        self.hungry.discard(replica_id)
+        self.backend.stop_replica(replica_id)
+        self.released += 1
+        self.wanted_replicas = min(self.wanted_replicas, self._sized())
 
     def _check_stopped(self) -> None:
         """Stop dispatching new work (finishing work still goes out); raise once nothing is in
@@ -392,6 +434,27 @@ class Scheduler:
                 self.hungry.discard(replica_id)
             elif self.work_exhausted and not self.retry:
                 self.hungry.discard(replica_id)  # nothing left to give it
+        self._note_load()
+
+    def _note_load(self) -> None:
+        """Keep `starved_since` and `saturated_since` (see __init__) up to date, a few times
+        a second (a visit of every replica: the loop's cost stays per event)."""
+        now = self.clock()
+        if now - self._load_noted_at < LOAD_EVERY_S:
+            return
+        self._load_noted_at = now
+        ready = [r for r in self.replicas.values() if r.ready and not r.isolating]
+        more = not self.work_exhausted or bool(self.retry)
+        starved = more and any(not r.in_flight for r in ready)
+        saturated = more and bool(ready) and not any(self._has_room(r) for r in ready)
+        if not starved:
+            self.starved_since = None
+        elif self.starved_since is None:
+            self.starved_since = now
+        if not saturated:
+            self.saturated_since = None
+        elif self.saturated_since is None:
+            self.saturated_since = now
 
     # -- events ---------------------------------------------------------------------------------
     def _handle(self, event: Event) -> None:

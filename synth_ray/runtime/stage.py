@@ -93,6 +93,7 @@ class RunSummary:
     replica_failures: list[str] = field(default_factory=list)
     stalls: list[str] = field(default_factory=list)  # why each stalled replica was replaced
     pool_shrinks: list[str] = field(default_factory=list)  # replicas lost and not replaced
+    replica_moves: list[str] = field(default_factory=list)  # from an idle pool to a busy one
     # what the replicas' engines ran: dtype, why that dtype, niceness (empty if none started)
     engine: dict[str, Any] = field(default_factory=dict)
     row_ids: str = ""  # what the rows' ids come from (an input column, or derived)
@@ -172,6 +173,7 @@ class StageRunner(PoolRunner):
         the first stage."""
         super().__init__(config, renderer, backend)
         self.summary = summary
+        self.replica_moves = summary.replica_moves  # the run's summary lists the moves
         self.show_progress = show_progress
         reference = config.filters.diversity.reference_path
         # resolved now, before joining Ray moves a submitted job's working directory
