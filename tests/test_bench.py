@@ -489,5 +489,7 @@ def test_the_pipeline_bench_alternates_its_order_and_prices_pools_against_stages
     assert sets == [f"output.path={tmp_path}", "input.limit=8", "scheduler.stream_stages=true",
                     "a=1"]  # fmt: skip
     check_pipeline_config(load_config(REPO / "configs" / "preference_pools.yaml"), Path("p"))
-    with pytest.raises(ConfigError, match="runs every stage on one pool"):
-        check_pipeline_config(load_config(REPO / "configs" / "preference.yaml"), Path("p"))
+    check_pipeline_config(load_config(REPO / "configs" / "preference.yaml"), Path("p"))
+    check_pipeline_config(load_config(REPO / "configs" / "metamath.yaml"), Path("p"))
+    with pytest.raises(ConfigError, match="runs one stage, or stages that cannot run together"):
+        check_pipeline_config(load_config(REPO / "configs" / "generate.yaml"), Path("p"))

@@ -1,11 +1,12 @@
-"""The two-model pipeline bench: pools side by side against stages one after another.
+"""The pipeline bench: stages running together against stages one after another.
 
     synth-ray bench configs/preference_pools.yaml --workload pipeline --prompts 16 --repeats 2
 
-The job (a method whose stages run on two pools, such as preference with a judge pool) runs
-from `synth-ray run` in a fresh process per run, once with `scheduler.stream_stages` on (the
-judge rates each unit as it commits, both pools' engines working at once) and once off (the
-judge starts when the generator has finished), on the same prompts (`input.limit`). Over
+The job (a method whose stages run together: on two pools, such as preference with a judge
+pool, or sharing one, such as MetaMath's questions and answers) runs from `synth-ray run` in a
+fresh process per run, once with `scheduler.stream_stages` on (the judge rates each unit as
+it commits) and once off (the judge starts when the generator has finished), on the same
+prompts (`input.limit`). Over
 repeats the order alternates, so neither mode always runs first on a cold page cache. Each
 run's whole wall time (start to exit: engine starts included, as a user waits for them) and
 its generation time (first replica ready to last result) are reported, and the ratio of the
@@ -49,11 +50,15 @@ def pools_of(job: Any) -> list[str]:
 
 
 def check_pipeline_config(job: Any, config: Path) -> None:
-    """A pipeline bench needs a job on two pools; one line saying so otherwise."""
-    if not pools_of(job):
+    """A pipeline bench needs a job whose stages run together (on two pools, or sharing
+    one: STaR, MetaMath, Evol-Instruct, preference, conversations); one line otherwise."""
+    from synth_ray.methods import method_spec
+
+    if not pools_of(job) and not method_spec(job.method).streams(job):
         raise ConfigError(
-            f"--workload pipeline: {config} runs every stage on one pool; give its method a "
-            "second one (e.g. configs/preference_pools.yaml's preference.judge_pool)"
+            f"--workload pipeline: {config} runs one stage, or stages that cannot run "
+            "together; use a method whose stages stream (e.g. configs/preference_pools.yaml, "
+            "configs/metamath.yaml)"
         )
 
 

@@ -77,7 +77,8 @@ def bench(
 ) -> None:
     """Throughput of the same prompts through synth-ray, raw vLLM and Ray Data LLM, each in a
     fresh process, side by side: one table, appended to results.md/.jsonl, and a plot. With
-    `--workload pipeline`, a two-pool job with its pools at once against its stages in turn."""
+    `--workload pipeline`, a job with its stages running together (two pools, or sharing
+    one) against its stages in turn."""
     from synth_ray.bench.report import table_lines
     from synth_ray.bench.runner import BenchOptions, parse_sweep, run_bench
 

@@ -795,5 +795,6 @@ register(
         section=ConversationConfig,
         input_spec=conversation_input,
         papers=conversation_papers,
+        streams=lambda config: config.section_as(ConversationConfig).kind != "baize",
     )
 )

@@ -216,5 +216,6 @@ register(
         old_section_names=("evol",),
         fingerprint_key="evol",  # the section's name before issue 12: earlier outputs resume
         papers=lambda config: ["xu2023wizardlm"],
+        streams=lambda config: True,
     )
 )

@@ -618,5 +618,6 @@ register(
         input_spec=metamath_input,
         section=MetaMathConfig,
         papers=lambda config: ["yu2023metamath"],
+        streams=lambda config: True,
     )
 )

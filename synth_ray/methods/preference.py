@@ -555,5 +555,6 @@ register(
         section=PreferenceConfig,
         papers=preference_papers,
         pools=inline_pools,
+        streams=lambda config: True,
     )
 )

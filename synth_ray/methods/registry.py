@@ -52,6 +52,10 @@ def _no_papers(config: JobConfig) -> list[str]:
     return []
 
 
+def _never(config: JobConfig) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """`run(ctx)` runs or resumes the whole method and returns its stats. `input_spec` says
@@ -65,7 +69,8 @@ class MethodSpec:
     preference.judge_engine), beside the job's `pools`. `papers` names the keys of methods/papers.py this config follows (the dataset card cites
     them). `section` is the method's config section, read from the key named like the method
     (`old_section_names` are accepted with a deprecation warning; `fingerprint_key`, where
-    set, is the key the section enters the fingerprint under, so old outputs resume)."""
+    set, is the key the section enters the fingerprint under, so old outputs resume).
+    `streams` says whether the config's stages run together (the pipeline bench's question)."""
 
     name: str
     run: Callable[[JobContext], dict[str, Any]]
@@ -76,6 +81,9 @@ class MethodSpec:
     files: Callable[[JobConfig], dict[FileKey, str]] = field(default=_no_files)
     papers: Callable[[JobConfig], list[str]] = field(default=_no_papers)
     pools: Callable[[JobConfig], dict[str, PoolConfig]] = field(default=_no_pools)
+    # whether the config's stages run together (`run_together`), on one pool too: what the
+    # pipeline bench compares with its stages one after another
+    streams: Callable[[JobConfig], bool] = field(default=_never)
     old_section_names: tuple[str, ...] = ()
     fingerprint_key: str | None = None
 

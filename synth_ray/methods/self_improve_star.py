@@ -93,5 +93,6 @@ register(
         check=check_self_improve,
         files=self_improve_files,
         papers=self_improve_papers,
+        streams=lambda config: config.section_as(SelfImproveConfig).mode == "star",
     )
 )
