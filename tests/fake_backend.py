@@ -128,11 +128,14 @@ class FakeBackend:
 
     def _run(self, payloads: list, replica_id: int = 0) -> list:
         if payloads and isinstance(payloads[0], SliceTask | FinalizeTask):
-            for key in {p.stage_key for p in payloads}:  # fetched again, as a replica does
-                if not self.worker.has_stage(key):
+            held = {}  # fetched again when evicted, and held for the batch, as a replica does
+            for key in {p.stage_key for p in payloads}:
+                held[key] = self.worker.stage(key)
+                if held[key] is None:
+                    held[key] = self.specs[key]
                     self.worker.add_stage(self.specs[key])
             with self._storage_of(replica_id):
-                return [asyncio.run(self.worker.run(task)) for task in payloads]
+                return [asyncio.run(self.worker.run(t, held[t.stage_key])) for t in payloads]
         return asyncio.run(self._generate_many(payloads))
 
     @contextlib.contextmanager

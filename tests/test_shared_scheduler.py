@@ -19,10 +19,10 @@ import pytest
 from fake_backend import FakeBackend
 
 from synth_ray.engine.requests import EngineRequest, EngineResult, SamplingSpec
-from synth_ray.runtime.scheduler import Scheduler, SchedulerSettings, WorkItem
+from synth_ray.runtime.scheduler import JobFailed, Scheduler, SchedulerSettings, WorkItem
 from synth_ray.runtime.shared_scheduler import Lane, SharedScheduler
 from synth_ray.runtime.stopping import JobStopped, StopRequest
-from synth_ray.runtime.streaming import StageBesideFailed
+from synth_ray.runtime.streaming import StageBesideFailed, UnitFeed
 
 SAMPLING = SamplingSpec(0.0, 1.0, 8)
 
@@ -197,3 +197,61 @@ def test_a_lane_added_after_the_scheduler_failed_ends_with_that_failure():
     with pytest.raises(StageBesideFailed, match="pool judge failed"):
         late.wait()
     shared.close()
+
+
+def test_the_scheduler_ends_when_closed_even_with_no_replica_ready():
+    """The lane's last result arrives, then its replica dies idle and no replacement becomes
+    ready: closing ends the scheduler at once, without a failure (nothing was left to do)."""
+    backend = FakeBackend(latency_polls=0)
+    shared = SharedScheduler("default")
+    settings = SchedulerSettings(poll_interval_s=0.0, start_timeout_s=1.0)
+
+    def start(s: SharedScheduler) -> Scheduler:
+        return Scheduler(
+            backend, s.work(), s.sink, settings, fed_from_outside=s.fed_from_outside,
+            work_closed=s.closed,
+        )  # fmt: skip
+
+    def last_result(item, result):  # on the scheduler's thread: its replica is lost now
+        backend.never_ready_ids.add(1)
+        backend._kill(0, "lost its node while idle")
+
+    lane = shared.add(Lane(0, iter([request("a0", 0)]), last_result), start, lambda _: None)
+    lane.wait()
+    shared.close()
+    assert shared._failure is None and backend.started == [0, 1]
+
+
+def test_a_lane_waiting_on_nothing_fails_instead_of_hanging():
+    """A lane not fed by a stage beside it whose work says 'later' while nothing is in
+    flight would wait for good: the job fails, saying so."""
+    shared = SharedScheduler("default")
+    backend = FakeBackend()
+
+    def start(s: SharedScheduler) -> Scheduler:
+        return Scheduler(
+            backend, s.work(), s.sink, SchedulerSettings(poll_interval_s=0.0),
+            fed_from_outside=s.fed_from_outside, work_closed=s.closed,
+        )  # fmt: skip
+
+    def never():
+        while True:
+            yield None
+
+    lane = shared.add(Lane(0, never(), lambda *_: None), start, lambda _: None)
+    waited = threading.Thread(target=lambda: pytest.raises(JobFailed, lane.wait))
+    waited.start()
+    waited.join(10)
+    assert not waited.is_alive() and isinstance(lane.error, JobFailed)
+    assert "waits on results nothing will send" in str(lane.error)
+    shared.close()
+
+
+def test_a_stage_waiting_for_an_earlier_ones_plan_stops_when_told():
+    feed = UnitFeed("out", "questions")
+
+    def check():
+        raise StageBesideFailed("a stage running beside this one failed (boom)")
+
+    with pytest.raises(StageBesideFailed, match="boom"):
+        feed.planned(check)

@@ -468,7 +468,7 @@ def judge_pool(job: JobConfig) -> str:
 
 def run_preference(ctx: JobContext) -> dict[str, Any]:
     """The generators' pools write responses while the judge's pool rates each unit's as soon
-    as they are committed (`run_together`); on one pool, one stage after the other."""
+    as they are committed (`run_together`); on one pool too, sharing its replicas."""
     assert ctx.docs is not None
     config = ctx.config.section_as(PreferenceConfig)
     seed = ctx.config.sampling.seed

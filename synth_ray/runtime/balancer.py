@@ -93,7 +93,10 @@ class PoolBalancer:
             self._settled_at = now
             if taker is None:
                 return  # the stage that wanted it finished meanwhile: the replica stays free
-            taker.scheduler.grow_to(taker.scheduler.wanted_replicas + 1)
+            wanted = taker.scheduler.wanted_replicas
+            if wanted >= taker.cap:
+                return  # it grew into a finished pool's replicas meanwhile
+            taker.scheduler.grow_to(wanted + 1)
             line = (
                 f"pool {give} had a replica idle for lack of input for {self.after_s:g}s: "
                 f"it gave it back, and pool {take}, all of whose replicas were busy, grows "

@@ -86,10 +86,16 @@ class GeneratorActor:
         """Run slices of the stages in `specs`: (stage key, object ref of its StageSpec)
         pairs, each fetched once per replica and stage (inside a list, so Ray does not fetch
         it for every call). A batch holds slices of several stages where they share a pool."""
-        for key, spec in specs:
-            if not self.slices.has_stage(key):
-                self.slices.add_stage(await spec)
-        running = [asyncio.ensure_future(self.slices.run(task)) for task in tasks]
+        held = {}  # this batch's specs, whatever the cache evicts meanwhile
+        for key, ref in specs:
+            spec = self.slices.stage(key)
+            if spec is None:
+                spec = await ref
+                self.slices.add_stage(spec)
+            held[key] = spec
+        running = [
+            asyncio.ensure_future(self.slices.run(task, held[task.stage_key])) for task in tasks
+        ]
         try:
             return list(await asyncio.gather(*running))
         except BaseException:

@@ -351,7 +351,8 @@ class PoolRunner:
         else:
             self._backends[pool] = backend  # a caller's: kept as it is
         for other, scheduler in list(self._schedulers.items()):
-            cap = self.pool_config(other).max_replicas or 0
+            config = self.pool_config(other)  # one that lent replicas takes them back
+            cap = config.max_replicas or config.replicas
             room = cap - scheduler.wanted_replicas
             if room <= 0 or scheduler.work_exhausted:
                 continue

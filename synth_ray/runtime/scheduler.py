@@ -92,8 +92,8 @@ class SliceWriteFailed(Exception):
     there are)."""
 
 
-RESTART_WINDOW_S = 3600.0
-LOAD_EVERY_S = 0.25  # how often a loop notes whether its replicas starve or are all full  # the restart budget counts replacements over this window
+RESTART_WINDOW_S = 3600.0  # the restart budget counts replacements over this window
+LOAD_EVERY_S = 0.25  # how often a loop notes whether its replicas starve or are all full
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,8 @@ class Scheduler:
         stop: StopRequest | None = None,
         on_tick: Callable[[Scheduler], None] | None = None,
         finishing: Callable[[], list[WorkItem]] | None = None,
-        fed_from_outside: bool = False,
+        fed_from_outside: bool | Callable[[], bool] = False,
+        work_closed: Callable[[], bool] | None = None,
     ) -> None:
         """`work` may yield None: nothing to send now, more once results come back (a
         decided unit to write). `sink(item, result)` gets each item's result once. `split` cuts a suspect item in
@@ -170,7 +171,9 @@ class Scheduler:
         (the run's timeline samples it). `finishing()` hands over, while a stop drains, the
         items that write already generated rows (otherwise `work` yields them).
         `fed_from_outside`: `work` waits on another stage running beside this one, so a None
-        while nothing is in flight is no deadlock. `grow_to(n)` (from another thread) asks for
+        while nothing is in flight is no deadlock (a callable: asked each time).
+        `work_closed()`: true once `work` will yield nothing more, told without a replica
+        asking for work (a shared scheduler's end, when no replica is ready). `grow_to(n)` (from another thread) asks for
         up to n replicas in all, once resources were freed for them."""
         self.backend = backend
         self.work = work
@@ -184,6 +187,7 @@ class Scheduler:
         self.on_tick = on_tick
         self.finishing = finishing
         self.fed_from_outside = fed_from_outside
+        self.work_closed = work_closed
         self.wanted_replicas = settings.replicas
         self.grown = 0  # replicas started by grow_to
         self.released = 0  # idle replicas given back by release_idle_replica
@@ -228,6 +232,8 @@ class Scheduler:
                 self._check_stopped()
             else:
                 self._fill()
+            if not self.work_exhausted and self.work_closed is not None and self.work_closed():
+                self.work_exhausted = True
             if self._finished():
                 self.finished_at = self.clock()
                 return
@@ -276,7 +282,7 @@ class Scheduler:
         self.hungry.discard(replica_id)
         self.backend.stop_replica(replica_id)
         self.released += 1
-        self.wanted_replicas = min(self.wanted_replicas, self._sized())
+        self.wanted_replicas = max(self._sized(), self.wanted_replicas - 1)
 
     def _check_stopped(self) -> None:
         """Stop dispatching new work (finishing work still goes out); raise once nothing is in
@@ -380,7 +386,8 @@ class Scheduler:
                 break
             if item is None:  # more work will follow from results still to come
                 quiet = self.batches_in_flight == 0 and not batch and not self.retry
-                if quiet and not self.fed_from_outside:
+                outside = self.fed_from_outside
+                if quiet and not (outside() if callable(outside) else outside):
                     raise JobFailed("internal error: work waits on results nothing will send")
                 break
             batch.append(item)

@@ -49,8 +49,10 @@ class Lane:
         finishing: Callable[[], list[WorkItem]] | None = None,
         on_tick: Callable[[Scheduler], None] | None = None,
         notice: Callable[[str], None] | None = None,
+        fed_from_outside: bool = False,
     ) -> None:
         self.rank = rank
+        self.fed_from_outside = fed_from_outside  # its work waits on a stage beside it
         self.work = work
         self.sink = sink
         self.split = split
@@ -104,10 +106,12 @@ class SharedScheduler:
                 return lane
             if self._closed:
                 raise RuntimeError(f"internal error: a stage joined pool {self.name} after close")
-            self._lanes.append(lane)
-            if self.scheduler is None:
-                self.scheduler = start(self)
+            starting = self.scheduler is None
+            if starting:
+                self.scheduler = start(self)  # a failure here leaves no lane behind
                 self._end = end
+            self._lanes.append(lane)
+            if starting:
                 self._thread = threading.Thread(
                     target=self._run, name=f"scheduler-{self.name}", daemon=True
                 )
@@ -141,6 +145,19 @@ class SharedScheduler:
                     break
             yield item
 
+    def fed_from_outside(self) -> bool:
+        """Whether a None from `work()` may be waiting on something besides the results in
+        flight: a stage beside a lane, or a lane still to come. Otherwise, with nothing in
+        flight, the scheduler fails the job instead of waiting for good."""
+        with self._lock:
+            live = [lane for lane in self._lanes if not lane.ended]
+        return not live or any(lane.fed_from_outside for lane in live)
+
+    def closed(self) -> bool:
+        """No lane will come, and every lane's work has ended."""
+        with self._lock:
+            return self._closed and all(lane.ended for lane in self._lanes)
+
     def sink(self, item: WorkItem, result: Any) -> None:
         lane: Lane = item.owner
         try:
@@ -155,7 +172,11 @@ class SharedScheduler:
 
     def split(self, item: WorkItem) -> list[WorkItem]:
         lane: Lane = item.owner
-        pieces = lane.split(item) if lane.split is not None else [item]
+        try:
+            pieces = lane.split(item) if lane.split is not None else [item]
+        except BaseException:
+            self._failed_lane = lane
+            raise
         for piece in pieces:
             piece.owner = lane
         lane.pending += len(pieces) - 1
@@ -163,7 +184,11 @@ class SharedScheduler:
 
     def exhausted(self, item: WorkItem, reason: str) -> WorkItem | None:
         lane: Lane = item.owner
-        replacement = lane.exhausted(item, reason) if lane.exhausted is not None else None
+        try:
+            replacement = lane.exhausted(item, reason) if lane.exhausted is not None else None
+        except BaseException:
+            self._failed_lane = lane
+            raise
         if replacement is not None:
             replacement.owner = lane  # in the item's place: still one pending
         return replacement

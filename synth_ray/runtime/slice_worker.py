@@ -53,8 +53,9 @@ from synth_ray.stats import UnitStats
 
 T = TypeVar("T")
 GenerateMany = Callable[[list[EngineRequest]], Awaitable[list[EngineResult]]]
-# stage specs cached per replica: the stages running at once on one pool (a conversation's
-# turns, each a stage) at least; one evicted is fetched again from the ref each call carries
+# stage specs cached per replica, the least recently used evicted first: the stages running
+# at once on one pool (a conversation's turns, each a stage) at least. One evicted is fetched
+# again from the ref each call carries, and a batch holds its own specs while it runs.
 _STAGES_KEPT = 32
 
 
@@ -68,18 +69,26 @@ class SliceWorker:
     def has_stage(self, key: str) -> bool:
         return key in self._stages
 
+    def stage(self, key: str) -> StageSpec | None:
+        """The cached spec of stage `key` (None: never added, or evicted)."""
+        spec = self._stages.get(key)
+        if spec is not None:
+            self._stages.move_to_end(key)
+        return spec
+
     def add_stage(self, spec: StageSpec) -> None:
         self._stages[spec.key] = spec
         self._stages.move_to_end(spec.key)
         while len(self._stages) > _STAGES_KEPT:
             self._stages.popitem(last=False)
 
-    async def run(self, task: SliceTask | FinalizeTask) -> SliceDone:
-        """Generate and write one slice (or write a decided unit). An engine failure
-        propagates (the replica is replaced and the slice re-sent); a failure of the per-row
-        code or of the storage comes back as `SliceDone.error`, which fails the job with that
-        reason: retrying it on another replica would fail the same way."""
-        spec = self._stages[task.stage_key]
+    async def run(self, task: SliceTask | FinalizeTask, spec: StageSpec | None = None) -> SliceDone:
+        """Generate and write one slice (or write a decided unit) of stage `spec` (default:
+        the cached spec of the task's stage). An engine failure propagates (the replica is
+        replaced and the slice re-sent); a failure of the per-row code or of the storage
+        comes back as `SliceDone.error`, which fails the job with that reason: retrying it
+        on another replica would fail the same way."""
+        spec = spec or self._stages[task.stage_key]
         if isinstance(task, FinalizeTask):
             try:
                 return await self._cpu(lambda: finalize_unit(spec, task))

@@ -298,7 +298,7 @@ class StageRunner(PoolRunner):
                 feed.add(record)
         with self._lock:
             self.summary.units_total += len(units)
-        self.summary.units_skipped += len(units) - len(remaining)
+            self.summary.units_skipped += len(units) - len(remaining)
         if self.config.filters.diversity.enabled and method.diversity_column:
             self._filtered_stages.append((store, stage))
         if remaining:
@@ -361,11 +361,17 @@ class StageRunner(PoolRunner):
         """Return once the stage beside this one that `feed` hears committed every unit;
         StageBesideFailed if it (or another beside it) failed, JobStopped on a stop."""
         while not feed.done.wait(0.2):
-            reason = f"stage {feed.name} failed: {feed.failed}" if feed.failed else self._aborted
-            if reason:
-                raise StageBesideFailed(reason)
-            if self.stop is not None:
-                self.stop.check()
+            if feed.failed:
+                raise StageBesideFailed(f"stage {feed.name} failed: {feed.failed}")
+            self._check_beside()
+
+    def _check_beside(self) -> None:
+        """Raise if the stages running together must stop: StageBesideFailed once one
+        failed, JobStopped on a stop."""
+        if self._aborted:
+            raise StageBesideFailed(self._aborted)
+        if self.stop is not None:
+            self.stop.check()
 
     def run_derived_stage(
         self,
@@ -393,7 +399,7 @@ class StageRunner(PoolRunner):
         if feed is None:
             records: list[Any] = committed_records(earlier_store, earlier_stage, earlier_units)
         else:  # committed later, unit by unit: its planned units carry the ids its commits will
-            records = feed.planned()
+            records = feed.planned(self._check_beside)
             if len(records) != len(earlier_units):
                 raise AssertionError(f"stage {earlier_stage} planned {len(records)} units")
         units, shards = [], {}
@@ -448,7 +454,9 @@ class StageRunner(PoolRunner):
         streamed = any(feed is not None for feed in feeds)
         if streamed:  # committed later, unit by unit: the ids its commits will carry
             committed = [
-                committed_records(s, name, input_units) if feed is None else feed.planned()
+                committed_records(s, name, input_units)
+                if feed is None
+                else feed.planned(self._check_beside)
                 for (s, name), feed in zip(earlier, feeds, strict=True)
             ]
             sources = [
@@ -600,7 +608,6 @@ class StageRunner(PoolRunner):
             spec.embedders = list(diversity.embedders)
             spec.embedding_dim = diversity.dim
             spec.embed_chunk = EMBED_CHUNK
-        backend.add_stage(spec)
 
         replicas = self.stage_config.resources.replicas
 
@@ -634,6 +641,7 @@ class StageRunner(PoolRunner):
         if together:
             slices = gated(slices, gate, lambda: self._aborted)
         work = tracker.work(tracker.register(slices, {u.index: u for u in remaining}))
+        backend.add_stage(spec)
         try:
             self._schedule(
                 store,
@@ -702,7 +710,7 @@ class StageRunner(PoolRunner):
         if shared is not None:
             lane = Lane(
                 getattr(self._local, "rank", 0), work, sink, split, exhausted, finishing,
-                notice=progress.notice,
+                notice=progress.notice, fed_from_outside=fed_from_outside,
             )  # fmt: skip
             self._schedule_lane(shared, lane, store, progress)
             return
@@ -748,7 +756,8 @@ class StageRunner(PoolRunner):
         finishing: Callable[[], list[WorkItem]] | None,
         notice: Callable[[str], None] | None,
         on_tick: Callable[[Scheduler], None] | None,
-        fed_from_outside: bool,
+        fed_from_outside: bool | Callable[[], bool],
+        work_closed: Callable[[], bool] | None = None,
     ) -> Scheduler:
         """A scheduler for this thread's pool, with the job's scheduler settings."""
         sc = self.config.scheduler
@@ -779,6 +788,7 @@ class StageRunner(PoolRunner):
             on_tick=on_tick,
             finishing=finishing,
             fed_from_outside=fed_from_outside,
+            work_closed=work_closed,
         )
 
     def _scheduler_ended(self, scheduler: Scheduler) -> None:
@@ -803,7 +813,7 @@ class StageRunner(PoolRunner):
         def start(shared: SharedScheduler) -> Scheduler:
             scheduler = self._new_scheduler(
                 shared.work(), shared.sink, shared.split, shared.exhausted, shared.finishing,
-                shared.notice, shared.tick, fed_from_outside=True,
+                shared.notice, shared.tick, shared.fed_from_outside, shared.closed,
             )  # fmt: skip
             self._schedulers[pool] = scheduler
             return scheduler
@@ -821,11 +831,13 @@ class StageRunner(PoolRunner):
         shared.add(lane, start, end)
         scheduler = shared.scheduler
         assert scheduler is not None
+        since = (scheduler.requests_resent, len(scheduler.stalls), len(scheduler.shrinks))
         try:
             lane.wait()
         except JobStopped:
             timeline.record(scheduler, "stopped")
-            store.record_run(self._run_record(scheduler, progress, run_started, 0.0, 0.0))
+            record = self._run_record(scheduler, progress, run_started, 0.0, 0.0, since)
+            store.record_run(record)
             raise
         except JobFailed:
             timeline.record(scheduler, "failed")
@@ -839,7 +851,8 @@ class StageRunner(PoolRunner):
             self.summary.output_tokens_this_run += progress.stats.output_tokens
             self.summary.engine = self.summary.engine or scheduler.engine_info
         timeline.record(scheduler, "stage done")
-        store.record_run(self._run_record(scheduler, progress, run_started, startup, generation))
+        record = self._run_record(scheduler, progress, run_started, startup, generation, since)
+        store.record_run(record)
 
     def _metrics(self, progress: JobProgress) -> JobMetrics | None:
         """Ray metrics of this stage, where this process is connected to Ray."""
@@ -856,8 +869,13 @@ class StageRunner(PoolRunner):
         run_started: float,
         startup: float,
         generation: float,
+        since: tuple[int, int, int] = (0, 0, 0),
     ) -> dict[str, Any]:
-        """One line of _runs.jsonl: what this run of a stage did (and why it stopped early)."""
+        """One line of _runs.jsonl: what this run of a stage did (and why it stopped early).
+        `since`: the scheduler's requests re-sent, stalls and shrinks when the stage began
+        (a pool's shared scheduler counts every stage's)."""
+        resent, stalled, shrunk = since
+        stalls, shrinks = scheduler.stalls[stalled:], scheduler.shrinks[shrunk:]
         record = {
             **{f"engine_{key}": value for key, value in scheduler.engine_info.items()},
             "started": run_started,
@@ -866,12 +884,12 @@ class StageRunner(PoolRunner):
             "startup_s": round(startup, 3),
             "generation_wall_s": round(generation, 3),
             "output_tokens": progress.stats.output_tokens,
-            "requests_resent": scheduler.requests_resent,
-            "replicas_stalled": len(scheduler.stalls),
-            "stalls": scheduler.stalls[-5:],
+            "requests_resent": scheduler.requests_resent - resent,
+            "replicas_stalled": len(stalls),
+            "stalls": stalls[-5:],
         }
-        if scheduler.shrinks:
-            record["pool_shrinks"] = scheduler.shrinks[-5:]
+        if shrinks:
+            record["pool_shrinks"] = shrinks[-5:]
         if scheduler.stop is not None and scheduler.stop.requested:
             record["stopped_by"] = scheduler.stop.signal_name
         return record

@@ -45,13 +45,16 @@ class UnitFeed:
         self._planned = sorted(units, key=lambda u: u.index)
         self._planned_set.set()
 
-    def planned(self) -> list[Any]:
+    def planned(self, check: Callable[[], None] | None = None) -> list[Any]:
         """The stage's planned units in index order, once it has planned them (a later stage
-        derives its unit ids from them, as it would from the commit records); JobFailed when
-        the stage failed first."""
+        derives its unit ids from them, as it would from the commit records);
+        StageBesideFailed when the stage failed first. `check()`, called while waiting,
+        raises to stop waiting (another stage beside failed, a stop)."""
         while not self._planned_set.wait(0.2):
             if self.failed:
                 raise StageBesideFailed(f"stage {self.name} failed: {self.failed}")
+            if check is not None:
+                check()
         assert self._planned is not None
         return self._planned
 
