@@ -183,9 +183,10 @@ def run_pipeline_bench(
     m = machine.describe()
     stamp = time.strftime("%Y-%m-%d %H:%M")
     pools = ", ".join(f"{name} ({job.method})" for name in pools_of(job))
+    where = f"pools default + {pools}" if pools else f"{job.method}'s stages sharing one pool"
     title = (
         f"{stamp} synth-ray bench pipeline{f' ({label})' if label else ''}: {prompts} prompts "
-        f"of {config}, pools default + {pools}"
+        f"of {config}, {where}"
     )
     context = (
         f"Machine: {machine.line(m)}. Each run `synth-ray run` in a fresh process (engine "
