@@ -329,6 +329,37 @@ def test_magpie_job_filters_dedupes_and_answers(tmp_path, embedded_model):
     assert response.temperature == 0.0 and response.max_tokens == 64
 
 
+def test_a_response_pool_answers_what_the_jobs_model_asked(tmp_path, embedded_model):
+    """magpie.response_pool: the job's model writes the instructions, the pool's answers
+    them (its rows name that model), each engine getting only its own stage's requests; the
+    rows are those of one model doing both. A pool not declared is one line."""
+    plain = run_job(
+        magpie_config(tmp_path / "plain"),
+        show_progress=False,
+        backend=FakeBackend(responder=scripted(embedded_model)),
+    )
+    responder = tmp_path / "responder-model"
+    model_alias(embedded_model, responder)
+    config = magpie_config(tmp_path).model_dump(mode="json")
+    config["magpie"]["response_pool"] = "responder"
+    config["pools"] = {"responder": {"engine": {"model": str(responder), "max_model_len": 1024}}}
+    pools = {
+        "default": FakeBackend(responder=scripted(embedded_model)),
+        "responder": FakeBackend(responder=scripted(embedded_model)),
+    }
+    summary = run_job(validate_config(config), show_progress=False, backend=pools)
+    out = rows(tmp_path / "out")
+    assert {r["model"] for r in out} == {"responder-model"}
+    assert [r["response"] for r in out] == [r["response"] for r in rows(tmp_path / "plain" / "out")]
+    stages = [
+        {key.split(":")[0] for _, _, keys in b.submitted for key in keys} for b in pools.values()
+    ]
+    assert stages == [{"instructions"}, {"responses"}]
+    assert summary.stats["rows_out"] == plain.stats["rows_out"] == 3
+    with pytest.raises(ConfigError, match=r"magpie.response_pool: no pool 'big' \(pools: default"):
+        magpie_config(tmp_path, response_pool="big")
+
+
 def test_killed_in_responses_resumes_without_asking_again(tmp_path, embedded_model, monkeypatch):
     from synth_ray.methods.base import row_id
 

@@ -44,13 +44,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from synth_ray.config import DEFAULT_POOL
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR
 from synth_ray.methods.base import TOKEN_COLUMNS, Candidate, Dropped, Kept, Method, Outcome, row_id
 from synth_ray.methods.registry import MethodSpec, register
-from synth_ray.methods.stages import GeneratedDocuments, JobContext
+from synth_ray.methods.stages import GeneratedDocuments, JobContext, Together
 from synth_ray.sections import ADDED, Section
 from synth_ray.stats import UnitStats
 
@@ -79,7 +80,23 @@ class MagpieConfig(Section):
         json_schema_extra=ADDED,
     )
 
+    response_pool: str | None = Field(
+        None,
+        description="The pool (of the job's `pools`) whose model answers the instructions, as "
+        "Magpie-Reasoning answers one model's instructions with another; the job's engine's "
+        "replicas are given back first. None: the job's model, as Magpie does.",
+        json_schema_extra=ADDED,
+    )
+
     def check_in_job(self, job: Any) -> None:
+        if self.response_pool is not None and self.response_pool not in (
+            DEFAULT_POOL,
+            *job.pools,
+        ):
+            there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
+            raise ValueError(
+                f"magpie.response_pool: no pool {self.response_pool!r} (pools: {there})"
+            )
         if job.filters.diversity.enabled and job.filters.diversity.partitions > 1:
             raise ValueError(
                 "filters.diversity.partitions: magpie has no input to train centroids on; "
@@ -397,8 +414,12 @@ def run_magpie(ctx: JobContext) -> dict[str, Any]:
     }
     duplicates = sum(len(positions) for positions in repeated.values())
     del keys
-    answer = MagpieResponses(config, ctx.model_name)
-    ctx.runner.run_derived_stage(
+    # every instruction first (the duplicate check is over all of them), then the responses,
+    # on their own pool where one is named (the job's engine given back first)
+    pool = config.response_pool or DEFAULT_POOL
+    answer = MagpieResponses(config, ctx.runner.model_name(pool))
+    respond = functools.partial(
+        ctx.runner.run_derived_stage,
         "responses",
         ctx.store,
         work,
@@ -415,6 +436,7 @@ def run_magpie(ctx: JobContext) -> dict[str, Any]:
             for k, unit in enumerate(units)
         },
     )
+    ctx.runner.run_together([Together(respond, pool)])
     # every instruction request is a row of the job: those that never reached stage 2 here
     first = work.totals("instructions")
     before = UnitStats(rows_in=first.rows_in - first.rows_out + duplicates)
