@@ -8,7 +8,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, Crash, crash_on_commit
+from conftest import REPO, Crash, crash_on_commit, model_alias
 from fake_backend import FakeBackend
 
 from synth_ray.config import validate_config
@@ -108,6 +108,38 @@ def test_self_instruct_grows_pool_and_writes_instances(tmp_path, embedded_model)
     assert si["generation_stats"]["rows_in"] == 3 * si["rounds"]  # generation requests only
     pool = json.loads((tmp_path / "out" / "stages" / "pool.json").read_text())
     assert len(pool["accepted"]) == 10
+
+
+def test_an_instance_pool_writes_the_instances(tmp_path, embedded_model):
+    """self_instruct.instance_pool: the job's model grows and classifies the instructions,
+    the pool's model writes the instances (its rows name it); each engine gets only its own
+    stages' requests, and the rows are those of one model doing all."""
+    plain = run_job(
+        config(tmp_path / "plain"),
+        show_progress=False,
+        backend=FakeBackend(responder=ScriptedEngine(embedded_model)),
+    )
+    responder = tmp_path / "responder-model"
+    model_alias(embedded_model, responder)
+    data = config(tmp_path).model_dump(mode="json")
+    data["self_instruct"]["instance_pool"] = "responder"
+    data["pools"] = {"responder": {"engine": {"model": str(responder), "max_model_len": 1024}}}
+    pools = {
+        "default": FakeBackend(responder=ScriptedEngine(embedded_model)),
+        "responder": FakeBackend(responder=ScriptedEngine(embedded_model)),
+    }
+    summary = run_job(validate_config(data), show_progress=False, backend=pools)
+    rows = final_rows(tmp_path / "out")
+    assert {r["model"] for r in rows} == {"responder-model"}
+    mine = [(r["instruction"], r["output"]) for r in rows]
+    assert mine == [(r["instruction"], r["output"]) for r in final_rows(tmp_path / "plain" / "out")]
+    stages = [{k.split(":")[0] for _, _, keys in b.submitted for k in keys} for b in pools.values()]
+    assert "instances" not in stages[0] and stages[1] == {"instances"}
+    assert summary.stats["rows_out"] == plain.stats["rows_out"] == 10
+    bad = config(tmp_path).model_dump(mode="json")
+    bad["self_instruct"]["instance_pool"] = "responder"
+    with pytest.raises(ConfigError, match="self_instruct.instance_pool: no pool 'responder'"):
+        validate_config(bad)
 
 
 def test_self_instruct_killed_in_round_two_resumes_without_repeats(

@@ -106,9 +106,22 @@ class SelfInstructConfig(Section):
         )
         return self
 
+    instance_pool: str | None = Field(
+        None,
+        description="The pool (of the job's `pools`) whose model writes the instances (the "
+        "responder), once the instructions are chosen and classified; the job's engine's "
+        "replicas are given back first. None: the job's model, as Self-Instruct does.",
+        json_schema_extra=ADDED,
+    )
+
     def check_in_job(self, job: Any) -> None:
         if not self.seed_path:
             raise ValueError("self_instruct.seed_path: required for method self_instruct")
+        if self.instance_pool is not None and self.instance_pool not in ("default", *job.pools):
+            there = ", ".join(["default", *sorted(job.pools)])
+            raise ValueError(
+                f"self_instruct.instance_pool: no pool {self.instance_pool!r} (pools: {there})"
+            )
         if self.constrain:
             if job.sampling.ignore_eos:
                 raise ValueError(

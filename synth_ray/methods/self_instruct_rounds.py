@@ -14,6 +14,7 @@ the stages folder is rewritten after each round for people to look at.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections import Counter
@@ -43,7 +44,7 @@ from synth_ray.methods.self_instruct_prompts import (
     OUTPUT_FIRST,
     generation_prompt,
 )
-from synth_ray.methods.stages import JobContext
+from synth_ray.methods.stages import JobContext, Together
 from synth_ray.stats import UnitStats
 
 
@@ -143,14 +144,19 @@ def run_rounds(ctx: JobContext) -> dict[str, Any]:
         replace(d, extra={**d.extra, "is_classification": labels.get(d.source_id, False)})
         for d in docs
     ]
+    # the responder: the job's model, or another pool's (the job's engine given back first)
+    pool = si.instance_pool or "default"
     instances = InstanceGeneration(
-        ctx.model_name,
+        runner.model_name(pool),
         si.templates.get("input_first", INPUT_FIRST),
         si.templates.get("output_first", OUTPUT_FIRST),
         si.max_instances,
         config.sampling.max_tokens if si.constrain else None,
     )
-    runner.run_stage("instances", store, lambda: iter(docs), instances, fingerprint)
+    write = functools.partial(
+        runner.run_stage, "instances", store, lambda: iter(docs), instances, fingerprint
+    )
+    runner.run_together([Together(write, pool)])
 
     pool_stage = UnitStats(rows_in=considered - len(accepted), dropped=drops)
     if compared:
