@@ -279,6 +279,14 @@ class PoolConfig(ResourcesConfig):
 DEFAULT_POOL = "default"
 
 
+def check_pool_declared(key: str, name: str | None, job: Any) -> None:
+    """A ValueError naming the pools there are when `name` (config key `key`'s value: a
+    stage's pool) is none of `job`'s; None (the job's own pool) always passes."""
+    if name is not None and name != DEFAULT_POOL and name not in job.pools:
+        there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
+        raise ValueError(f"{key}: no pool {name!r} (pools: {there})")
+
+
 class SchedulerConfig(_Section):
     runtime_only = True  # where and how fast: never in the fingerprint
 

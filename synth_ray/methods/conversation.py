@@ -66,7 +66,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import DEFAULT_POOL, JobConfig
+from synth_ray.config import DEFAULT_POOL, JobConfig, check_pool_declared
 from synth_ray.engine.prompts import PromptRenderer, fold_system_messages
 from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
@@ -182,9 +182,7 @@ class ConversationConfig(Section):
         return self
 
     def check_in_job(self, job: Any) -> None:
-        if self.user_pool is not None and self.user_pool not in (DEFAULT_POOL, *job.pools):
-            there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
-            raise ValueError(f"conversation.user_pool: no pool {self.user_pool!r} (pools: {there})")
+        check_pool_declared("conversation.user_pool", self.user_pool, job)
 
     def turn_range(self) -> tuple[int, int | None]:
         """The (fewest, most) exchanges of a conversation; most None: no cap (baize)."""

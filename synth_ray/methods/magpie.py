@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from synth_ray.config import DEFAULT_POOL
+from synth_ray.config import DEFAULT_POOL, check_pool_declared
 from synth_ray.engine.requests import EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError
 from synth_ray.io.inputs import Document
@@ -89,14 +89,7 @@ class MagpieConfig(Section):
     )
 
     def check_in_job(self, job: Any) -> None:
-        if self.response_pool is not None and self.response_pool not in (
-            DEFAULT_POOL,
-            *job.pools,
-        ):
-            there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
-            raise ValueError(
-                f"magpie.response_pool: no pool {self.response_pool!r} (pools: {there})"
-            )
+        check_pool_declared("magpie.response_pool", self.response_pool, job)
         if job.filters.diversity.enabled and job.filters.diversity.partitions > 1:
             raise ValueError(
                 "filters.diversity.partitions: magpie has no input to train centroids on; "

@@ -37,7 +37,13 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from synth_ray.config import DEFAULT_POOL, EngineConfig, JobConfig, PoolConfig
+from synth_ray.config import (
+    DEFAULT_POOL,
+    EngineConfig,
+    JobConfig,
+    PoolConfig,
+    check_pool_declared,
+)
 from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.io.inputs import Document
 from synth_ray.io.output_store import STAGES_DIR, OutputStore
@@ -144,9 +150,7 @@ class PreferenceConfig(Section):
         for key, name in [("judge_pool", self.judge_pool), *(
             ("generator_pools", pool) for pool in self.generator_pools or ()
         )]:  # fmt: skip
-            if name is not None and name != DEFAULT_POOL and name not in job.pools:
-                there = ", ".join([DEFAULT_POOL, *sorted(job.pools)])
-                raise ValueError(f"preference.{key}: no pool {name!r} (pools: {there})")
+            check_pool_declared(f"preference.{key}", name, job)
         if job.sampling.temperature == 0:
             raise ValueError(
                 "sampling.temperature: 0 makes the n responses one text; sample (e.g. 1.0)"

@@ -29,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from synth_ray.config import check_pool_declared
 from synth_ray.engine.requests import Constraint, EngineResult, SamplingSpec
 from synth_ray.errors import ConfigError, InputError
 from synth_ray.io.inputs import Document
@@ -117,11 +118,7 @@ class SelfInstructConfig(Section):
     def check_in_job(self, job: Any) -> None:
         if not self.seed_path:
             raise ValueError("self_instruct.seed_path: required for method self_instruct")
-        if self.instance_pool is not None and self.instance_pool not in ("default", *job.pools):
-            there = ", ".join(["default", *sorted(job.pools)])
-            raise ValueError(
-                f"self_instruct.instance_pool: no pool {self.instance_pool!r} (pools: {there})"
-            )
+        check_pool_declared("self_instruct.instance_pool", self.instance_pool, job)
         if self.constrain:
             if job.sampling.ignore_eos:
                 raise ValueError(
